@@ -1,0 +1,95 @@
+"""Shared test fixtures: JAX programs in fresh subprocesses with N forced CPU devices, and multi-host runs
+of several local processes joined through jax.distributed on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+RESULT_MARKER = "@@RESULT@@"
+
+
+def _jax_env(devices: int) -> dict:
+  env = dict(os.environ)
+  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+  env["JAX_PLATFORMS"] = "cpu"
+  env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")])
+  return env
+
+
+def _program(code: str) -> str:
+  """Wraps test code so that `emit(obj)` sends a JSON result back to the test."""
+  prelude = (
+      "import json as _json\n"
+      f"def emit(obj):\n    print({RESULT_MARKER!r} + _json.dumps(obj), flush=True)\n"
+  )
+  return prelude + textwrap.dedent(code)
+
+
+def _parse_result(stdout: str):
+  for line in stdout.splitlines():
+    if line.startswith(RESULT_MARKER):
+      return json.loads(line[len(RESULT_MARKER):])
+  return None
+
+
+def free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+@pytest.fixture
+def run_jax():
+  """run_jax(code, devices=N, timeout=...) runs `code` in a new Python with N forced host devices and
+  returns what it passed to `emit(...)`; a failing program fails the test with its stderr."""
+
+  def run(code: str, devices: int = 1, timeout: float = 600, cwd: str | os.PathLike | None = None):
+    proc = subprocess.run(
+        [sys.executable, "-c", _program(code)], env=_jax_env(devices), cwd=cwd or REPO_ROOT,
+        capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+      pytest.fail(f"subprocess with {devices} devices failed (rc={proc.returncode}):\n"
+                  f"{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
+    return _parse_result(proc.stdout)
+
+  return run
+
+
+@pytest.fixture
+def run_multihost():
+  """run_multihost(code, processes=P, devices_per_process=D) runs `code` in P processes joined by
+  jax.distributed on 127.0.0.1 (variables PROCESS_ID, NUM_PROCESSES, COORDINATOR are predefined; the code
+  calls jax_aug.sharding.initialize_distributed itself) and returns each process's emitted result."""
+
+  def run(code: str, processes: int = 2, devices_per_process: int = 2, timeout: float = 600):
+    coordinator = f"127.0.0.1:{free_port()}"
+    procs = []
+    for pid in range(processes):
+      header = f"PROCESS_ID = {pid}\nNUM_PROCESSES = {processes}\nCOORDINATOR = {coordinator!r}\n"
+      procs.append(subprocess.Popen(
+          [sys.executable, "-c", _program(header + textwrap.dedent(code))],
+          env=_jax_env(devices_per_process), cwd=REPO_ROOT,
+          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    results = []
+    try:
+      for pid, proc in enumerate(procs):
+        out, err = proc.communicate(timeout=timeout)
+        if proc.returncode != 0:
+          pytest.fail(f"process {pid}/{processes} failed (rc={proc.returncode}):\n{out[-4000:]}\n{err[-8000:]}")
+        results.append(_parse_result(out))
+    finally:
+      for proc in procs:
+        if proc.poll() is None:
+          proc.kill()
+    return results
+
+  return run
