@@ -1,0 +1,1 @@
+"""The foundation data layer: class metadata, prompts, subsets, augmentation sets, sources, pipelines."""
