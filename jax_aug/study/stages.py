@@ -1,0 +1,201 @@
+"""Stage records: what the study has finished, under which config, so a rerun skips, resumes or refuses.
+
+Every stage (build the subsets, sample one method, train one classifier, ...) owns a directory
+`<workdir>/<name>` and a record `<workdir>/stages/<name>.json` written atomically:
+
+  {"name", "fingerprint", "config", "upstream", "state": "running" | "done", "seconds", "attempts", ...}
+
+The fingerprint hashes the stage's own config together with the fingerprints of the stages it reads from,
+so a changed config anywhere upstream shows up downstream too. On a rerun a stage is
+
+  - skipped when it is done under the same fingerprint;
+  - resumed when it started under the same fingerprint but never finished (the stage's own job skips the
+    items its manifests list);
+  - refused (`StageConfigChanged`, naming the changed fields) when its own config changed, unless a
+    `redo` pattern names it: then its old directory is moved to `<workdir>/_superseded/` (never deleted)
+    and it runs again from scratch;
+  - redone without asking when only an upstream fingerprint changed, i.e. the user already asked to redo
+    a stage it reads from: its output was computed from data that no longer exists.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import hashlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+from jax_aug.io import atomic_write_json, read_json
+
+RECORDS_DIR = "stages"
+SUPERSEDED_DIR = "_superseded"
+
+
+class StageConfigChanged(RuntimeError):
+  """A finished or started stage is asked to run under a different config."""
+
+
+@dataclasses.dataclass(frozen=True)
+class StageOutcome:
+  name: str
+  status: str  # "ran", "resumed", "skipped", "redone"
+  seconds: float  # spent in this invocation
+
+
+def canonical_config(config: Any) -> Any:
+  """A JSON-able, order-independent view of a config (ConfigDict, dict, list, scalar)."""
+  if hasattr(config, "to_dict"):
+    config = config.to_dict()
+  return json.loads(json.dumps(config, sort_keys=True, default=_json_default))
+
+
+def _json_default(value: Any) -> Any:
+  if isinstance(value, (set, frozenset)):
+    return sorted(value)
+  if isinstance(value, os.PathLike):
+    return os.fspath(value)
+  raise TypeError(f"stage config value {value!r} of type {type(value).__name__} is not JSON-serializable")
+
+
+def fingerprint(config: Any, upstream: Mapping[str, str] | None = None) -> str:
+  payload = json.dumps({"config": canonical_config(config), "upstream": dict(sorted((upstream or {}).items()))},
+                       sort_keys=True)
+  return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def config_diff(old: Any, new: Any, prefix: str = "") -> list[str]:
+  """Human-readable differences between two canonical configs, e.g. ['classifier.epochs: 3 -> 5']."""
+  if isinstance(old, dict) and isinstance(new, dict):
+    lines = []
+    for key in sorted(set(old) | set(new)):
+      path = f"{prefix}.{key}" if prefix else str(key)
+      if key not in old:
+        lines.append(f"{path}: added ({json.dumps(new[key])})")
+      elif key not in new:
+        lines.append(f"{path}: removed (was {json.dumps(old[key])})")
+      else:
+        lines.extend(config_diff(old[key], new[key], path))
+    return lines
+  if old != new:
+    return [f"{prefix or '<config>'}: {json.dumps(old)} -> {json.dumps(new)}"]
+  return []
+
+
+def validate_stage_name(name: str) -> str:
+  parts = name.split("/")
+  if not name or any(not p or p in (".", "..") or not all(c.isalnum() or c in "_-." for c in p) for p in parts):
+    raise ValueError(f"bad stage name {name!r}: expected '/'-separated parts of [A-Za-z0-9_.-], e.g. 'train/retrieval/r0'")
+  return name
+
+
+class StageRunner:
+  """Runs named stages in a workdir, recording completion; see the module docstring for the rules."""
+
+  def __init__(self, workdir: str | os.PathLike, *, redo: Iterable[str] = (),
+               log: Callable[[str], None] = print):
+    self.workdir = Path(workdir)
+    self.redo_patterns = [p for p in redo if p]
+    self.log = log
+    self.outcomes: list[StageOutcome] = []
+    self._fingerprints: dict[str, str] = {}
+
+  def record_path(self, name: str) -> Path:
+    return self.workdir / RECORDS_DIR / f"{validate_stage_name(name)}.json"
+
+  def stage_dir(self, name: str) -> Path:
+    return self.workdir / validate_stage_name(name)
+
+  def read_record(self, name: str) -> dict | None:
+    path = self.record_path(name)
+    return read_json(path) if path.exists() else None
+
+  def is_done(self, name: str) -> bool:
+    record = self.read_record(name)
+    return bool(record) and record["state"] == "done"
+
+  def fingerprint_of(self, name: str) -> str:
+    """The fingerprint of a stage this runner has run or skipped; upstream stages must come first."""
+    if name not in self._fingerprints:
+      raise KeyError(f"stage {name!r} has not been run (or skipped) yet, so it cannot be upstream of another")
+    return self._fingerprints[name]
+
+  def _asked_to_redo(self, name: str) -> bool:
+    return any(fnmatch.fnmatchcase(name, p) for p in self.redo_patterns)
+
+  def run(self, name: str, config: Any, fn: Callable[[Path], None], *, upstream: Iterable[str] = (),
+          position: str = "") -> Path:
+    """Runs `fn(stage_dir)` unless the stage is already done under the same config; returns stage_dir."""
+    upstream_fps = {u: self.fingerprint_of(u) for u in upstream}
+    config = canonical_config(config)
+    fp = fingerprint(config, upstream_fps)
+    out = self.stage_dir(name)
+    record = self.read_record(name)
+    label = f"[{position}] {name}" if position else name
+    status = "ran"
+    if record is not None and record["fingerprint"] != fp:
+      own_changes = config_diff(record["config"], config)
+      if own_changes and not self._asked_to_redo(name):
+        raise StageConfigChanged(
+            f"stage {name!r} {'finished' if record['state'] == 'done' else 'started'} under a different config"
+            f" ({'; '.join(own_changes)}). Its output in {out} was kept. Restore the config, or pass"
+            f" --config.redo={name} (patterns such as 'train/*' work) to move that output to"
+            f" {self.workdir / SUPERSEDED_DIR} and run the stage again.")
+      reason = "config changed, redo asked" if own_changes else (
+          "upstream redone: " + ", ".join(
+              u for u in sorted(set(record["upstream"]) | set(upstream_fps))
+              if record["upstream"].get(u) != upstream_fps.get(u)))
+      self.log(f"{label}: redo ({reason})")
+      self._supersede(name, record)
+      record, status = None, "redone"
+    elif record is not None and record["state"] == "done":
+      self._fingerprints[name] = fp
+      self.outcomes.append(StageOutcome(name, "skipped", 0.0))
+      self.log(f"{label}: done earlier ({record['seconds']:.1f} s), skipped")
+      return out
+    elif record is not None:
+      status = "resumed"
+
+    self.log(f"{label}: {'resuming' if status == 'resumed' else 'running'}")
+    previous_seconds = record["seconds"] if record else 0.0
+    attempts = (record["attempts"] if record else 0) + 1
+    base = {"name": name, "fingerprint": fp, "config": config, "upstream": upstream_fps, "attempts": attempts}
+    atomic_write_json(self.record_path(name), {**base, "state": "running", "seconds": previous_seconds})
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    fn(out)
+    seconds = time.perf_counter() - start
+    atomic_write_json(self.record_path(name), {
+        **base, "state": "done", "seconds": previous_seconds + seconds,
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    self._fingerprints[name] = fp
+    self.outcomes.append(StageOutcome(name, status, seconds))
+    self.log(f"{label}: done in {seconds:.1f} s")
+    return out
+
+  def _supersede(self, name: str, record: dict) -> None:
+    """Moves a stage's old output and record aside (nothing is deleted) before it runs again."""
+    target = self.workdir / SUPERSEDED_DIR / f"{name.replace('/', '__')}-{record['fingerprint'][:12]}"
+    suffix = 0
+    while (candidate := target.with_name(f"{target.name}-{suffix}")).exists():
+      suffix += 1
+    candidate.mkdir(parents=True)
+    out = self.stage_dir(name)
+    if out.exists():
+      shutil.move(str(out), str(candidate / "output"))
+    shutil.move(str(self.record_path(name)), str(candidate / "record.json"))
+
+  def summary(self) -> str:
+    """Time spent per stage in this invocation, longest first, with the total."""
+    if not self.outcomes:
+      return "no stages ran"
+    width = max(len(o.name) for o in self.outcomes)
+    lines = [f"{'stage':<{width}}  {'status':<8}  seconds"]
+    for o in sorted(self.outcomes, key=lambda o: -o.seconds):
+      lines.append(f"{o.name:<{width}}  {o.status:<8}  {o.seconds:8.1f}")
+    lines.append(f"{'total':<{width}}  {'':<8}  {sum(o.seconds for o in self.outcomes):8.1f}")
+    return "\n".join(lines)

@@ -1,0 +1,123 @@
+"""Stage records: skip finished stages, resume unfinished ones, refuse a changed config unless asked."""
+
+import json
+
+import pytest
+
+from jax_aug.study import stages
+
+
+def _runner(tmp_path, redo=()):
+  return stages.StageRunner(tmp_path, redo=redo, log=lambda line: None)
+
+
+def _writer(calls, name, text):
+  def fn(out):
+    calls.append(name)
+    (out / "out.txt").write_text(text)
+  return fn
+
+
+def test_fingerprint_ignores_key_order_and_sees_values():
+  a = stages.fingerprint({"x": 1, "y": {"a": 2, "b": [1, 2]}})
+  b = stages.fingerprint({"y": {"b": [1, 2], "a": 2}, "x": 1})
+  assert a == b
+  assert stages.fingerprint({"x": 2, "y": {"a": 2, "b": [1, 2]}}) != a
+  assert stages.fingerprint({"x": 1, "y": {"a": 2, "b": [1, 2]}}, {"up": "f"}) != a
+
+
+def test_finished_stage_is_skipped(tmp_path):
+  calls = []
+  _runner(tmp_path).run("subsets", {"seed": 0}, _writer(calls, "subsets", "a"))
+  record = json.loads((tmp_path / "stages" / "subsets.json").read_text())
+  assert record["state"] == "done" and record["attempts"] == 1
+  runner = _runner(tmp_path)
+  runner.run("subsets", {"seed": 0}, _writer(calls, "subsets", "b"))
+  assert calls == ["subsets"]
+  assert (tmp_path / "subsets" / "out.txt").read_text() == "a"
+  assert [o.status for o in runner.outcomes] == ["skipped"]
+
+
+def test_unfinished_stage_is_resumed_in_place(tmp_path):
+  def crash(out):
+    (out / "partial.txt").write_text("half")
+    raise KeyboardInterrupt
+  with pytest.raises(KeyboardInterrupt):
+    _runner(tmp_path).run("train/m/r0", {"epochs": 3}, crash)
+  assert json.loads((tmp_path / "stages" / "train" / "m" / "r0.json").read_text())["state"] == "running"
+  seen = []
+  runner = _runner(tmp_path)
+  runner.run("train/m/r0", {"epochs": 3}, lambda out: seen.append((out / "partial.txt").read_text()))
+  assert seen == ["half"]  # the stage's own job finds its partial output to resume from
+  assert runner.outcomes[0].status == "resumed"
+  assert json.loads((tmp_path / "stages" / "train" / "m" / "r0.json").read_text())["attempts"] == 2
+
+
+def test_changed_config_is_refused_with_the_changed_field_and_nothing_is_lost(tmp_path):
+  calls = []
+  _runner(tmp_path).run("train/m/r0", {"classifier": {"epochs": 3, "lr": 0.1}}, _writer(calls, "1", "first"))
+  with pytest.raises(stages.StageConfigChanged) as info:
+    _runner(tmp_path).run("train/m/r0", {"classifier": {"epochs": 5, "lr": 0.1}}, _writer(calls, "2", "second"))
+  message = str(info.value)
+  assert "classifier.epochs: 3 -> 5" in message and "--config.redo=train/m/r0" in message
+  assert "lr" not in message
+  assert calls == ["1"]
+  assert (tmp_path / "train" / "m" / "r0" / "out.txt").read_text() == "first"
+
+
+def test_changed_config_of_an_unfinished_stage_is_refused_too(tmp_path):
+  def crash(out):
+    raise RuntimeError("killed")
+  with pytest.raises(RuntimeError):
+    _runner(tmp_path).run("subsets", {"seed": 0}, crash)
+  with pytest.raises(stages.StageConfigChanged, match="started under a different config"):
+    _runner(tmp_path).run("subsets", {"seed": 1}, lambda out: None)
+
+
+def test_redo_pattern_moves_old_output_aside_and_reruns(tmp_path):
+  calls = []
+  _runner(tmp_path).run("train/m/r0", {"epochs": 3}, _writer(calls, "1", "first"))
+  runner = _runner(tmp_path, redo=["train/*"])
+  runner.run("train/m/r0", {"epochs": 5}, lambda out: calls.append(sorted(p.name for p in out.iterdir())))
+  assert calls == ["1", []]  # ran again in an empty directory
+  superseded = list((tmp_path / "_superseded").iterdir())
+  assert len(superseded) == 1
+  assert (superseded[0] / "output" / "out.txt").read_text() == "first"
+  assert json.loads((superseded[0] / "record.json").read_text())["config"] == {"epochs": 3}
+  assert runner.outcomes[0].status == "redone"
+
+
+def test_redo_of_upstream_cascades_to_downstream_only(tmp_path):
+  calls = []
+  runner = _runner(tmp_path)
+  runner.run("subsets", {"seed": 0}, _writer(calls, "subsets", "s"))
+  runner.run("resample/m", {"n": 2}, _writer(calls, "resample", "r"), upstream=["subsets"])
+  runner.run("other", {"k": 1}, _writer(calls, "other", "o"))
+  calls.clear()
+  runner = _runner(tmp_path, redo=["subsets"])
+  runner.run("subsets", {"seed": 1}, _writer(calls, "subsets", "s"))
+  runner.run("resample/m", {"n": 2}, _writer(calls, "resample", "r"), upstream=["subsets"])
+  runner.run("other", {"k": 1}, _writer(calls, "other", "o"))
+  assert calls == ["subsets", "resample"]
+  # A rerun after the cascade is a no-op.
+  calls.clear()
+  runner = _runner(tmp_path)
+  runner.run("subsets", {"seed": 1}, _writer(calls, "subsets", "s"))
+  runner.run("resample/m", {"n": 2}, _writer(calls, "resample", "r"), upstream=["subsets"])
+  assert calls == []
+
+
+def test_upstream_must_run_first_and_names_are_checked(tmp_path):
+  with pytest.raises(KeyError, match="'subsets' has not been run"):
+    _runner(tmp_path).run("resample/m", {}, lambda out: None, upstream=["subsets"])
+  for bad in ("../x", "a//b", "", "a/./b", "a b"):
+    with pytest.raises(ValueError, match="bad stage name"):
+      _runner(tmp_path).run(bad, {}, lambda out: None)
+
+
+def test_summary_lists_every_stage_with_its_time(tmp_path):
+  runner = _runner(tmp_path)
+  runner.run("a", {}, lambda out: None)
+  runner.run("b", {}, lambda out: None)
+  summary = runner.summary()
+  assert "a " in summary and "b " in summary and "total" in summary
