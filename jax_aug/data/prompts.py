@@ -1,0 +1,136 @@
+"""Prompt strategies of the paper (Sec. 3.1, methods 1-4 and 8): pure functions of (class, image index, seed).
+
+Every random choice (template, background) comes from a generator seeded by (seed, class index, image
+index), so any single prompt can be regenerated alone and a resumed sampling job asks for the same
+prompts. Templates are drawn with replacement, as the paper does.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from jax_aug.data.imagenet_classes import ClassInfo, places365_categories
+
+# CLIP's 80 ImageNet prompt templates, in the order of openai/CLIP
+# notebooks/Prompt_Engineering_for_ImageNet.ipynb (`imagenet_templates`).
+CLIP_IMAGENET_TEMPLATES = (
+    "a bad photo of a {}.", "a photo of many {}.", "a sculpture of a {}.",
+    "a photo of the hard to see {}.", "a low resolution photo of the {}.", "a rendering of a {}.",
+    "graffiti of a {}.", "a bad photo of the {}.", "a cropped photo of the {}.", "a tattoo of a {}.",
+    "the embroidered {}.", "a photo of a hard to see {}.", "a bright photo of a {}.",
+    "a photo of a clean {}.", "a photo of a dirty {}.", "a dark photo of the {}.", "a drawing of a {}.",
+    "a photo of my {}.", "the plastic {}.", "a photo of the cool {}.", "a close-up photo of a {}.",
+    "a black and white photo of the {}.", "a painting of the {}.", "a painting of a {}.",
+    "a pixelated photo of the {}.", "a sculpture of the {}.", "a bright photo of the {}.",
+    "a cropped photo of a {}.", "a plastic {}.", "a photo of the dirty {}.",
+    "a jpeg corrupted photo of a {}.", "a blurry photo of the {}.", "a photo of the {}.",
+    "a good photo of the {}.", "a rendering of the {}.", "a {} in a video game.", "a photo of one {}.",
+    "a doodle of a {}.", "a close-up photo of the {}.", "a photo of a {}.", "the origami {}.",
+    "the {} in a video game.", "a sketch of a {}.", "a doodle of the {}.", "a origami {}.",
+    "a low resolution photo of a {}.", "the toy {}.", "a rendition of the {}.", "a photo of the clean {}.",
+    "a photo of a large {}.", "a rendition of a {}.", "a photo of a nice {}.", "a photo of a weird {}.",
+    "a blurry photo of a {}.", "a cartoon {}.", "art of a {}.", "a sketch of the {}.", "a embroidered {}.",
+    "a pixelated photo of a {}.", "itap of the {}.", "a jpeg corrupted photo of the {}.",
+    "a good photo of a {}.", "a plushie {}.", "a photo of the nice {}.", "a photo of the small {}.",
+    "a photo of the weird {}.", "the cartoon {}.", "art of the {}.", "a drawing of the {}.",
+    "a photo of the large {}.", "a black and white photo of a {}.", "the plushie {}.",
+    "a dark photo of a {}.", "itap of a {}.", "graffiti of the {}.", "a toy {}.", "itap of my {}.",
+    "a photo of a cool {}.", "a photo of a small {}.", "a tattoo of the {}.",
+)
+
+# The object templates of textual inversion (Gal et al. 2022), as used by diffusers'
+# examples/textual_inversion/textual_inversion{,_flax}.py (`imagenet_templates_small`), the
+# implementation the paper's pseudo-word methods build on. '{}' is the pseudo-word.
+TEXTUAL_INVERSION_TEMPLATES = (
+    "a photo of a {}", "a rendering of a {}", "a cropped photo of the {}", "the photo of a {}",
+    "a photo of a clean {}", "a photo of a dirty {}", "a dark photo of the {}", "a photo of my {}",
+    "a photo of the cool {}", "a close-up photo of a {}", "a bright photo of the {}",
+    "a cropped photo of a {}", "a photo of the {}", "a good photo of the {}", "a photo of one {}",
+    "a close-up photo of the {}", "a rendition of the {}", "a photo of the clean {}",
+    "a rendition of a {}", "a photo of a nice {}", "a good photo of a {}", "a photo of the nice {}",
+    "a photo of the small {}", "a photo of the weird {}", "a photo of the large {}",
+    "a photo of a cool {}", "a photo of a small {}",
+)
+
+# Template categories of Sariyildiz et al., "Fake it till you make it" (arXiv:2212.08420, Sec. 3), as the
+# paper lists them (Sec. 3.2): class name c; c with its hypernym h; the latter with "multiple" and
+# "multiple different"; c with its WordNet definition d; c with h inside a Places365 background b. The
+# exact punctuation ("c, h", "c, h inside b") follows Sariyildiz et al.'s notation.
+SARIYILDIZ_TEMPLATES = (
+    "{c}",
+    "{c}, {h}",
+    "multiple {c}, {h}",
+    "multiple different {c}, {h}",
+    "{c}, {d}",
+    "{c}, {h} inside {b}",
+)
+
+STRATEGIES = ("simple", "simple_no_ws", "clip_templates", "sariyildiz", "textual_inversion")
+
+
+def _rng(seed: int, cls: ClassInfo, image_index: int) -> np.random.Generator:
+  return np.random.default_rng([seed, cls.index, image_index])
+
+
+def simple(cls: ClassInfo) -> str:
+  """Method 1: 'A photo of n.' with n = all lemmas joined by ', ' ('A photo of tiger shark, ...')."""
+  return f"A photo of {cls.name}."
+
+
+def no_ws_name(cls: ClassInfo) -> str:
+  """The class name with all white space removed ('desktop computer' -> 'desktopcomputer')."""
+  return "".join(cls.name.split())
+
+
+def simple_no_ws(cls: ClassInfo) -> str:
+  """Method 2 (also the retrieval query): 'A photo of w(n).' with w removing white space."""
+  return f"A photo of {no_ws_name(cls)}."
+
+
+def clip_templates(cls: ClassInfo, image_index: int, seed: int) -> str:
+  """Method 3: one of CLIP's 80 ImageNet templates, drawn with replacement."""
+  template = CLIP_IMAGENET_TEMPLATES[_rng(seed, cls, image_index).integers(len(CLIP_IMAGENET_TEMPLATES))]
+  return template.format(cls.name)
+
+
+def sariyildiz_category(image_index: int) -> int:
+  """The template category of image `image_index`: round robin, so every category gets the same count
+  (up to one) in every class, as the paper samples "for each category the same number of images"."""
+  return image_index % len(SARIYILDIZ_TEMPLATES)
+
+
+def sariyildiz(cls: ClassInfo, image_index: int, seed: int) -> str:
+  """Method 4: Sariyildiz et al.'s template categories with a random Places365 background."""
+  scenes = places365_categories()
+  background = scenes[_rng(seed, cls, image_index).integers(len(scenes))]
+  return SARIYILDIZ_TEMPLATES[sariyildiz_category(image_index)].format(
+      c=cls.name, h=cls.hypernyms[0], d=cls.definition, b=background)
+
+
+def textual_inversion(placeholder: str, cls: ClassInfo, image_index: int, seed: int) -> str:
+  """Methods 8-9: a textual-inversion template around the class's pseudo-word token."""
+  if not placeholder or not placeholder.strip():
+    raise ValueError(f"textual_inversion needs a non-empty placeholder (pseudo-word) for {cls.wnid}")
+  rng = _rng(seed, cls, image_index)
+  return TEXTUAL_INVERSION_TEMPLATES[rng.integers(len(TEXTUAL_INVERSION_TEMPLATES))].format(placeholder)
+
+
+def build_prompt(strategy: str, cls: ClassInfo, image_index: int, seed: int, *,
+                 placeholder: str | None = None) -> str:
+  """The prompt of image `image_index` of class `cls` under `strategy` (one of STRATEGIES)."""
+  if image_index < 0:
+    raise ValueError(f"image index must be >= 0, got {image_index} for {cls.wnid}")
+  if placeholder is not None and strategy != "textual_inversion":
+    raise ValueError(f"placeholder is only used by 'textual_inversion', not by {strategy!r}")
+  match strategy:
+    case "simple":
+      return simple(cls)
+    case "simple_no_ws":
+      return simple_no_ws(cls)
+    case "clip_templates":
+      return clip_templates(cls, image_index, seed)
+    case "sariyildiz":
+      return sariyildiz(cls, image_index, seed)
+    case "textual_inversion":
+      return textual_inversion(placeholder or "", cls, image_index, seed)
+  raise ValueError(f"unknown prompt strategy {strategy!r}: expected one of {', '.join(STRATEGIES)}")
