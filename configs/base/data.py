@@ -1,0 +1,49 @@
+"""Data block: where ImageNet comes from, the study's splits, and the input pipeline's numbers.
+
+Paper scale reads real ILSVRC2012 (either layout, see docs/data.md); tiny draws a synthetic ImageNet of a
+few real classes into the workdir and runs the very same code path in seconds on a CPU:
+
+  .venv/bin/python -c "from configs.base import data; from jax_aug.data import subsets; \
+      subsets.prepare_splits(data.get('tiny'), '/tmp/jax_aug_tiny')"
+"""
+
+import ml_collections
+
+# The synthetic dataset's classes: tiger shark, goldfish, tiger cat, desktop computer, screen, pomegranate.
+TINY_WNIDS = ("n01443537", "n01491361", "n02123159", "n03180011", "n04152593", "n07747607")
+
+
+def get(scale: str) -> ml_collections.ConfigDict:
+  if scale not in ("tiny", "paper"):
+    raise ValueError(f"unknown scale {scale!r}: expected 'tiny' or 'paper'")
+  tiny = scale == "tiny"
+  config = ml_collections.ConfigDict()
+  # "folder": <root>/train/<wnid>/*.JPEG and <root>/val/<wnid>/*.JPEG; "tfds": tfds imagenet2012 prepared
+  # as array_record under tfds_data_dir (read via tfds.data_source, no TensorFlow).
+  config.source = "folder"
+  # Empty (tiny): <workdir>/synthetic_imagenet, and its tfds copy in <root>/tfds.
+  config.root = "" if tiny else "/data/imagenet"
+  config.tfds_data_dir = "" if tiny else "/data/tensorflow_datasets"
+  config.tfds_name = "imagenet2012"
+  # None: all classes found (the 1000 of ILSVRC2012); otherwise a tuple of wnids.
+  config.wnids = TINY_WNIDS if tiny else None
+  # {wnid: reason} JSON of classes dropped from every split (paper: the 10 classes retrieval could not
+  # fill); empty: none.
+  config.excluded_classes = ""
+  # Paper Sec. 4: 10% subset, ceil(0.1 n_c) per class; a validation split of the same sizes; 20% baseline.
+  config.subset_fraction = 0.1
+  config.upper_bound_fraction = 0.2
+  config.split_seed = 0
+  # Training crop (random-resized-crop, torchvision's scale/ratio) and evaluation (resize the shorter side
+  # to image_size / eval_crop_fraction, centre crop image_size), as in the PyTorch ImageNet recipe.
+  config.image_size = 32 if tiny else 224
+  config.eval_crop_fraction = 0.875
+  config.crop_scale = (0.08, 1.0)
+  config.crop_ratio = (3 / 4, 4 / 3)
+  config.num_workers = 2 if tiny else 16
+  config.pipeline_seed = 0
+  # Only for the synthetic dataset (tiny): drawn into `root` when absent. 100 train images per class make
+  # the 10% subset 10 per class, enough for a visible augmentation effect at 32 px.
+  config.synthetic = ml_collections.ConfigDict({
+      "train_per_class": 100, "val_per_class": 10, "image_size": 48, "seed": 0}) if tiny else None
+  return config

@@ -1,0 +1,139 @@
+"""Image records from the two ImageNet layouts, and reading one record's image, both without TensorFlow.
+
+- ILSVRC folder layout: `<root>/<split>/<wnid>/*.JPEG`. Records `{"wnid", "path": absolute file path}`.
+- tfds `imagenet2012` prepared as array_record: records `{"wnid", "path": "tfds://<split>/<index>"}`, read
+  with `tfds.data_source`; the image bytes are decoded by `jax_aug.io.decode_image` (bounded), not by tfds.
+
+Labels are never part of a record: the pipeline maps wnid -> label from the study's class list.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from PIL import Image
+from tqdm import tqdm
+
+from jax_aug.data.imagenet_classes import class_by_wnid
+from jax_aug.io import decode_image, load_image_file
+
+TFDS_SCHEME = "tfds://"
+IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
+_TFDS_PATH_RE = re.compile(r"tfds://([A-Za-z0-9_]+)/(\d+)")
+
+
+def tfds_path(split: str, index: int) -> str:
+  return f"{TFDS_SCHEME}{split}/{index}"
+
+
+def parse_tfds_path(path: str) -> tuple[str, int]:
+  match = _TFDS_PATH_RE.fullmatch(path)
+  if not match:
+    raise ValueError(f"bad tfds record path {path!r}: expected 'tfds://<split>/<index>'")
+  return match.group(1), int(match.group(2))
+
+
+def _check_wnids(wnids: Iterable[str], where: str) -> None:
+  for wnid in wnids:
+    try:
+      class_by_wnid(wnid)
+    except KeyError:
+      raise ValueError(f"{where}: unknown WordNet id {wnid!r} (not an ILSVRC2012 class)") from None
+
+
+def folder_records(split_dir: str | os.PathLike, wnids: Sequence[str] | None = None) -> list[dict]:
+  """All images of `split_dir/<wnid>/`, sorted by class then file name.
+
+  `wnids=None` takes every class folder; otherwise exactly the given classes, each of which must exist.
+  A class folder without images, or a folder not named by an ILSVRC2012 wnid, is an error naming it.
+  """
+  split_dir = Path(split_dir).resolve()
+  if not split_dir.is_dir():
+    raise FileNotFoundError(f"ImageNet split folder not found: {split_dir}")
+  if wnids is None:
+    wnids = sorted(p.name for p in split_dir.iterdir() if p.is_dir())
+    if not wnids:
+      raise ValueError(f"{split_dir}: no class folders (expected <wnid>/ folders of images)")
+  _check_wnids(wnids, str(split_dir))
+  records = []
+  for wnid in sorted(wnids):
+    class_dir = split_dir / wnid
+    if not class_dir.is_dir():
+      raise FileNotFoundError(f"class folder not found: {class_dir}")
+    files = sorted(p for p in class_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+      raise ValueError(f"class folder {class_dir} holds no images ({'/'.join(IMAGE_SUFFIXES)})")
+    records.extend({"wnid": wnid, "path": str(p)} for p in files)
+  return records
+
+
+@functools.cache
+def _tfds_source(data_dir: str, name: str, split: str):
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top  (slow import, tfds only)
+  return tfds.data_source(name, data_dir=data_dir, split=split, download=False,
+                          decoders={"image": tfds.decode.SkipDecoding()})
+
+
+def tfds_records(data_dir: str | os.PathLike, split: str, *, name: str = "imagenet2012",
+                 wnids: Sequence[str] | None = None, batch_size: int = 256) -> list[dict]:
+  """Records of a prepared tfds dataset split (e.g. 'train', 'validation'), optionally only `wnids`.
+
+  Finding each example's class reads every record once (array_record holds whole serialized
+  examples); on real ImageNet train that is one pass over ~140 GB, done once when the split manifests
+  are written.
+  """
+  source = _tfds_source(str(data_dir), name, split)
+  label_names = _tfds_label_names(str(data_dir), name)
+  keep = None if wnids is None else set(wnids)
+  if keep is not None:
+    _check_wnids(keep, f"tfds {name} {split}")
+    missing = keep - set(label_names)
+    if missing:
+      raise ValueError(f"tfds {name} has no class {sorted(missing)[0]!r}")
+  records = []
+  for start in tqdm(range(0, len(source), batch_size), desc=f"listing tfds {name}/{split}", unit="batch",
+                    disable=len(source) <= 10 * batch_size):
+    indices = list(range(start, min(start + batch_size, len(source))))
+    for index, example in zip(indices, source.__getitems__(indices)):
+      wnid = label_names[int(example["label"])]
+      if keep is None or wnid in keep:
+        records.append({"wnid": wnid, "path": tfds_path(split, index)})
+  if keep is not None:
+    empty = keep - {r["wnid"] for r in records}
+    if empty:
+      raise ValueError(f"tfds {name} {split} holds no images of class {sorted(empty)[0]!r}")
+  records.sort(key=lambda r: (r["wnid"], int(r["path"].rsplit("/", 1)[1])))
+  return records
+
+
+@functools.cache
+def _tfds_label_names(data_dir: str, name: str) -> tuple[str, ...]:
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  return tuple(tfds.builder(name, data_dir=data_dir).info.features["label"].names)
+
+
+class ImageReader:
+  """Reads the image of a record path: a file, or `tfds://split/index` from `tfds_data_dir`.
+
+  Holds only strings, so grain can pickle it into worker processes; each process opens the tfds data
+  sources lazily on first use.
+  """
+
+  def __init__(self, tfds_data_dir: str | os.PathLike | None = None, tfds_name: str = "imagenet2012"):
+    self.tfds_data_dir = None if tfds_data_dir is None else str(tfds_data_dir)
+    self.tfds_name = tfds_name
+
+  def __call__(self, path: str) -> Image.Image:
+    if not path.startswith(TFDS_SCHEME):
+      return load_image_file(path)
+    split, index = parse_tfds_path(path)
+    if self.tfds_data_dir is None:
+      raise ValueError(f"record {path} is a tfds record but no tfds data_dir was given")
+    source = _tfds_source(self.tfds_data_dir, self.tfds_name, split)
+    if index >= len(source):
+      raise IndexError(f"record {path}: tfds {self.tfds_name}/{split} has only {len(source)} examples")
+    return decode_image(source[index]["image"], source=f"{path} ({self.tfds_data_dir})")

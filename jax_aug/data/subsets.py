@@ -1,0 +1,189 @@
+"""The study's splits of ILSVRC2012 train (paper Sec. 4) and the class-exclusion list.
+
+Per class c with n_c train images, after one seeded permutation of the class's images:
+
+  subset      the first  k_c = ceil(0.1 n_c) images           (74..130 per class on real ImageNet)
+  validation  the next   k_c images: disjoint, same per-class sizes, for early stopping and selection
+  subset_20   the subset plus the k20_c - k_c images after the validation block, k20_c = ceil(0.2 n_c):
+              the upper-bound baseline CONTAINS the 10% subset and is disjoint from validation, so it is
+              "the subset plus the same amount of real data" that an augmentation set adds synthetically.
+
+The official ILSVRC2012 validation split is the `test` split (final scores). Every split is a pure
+function of (the class's file list, seed): the permutation of class c uses its own stream seeded by
+(seed, c), so adding or excluding a class never changes another class's split.
+
+Excluded classes (`excluded_classes.json`, `{wnid: reason}`) are dropped from every split; labels are
+assigned later from the remaining classes (see `study_wnids`), so exclusion never rewrites a manifest row.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from jax_aug.data import sources
+from jax_aug.data.imagenet_classes import class_by_wnid, load_classes
+from jax_aug.data.synthetic import COMPLETE_FILE, make_synthetic_imagenet
+from jax_aug.io import JsonlManifest, atomic_write_json, atomic_write_text, read_json
+
+log = logging.getLogger(__name__)
+
+SPLIT_NAMES = ("subset", "validation", "subset_20", "test")
+EXCLUSIONS_FILE = "excluded_classes.json"
+
+
+def per_class_counts(records: Sequence[dict]) -> dict[str, int]:
+  return dict(sorted(collections.Counter(r["wnid"] for r in records).items()))
+
+
+def fraction_size(n: int, fraction: float) -> int:
+  """ceil(fraction * n), robust to float error (ceil(0.1 * 1300) must be 130, not 131)."""
+  return math.ceil(round(fraction * n, 9))
+
+
+def make_splits(train_records: Sequence[dict], *, seed: int, subset_fraction: float = 0.1,
+                upper_bound_fraction: float = 0.2) -> dict[str, list[dict]]:
+  """subset / validation / subset_20 of `train_records` (see the module docstring)."""
+  if not 0 < subset_fraction <= upper_bound_fraction:
+    raise ValueError(f"need 0 < subset_fraction ({subset_fraction}) <= upper_bound_fraction"
+                     f" ({upper_bound_fraction})")
+  by_class: dict[str, list[dict]] = collections.defaultdict(list)
+  for record in train_records:
+    by_class[record["wnid"]].append(record)
+  splits = {"subset": [], "validation": [], "subset_20": []}
+  for wnid in sorted(by_class):
+    candidates = sorted(by_class[wnid], key=lambda r: r["path"])
+    n = len(candidates)
+    k, k20 = fraction_size(n, subset_fraction), fraction_size(n, upper_bound_fraction)
+    if 2 * k + (k20 - k) > n:
+      raise ValueError(f"class {wnid} has {n} train images: too few for a subset of {k}, a disjoint"
+                       f" validation split of {k} and {k20 - k} more for the {upper_bound_fraction:.0%} subset")
+    order = np.random.default_rng([seed, int(wnid[1:])]).permutation(n)
+    picked = [candidates[i] for i in order]
+    splits["subset"].extend(picked[:k])
+    splits["validation"].extend(picked[k:2 * k])
+    splits["subset_20"].extend(picked[:k] + picked[2 * k:k + k20])
+  return splits
+
+
+def load_exclusions(path: str | os.PathLike) -> dict[str, str]:
+  """`{wnid: reason}` from an excluded_classes.json; an absent file means no exclusions."""
+  path = Path(path)
+  if not path.exists():
+    return {}
+  excluded = read_json(path)
+  if not isinstance(excluded, dict) or not all(isinstance(v, str) and v for v in excluded.values()):
+    raise ValueError(f"{path}: expected a JSON object {{wnid: non-empty reason}}")
+  for wnid in excluded:
+    try:
+      class_by_wnid(wnid)
+    except KeyError:
+      raise ValueError(f"{path}: unknown WordNet id {wnid!r} in the exclusion list") from None
+  return excluded
+
+
+def write_exclusions(path: str | os.PathLike, excluded: Mapping[str, str]) -> None:
+  for wnid in excluded:
+    class_by_wnid(wnid)
+  atomic_write_json(path, dict(sorted(excluded.items())))
+
+
+def study_wnids(wnids: Sequence[str] | None, excluded: Mapping[str, str] = ()) -> list[str]:
+  """The study's classes in ILSVRC2012 order without the excluded ones; label = position in this list."""
+  wnids = [c.wnid for c in load_classes()] if wnids is None else list(wnids)
+  for wnid in wnids:
+    class_by_wnid(wnid)
+  return sorted((w for w in set(wnids) if w not in excluded), key=lambda w: class_by_wnid(w).index)
+
+
+def apply_exclusions(records: Sequence[dict], excluded: Mapping[str, str]) -> list[dict]:
+  return [r for r in records if r["wnid"] not in excluded]
+
+
+def write_manifest(path: str | os.PathLike, records: Sequence[dict]) -> None:
+  """Writes a whole split manifest at once (temp + rename): it is complete or absent, never partial."""
+  atomic_write_text(path, "".join(json.dumps(dict(r), sort_keys=True) + "\n" for r in records))
+
+
+def read_manifest(path: str | os.PathLike, *, check_files: bool = True) -> list[dict]:
+  """A split manifest with relative file paths resolved against its directory; with `check_files`,
+  a listed file that does not exist is an error naming it and the manifest."""
+  path = Path(path)
+  if not path.is_file():
+    raise FileNotFoundError(f"split manifest not found: {path}")
+  records = JsonlManifest(path).read()
+  for number, record in enumerate(records, start=1):
+    if "wnid" not in record or "path" not in record:
+      raise ValueError(f"{path}:{number}: a record needs 'wnid' and 'path', got {record}")
+    if record["path"].startswith("tfds://"):
+      continue
+    file = Path(record["path"])
+    if not file.is_absolute():
+      file = (path.parent / file).resolve()
+      record["path"] = str(file)
+    if check_files and not file.is_file():
+      raise FileNotFoundError(f"{path}:{number}: listed image {file} does not exist")
+  return records
+
+
+def dataset_dirs(config, workdir: str | os.PathLike) -> tuple[Path, Path]:
+  """(folder-layout root, tfds data_dir); empty config entries mean `<workdir>/synthetic_imagenet`."""
+  root = Path(config.root) if config.root else Path(workdir) / "synthetic_imagenet"
+  return root, Path(config.tfds_data_dir) if config.tfds_data_dir else root / "tfds"
+
+
+def _source_records(config, workdir, split: str, wnids: Sequence[str] | None) -> list[dict]:
+  """Records of the train ('train') or official validation ('val') split of the configured source."""
+  root, tfds_data_dir = dataset_dirs(config, workdir)
+  if config.source == "folder":
+    return sources.folder_records(root / split, wnids)
+  if config.source == "tfds":
+    tfds_split = {"train": "train", "val": "validation"}[split]
+    return sources.tfds_records(tfds_data_dir, tfds_split, name=config.tfds_name, wnids=wnids)
+  raise ValueError(f"unknown data source {config.source!r}: expected 'folder' or 'tfds'")
+
+
+def prepare_splits(config, workdir: str | os.PathLike) -> dict[str, Path]:
+  """Writes `<workdir>/splits/{subset,validation,subset_20,test}.jsonl` and `info.json`; returns the paths.
+
+  `config` is the data block of configs/base/data.py. With `config.synthetic` set, the synthetic dataset
+  is drawn into its root (see `dataset_dirs`) first, when absent. Manifests already present are kept (resume), since
+  they are a pure function of the source and the seed.
+  """
+  split_dir = Path(workdir) / "splits"
+  paths = {name: split_dir / f"{name}.jsonl" for name in SPLIT_NAMES}
+  info_path = split_dir / "info.json"
+  if info_path.exists() and all(p.exists() for p in paths.values()):
+    log.info("splits already written in %s", split_dir)
+    return paths
+  root, _ = dataset_dirs(config, workdir)
+  if config.get("synthetic") and not (root / COMPLETE_FILE).exists():
+    synthetic = config.synthetic
+    make_synthetic_imagenet(root, wnids=config.wnids, train_per_class=synthetic.train_per_class,
+                            val_per_class=synthetic.val_per_class, image_size=synthetic.image_size,
+                            seed=synthetic.seed, tfds=config.source == "tfds")
+  excluded = load_exclusions(config.excluded_classes) if config.get("excluded_classes") else {}
+  wnids = None if config.wnids is None else list(config.wnids)
+  train = apply_exclusions(_source_records(config, workdir, "train", wnids), excluded)
+  splits = make_splits(train, seed=config.split_seed, subset_fraction=config.subset_fraction,
+                       upper_bound_fraction=config.upper_bound_fraction)
+  splits["test"] = apply_exclusions(_source_records(config, workdir, "val", wnids), excluded)
+  for name, records in splits.items():
+    write_manifest(paths[name], records)
+  atomic_write_json(info_path, {
+      "wnids": study_wnids(sorted({r["wnid"] for r in train}), excluded),
+      "excluded": dict(excluded),
+      "train_per_class": per_class_counts(train),
+      "split_per_class": {name: per_class_counts(records) for name, records in splits.items()},
+      "seed": config.split_seed,
+      "subset_fraction": config.subset_fraction,
+      "upper_bound_fraction": config.upper_bound_fraction,
+  })
+  return paths
