@@ -47,7 +47,7 @@ def test_table1_rows_and_csv_recompute_from_raw_runs(tmp_path):
       tmp_path / "report", runs=runs, eval_split="val", tiny=True,
       excluded=[{"wnid": "n09999999", "reason": "retrieval found 12 of 130 images"}],
       class_names={CLASSES[0]: "tench, Tinca tinca"},
-      figure5={"subset_10": [(CLASSES[0], images), (CLASSES[1], images[:2])],
+      figure5={"subset": [(CLASSES[0], images), (CLASSES[1], images[:2])],
                "simple_prompt": [(CLASSES[0], images[:1])]})
 
   with open(paths["table1.csv"]) as f:

@@ -18,14 +18,14 @@ class Method:
   display: str  # as in Table 1
   family: str
   kind: str
-  subset: str = "subset_10"  # the real data it trains on
+  subset: str = "subset"  # the real data it trains on: a split of jax_aug.data.subsets
 
 
 BASELINE_FAMILY = "baseline"
 DM_FAMILIES = ("unconditional DM", "prompt", "personalization")
 
 METHODS: tuple[Method, ...] = (
-    Method("baseline_10", "10% ImageNet", BASELINE_FAMILY, "baseline", "subset_10"),
+    Method("baseline_10", "10% ImageNet", BASELINE_FAMILY, "baseline", "subset"),
     Method("baseline_20", "20% ImageNet", BASELINE_FAMILY, "baseline", "subset_20"),
     Method("boomerang", "Boomerang", "unconditional DM", "sample"),
     Method("simple_prompt_no_ws", "Simple prompt (no ws)", "prompt", "sample"),

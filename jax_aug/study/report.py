@@ -146,7 +146,7 @@ def write_report(report_dir: str | os.PathLike, *, runs: Sequence[Mapping], eval
                  notes: Sequence[str] = ()) -> dict[str, Path]:
   """Writes the whole report; returns {artifact name: path}.
 
-  `excluded`: [{"wnid", "reason"}]; `figure5`: {method or 'subset_10': [(wnid, [image paths])]} for the
+  `excluded`: [{"wnid", "reason"}]; `figure5`: {method or 'subset': [(wnid, [image paths])]} for the
   classes to show; `notes`: extra lines for the Markdown (e.g. which checkpoint each method used).
   """
   report_dir = Path(report_dir)
@@ -193,7 +193,7 @@ def write_report(report_dir: str | os.PathLike, *, runs: Sequence[Mapping], eval
 
   md += ["## Figure 5: example images", ""]
   for method, grid_rows in (figure5 or {}).items():
-    display = "10% ImageNet (subset images)" if method == "subset_10" else methods_lib.BY_NAME[method].display
+    display = "10% ImageNet (subset images)" if method == "subset" else methods_lib.BY_NAME[method].display
     labelled = [(f"{class_names.get(w, w)}", p) for w, p in grid_rows]
     name = f"figure5_{method}.png"
     put(name, figure5_grid(display, labelled))

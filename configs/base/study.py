@@ -1,0 +1,46 @@
+"""Study-level settings of the runner (run_study.py): which methods and stages, resampling, report.
+
+Everything a single area decides (classifier recipe, sampling, fine-tuning, retrieval, data) lives in
+that area's own config block; this block holds only what the study adds on top.
+"""
+
+import ml_collections
+
+# Classes of the paper's Figure 5 (Sec. 4.3-4.5 discuss them): tiger shark, papillon, desktop computer,
+# motor scooter, mailbag.
+PAPER_FIGURE5_CLASSES = "n01491361,n02086910,n03180011,n03791053,n03709823"
+
+
+def get(scale: str) -> ml_collections.ConfigDict:
+  if scale not in ("tiny", "paper"):
+    raise ValueError(f"unknown scale {scale!r}: expected 'tiny' or 'paper'")
+  tiny = scale == "tiny"
+  config = ml_collections.ConfigDict()
+  config.scale = scale
+  config.seed = 0
+  # Comma-separated method names of jax_aug/study/methods.py (incl. baseline_10, baseline_20), or "all".
+  config.methods = "all"
+  # Comma-separated stage-name patterns to run (e.g. "subsets,augment/*"); "*" runs the whole study.
+  config.stages = "*"
+  # Comma-separated stage-name patterns to run again under a changed config (old output is kept aside).
+  config.redo = ""
+  # Paper: 5 resampled augmentation sets per method, one classifier each; tiny: 2, the fewest that give
+  # a standard error.
+  config.n_resamples = 2 if tiny else 5
+  # Fine-tuned methods: the final checkpoint is the one whose samples give the best validation top-1 of a
+  # classifier trained on subset + those samples (resampled set 0).
+  config.selection = ml_collections.ConfigDict()
+  config.selection.resample = 0
+
+  config.report = ml_collections.ConfigDict()
+  # Empty: the first classes of the study (tiny's synthetic classes).
+  config.report.figure5_classes = "" if tiny else PAPER_FIGURE5_CLASSES
+  config.report.figure5_images_per_class = 3 if tiny else 4
+  config.report.figure5_max_classes = 3 if tiny else 5
+  # Says so in the report: numbers from random-init models test the machinery, not the science.
+  config.report.tiny_random_init_models = tiny
+  # Reuse XLA compilations across the study's many identically shaped classifier runs.
+  config.compilation_cache = True
+  # Empty: <workdir>/.jax_cache. Several workdirs may share one (compilations do not change numbers).
+  config.compilation_cache_dir = ""
+  return config

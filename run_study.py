@@ -1,0 +1,24 @@
+"""Runs (or resumes) the whole study and writes the report.
+
+  python run_study.py --config=configs/tiny.py --workdir=runs/tiny
+  python run_study.py --config=configs/paper.py --workdir=runs/paper --config.methods=baseline_10,retrieval
+"""
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from jax_aug.study.runner import run_study
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Study config, e.g. configs/tiny.py.", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for every stage's output and the report.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  run_study(_CONFIG.value, _WORKDIR.value)
+
+
+if __name__ == "__main__":
+  app.run(main)
