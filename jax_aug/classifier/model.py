@@ -126,10 +126,10 @@ def resnet50(num_classes: int = 1000, dtype: jnp.dtype = jnp.float32) -> ResNet:
   return ResNet(num_classes=num_classes, dtype=dtype)
 
 
-def build_model(config) -> ResNet:
-  """The network a `configs/base/classifier.py` model block describes."""
+def build_model(config, num_classes: int) -> ResNet:
+  """The network a `configs/base/classifier.py` model block describes, with `num_classes` outputs."""
   dtypes = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
   if config.dtype not in dtypes:
     raise ValueError(f"model.dtype must be one of {sorted(dtypes)}, got {config.dtype!r}")
-  return ResNet(num_classes=config.num_classes, stage_sizes=tuple(config.stage_sizes),
+  return ResNet(num_classes=num_classes, stage_sizes=tuple(config.stage_sizes),
                 num_filters=config.num_filters, dtype=dtypes[config.dtype])

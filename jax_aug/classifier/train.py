@@ -1,0 +1,221 @@
+"""The classifier trainer: ResNet on a subset (+ one resampled augmentation set), the paper's plateau
+recipe, per-epoch validation, orbax best/latest checkpoints, exact resume, and a results JSON.
+
+Resuming restarts the epoch after the latest checkpoint: the input order and augmentation of an epoch are
+a pure function of (seed, epoch, record index) (jax_aug.data.pipeline), the train step is deterministic,
+so the rerun epoch repeats the interrupted one exactly and the final metrics equal an uninterrupted run's.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from ml_collections import ConfigDict
+from tqdm import tqdm
+
+from jax_aug import io, sharding
+from jax_aug.classifier import model as model_lib
+from jax_aug.classifier import schedule, steps
+from jax_aug.classifier.checkpoint import RunCheckpoints
+from jax_aug.data import pipeline, subsets
+
+log = logging.getLogger(__name__)
+
+RESULTS_FILE = "results.json"
+METRICS_FILE = "metrics.jsonl"
+CONFIG_FILE = "config.json"
+
+
+def _config_json(config: ConfigDict) -> dict:
+  return json.loads(json.dumps(config.to_dict()))
+
+
+def _resolve_manifest(name: str, splits_dir: Path | None) -> Path:
+  """A manifest path, or a split name ("subset", "validation", "subset_20", "test") of the data stage."""
+  if name in subsets.SPLIT_NAMES:
+    if splits_dir is None:
+      raise ValueError(f"manifest {name!r} names a split, but the config has no data block to make the"
+                       " splits: give a path to a .jsonl manifest instead")
+    return splits_dir / f"{name}.jsonl"
+  return Path(name)
+
+
+def load_run_data(config: ConfigDict, workdir: str | os.PathLike) -> dict:
+  """Records of the train / validation / test manifests and the class list (wnids, label order).
+
+  With a `data` block in the config, the data stage's splits are made (or reused) in `<workdir>/splits`
+  and split names in the manifest fields refer to them; the class list then defaults to the splits'.
+  """
+  splits_dir = None
+  if config.get("data") is not None:
+    paths = subsets.prepare_splits(config.data, workdir)
+    splits_dir = paths["subset"].parent
+  if not config.train_manifests:
+    raise ValueError("config.train_manifests is empty: expected the subset's manifest (and optionally one"
+                     " resampled augmentation set's)")
+  if not config.validation_manifest:
+    raise ValueError("config.validation_manifest is empty: the plateau schedule and the best checkpoint"
+                     " need a validation split")
+  train = pipeline.mix(*[subsets.read_manifest(_resolve_manifest(m, splits_dir))
+                         for m in config.train_manifests])
+  validation = subsets.read_manifest(_resolve_manifest(config.validation_manifest, splits_dir))
+  test = (subsets.read_manifest(_resolve_manifest(config.test_manifest, splits_dir))
+          if config.test_manifest else None)
+  wnids = list(config.wnids)
+  if not wnids:
+    if splits_dir is None:
+      raise ValueError("config.wnids is empty: give the study's class list (label order)")
+    wnids = list(io.read_json(splits_dir / "info.json")["wnids"])
+  return {"train": train, "validation": validation, "test": test, "wnids": wnids}
+
+
+def _check_config(config: ConfigDict, mesh) -> None:
+  for name in ("global_batch_size", "eval_batch_size"):
+    if config[name] % mesh.size:
+      raise ValueError(f"config.{name}={config[name]} is not divisible by the {mesh.size} devices")
+    if config[name] % jax.process_count():
+      raise ValueError(f"config.{name}={config[name]} is not divisible by {jax.process_count()} hosts")
+
+
+def evaluate(eval_step, variables: Any, records: Sequence[dict], *, wnids: Sequence[str],
+             config: ConfigDict, mesh) -> dict:
+  """Top-1 (%) overall (over images) and per class on `records`, each image counted once."""
+  correct = np.zeros(len(wnids), np.int64)
+  count = np.zeros(len(wnids), np.int64)
+  loader = pipeline.make_eval_loader(
+      records, wnids=wnids, batch_size=config.eval_batch_size, image_size=config.input.image_size,
+      crop_fraction=config.input.eval_crop_fraction, num_workers=config.input.num_workers,
+      tfds_data_dir=config.input.tfds_data_dir or None, tfds_name=config.input.tfds_name)
+  for batch in loader:
+    batch = sharding.global_batch(
+        {"image": batch["image"], "label": batch["label"], "mask": batch["mask"]}, mesh)
+    out = eval_step(variables, batch)
+    correct += np.asarray(out["correct"])
+    count += np.asarray(out["count"])
+  per_class = {w: 100.0 * int(c) / int(n) for w, c, n in zip(wnids, correct, count) if n}
+  return {"top1": 100.0 * int(correct.sum()) / max(int(count.sum()), 1), "per_class_top1": per_class,
+          "num_images": int(count.sum())}
+
+
+def _train_epoch(train_step, state, records, *, wnids, epoch: int, config: ConfigDict, mesh):
+  loader = pipeline.make_train_loader(
+      records, wnids=wnids, epoch=epoch, seed=config.seed, global_batch_size=config.global_batch_size,
+      image_size=config.input.image_size, num_workers=config.input.num_workers,
+      crop_scale=tuple(config.input.crop_scale), crop_ratio=tuple(config.input.crop_ratio),
+      tfds_data_dir=config.input.tfds_data_dir or None, tfds_name=config.input.tfds_name)
+  num_steps = pipeline.steps_per_epoch(len(records), config.global_batch_size)
+  loss_sum, correct_sum = jnp.zeros(()), jnp.zeros((), jnp.int32)
+  progress = tqdm(total=num_steps, desc=f"epoch {epoch}", unit="step", leave=False,
+                  disable=jax.process_index() != 0)
+  for step, batch in enumerate(loader):
+    state, metrics = train_step(
+        state, sharding.global_batch({"image": batch["image"], "label": batch["label"]}, mesh))
+    loss_sum, correct_sum = loss_sum + metrics["loss"], correct_sum + metrics["correct"]
+    progress.update()
+    if (step + 1) % config.log_every_steps == 0:
+      progress.set_postfix(loss=f"{float(metrics['loss']):.3f}")
+  progress.close()
+  return state, {"train_loss": float(loss_sum) / num_steps,
+                 "train_top1": 100.0 * int(correct_sum) / (num_steps * config.global_batch_size)}
+
+
+def _truncate_metrics(path: Path, last_epoch: int) -> None:
+  """Drops rows of epochs after the checkpoint we resume from (written just before a crash)."""
+  rows = [r for r in io.JsonlManifest(path).read() if r["epoch"] <= last_epoch]
+  io.atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+
+
+def train_and_evaluate(config: ConfigDict, workdir: str | os.PathLike) -> dict:
+  """Trains one classifier in `workdir` (resuming what is there) and returns the results JSON's dict.
+
+  results.json: "top1" and "per_class_top1" ({wnid: %}) on the test split with the best-validation
+  checkpoint (on the validation split when no test manifest is configured; "eval_split" says which),
+  "validation_top1", "best_epoch", "epochs_trained", "stop_reason", "resample_index", "config".
+  """
+  workdir = Path(workdir)
+  is_chief = jax.process_index() == 0
+  config_json = _config_json(config)
+  results_path, metrics_path, config_path = (workdir / RESULTS_FILE, workdir / METRICS_FILE,
+                                             workdir / CONFIG_FILE)
+  if config_path.exists() and io.read_json(config_path) != config_json:
+    raise ValueError(f"{workdir} holds a run of a different config ({config_path}); use a new workdir")
+  if results_path.exists():
+    return io.read_json(results_path)
+  if is_chief:
+    io.atomic_write_json(config_path, config_json)
+
+  data = load_run_data(config, workdir)
+  wnids = data["wnids"]
+  mesh = sharding.make_mesh()
+  _check_config(config, mesh)
+  model = model_lib.build_model(config.model, num_classes=len(wnids))
+  tx = steps.make_optimizer(config.optimizer)
+  replicated = sharding.replicated_sharding(mesh)
+  state = jax.jit(lambda key: steps.create_train_state(model, tx, key, config.input.image_size),
+                  out_shardings=replicated)(jax.random.key(config.seed))
+  train_step = steps.jit_train_step(model, tx, mesh)
+  eval_step = steps.jit_eval_step(model, len(wnids), mesh)
+  checkpoints = RunCheckpoints(workdir)
+  plateau = schedule.initial_state(config.optimizer.learning_rate)
+  first_epoch = 0
+  if checkpoints.latest_epoch() is not None:
+    last, state, meta = checkpoints.restore_latest(state)
+    plateau, first_epoch = schedule.PlateauState.from_json(meta["schedule"]), last + 1
+    log.info("resuming %s after epoch %d", workdir, last)
+    if is_chief:
+      _truncate_metrics(metrics_path, last)
+  metrics_log = io.JsonlManifest(metrics_path)
+  stop_reason = meta["stop_reason"] if first_epoch and plateau.stop else None
+
+  epoch = first_epoch
+  while not plateau.stop:
+    state = steps.set_learning_rate(state, plateau.learning_rate)
+    start = time.time()
+    state, train_metrics = _train_epoch(train_step, state, data["train"], wnids=wnids, epoch=epoch,
+                                        config=config, mesh=mesh)
+    train_seconds = time.time() - start
+    val = evaluate(eval_step, state.variables(), data["validation"], wnids=wnids, config=config, mesh=mesh)
+    learning_rate = plateau.learning_rate
+    plateau, decision = schedule.update(plateau, epoch, val["top1"], **config.schedule.to_dict())
+    if decision.improved:
+      checkpoints.save_best(epoch, state.variables(), {"epoch": epoch, "validation": val})
+    row = {"epoch": epoch, "learning_rate": learning_rate, **train_metrics,
+           "validation_top1": val["top1"], "best_validation_top1": plateau.best_accuracy,
+           "best_epoch": plateau.best_epoch, "lr_reduced": decision.lr_reduced,
+           "train_seconds": train_seconds,
+           "train_images_per_second": pipeline.steps_per_epoch(
+               len(data["train"]), config.global_batch_size) * config.global_batch_size / train_seconds}
+    if is_chief:
+      metrics_log.append(row)
+      log.info("epoch %d: %s", epoch, {k: row[k] for k in ("train_loss", "validation_top1")})
+    stop_reason = decision.stop_reason
+    checkpoints.save_latest(epoch, state, {"schedule": plateau.to_json(), "stop_reason": stop_reason})
+    epoch += 1
+
+  best_epoch, best_variables, best_meta = checkpoints.restore_best(state.variables())
+  checkpoints.close()
+  if data["test"] is not None:
+    final, eval_split = evaluate(eval_step, best_variables, data["test"], wnids=wnids, config=config,
+                                 mesh=mesh), "test"
+  else:
+    final, eval_split = best_meta["validation"], "validation"
+  results = {
+      "top1": final["top1"], "per_class_top1": final["per_class_top1"], "eval_split": eval_split,
+      "num_eval_images": final["num_images"],
+      "validation_top1": best_meta["validation"]["top1"],
+      "validation_per_class_top1": best_meta["validation"]["per_class_top1"],
+      "best_epoch": best_epoch, "epochs_trained": plateau.last_epoch + 1, "stop_reason": stop_reason,
+      "num_train_images": len(data["train"]), "num_classes": len(wnids), "wnids": wnids,
+      "resample_index": config.resample_index, "seed": config.seed, "config": config_json,
+  }
+  if is_chief:
+    io.atomic_write_json(results_path, results)
+  return results
