@@ -1,0 +1,92 @@
+"""Repairs of the JAX APIs that jax 0.10 removed but diffusers 0.39's Flax code still calls.
+
+diffusers 0.39 is the last release with Flax classes (0.40 removed them), so it will never be fixed
+upstream; we keep jax current instead and replace exactly the functions that break, nothing more:
+
+- `safety_checker_flax.jax_cosine_distance`: `jnp.clip(..., a_min=...)` (the keyword is gone in
+  jax 0.10) made every safety-checker call raise TypeError.
+- `FlaxDDPMScheduler._get_variance`: the same `a_min=` keyword in the "fixed_small(_log)" variance.
+- `FlaxModelMixin._cast_floating_to` (behind `to_bf16` / `to_fp16` / `to_fp32`): `jax.tree_map` and
+  `jax.tree_flatten` were removed (and its mask pairing was order-dependent, see below).
+
+A grep of diffusers' and transformers' Flax code on the paths we use (CLIP text/vision, UNet, VAE,
+PNDM/DDIM/DDPM/Euler schedulers, safety checker, modeling utils) for the other removed names
+(`jax.tree_*` aliases, `tree_multimap`, `jax.random.KeyArray`, `jax.experimental.maps`, `clip`
+keywords) found nothing else. `apply()` runs on import of `jax_aug.diffusion` and is idempotent.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from diffusers.models import modeling_flax_utils
+from diffusers.pipelines.stable_diffusion import safety_checker_flax
+from diffusers.schedulers import scheduling_ddpm_flax
+from flax.traverse_util import flatten_dict, unflatten_dict
+
+_APPLIED = False
+
+
+def jax_cosine_distance(emb_1: jax.Array, emb_2: jax.Array, eps: float = 1e-12) -> jax.Array:
+  """Cosine similarity matrix of two row sets, as diffusers computes it, with `jnp.clip(min=...)`."""
+  norm_emb_1 = (emb_1.T / jnp.clip(jnp.linalg.norm(emb_1, axis=1), min=eps)).T
+  norm_emb_2 = (emb_2.T / jnp.clip(jnp.linalg.norm(emb_2, axis=1), min=eps)).T
+  return jnp.matmul(norm_emb_1, norm_emb_2.T)
+
+
+def _ddpm_get_variance(self, state, t, predicted_variance=None, variance_type=None):
+  """FlaxDDPMScheduler._get_variance with the removed `a_min=` keyword replaced by `min=`."""
+  common = state.common
+  alpha_prod_t = common.alphas_cumprod[t]
+  alpha_prod_t_prev = jnp.where(t > 0, common.alphas_cumprod[t - 1], jnp.array(1.0, dtype=self.dtype))
+  variance = (1 - alpha_prod_t_prev) / (1 - alpha_prod_t) * common.betas[t]
+  variance_type = self.config.variance_type if variance_type is None else variance_type
+  if variance_type == "fixed_small":
+    return jnp.clip(variance, min=1e-20)
+  if variance_type == "fixed_small_log":
+    return jnp.log(jnp.clip(variance, min=1e-20))
+  if variance_type == "fixed_large":
+    return common.betas[t]
+  if variance_type == "fixed_large_log":
+    return jnp.log(common.betas[t])
+  if variance_type == "learned":
+    return predicted_variance
+  if variance_type == "learned_range":
+    frac = (predicted_variance + 1) / 2
+    return frac * common.betas[t] + (1 - frac) * variance
+  return variance  # diffusers' fall-through for unknown types: the unclipped posterior variance
+
+
+def _cast_floating_to(self, params: Any, dtype: jnp.dtype, mask: Any = None) -> Any:
+  """FlaxModelMixin._cast_floating_to on `jax.tree.map`, with the mask matched to params by key.
+
+  diffusers zipped the mask's leaves (sorted-key order) with the params' flattened keys (insertion
+  order), which cast the wrong leaves whenever the two orders differ; a lookup by path cannot."""
+  del self
+
+  def conditional_cast(param):
+    if isinstance(param, jnp.ndarray) and jnp.issubdtype(param.dtype, jnp.floating):
+      param = param.astype(dtype)
+    return param
+
+  if mask is None:
+    return jax.tree.map(conditional_cast, params)
+  flat_params = flatten_dict(params)
+  flat_mask = flatten_dict(mask)
+  for key, param in flat_params.items():
+    if flat_mask[key]:
+      flat_params[key] = conditional_cast(param)
+  return unflatten_dict(flat_params)
+
+
+def apply() -> None:
+  """Installs the repairs into the diffusers modules (module attributes, so every caller sees them)."""
+  global _APPLIED
+  if _APPLIED:
+    return
+  safety_checker_flax.jax_cosine_distance = jax_cosine_distance
+  scheduling_ddpm_flax.FlaxDDPMScheduler._get_variance = _ddpm_get_variance
+  modeling_flax_utils.FlaxModelMixin._cast_floating_to = _cast_floating_to
+  _APPLIED = True

@@ -1,0 +1,151 @@
+"""Tiny random-init Stable Diffusion of the real SD v1.x classes, saved in the diffusers folder layout.
+
+Tests, the tiny configs and the CPU benchmark use it in place of SD v1.4 weights (no model hub is
+reachable): the same Flax classes (UNet, VAE, CLIP text encoder, safety checker), the real CLIP
+tokenizer (49408 tokens, from jax_aug/assets), SD v1.4's PNDM scheduler config, and a CLIP image
+processor. `build_tiny_sd_pt` saves the same architecture as a PyTorch pipeline, which `load_sd(...,
+from_pt=True)` converts: that pair is how tests compare our engine with diffusers' PyTorch pipelines.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jax_aug.diffusion import compat
+from jax_aug.diffusion.loading import load_clip_tokenizer
+
+compat.apply()
+
+# Latents of 16x16; a two-level VAE halves resolution once, so images are 32x32 pixels.
+TINY_RESOLUTION = 32
+TINY_HIDDEN = 32
+
+UNET_CONFIG: dict[str, Any] = dict(
+    sample_size=TINY_RESOLUTION // 2,
+    in_channels=4,
+    out_channels=4,
+    down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+    block_out_channels=(32, 64),
+    layers_per_block=1,
+    attention_head_dim=8,
+    cross_attention_dim=TINY_HIDDEN,
+)
+VAE_CONFIG: dict[str, Any] = dict(
+    in_channels=3,
+    out_channels=3,
+    down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+    up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+    block_out_channels=(32, 64),
+    layers_per_block=1,
+    latent_channels=4,
+    norm_num_groups=32,
+    sample_size=TINY_RESOLUTION,
+)
+# vocab and special ids of the real CLIP tokenizer; the rest tiny.
+TEXT_CONFIG: dict[str, Any] = dict(
+    vocab_size=49408,
+    hidden_size=TINY_HIDDEN,
+    intermediate_size=37,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    max_position_embeddings=77,
+    projection_dim=TINY_HIDDEN,
+    bos_token_id=49406,
+    eos_token_id=49407,
+    pad_token_id=49407,
+)
+VISION_CONFIG: dict[str, Any] = dict(
+    hidden_size=TINY_HIDDEN,
+    intermediate_size=37,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    # diffusers loads the safety checker at CLIP's 224 px input shape, so only the width is tiny.
+    image_size=224,
+    patch_size=32,
+    projection_dim=TINY_HIDDEN,
+)
+# SD v1.4's scheduler/scheduler_config.json.
+SD14_SCHEDULER_CONFIG: dict[str, Any] = dict(
+    num_train_timesteps=1000,
+    beta_start=0.00085,
+    beta_end=0.012,
+    beta_schedule="scaled_linear",
+    skip_prk_steps=True,
+    steps_offset=1,
+    set_alpha_to_one=False,
+    trained_betas=None,
+)
+
+
+def _clip_config():
+  from transformers import CLIPConfig
+  return CLIPConfig(text_config=dict(TEXT_CONFIG), vision_config=dict(VISION_CONFIG),
+                    projection_dim=TINY_HIDDEN)
+
+
+def _feature_extractor():
+  from transformers import CLIPImageProcessor
+  return CLIPImageProcessor(size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224})
+
+
+def _check_empty_target(path: Path) -> None:
+  if path.exists() and any(path.iterdir()):
+    raise FileExistsError(f"refusing to build a tiny SD into the non-empty directory {path}")
+
+
+def build_tiny_sd(path: str | os.PathLike, *, seed: int = 0) -> Path:
+  """Saves a tiny random-init Flax SD (diffusers layout, Flax weights) to `path` and returns it."""
+  from diffusers import (FlaxAutoencoderKL, FlaxPNDMScheduler, FlaxStableDiffusionPipeline,
+                         FlaxUNet2DConditionModel)
+  from diffusers.pipelines.stable_diffusion.safety_checker_flax import FlaxStableDiffusionSafetyChecker
+  from transformers import CLIPTextConfig, FlaxCLIPTextModel
+
+  path = Path(path)
+  _check_empty_target(path)
+  k_unet, k_vae, k_text, k_safety = jax.random.split(jax.random.key(seed), 4)
+  unet = FlaxUNet2DConditionModel(**UNET_CONFIG)
+  unet_params = unet.init_weights(k_unet)
+  vae = FlaxAutoencoderKL(**VAE_CONFIG)
+  vae_params = vae.init_weights(k_vae)
+  text_encoder = FlaxCLIPTextModel(CLIPTextConfig(**TEXT_CONFIG), seed=int(jax.random.bits(k_text)))
+  safety_checker = FlaxStableDiffusionSafetyChecker(
+      _clip_config(), seed=int(jax.random.bits(k_safety)))
+  scheduler = FlaxPNDMScheduler(**SD14_SCHEDULER_CONFIG)
+  pipeline = FlaxStableDiffusionPipeline(
+      vae=vae, text_encoder=text_encoder, tokenizer=load_clip_tokenizer(), unet=unet,
+      scheduler=scheduler, safety_checker=safety_checker, feature_extractor=_feature_extractor())
+  params = {"unet": unet_params, "vae": vae_params, "text_encoder": text_encoder.params,
+            "safety_checker": safety_checker.params}
+  pipeline.save_pretrained(path, params=params)
+  return path
+
+
+def build_tiny_sd_pt(path: str | os.PathLike, *, seed: int = 0):
+  """Saves the same tiny architecture as a PyTorch `StableDiffusionPipeline` (random init from
+  `seed`), in .bin files because diffusers' PT->Flax conversion reads those; returns the pipeline so a
+  test can run it as the reference. Needs torch (a test dependency)."""
+  import torch
+  from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+  from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+  from transformers import CLIPTextConfig, CLIPTextModel
+
+  path = Path(path)
+  _check_empty_target(path)
+  torch.manual_seed(seed)
+  unet = UNet2DConditionModel(**UNET_CONFIG)
+  vae = AutoencoderKL(**VAE_CONFIG)
+  text_encoder = CLIPTextModel(CLIPTextConfig(**TEXT_CONFIG))
+  safety_checker = StableDiffusionSafetyChecker(_clip_config())
+  pipeline = StableDiffusionPipeline(
+      vae=vae, text_encoder=text_encoder, tokenizer=load_clip_tokenizer(), unet=unet,
+      scheduler=PNDMScheduler(**SD14_SCHEDULER_CONFIG), safety_checker=safety_checker,
+      feature_extractor=_feature_extractor(), requires_safety_checker=True)
+  pipeline.save_pretrained(path, safe_serialization=False)
+  return pipeline

@@ -1,0 +1,96 @@
+"""Each jax 0.10 repair in jax_aug.diffusion.compat, exercised through the diffusers code path that
+broke, against an independent reference (PyTorch diffusers, numpy, hand-computed values)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import jax_aug.diffusion  # noqa: F401  (applies the repairs)
+
+
+def test_safety_checker_cosine_and_flagging_run():
+  from diffusers.pipelines.stable_diffusion import safety_checker_flax
+  from transformers import CLIPConfig
+
+  rng = np.random.default_rng(0)
+  a, b = rng.normal(size=(3, 8)), rng.normal(size=(5, 8))
+  expected = (a / np.linalg.norm(a, axis=1, keepdims=True)) @ (b / np.linalg.norm(b, axis=1, keepdims=True)).T
+  got = safety_checker_flax.jax_cosine_distance(jnp.asarray(a), jnp.asarray(b))
+  np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-5, atol=1e-6)
+
+  config = CLIPConfig(
+      text_config=dict(hidden_size=8, intermediate_size=8, num_hidden_layers=1, num_attention_heads=2),
+      vision_config=dict(hidden_size=8, intermediate_size=8, num_hidden_layers=1, num_attention_heads=2,
+                         image_size=224, patch_size=56),
+      projection_dim=8)
+  checker = safety_checker_flax.FlaxStableDiffusionSafetyChecker(config, seed=0)
+  images = jnp.asarray(rng.normal(size=(2, 3, 224, 224)), jnp.float32)
+  embeds = checker.module.apply({"params": checker.params}, jnp.transpose(images, (0, 2, 3, 1)),
+                                method=lambda m, x: m.visual_projection(m.vision_model(x)[1]))
+
+  def flags(direction):
+    # One concept along +-(first image's embedding) with threshold 0.5: cosine ~ +1 flags, ~ -1 not.
+    params = dict(checker.params)
+    params["concept_embeds"] = params["concept_embeds"].at[:].set(direction * embeds[0])
+    params["concept_embeds_weights"] = params["concept_embeds_weights"].at[:].set(0.5)
+    return np.asarray(checker(images, params=params)).tolist()
+
+  cos = np.asarray(safety_checker_flax.jax_cosine_distance(embeds, embeds[:1]))
+  assert (cos > 0.5).all()  # tiny random CLIP towers map both noise images to similar embeddings
+  assert flags(1.0) == [True, True]
+  assert flags(-1.0) == [False, False]
+
+
+def test_ddpm_variance_and_step_match_pytorch():
+  import torch
+  from diffusers import DDPMScheduler, FlaxDDPMScheduler
+
+  # Flax's DDPM always steps t -> t-1; PyTorch does too when no inference schedule is set.
+  pt_scheduler = DDPMScheduler(variance_type="fixed_small")
+  for variance_type in ("fixed_small", "fixed_small_log"):
+    flax_scheduler = FlaxDDPMScheduler(variance_type=variance_type)
+    state = flax_scheduler.create_state()
+    for t in (0, 1, 500, 999):
+      got = float(flax_scheduler._get_variance(state, jnp.asarray(t)))
+      want = max(float(pt_scheduler._get_variance(t)), 1e-20)
+      # PyTorch's "fixed_small_log" returns a standard deviation; Flax's the log variance.
+      want = np.log(want) if variance_type == "fixed_small_log" else want
+      np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-30)  # float32 cumprods near t=0
+
+  flax_scheduler = FlaxDDPMScheduler(variance_type="fixed_small")
+  state = flax_scheduler.create_state()
+  # At t=0 the step adds no noise, so it is deterministic and must equal PyTorch's.
+  rng = np.random.default_rng(1)
+  sample, eps = rng.normal(size=(2, 4, 8, 8)), rng.normal(size=(2, 4, 8, 8))
+  got = flax_scheduler.step(state, jnp.asarray(eps, jnp.float32), 0, jnp.asarray(sample, jnp.float32),
+                            key=jax.random.key(0)).prev_sample
+  want = pt_scheduler.step(torch.tensor(eps, dtype=torch.float32), 0,
+                           torch.tensor(sample, dtype=torch.float32)).prev_sample
+  # PyTorch derives beta_0 as 1 - alpha_prod_0 (float32 cancellation, ~6e-4 relative), Flax reads it.
+  np.testing.assert_allclose(np.asarray(got), want.numpy(), rtol=1e-3, atol=1e-5)
+  noisy = flax_scheduler.step(state, jnp.asarray(eps, jnp.float32), 500, jnp.asarray(sample, jnp.float32),
+                              key=jax.random.key(0)).prev_sample
+  assert np.isfinite(np.asarray(noisy)).all()
+
+
+def test_model_casts_with_and_without_mask():
+  from diffusers import FlaxAutoencoderKL
+
+  vae = FlaxAutoencoderKL(block_out_channels=(32,), down_block_types=("DownEncoderBlock2D",),
+                          up_block_types=("UpDecoderBlock2D",), layers_per_block=1, sample_size=8)
+  params = vae.init_weights(jax.random.key(0))
+  leaves = jax.tree.leaves(params)
+  bf16 = vae.to_bf16(params)
+  assert {x.dtype for x in jax.tree.leaves(bf16)} == {jnp.dtype(jnp.bfloat16)}
+  fp16 = vae.to_fp16(params)
+  assert {x.dtype for x in jax.tree.leaves(fp16)} == {jnp.dtype(jnp.float16)}
+  back = vae.to_fp32(bf16)
+  assert {x.dtype for x in jax.tree.leaves(back)} == {jnp.dtype(jnp.float32)}
+  for orig, cast in zip(leaves, jax.tree.leaves(back)):
+    np.testing.assert_allclose(np.asarray(cast), np.asarray(orig), rtol=2 ** -8)
+  from flax.traverse_util import flatten_dict, unflatten_dict
+  flat = flatten_dict(params)
+  mask = unflatten_dict({k: k[-1] == "kernel" for k in flat})
+  masked = flatten_dict(vae.to_bf16(params, mask=mask))
+  for k, v in masked.items():
+    assert v.dtype == (jnp.bfloat16 if k[-1] == "kernel" else jnp.float32), k
