@@ -20,8 +20,8 @@ def _run(method, resample, per_class):
 
 def _runs():
   return [
-      _run("baseline_10", 0, {0: 50.0, 1: 60.0, 2: 40.0}),
-      _run("baseline_10", 1, {0: 52.0, 1: 58.0, 2: 42.0}),
+      _run("baseline_10pct", 0, {0: 50.0, 1: 60.0, 2: 40.0}),
+      _run("baseline_10pct", 1, {0: 52.0, 1: 58.0, 2: 42.0}),
       _run("simple_prompt", 0, {0: 55.0, 1: 60.0, 2: 50.0}),
       _run("simple_prompt", 1, {0: 57.0, 1: 61.0, 2: 45.0}),
       _run("simple_prompt", 2, {0: 53.0, 1: 64.0, 2: 47.0}),
@@ -52,7 +52,7 @@ def test_table1_rows_and_csv_recompute_from_raw_runs(tmp_path):
 
   with open(paths["table1.csv"]) as f:
     rows = list(csv.DictReader(f))
-  assert [r["method"] for r in rows] == ["baseline_10", "simple_prompt", "retrieval"]  # Table 1 order
+  assert [r["method"] for r in rows] == ["baseline_10pct", "simple_prompt", "retrieval"]  # Table 1 order
   assert [r["family"] for r in rows] == ["baseline", "prompt", "retrieval"]
   for row in rows:
     top1 = [r["top1"] for r in runs if r["method"] == row["method"]]
@@ -94,7 +94,7 @@ def test_figures_decode_and_figure6_uses_best_dm_vs_retrieval(tmp_path):
 
 
 def test_best_dm_method_ignores_baselines_and_retrieval():
-  rows = report.table1_rows(_runs() + [_run("baseline_20", 0, {0: 99.0, 1: 99.0, 2: 99.0}),
+  rows = report.table1_rows(_runs() + [_run("baseline_20pct", 0, {0: 99.0, 1: 99.0, 2: 99.0}),
                                        _run("clip_prompts", 0, {0: 50.0, 1: 50.0, 2: 50.0})])
   assert report.best_dm_method(rows) == "simple_prompt"
   single = [r for r in rows if r["method"] == "clip_prompts"][0]

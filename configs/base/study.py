@@ -18,7 +18,7 @@ def get(scale: str) -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.scale = scale
   config.seed = 0
-  # Comma-separated method names of jax_aug/study/methods.py (incl. baseline_10, baseline_20), or "all".
+  # Comma-separated method names of jax_aug/study/methods.py (incl. baseline_10pct, baseline_20pct), or "all".
   config.methods = "all"
   # Comma-separated stage-name patterns to run (e.g. "subsets,augment/*"); "*" runs the whole study.
   config.stages = "*"

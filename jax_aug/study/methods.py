@@ -25,8 +25,8 @@ BASELINE_FAMILY = "baseline"
 DM_FAMILIES = ("unconditional DM", "prompt", "personalization")
 
 METHODS: tuple[Method, ...] = (
-    Method("baseline_10", "10% ImageNet", BASELINE_FAMILY, "baseline", "subset"),
-    Method("baseline_20", "20% ImageNet", BASELINE_FAMILY, "baseline", "subset_20"),
+    Method("baseline_10pct", "10% ImageNet", BASELINE_FAMILY, "baseline", "subset"),
+    Method("baseline_20pct", "20% ImageNet", BASELINE_FAMILY, "baseline", "subset_20"),
     Method("boomerang", "Boomerang", "unconditional DM", "sample"),
     Method("simple_prompt_no_ws", "Simple prompt (no ws)", "prompt", "sample"),
     Method("simple_prompt", "Simple prompt", "prompt", "sample"),
@@ -41,7 +41,7 @@ METHODS: tuple[Method, ...] = (
 )
 
 BY_NAME = {m.name: m for m in METHODS}
-BASELINE = "baseline_10"  # what Figure 6 measures improvement against
+BASELINE = "baseline_10pct"  # what Figure 6 measures improvement against
 
 
 def select(names: str | list[str] | tuple[str, ...]) -> list[Method]:

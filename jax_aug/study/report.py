@@ -29,7 +29,7 @@ from jax_aug.study import methods as methods_lib  # noqa: E402
 from jax_aug.study import statistics  # noqa: E402
 
 TABLE_CAPTION = (
-    "Table 1: top-1 accuracy (%) of the downstream ResNet-50 on the {eval_split} split, mean ± standard"
+    "Table 1: top-1 accuracy (%) of the downstream classifier on {eval_split}, mean ± standard"
     " error of the mean over n classifiers, one per resampled augmentation set (SE = std / sqrt(n), ddof=1;"
     " for the baselines the n runs differ only in their training seed).")
 TINY_NOTICE = (

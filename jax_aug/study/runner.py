@@ -126,7 +126,7 @@ def plan(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> list[
           lambda out, m=method, r=r, source=source: wiring.train_classifier(
               config.classifier, out, data_dir=data_dir, exclusion=exclusion, subset=m.subset,
               augmentation=(workdir / "resample" / m.name / f"set_{r}.jsonl") if source else None,
-              evaluate_on=wiring.EVAL_SPLIT, seed=seed + r),
+              evaluate_on=wiring.EVAL_SPLIT, seed=seed + r, resample_index=r if source else -1),
           after_exclusion + ((f"resample/{method.name}",) if source else ())))
 
   trained = tuple(s.name for s in stages if s.name.startswith("train/"))
@@ -153,7 +153,8 @@ def select_checkpoint(method: str, method_config, config, out: Path, *, finetune
                                 exclusion=exclusion, n_sets=config.selection.resample + 1, seed=config.seed)
     result = wiring.train_classifier(
         config.classifier, candidate / "classifier", data_dir=data_dir, exclusion=exclusion, subset="subset",
-        augmentation=sets[config.selection.resample], evaluate_on="validation", seed=config.seed)
+        augmentation=sets[config.selection.resample], evaluate_on="validation", seed=config.seed,
+        resample_index=config.selection.resample)
     scores[role] = result["top1"]
   # Ties go to the first role in sorted order, so the choice is deterministic.
   chosen = max(sorted(scores), key=lambda role: scores[role])
@@ -175,10 +176,11 @@ def write_report(config, workdir: Path, out: Path, *, exclusion: Path | None) ->
   runs = []
   for method in selected:
     for r in range(config.n_resamples):
-      result = read_json(workdir / "train" / method.name / f"r{r}" / wiring.RESULTS_FILE)
+      path = wiring.classifier_results_path(workdir / "train" / method.name / f"r{r}")
+      result = read_json(path)
       runs.append({"method": method.name, "resample": r, "top1": result["top1"],
-                   "per_class_top1": result["per_class_top1"],
-                   "results": f"train/{method.name}/r{r}/{wiring.RESULTS_FILE}"})
+                   "per_class_top1": result["per_class_top1"], "best_epoch": result["best_epoch"],
+                   "results": str(path.relative_to(workdir))})
   data = wiring.study_data(workdir / "data", exclusion)
   wanted = _patterns(config.report.figure5_classes) or data.wnids
   shown = [w for w in wanted if w in set(data.wnids)][:config.report.figure5_max_classes]

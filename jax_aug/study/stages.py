@@ -55,6 +55,8 @@ def canonical_config(config: Any) -> Any:
 
 
 def _json_default(value: Any) -> Any:
+  if hasattr(value, "to_dict"):  # a ConfigDict nested in a plain dict
+    return value.to_dict()
   if isinstance(value, (set, frozenset)):
     return sorted(value)
   if isinstance(value, os.PathLike):

@@ -17,7 +17,7 @@ from jax_aug.io import read_json
 
 # Official ILSVRC2012 validation split (50 per class), the split every final score is computed on.
 EVAL_SPLIT = "test"
-EVAL_SPLIT_DESCRIPTION = "ILSVRC2012 validation ('test' split of jax_aug.data.subsets)"
+EVAL_SPLIT_DESCRIPTION = "the test split (the official ILSVRC2012 validation images; tiny: the synthetic 'val' images)"
 
 
 def prepare_data(data_config, out: Path) -> None:
@@ -77,3 +77,35 @@ def resample_sets(augmentation_dir: Path, out: Path, *, data_dir: Path, exclusio
     subsets.write_manifest(path, drawn)
     paths.append(path)
   return paths
+
+
+CLASSIFIER_DIR = "classifier"
+
+
+def classifier_results_path(stage_dir: Path) -> Path:
+  from jax_aug.classifier.train import RESULTS_FILE
+  return Path(stage_dir) / CLASSIFIER_DIR / RESULTS_FILE
+
+
+def train_classifier(classifier_config, out: Path, *, data_dir: Path, exclusion: Path | None, subset: str,
+                     augmentation: Path | None, evaluate_on: str, seed: int, resample_index: int = -1) -> dict:
+  """One classifier (`jax_aug.classifier.train.train_and_evaluate`) on `subset` (+ one resampled set),
+  early-stopped on the validation split and scored on `evaluate_on` ("test", or "validation" when choosing
+  a fine-tuning checkpoint), with the excluded classes dropped from every split and from the labels."""
+  from jax_aug.classifier.train import train_and_evaluate
+  if evaluate_on not in ("test", "validation"):
+    raise ValueError(f"evaluate_on must be 'test' or 'validation', got {evaluate_on!r}")
+  data = study_data(data_dir, exclusion)
+  # The study's view of the splits (exclusions applied, absolute paths), written next to the run so the
+  # classifier's recorded config names exactly what it read.
+  inputs = Path(out) / "inputs"
+  for split in sorted({subset, "validation", evaluate_on}):
+    subsets.write_manifest(inputs / f"{split}.jsonl", data.split(split))
+  config = classifier_config.copy_and_resolve_references()
+  config.train_manifests = (str(inputs / f"{subset}.jsonl"),) + ((str(augmentation),) if augmentation else ())
+  config.validation_manifest = str(inputs / "validation.jsonl")
+  config.test_manifest = str(inputs / "test.jsonl") if evaluate_on == "test" else ""
+  config.wnids = tuple(data.wnids)
+  config.seed = seed
+  config.resample_index = resample_index
+  return train_and_evaluate(config, Path(out) / CLASSIFIER_DIR)
