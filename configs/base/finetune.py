@@ -1,0 +1,71 @@
+"""Fine-tuning block (jax_aug/finetune, finetune_dm.py): model, batch, learning rates, checkpoint policy.
+
+Paper Sec. 3.2: the standard SD objective, until the validation loss stagnates or rises, at most 40
+epochs; learning rate scaled by sqrt of the batch-size ratio; checkpoints with the best train loss, the
+best validation loss and after epochs 1, 2, 3. The methods' own configs (configs/methods/) say what
+trains. Tiny runs the same code on a tiny random SD built into the workdir, in seconds on a CPU.
+"""
+
+import ml_collections
+
+
+def get(scale: str) -> ml_collections.ConfigDict:
+  if scale not in ("tiny", "paper"):
+    raise ValueError(f"unknown scale {scale!r}: expected 'tiny' or 'paper'")
+  tiny = scale == "tiny"
+  config = ml_collections.ConfigDict()
+  config.model = ml_collections.ConfigDict()
+  # Local diffusers folder or hub id; empty: build the tiny random SD into <workdir>/tiny_sd.
+  config.model.path = "" if tiny else "CompVis/stable-diffusion-v1-4"
+  config.model.revision = "" if tiny else "flax"
+  config.model.from_pt = False
+  # bfloat16: frozen weights stored and all compute in bfloat16, trainable master weights and the
+  # optimizer in float32 (docs/finetune.md: memory at SD v1.4 size).
+  config.model.dtype = "float32" if tiny else "bfloat16"
+  config.model.tiny_seed = 0
+  # jax.checkpoint_policies name for rematerializing the U-Net in the backward pass ("" = off), e.g.
+  # "dots_with_no_batch_dims_saveable" keeps only weight matmuls and recomputes the rest.
+  config.gradient_checkpointing = ""
+  # Directory with subset.jsonl / validation.jsonl / info.json of the study; empty: prepare them from the
+  # data block into <workdir>/data.
+  config.splits_dir = ""
+  config.seed = 0
+
+  # Global batch over all devices. Paper scale: 32 = 4 per device on 8 accelerators, or one 80 GB
+  # accelerator with a per-device batch of 32 (docs/finetune.md).
+  config.batch_size = ml_collections.FieldReference(4 if tiny else 32)
+  # Learning rates are given for base_batch_size and scaled by sqrt(batch_size / base_batch_size) (paper:
+  # constant gradient variance). Base values at batch 1: Imagic's SD re-implementations (conditioning
+  # 1e-3, U-Net 2e-6), textual inversion's 5e-3 for the pseudo-word rows; the paper grid-searched them.
+  config.base_batch_size = ml_collections.FieldReference(1)
+  config.base_learning_rate = ml_collections.ConfigDict()
+  config.base_learning_rate.conditioning = ml_collections.FieldReference(5e-2 if tiny else 1e-3)
+  config.base_learning_rate.pseudo_words = ml_collections.FieldReference(5e-2 if tiny else 5e-3)
+  config.base_learning_rate.unet = ml_collections.FieldReference(1e-3 if tiny else 2e-6)
+  scale_factor = (config.get_ref("batch_size") / config.get_ref("base_batch_size")) ** 0.5
+  config.learning_rate = ml_collections.ConfigDict()
+  for group in ("conditioning", "pseudo_words", "unet"):
+    config.learning_rate[group] = config.base_learning_rate.get_ref(group) * scale_factor
+  config.optimizer = ml_collections.ConfigDict(
+      {"b1": 0.9, "b2": 0.999, "eps": 1e-8, "weight_decay": 0.0, "max_grad_norm": 1.0})
+
+  config.policy = ml_collections.ConfigDict()
+  config.policy.max_epochs = 3 if tiny else 40
+  config.policy.keep_epochs = (1, 2, 3)
+  config.policy.keep_best = True
+  # Stop after `patience` epochs in a row whose validation loss is not below the best so far by more
+  # than min_relative_improvement (jax_aug/finetune/checkpoint_policy.py).
+  config.policy.patience = 2
+  config.policy.min_relative_improvement = 1e-3
+  # Resumable state every N steps inside an epoch (0: only at epoch ends).
+  config.checkpoint_every_steps = 0 if tiny else 500
+
+  # FT cluster conditioning: k-means on Inception-v3 pool features.
+  config.clusters = ml_collections.ConfigDict()
+  # torchvision's inception_v3_google-0cc3c7bd.pth (or .safetensors / .npz of its state dict); empty
+  # (tiny only): random init.
+  config.clusters.inception_weights = "" if tiny else "weights/inception_v3_google-0cc3c7bd.pth"
+  config.clusters.image_size = 75 if tiny else 299
+  config.clusters.batch_size = 16 if tiny else 64
+  config.clusters.seed = 0
+  return config

@@ -1,0 +1,23 @@
+"""FT conditioning (method 5): one learned conditioning tensor per class, DM frozen.
+
+Each class's conditioning [77, 768] starts as the CLIP encoding of its no-ws simple prompt.
+
+  python finetune_dm.py --config=configs/methods/ft_conditioning.py:tiny --workdir=runs/ft_conditioning
+
+tiny: a tiny random SD on the synthetic ImageNet, seconds on a CPU; paper: SD v1.4 on the 10% subset.
+"""
+
+from pathlib import Path
+
+import ml_collections
+
+from jax_aug.study.config_files import base_config
+
+
+def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
+  configs_dir = Path(__file__).resolve().parents[1]
+  config = base_config(configs_dir, "finetune", arg)
+  config.data = base_config(configs_dir, "data", arg)
+  config.method = ml_collections.ConfigDict({
+      "name": "ft_conditioning", "conditioning": "tensor", "clusters_per_class": 1, "train_unet": False})
+  return config

@@ -1,0 +1,24 @@
+"""Textual inversion (pseudo-word, method 8): a new token per class, only its embedding trains.
+
+The token `<wnid>` starts as the embedding of the last word of the class's first lemma (mean over its
+BPE tokens when it splits) and is trained inside textual-inversion templates.
+
+  python finetune_dm.py --config=configs/methods/textual_inversion.py:tiny --workdir=runs/textual_inversion
+
+tiny: a tiny random SD on the synthetic ImageNet, seconds on a CPU; paper: SD v1.4 on the 10% subset.
+"""
+
+from pathlib import Path
+
+import ml_collections
+
+from jax_aug.study.config_files import base_config
+
+
+def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
+  configs_dir = Path(__file__).resolve().parents[1]
+  config = base_config(configs_dir, "finetune", arg)
+  config.data = base_config(configs_dir, "data", arg)
+  config.method = ml_collections.ConfigDict({
+      "name": "textual_inversion", "conditioning": "pseudo_word", "clusters_per_class": 1, "train_unet": False})
+  return config

@@ -1,0 +1,87 @@
+"""FT cluster conditioning (method 6): each class's subset images split by k-means on Inception-v3 pool
+features; one learned conditioning per (class, cluster).
+
+Validation images get the cluster of the nearest centroid of their class, so the validation loss uses
+the conditioning that would generate images like them. The result is written once to clusters.json
+(image path -> cluster, per-class cluster sizes) and reused on resume; the sampler reads the sizes to
+draw clusters in proportion to them (kmeans.cluster_of_images).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import jax
+import numpy as np
+from PIL import Image
+
+from jax_aug.finetune import inception, kmeans
+from jax_aug.io import atomic_write_json, read_json
+
+log = logging.getLogger(__name__)
+
+CLUSTERS_FILE = "clusters.json"
+
+
+def inception_variables(config: Any) -> dict:
+  """Real torchvision weights from `config.inception_weights`, or (empty; tiny runs only) a random
+  init seeded by `config.seed`: the clustering then tests the machinery, not the semantics."""
+  if config.inception_weights:
+    state = inception.load_torchvision_state_dict(config.inception_weights)
+    return inception.variables_from_torchvision(state)
+  log.warning("no Inception-v3 weights configured: clustering on random-init features")
+  size = config.image_size
+  return inception.InceptionV3Features().init(jax.random.key(config.seed), np.zeros((1, size, size, 3)))
+
+
+def image_features(variables: dict, paths: Sequence[str], read_image: Callable[[str], Image.Image], *,
+                   image_size: int, batch_size: int) -> np.ndarray:
+  """[len(paths), 2048] pool features."""
+  model = inception.InceptionV3Features()
+  apply = jax.jit(model.apply)
+  features = []
+  for start in range(0, len(paths), batch_size):
+    chunk = paths[start:start + batch_size]
+    x = np.stack([inception.preprocess(read_image(p), image_size) for p in chunk])
+    pad = batch_size - len(chunk)  # one compiled shape for every batch
+    x = np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)]) if pad else x
+    features.append(np.asarray(apply(variables, x))[:len(chunk)])
+  return np.concatenate(features) if features else np.zeros((0, inception.FEATURE_DIM), np.float32)
+
+
+def class_clusters(config: Any, train_records: Sequence[dict], val_records: Sequence[dict],
+                   wnids: Sequence[str], k: int, path: Path,
+                   read_image: Callable[[str], Image.Image]) -> dict[str, int]:
+  """Image path -> cluster id in [0, k) for every train and validation record (cached in `path`)."""
+  if path.exists():
+    saved = read_json(path)
+    if saved["k"] != k or saved["wnids"] != list(wnids):
+      raise ValueError(f"{path} holds clusters for k={saved['k']} over other classes; "
+                       f"expected k={k} for {len(wnids)} classes (delete it to recluster)")
+    return saved["assignments"]
+  variables = inception_variables(config)
+  records = list(train_records) + list(val_records)
+  features = image_features(variables, [r["path"] for r in records], read_image,
+                            image_size=config.image_size, batch_size=config.batch_size)
+  train_features, val_features = features[:len(train_records)], features[len(train_records):]
+  assignments, sizes = {}, {}
+  for label, wnid in enumerate(wnids):
+    rows = [i for i, r in enumerate(train_records) if r["wnid"] == wnid]
+    if len(rows) < k:
+      raise ValueError(f"class {wnid} has {len(rows)} subset images, fewer than k={k} clusters")
+    result = kmeans.kmeans(train_features[rows], k, seed=config.seed + label)
+    sizes[wnid] = kmeans.cluster_sizes(result.assignments, k).tolist()
+    for row, cluster in zip(rows, result.assignments.tolist()):
+      assignments[train_records[row]["path"]] = cluster
+    for i, r in enumerate(val_records):
+      if r["wnid"] == wnid:
+        d = ((result.centroids - val_features[i]) ** 2).sum(1)
+        assignments[r["path"]] = int(d.argmin())
+  atomic_write_json(path, {"k": k, "wnids": list(wnids), "sizes": sizes, "assignments": assignments})
+  return assignments
+
+
+def cluster_sizes(path: Path) -> dict[str, list[int]]:
+  return read_json(path)["sizes"]

@@ -1,0 +1,113 @@
+"""Fine-tuning examples: the subset / validation records of the study's splits, read as SD training
+images, and the per-epoch batch order.
+
+Every random choice is a pure function of (seed, epoch, record index): the batch order of an epoch, the
+textual-inversion template of an example and (in the trainer) its noise, so a resumed run repeats
+exactly the batches it would have seen.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+from typing import Any, Callable, Iterator, Sequence
+
+import jax
+import numpy as np
+from PIL import Image
+
+from jax_aug.data import prompts
+from jax_aug.data.imagenet_classes import ClassInfo
+
+
+@dataclasses.dataclass(frozen=True)
+class Example:
+  path: str
+  label: int
+  index: int  # position in its split's record list: the per-item key of its noise and template
+  conditioning_index: int
+
+
+def sd_image(image: Image.Image, resolution: int) -> np.ndarray:
+  """Resize the shorter side to `resolution` (bicubic), centre-crop, scale to [-1, 1]: float32 [3, R, R],
+  the input diffusers' SD training scripts give the VAE."""
+  w, h = image.size
+  scale = resolution / min(w, h)
+  image = image.convert("RGB").resize((max(resolution, round(w * scale)), max(resolution, round(h * scale))),
+                                      Image.BICUBIC)
+  w, h = image.size
+  left, top = (w - resolution) // 2, (h - resolution) // 2
+  x = np.asarray(image.crop((left, top, left + resolution, top + resolution)), np.float32)
+  return (x / 127.5 - 1.0).transpose(2, 0, 1)
+
+
+def template_seed(seed: int, epoch: int) -> int:
+  """Textual-inversion templates are redrawn each epoch (epochs < 1000; the paper stops at 40)."""
+  return seed * 1000 + epoch
+
+
+def epoch_order(num_examples: int, global_batch_size: int, *, seed: int, epoch: int,
+                shuffle: bool) -> list[np.ndarray]:
+  """Global batches of example positions for one epoch. Training shuffles by (seed, epoch) and drops
+  the last incomplete batch (static shapes); evaluation keeps order and pads the last batch with -1."""
+  order = np.random.default_rng([seed, epoch]).permutation(num_examples) if shuffle else np.arange(num_examples)
+  if shuffle:
+    usable = num_examples - num_examples % global_batch_size
+    if usable == 0:
+      raise ValueError(f"{num_examples} training examples cannot fill one batch of {global_batch_size}")
+    return [order[i:i + global_batch_size] for i in range(0, usable, global_batch_size)]
+  padded = np.full(-(-num_examples // global_batch_size) * global_batch_size, -1)
+  padded[:num_examples] = order
+  return list(padded.reshape(-1, global_batch_size))
+
+
+class BatchReader:
+  """Host-local batch dicts for the positions this process feeds (its block of each global batch)."""
+
+  def __init__(self, examples: Sequence[Example], classes: Sequence[ClassInfo], *,
+               read_image: Callable[[str], Image.Image], resolution: int, tokenizer: Any | None,
+               placeholders: Sequence[str] | None, seed: int, num_threads: int = 8):
+    self.examples = list(examples)
+    self.classes = list(classes)
+    self.read_image = read_image
+    self.resolution = resolution
+    self.tokenizer = tokenizer
+    self.placeholders = placeholders
+    self.seed = seed
+    self._pool = concurrent.futures.ThreadPoolExecutor(num_threads)
+    # A separate thread for the prefetch, so it never waits on a pool its own image reads need.
+    self._prefetch = concurrent.futures.ThreadPoolExecutor(1)
+
+  def _load(self, position: int) -> np.ndarray:
+    return sd_image(self.read_image(self.examples[position].path), self.resolution)
+
+  def host_positions(self, global_positions: np.ndarray) -> np.ndarray:
+    n = len(global_positions) // jax.process_count()
+    return global_positions[jax.process_index() * n:(jax.process_index() + 1) * n]
+
+  def batch(self, global_positions: np.ndarray, epoch: int) -> dict[str, np.ndarray]:
+    positions = self.host_positions(global_positions)
+    real = positions >= 0
+    safe = np.where(real, positions, positions[real][0] if real.any() else 0)
+    images = list(self._pool.map(self._load, safe.tolist()))
+    batch = {
+        "image": np.stack(images),
+        "index": np.asarray([self.examples[p].index for p in safe], np.int32),
+        "weight": real.astype(np.float32),
+        "conditioning_index": np.asarray([self.examples[p].conditioning_index for p in safe], np.int32),
+    }
+    if self.tokenizer is not None:
+      from jax_aug.finetune.methods import tokenize
+      texts = [prompts.build_prompt("textual_inversion", self.classes[self.examples[p].label],
+                                    self.examples[p].index, template_seed(self.seed, epoch),
+                                    placeholder=self.placeholders[self.examples[p].label]) for p in safe]
+      batch["input_ids"] = tokenize(self.tokenizer, texts)
+    return batch
+
+  def batches(self, order: Sequence[np.ndarray], epoch: int, start: int = 0) -> Iterator[dict]:
+    """Batches `start..` of an epoch, the next one read while the current one trains."""
+    pending = None
+    for step in range(start, len(order)):
+      current = pending.result() if pending is not None else self.batch(order[step], epoch)
+      pending = self._prefetch.submit(self.batch, order[step + 1], epoch) if step + 1 < len(order) else None
+      yield current
