@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ compat.apply()
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 REQUIRED_COMPONENTS = ("tokenizer", "text_encoder", "unet", "vae", "scheduler")
 CLIP_MAX_LENGTH = 77
+CLIP_TOKENIZER_DIR = Path(__file__).resolve().parents[1] / "assets" / "clip_tokenizer"
 
 
 class NotADiffusersLayoutError(ValueError):
@@ -37,7 +37,7 @@ def load_clip_tokenizer(path: str | os.PathLike | None = None):
   from transformers import CLIPTokenizer
   if path is not None:
     return CLIPTokenizer.from_pretrained(path)
-  folder = resources.files("jax_aug") / "assets" / "clip_tokenizer"
+  folder = CLIP_TOKENIZER_DIR
   return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"),
                        model_max_length=CLIP_MAX_LENGTH, pad_token="<|endoftext|>")
 
