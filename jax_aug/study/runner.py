@@ -92,22 +92,32 @@ def plan(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> list[
     stages.append(Stage("retrieval", {"method": rc, "seed": seed},
                         lambda out: wiring.retrieve(rc, out, data_dir=data_dir, seed=seed), ("data",)))
 
-  for method in selected:
+  dm_methods = [m for m in selected if m.kind in ("sample", "finetune")]
+  models_dir = workdir / "models"
+  seeds = wiring.tiny_model_seeds([config.method.get(m.name) for m in dm_methods])
+  model_upstream = ("models",) if seeds else ()
+  if seeds:
+    stages.append(Stage("models", {"tiny_sd_seeds": seeds}, lambda out: wiring.build_tiny_models(out, seeds)))
+
+  for method in dm_methods:
     mc = config.method.get(method.name)
     if method.kind == "sample":
       stages.append(Stage(
-          f"augment/{method.name}", {"method": mc, "seed": seed},
-          lambda out, mc=mc, m=method.name: wiring.sample(m, mc, out, data_dir=data_dir, seed=seed), ("data",)))
-    elif method.kind == "finetune":
+          f"augment/{method.name}", {"method": mc},
+          lambda out, mc=mc: wiring.sample(mc, out, data_dir=data_dir, models_dir=models_dir),
+          ("data",) + model_upstream))
+    else:
       stages.append(Stage(
-          f"finetune/{method.name}", {"method": mc, "seed": seed},
-          lambda out, mc=mc, m=method.name: wiring.finetune(m, mc, out, data_dir=data_dir, seed=seed), ("data",)))
+          f"finetune/{method.name}", {"method": mc},
+          lambda out, mc=mc: wiring.finetune(mc, out, data_dir=data_dir, models_dir=models_dir),
+          ("data",) + model_upstream))
       stages.append(Stage(
           f"select/{method.name}",
           {"method": mc, "classifier": config.classifier, "selection": config.selection, "seed": seed},
           lambda out, mc=mc, m=method.name: select_checkpoint(
-              m, mc, config, out, finetune_dir=workdir / "finetune" / m, data_dir=data_dir, exclusion=exclusion),
-          after_exclusion + (f"finetune/{method.name}",)))
+              m, mc, config, out, finetune_dir=workdir / "finetune" / m, data_dir=data_dir,
+              models_dir=models_dir, exclusion=exclusion),
+          after_exclusion + model_upstream + (f"finetune/{method.name}",)))
 
   for method in selected:
     source = _augmentation_stage(method)
@@ -137,7 +147,7 @@ def plan(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> list[
 
 
 def select_checkpoint(method: str, method_config, config, out: Path, *, finetune_dir: Path, data_dir: Path,
-                      exclusion: Path | None) -> None:
+                      models_dir: Path, exclusion: Path | None) -> None:
   """The paper's checkpoint choice: samples from every kept checkpoint, one classifier each trained on
   subset + those samples (resampled set `selection.resample`), scored on the validation split; the best
   checkpoint's samples become the method's augmentation set. Each candidate resumes on its own."""
@@ -145,21 +155,22 @@ def select_checkpoint(method: str, method_config, config, out: Path, *, finetune
   if not candidates:
     raise FileNotFoundError(f"{finetune_dir}: fine-tuning of {method} kept no checkpoint to select from")
   scores = {}
-  for role, checkpoint in progress(sorted(candidates.items()), desc=f"select/{method} checkpoints"):
-    candidate = out / "candidates" / role
-    wiring.sample(method, method_config, candidate / "samples", data_dir=data_dir, seed=config.seed,
-                  checkpoint=checkpoint)
-    sets = wiring.resample_sets(candidate / "samples", candidate / "resample", data_dir=data_dir,
+  for name, candidate in progress(sorted(candidates.items()), desc=f"select/{method} checkpoints"):
+    cand_dir = out / "candidates" / name
+    wiring.sample_finetuned(method_config, cand_dir / "samples", finetune_dir=finetune_dir,
+                            checkpoint=Path(candidate["path"]), data_dir=data_dir, models_dir=models_dir)
+    sets = wiring.resample_sets(cand_dir / "samples", cand_dir / "resample", data_dir=data_dir,
                                 exclusion=exclusion, n_sets=config.selection.resample + 1, seed=config.seed)
     result = wiring.train_classifier(
-        config.classifier, candidate / "classifier", data_dir=data_dir, exclusion=exclusion, subset="subset",
+        config.classifier, cand_dir, data_dir=data_dir, exclusion=exclusion, subset="subset",
         augmentation=sets[config.selection.resample], evaluate_on="validation", seed=config.seed,
         resample_index=config.selection.resample)
-    scores[role] = result["top1"]
-  # Ties go to the first role in sorted order, so the choice is deterministic.
-  chosen = max(sorted(scores), key=lambda role: scores[role])
-  atomic_write_json(out / SELECTION_FILE, {"method": method, "validation_top1": scores, "chosen": chosen,
-                                           "checkpoint": str(candidates[chosen])})
+    scores[name] = result["top1"]
+  # Ties go to the earliest checkpoint name in sorted order, so the choice is deterministic.
+  chosen = max(sorted(scores), key=lambda name: scores[name])
+  atomic_write_json(out / SELECTION_FILE, {
+      "method": method, "validation_top1": scores, "chosen": chosen,
+      "roles": {name: c["roles"] for name, c in candidates.items()}})
 
 
 def examples(records: list[dict], wnids: list[str], per_class: int) -> list[tuple[str, list[str]]]:
@@ -192,8 +203,9 @@ def write_report(config, workdir: Path, out: Path, *, exclusion: Path | None) ->
       figure5[method.name] = examples(wiring.load_augmentation(augmentation_dir(workdir, method)), shown, k)
     if method.kind == "finetune":
       selection = read_json(workdir / "select" / method.name / SELECTION_FILE)
-      notes.append(f"{method.display}: checkpoint '{selection['chosen']}' chosen by validation top-1"
-                   f" {selection['validation_top1']}.")
+      chosen = selection["chosen"]
+      notes.append(f"{method.display}: checkpoint {chosen} ({', '.join(selection['roles'][chosen])}) chosen by"
+                   f" validation top-1 {selection['validation_top1']}.")
   if exclusion is None:
     notes.append("Retrieval was not selected, so no class was excluded (the exclusion list comes from retrieval).")
   report_lib.write_report(out, runs=runs, eval_split=wiring.EVAL_SPLIT_DESCRIPTION,

@@ -109,3 +109,57 @@ def train_classifier(classifier_config, out: Path, *, data_dir: Path, exclusion:
   config.seed = seed
   config.resample_index = resample_index
   return train_and_evaluate(config, Path(out) / CLASSIFIER_DIR)
+
+
+# --- models ------------------------------------------------------------------------------------------
+
+def tiny_model_seeds(method_configs) -> list[int]:
+  """Seeds of the tiny random-init SDs the methods ask for (an empty `model.path` means "build one")."""
+  seeds = set()
+  for config in method_configs:
+    model = config.get("model") if config is not None else None
+    if model is not None and not model.get("path"):
+      seeds.add(int(model.tiny_seed))
+  return sorted(seeds)
+
+
+def build_tiny_models(out: Path, seeds) -> None:
+  """One tiny random-init SD per seed, built once for the whole study so every method (and every
+  fine-tuned checkpoint) starts from the same weights, as all methods share SD v1.4 in the paper."""
+  import shutil
+  from jax_aug.diffusion import tiny
+  for seed in seeds:
+    path = Path(out) / f"tiny_sd_{seed}"
+    if not (path / "model_index.json").exists():
+      shutil.rmtree(path, ignore_errors=True)  # a build killed before it finished
+      tiny.build_tiny_sd(path, seed=seed)
+
+
+def with_study_model(config, models_dir: Path):
+  """A copy of a method config whose empty `model.path` points at the study's tiny SD of its seed."""
+  config = config.copy_and_resolve_references()
+  model = config.get("model")
+  if model is not None and not model.get("path"):
+    model.path = str(Path(models_dir) / f"tiny_sd_{int(model.tiny_seed)}")
+  return config
+
+
+# --- fine-tuning ---------------------------------------------------------------------------------------
+
+def finetune(method_config, out: Path, *, data_dir: Path, models_dir: Path) -> None:
+  """`jax_aug.finetune.trainer.finetune` on the study's splits (all classes: exclusions come later)."""
+  from jax_aug.finetune.trainer import finetune as run_finetune
+  config = with_study_model(method_config, models_dir)
+  config.splits_dir = str(Path(data_dir) / "splits")
+  run_finetune(config, out)
+
+
+def finetune_checkpoints(finetune_dir: Path) -> dict[str, dict]:
+  """Distinct kept checkpoints of a fine-tuning run: {checkpoint name: {"path", "roles"}}; several roles
+  (best_train, best_val, epoch_<e>) often name the same epoch, which is sampled and scored once."""
+  from jax_aug.finetune.trainer import kept_checkpoints
+  unique: dict[str, dict] = {}
+  for role, path in sorted(kept_checkpoints(finetune_dir).items()):
+    entry = unique.setdefault(Path(path).name, {"path": str(path), "roles": []})
+    entry["roles"].append(role)
+  return unique

@@ -1,0 +1,81 @@
+"""configs/paper.py against the protocol (../shared/PROTOCOL.md), checked through the code that consumes
+each number where there is such code; configs/tiny.py is the same study with tiny numbers."""
+
+import math
+from pathlib import Path
+
+import pytest
+
+from jax_aug.data import subsets
+from jax_aug.finetune import checkpoint_policy
+from jax_aug.study import methods as methods_lib
+from jax_aug.study.config_files import load_module
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+FINETUNE_METHODS = ("ft_conditioning", "ft_cluster_conditioning", "imagic", "textual_inversion", "pseudo_word_dm")
+
+
+@pytest.fixture(scope="module")
+def paper():
+  return load_module(CONFIGS / "paper.py").get_config()
+
+
+@pytest.fixture(scope="module")
+def tiny():
+  return load_module(CONFIGS / "tiny.py").get_config()
+
+
+def test_paper_resamples_and_subset_sizes(paper):
+  assert paper.scale == "paper" and paper.n_resamples == 5 and paper.methods == "all"
+  assert paper.report.tiny_random_init_models is False
+  # ceil(10%) per class on ILSVRC2012's class sizes 732..1300 (74..130 per class), with a disjoint
+  # validation split of the same size and a 20% subset.
+  counts = {f"n{1000000 + i:08d}": n for i, n in enumerate((732, 1300, 1299, 1001, 861))}
+  records = [{"wnid": w, "path": f"{w}/{j}.JPEG"} for w, n in counts.items() for j in range(n)]
+  splits = subsets.make_splits(records, seed=paper.data.split_seed, subset_fraction=paper.data.subset_fraction,
+                               upper_bound_fraction=paper.data.upper_bound_fraction)
+  sizes = subsets.per_class_counts(splits["subset"])
+  assert sizes == {w: math.ceil(n / 10) for w, n in counts.items()}
+  assert sizes["n01000000"] == 74 and sizes["n01000001"] == 130
+  assert subsets.per_class_counts(splits["validation"]) == sizes
+  assert subsets.per_class_counts(splits["subset_20"]) == {w: math.ceil(n / 5) for w, n in counts.items()}
+
+
+def test_paper_classifier_recipe(paper):
+  c = paper.classifier
+  assert c.model.stage_sizes == (3, 4, 6, 3) and c.model.num_filters == 64  # ResNet-50
+  assert c.input.image_size == 224
+  assert c.global_batch_size == 256
+  assert c.optimizer.learning_rate == pytest.approx(0.1)
+  assert c.schedule.lr_factor == pytest.approx(0.1)
+  assert c.schedule.lr_patience == 10 and c.schedule.stop_patience == 20 and c.schedule.max_epochs == 270
+
+
+@pytest.mark.parametrize("method", FINETUNE_METHODS)
+def test_paper_finetuning_epochs_and_checkpoint_sets(paper, method):
+  c = paper.method[method]
+  assert c.policy.max_epochs == 40
+  # The checkpoints the policy keeps after a 40-epoch run: best train, best validation and epochs 1-3
+  # (Imagic: each of the first 8 epochs).
+  history = [checkpoint_policy.EpochLosses(e, 1.0 / e, 1.0 + abs(e - 20)) for e in range(1, 41)]
+  kept = checkpoint_policy.checkpoints_to_keep(history, c.policy.keep_epochs, c.policy.keep_best)
+  epochs = range(1, 9) if method == "imagic" else range(1, 4)
+  assert kept == {"best_train": 40, "best_val": 20, **{f"epoch_{e}": e for e in epochs}}
+
+
+def test_every_method_has_a_config_block_and_tiny_mirrors_paper(paper, tiny):
+  for method in methods_lib.METHODS:
+    if method.kind != "baseline":
+      assert method.name in paper.method and method.name in tiny.method
+  assert tiny.scale == "tiny" and tiny.report.tiny_random_init_models is True
+  assert 2 <= tiny.n_resamples < paper.n_resamples
+  # Same structure at both scales: tiny changes numbers, not the code path.
+  assert sorted(tiny.to_dict()) == sorted(paper.to_dict())
+  assert sorted(tiny.method.to_dict()) == sorted(paper.method.to_dict())
+
+
+def test_method_selection_names_unknown_methods():
+  assert [m.name for m in methods_lib.select("retrieval,baseline_10pct")] == ["baseline_10pct", "retrieval"]
+  assert len(methods_lib.select("all")) == len(methods_lib.METHODS)
+  with pytest.raises(ValueError, match=r"unknown method\(s\) \['simple'\]"):
+    methods_lib.select("simple,retrieval")
