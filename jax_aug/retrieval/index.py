@@ -112,8 +112,9 @@ class LocalIndex:
       raise FileNotFoundError(
           f"no {INDEX_FILE} in {self.folder}: expected clip-retrieval's layout (image.index + metadata/*.parquet);"
           " build one with jax_aug.retrieval.builder.build_index")
-    # MMAP maps IVF inverted lists, MMAP_IFC the codes of flat indexes: a LAION-size index stays on disk.
-    flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY if memory_map else 0
+    # MMAP_IFC reads the whole file through a memory map (flat codes and IVF lists alike stay on disk
+    # until touched); adding IO_FLAG_MMAP to it makes faiss 1.15 refuse IVF files.
+    flags = faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY if memory_map else 0
     self.index = faiss.read_index(str(index_path), flags)
     if nprobe is not None:
       faiss.extract_index_ivf(self.index).nprobe = int(nprobe)
