@@ -21,6 +21,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
@@ -135,6 +136,7 @@ def figure6_histogram(improvements: Mapping[str, Mapping[str, float]]) -> bytes:
   ax.axvline(0.0, color="black", linewidth=0.8)
   ax.set_xlabel("per-class top-1 improvement over 10% ImageNet (points)")
   ax.set_ylabel("number of classes")
+  ax.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
   ax.legend(fontsize=8)
   figure.tight_layout()
   return _png(figure)

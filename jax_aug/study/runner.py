@@ -89,8 +89,8 @@ def plan(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> list[
   after_exclusion = ("data", "retrieval") if has_retrieval else ("data",)
   if has_retrieval:
     rc = config.method.retrieval
-    stages.append(Stage("retrieval", {"method": rc, "seed": seed},
-                        lambda out: wiring.retrieve(rc, out, data_dir=data_dir, seed=seed), ("data",)))
+    stages.append(Stage("retrieval", {"method": rc}, lambda out: wiring.retrieve(rc, out, data_dir=data_dir),
+                        ("data",)))
 
   dm_methods = [m for m in selected if m.kind in ("sample", "finetune")]
   models_dir = workdir / "models"

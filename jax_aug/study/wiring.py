@@ -163,3 +163,39 @@ def finetune_checkpoints(finetune_dir: Path) -> dict[str, dict]:
     entry = unique.setdefault(Path(path).name, {"path": str(path), "roles": []})
     entry["roles"].append(role)
   return unique
+
+
+# --- sampling ------------------------------------------------------------------------------------------
+
+def sample(method_config, out: Path, *, data_dir: Path, models_dir: Path) -> None:
+  """`jax_aug.diffusion.run.sample_augmentation_set` (prompt methods, Boomerang) into `out`, for every
+  class of the study's splits (Boomerang reads its subset images from them)."""
+  from jax_aug.diffusion.run import sample_augmentation_set
+  config = with_study_model(method_config, models_dir)
+  config.splits_dir = str(Path(data_dir) / "splits")
+  sample_augmentation_set(config, out)
+
+
+# --- retrieval -----------------------------------------------------------------------------------------
+
+RETRIEVAL_AUGMENTATION_DIR = "augmentation_set"
+
+
+def retrieve(method_config, out: Path, *, data_dir: Path) -> None:
+  """`jax_aug.retrieval.pipeline.retrieve` for the study's classes; leaves the augmentation set and the
+  study's exclusion list in `out`."""
+  from jax_aug.retrieval.pipeline import AUGMENTATION_DIR, retrieve as run_retrieval
+  if AUGMENTATION_DIR != RETRIEVAL_AUGMENTATION_DIR:
+    raise RuntimeError(f"retrieval writes its set to {AUGMENTATION_DIR!r}, the study expects {RETRIEVAL_AUGMENTATION_DIR!r}")
+  config = method_config.copy_and_resolve_references()
+  config.classes = tuple(read_json(Path(data_dir) / "splits" / "info.json")["wnids"])
+  run_retrieval(config, out)
+
+
+def retrieval_augmentation_dir(retrieval_dir: Path) -> Path:
+  return Path(retrieval_dir) / RETRIEVAL_AUGMENTATION_DIR
+
+
+def exclusion_list_path(retrieval_dir: Path) -> Path:
+  """Where retrieval leaves `{wnid: reason}` of the classes it could not fill (jax_aug.data.subsets)."""
+  return Path(retrieval_dir) / subsets.EXCLUSIONS_FILE
