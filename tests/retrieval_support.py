@@ -12,6 +12,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import requests
 
@@ -108,3 +109,97 @@ def http_server(routes: dict[str, tuple[int, bytes, float]]):
   finally:
     server.shutdown()
     server.server_close()
+
+
+# --- a constructed retrieval case for the pipeline tests -------------------------------------------------
+# Class A (tench) fills its 5 images at the second k step; class B (goldfish) never does and is excluded.
+CLASS_A, CLASS_B = "n01440764", "n01443537"
+IMAGES_PER_CLASS = 5  # k schedule: 7, 14, 21, 28, 35, 42
+DIM = 8
+# Among A's 40 neighbours (ranks = ids 0..39): low aesthetic 1, 4; NSFW flag 2; red image 6 (the test's
+# safety checker flags red); no file 7. A's first five survivors are therefore ids 0, 3, 5, 8, 9.
+A_LOW_AESTHETIC, A_NSFW, A_RED, A_MISSING = {1, 4}, {2}, {6}, {7}
+A_EXPECTED = [0, 3, 5, 8, 9]
+# B's 50 neighbours (ids 40..89): only three pass the aesthetic filter.
+B_GOOD = {41, 50, 77}
+
+
+def _unit(v):
+  return v / np.linalg.norm(v)
+
+
+def case_queries() -> dict[str, np.ndarray]:
+  eye = np.eye(DIM, dtype=np.float32)
+  return {CLASS_A: eye[0], CLASS_B: eye[1]}
+
+
+def build_case(root: Path) -> tuple[Path, Path]:
+  """Writes the index (clip-retrieval layout) and the images; returns (index folder, image root)."""
+  from PIL import Image
+
+  from jax_aug.retrieval.builder import write_index
+  eye = np.eye(DIM)
+  vectors, meta = [], {"image_path": [], "caption": [], "url": [], "aesthetic": [], "NSFW": []}
+  images = root / "images"
+  images.mkdir(parents=True)
+  for i in range(90):  # A: ids 0..39; B: ids 40..89, more than the largest k, so B's list is all B's
+    in_a = i < 40
+    angle = 0.01 * ((i if in_a else i - 40) + 1)  # rank order = id order within each class
+    main, side, other = (0, 2, 1) if in_a else (1, 4, 0)
+    # A slight negative component on the other class's query keeps the classes' neighbour lists apart.
+    vectors.append(_unit(np.cos(angle) * eye[main] + np.sin(angle) * eye[side + i % 2] - 0.05 * eye[other]))
+    good = (i not in A_LOW_AESTHETIC) if in_a else (i in B_GOOD)
+    meta["image_path"].append(f"{i:03d}.png")
+    meta["caption"].append(f"candidate {i}")
+    meta["url"].append(f"http://unused.invalid/{i}.jpg")
+    meta["aesthetic"].append(6.5 if good else 4.5)
+    meta["NSFW"].append("NSFW" if i in A_NSFW else "UNLIKELY")
+    if i not in A_MISSING:
+      colour = (250, 10, 10) if i in A_RED else (i * 2, 100, 200 - i * 2)  # red <= 178: only A_RED is flagged
+      Image.new("RGB", (40 + i % 7, 36), colour).save(images / f"{i:03d}.png")
+  folder = write_index(root / "index", np.asarray(vectors, np.float32), meta)
+  return folder, images
+
+
+def case_config(index_folder: Path, image_root: Path):
+  from jax_aug.study.config_files import base_config
+  config = base_config(REPO_ROOT / "configs", "retrieval", "tiny")
+  config.classes = (CLASS_A, CLASS_B)
+  config.images_per_class = IMAGES_PER_CLASS
+  config.index.folder = str(index_folder)
+  config.index.deduplicate = False
+  config.download.source = "local"
+  config.download.image_root = str(image_root)
+  config.download.chunk_size = 2
+  config.download.image_size = 32
+  return config
+
+
+def red_safety_fn(delay_s: float = 0.0):
+  """Flags images whose mean red exceeds 200 (the test's stand-in for SD's checker), optionally slowly."""
+
+  def check(images: np.ndarray) -> np.ndarray:
+    time.sleep(delay_s)
+    return images[..., 0].reshape(len(images), -1).mean(axis=1) > 200
+
+  return check
+
+
+def case_components(config, delay_s: float = 0.0, calls: list | None = None):
+  from jax_aug.retrieval.index import LocalIndex
+  from jax_aug.retrieval.pipeline import Components
+  queries = case_queries()
+  index = LocalIndex(config.index.folder, columns=list(config.index.columns))
+
+  class Recording:
+    def search(self, query, k, *, deduplicate):
+      if calls is not None:
+        calls.append((int(np.argmax(query)), k))
+      return index.search(query, k, deduplicate=deduplicate)
+
+  def embed(prompts):
+    # The prompts are the classes' no-ws prompts, in class order.
+    return np.stack([queries[CLASS_A] if "tench" in p else queries[CLASS_B] for p in prompts])
+
+  return Components(embed_queries=embed, backend=Recording(), safety_fn=red_safety_fn(delay_s),
+                    aesthetic_fn=None)

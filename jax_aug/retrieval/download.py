@@ -60,6 +60,8 @@ def _decode(item_id: int, data: bytes, source: str, config) -> Fetched:
 def fetch_urls(items: Sequence[tuple[int, str]], config, *, scratch: str | os.PathLike) -> list[Fetched]:
   """Downloads (id, url) pairs with img2dataset into a temporary folder under `scratch`, then decodes
   each body with our limits. One outcome per input item, in input order; failures never raise."""
+  # albumentations (imported by img2dataset) otherwise asks PyPI for a newer version on import.
+  os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
   import img2dataset
   import pyarrow as pa
   import pyarrow.parquet as pq
