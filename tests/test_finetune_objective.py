@@ -7,16 +7,15 @@ import numpy as np
 import pytest
 import torch
 
+from finetune_support import tiny_sd
 from jax_aug.diffusion import tiny
-from jax_aug.diffusion.loading import load_sd
 from jax_aug.finetune import objective
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
-  path = tmp_path_factory.mktemp("tiny_sd_pt")
-  pipeline = tiny.build_tiny_sd_pt(path, seed=3)
-  return pipeline, load_sd(path, from_pt=True)
+def models():
+  _, pipeline, sd = tiny_sd()
+  return pipeline, sd
 
 
 def test_schedule_matches_diffusers_ddpm():

@@ -1,4 +1,4 @@
-"""Fine-tuning block (jax_aug/finetune, finetune_dm.py): model, batch, learning rates, checkpoint policy.
+"""Fine-tuning block (jax_aug/finetune, finetune_dm.py): method, batch, learning rates, checkpoint policy.
 
 Paper Sec. 3.2: the standard SD objective, until the validation loss stagnates or rises, at most 40
 epochs; learning rate scaled by sqrt of the batch-size ratio; checkpoints with the best train loss, the
@@ -14,21 +14,16 @@ def get(scale: str) -> ml_collections.ConfigDict:
     raise ValueError(f"unknown scale {scale!r}: expected 'tiny' or 'paper'")
   tiny = scale == "tiny"
   config = ml_collections.ConfigDict()
-  config.model = ml_collections.ConfigDict()
-  # Local diffusers folder or hub id; empty: build the tiny random SD into <workdir>/tiny_sd.
-  config.model.path = "" if tiny else "CompVis/stable-diffusion-v1-4"
-  config.model.revision = "" if tiny else "flax"
-  config.model.from_pt = False
-  # bfloat16: frozen weights stored and all compute in bfloat16, trainable master weights and the
-  # optimizer in float32 (docs/finetune.md: memory at SD v1.4 size).
-  config.model.dtype = "float32" if tiny else "bfloat16"
-  config.model.tiny_seed = 0
+  # The base model is the method config's `model` block (configs/base/diffusion.py), shared with sampling;
+  # in bfloat16 the frozen weights are stored and all compute runs in bfloat16 while the trainable
+  # master weights and the optimizer stay float32 (docs/finetune.md: memory at SD v1.4 size).
+  # Set by configs/methods/<method>.py: conditioning ("tensor" | "pseudo_word"), clusters_per_class,
+  # train_unet (jax_aug/finetune/methods.py).
+  config.method = ml_collections.ConfigDict({"conditioning": "tensor", "clusters_per_class": 1,
+                                             "train_unet": False})
   # jax.checkpoint_policies name for rematerializing the U-Net in the backward pass ("" = off), e.g.
   # "dots_with_no_batch_dims_saveable" keeps only weight matmuls and recomputes the rest.
   config.gradient_checkpointing = ""
-  # Directory with subset.jsonl / validation.jsonl / info.json of the study; empty: prepare them from the
-  # data block into <workdir>/data.
-  config.splits_dir = ""
   config.seed = 0
 
   # Global batch over all devices. Paper scale: 32 = 4 per device on 8 accelerators, or one 80 GB
@@ -68,4 +63,9 @@ def get(scale: str) -> ml_collections.ConfigDict:
   config.clusters.image_size = 75 if tiny else 299
   config.clusters.batch_size = 16 if tiny else 64
   config.clusters.seed = 0
+
+  # Sampling from a fine-tuned model (sample.py with the same method config): the fine-tuning run's
+  # workdir and which kept checkpoint ("best_val", "best_train", "epoch_<e>", or a checkpoint directory).
+  config.workdir = ""
+  config.checkpoint = "best_val"
   return config

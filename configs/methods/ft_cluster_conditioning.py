@@ -5,6 +5,8 @@ conditioning starts as the class's no-ws simple prompt encoding; sampling draws 
 to their size.
 
   python finetune_dm.py --config=configs/methods/ft_cluster_conditioning.py:tiny --workdir=runs/ft_cluster_conditioning
+  python sample.py --config=configs/methods/ft_cluster_conditioning.py:tiny --config.finetune.workdir=runs/ft_cluster_conditioning \
+      --workdir=runs/ft_cluster_conditioning_samples
 
 tiny: a tiny random SD on the synthetic ImageNet, seconds on a CPU; paper: SD v1.4 on the 10% subset.
 """
@@ -18,8 +20,12 @@ from jax_aug.study.config_files import base_config
 
 def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   configs_dir = Path(__file__).resolve().parents[1]
-  config = base_config(configs_dir, "finetune", arg)
+  # The sampling block at the top (sample.py), the fine-tuning block under `finetune` (finetune_dm.py);
+  # both use the same `model` and `data`.
+  config = base_config(configs_dir, "diffusion", arg)
   config.data = base_config(configs_dir, "data", arg)
-  config.method = ml_collections.ConfigDict({
-      "name": "ft_cluster_conditioning", "conditioning": "tensor", "clusters_per_class": 5, "train_unet": False})
+  config.method = "ft_cluster_conditioning"
+  config.finetune = base_config(configs_dir, "finetune", arg)
+  config.finetune.method = ml_collections.ConfigDict({
+      "conditioning": "tensor", "clusters_per_class": 5, "train_unet": False})
   return config

@@ -4,6 +4,8 @@ The token `<wnid>` starts as the embedding of the last word of the class's first
 BPE tokens when it splits) and is trained inside textual-inversion templates.
 
   python finetune_dm.py --config=configs/methods/textual_inversion.py:tiny --workdir=runs/textual_inversion
+  python sample.py --config=configs/methods/textual_inversion.py:tiny --config.finetune.workdir=runs/textual_inversion \
+      --workdir=runs/textual_inversion_samples
 
 tiny: a tiny random SD on the synthetic ImageNet, seconds on a CPU; paper: SD v1.4 on the 10% subset.
 """
@@ -17,8 +19,12 @@ from jax_aug.study.config_files import base_config
 
 def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   configs_dir = Path(__file__).resolve().parents[1]
-  config = base_config(configs_dir, "finetune", arg)
+  # The sampling block at the top (sample.py), the fine-tuning block under `finetune` (finetune_dm.py);
+  # both use the same `model` and `data`.
+  config = base_config(configs_dir, "diffusion", arg)
   config.data = base_config(configs_dir, "data", arg)
-  config.method = ml_collections.ConfigDict({
-      "name": "textual_inversion", "conditioning": "pseudo_word", "clusters_per_class": 1, "train_unet": False})
+  config.method = "textual_inversion"
+  config.finetune = base_config(configs_dir, "finetune", arg)
+  config.finetune.method = ml_collections.ConfigDict({
+      "conditioning": "pseudo_word", "clusters_per_class": 1, "train_unet": False})
   return config

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 import shutil
 from pathlib import Path
 from typing import Any
@@ -51,30 +50,29 @@ TRAIN_KEY, VALIDATION_KEY = 0, 1  # folded into the seed: training and validatio
 
 # --- model and data --------------------------------------------------------------------------------------
 
-def load_model(model_config: Any, workdir: Path):
-  """SD from `model_config.path`, or (empty path) the tiny random SD built once into <workdir>/tiny_sd."""
-  from jax_aug.diffusion import tiny
-  from jax_aug.diffusion.loading import load_sd
-  path = model_config.path
-  if not path:
-    path = workdir / "tiny_sd"
-    if not (path / "model_index.json").exists():
-      shutil.rmtree(path, ignore_errors=True)  # a build interrupted before it finished
-      tiny.build_tiny_sd(path, seed=model_config.tiny_seed)
-  return load_sd(path, dtype=model_config.dtype, revision=model_config.revision or None,
-                 from_pt=model_config.from_pt)
+def load_model(config: Any, workdir: Path) -> tuple[Any, dict]:
+  """The method config's base SD (the sampling engine's loader: an empty path builds the tiny random SD
+  into <workdir>/tiny_sd), and the arguments that load it again (for finetune.json)."""
+  from jax_aug.diffusion.loading import load_configured
+  model = config.model
+  path = model.path or str(workdir / "tiny_sd")
+  source = {"path": path, "dtype": model.dtype, "revision": model.revision or None, "from_pt": bool(model.from_pt)}
+  return load_configured(model, workdir), source
 
 
-def _split_records(config: Any, workdir: Path) -> tuple[list[str], list[dict], list[dict], ImageReader]:
-  splits_dir = Path(config.splits_dir) if config.splits_dir else None
-  if splits_dir is None:
-    paths = subsets.prepare_splits(config.data, workdir / "data")
-    splits_dir = paths["subset"].parent
+def _split_records(data_config: Any, splits_dir: str, workdir: Path
+                   ) -> tuple[list[str], list[dict], list[dict], ImageReader]:
+  """The study's classes, subset and validation records (prepared into <workdir>/data when no
+  splits_dir is given), and the reader of their images."""
+  if splits_dir:
+    splits_dir = Path(splits_dir)
+  else:
+    splits_dir = subsets.prepare_splits(data_config, workdir / "data")["subset"].parent
   info = read_json(splits_dir / "info.json")
   wnids = list(info["wnids"])
   train = subsets.read_manifest(splits_dir / "subset.jsonl")
   validation = subsets.read_manifest(splits_dir / "validation.jsonl")
-  _, tfds_dir = subsets.dataset_dirs(config.data, workdir / "data")
+  _, tfds_dir = subsets.dataset_dirs(data_config, workdir / "data")
   return wnids, train, validation, ImageReader(tfds_dir)
 
 
@@ -201,17 +199,20 @@ def kept_checkpoints(workdir: str | Path) -> dict[str, Path]:
 # --- the loop --------------------------------------------------------------------------------------------
 
 def finetune(config: Any, workdir: str | Path) -> dict:
-  """Fine-tunes SD with the method of `config` (see configs/methods/) in `workdir`; returns the final
-  progress record (epochs run, loss history, kept checkpoints, why it stopped)."""
+  """Fine-tunes SD with the method config `config` (configs/methods/<method>.py: `model`, `data`,
+  `splits_dir`, and the fine-tuning block `finetune`) in `workdir`; returns the final progress record
+  (epochs run, loss history, kept checkpoints, why it stopped)."""
   workdir = Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
+  method_name, data_config, splits_dir = config.method, config.data, config.splits_dir
+  sd, model_source = load_model(config, workdir)
+  config = config.finetune
   spec = MethodSpec.from_config(config.method)
   mesh = sharding.make_mesh()
   batch_size = config.batch_size
   sharding.local_batch_size(batch_size, mesh)  # refuses a batch the devices cannot split
 
-  sd = load_model(config.model, workdir)
-  wnids, train_records, val_records, read_image = _split_records(config, workdir)
+  wnids, train_records, val_records, read_image = _split_records(data_config, splits_dir, workdir)
   classes = [class_by_wnid(w) for w in wnids]
   k = spec.clusters_per_class
   cluster_of = None
@@ -229,9 +230,9 @@ def finetune(config: Any, workdir: str | Path) -> dict:
   is_writer = jax.process_index() == 0  # files are written by one process; orbax coordinates all of them
   if is_writer:
     atomic_write_json(workdir / INFO_FILE, {
-        "method": config.method.name, "conditioning": spec.conditioning, "clusters_per_class": k,
+        "method": method_name, "conditioning": spec.conditioning, "clusters_per_class": k,
         "train_unet": spec.train_unet, "wnids": wnids, "placeholders": placeholders,
-        "model": sd.checkpoint, "dtype": sd.dtype, "resolution": sd.resolution, "seed": config.seed})
+        "model": model_source, "resolution": sd.resolution, "seed": config.seed})
 
   reader_args = dict(read_image=read_image, resolution=sd.resolution, tokenizer=tokenizer,
                      placeholders=placeholders, seed=config.seed)
@@ -283,7 +284,7 @@ def finetune(config: Any, workdir: str | Path) -> dict:
     order = epoch_order(len(train_examples), batch_size, seed=config.seed, epoch=epoch, shuffle=True)
     epoch_key = jax.random.fold_in(train_key, epoch)
     bar = tqdm(train_reader.batches(order, epoch, start=progress["step_in_epoch"]), total=len(order),
-               initial=progress["step_in_epoch"], desc=f"{config.method.name} epoch {epoch}",
+               initial=progress["step_in_epoch"], desc=f"{method_name} epoch {epoch}",
                disable=not is_writer)
     for batch in bar:
       batch = sharding.global_batch(batch, mesh)
