@@ -147,3 +147,19 @@ def load_sd(path_or_hub_id: str | os.PathLike, *, dtype: str = "float32", revisi
       vae=pipeline.vae, scheduler=pipeline.scheduler, safety_checker=pipeline.safety_checker,
       feature_extractor=pipeline.feature_extractor, params=jax.tree.map(jnp.asarray, params),
       checkpoint=checkpoint, dtype=dtype)
+
+
+def load_configured(model_config, workdir: str | os.PathLike) -> StableDiffusion:
+  """SD from a config's model block (path, revision, from_pt, dtype, tiny_seed); an empty path builds the
+  tiny random SD once into <workdir>/tiny_sd (a build cut short is redone)."""
+  import shutil
+
+  from jax_aug.diffusion import tiny
+  path = model_config.path
+  if not path:
+    path = Path(workdir) / "tiny_sd"
+    if not (path / "model_index.json").exists():
+      shutil.rmtree(path, ignore_errors=True)
+      tiny.build_tiny_sd(path, seed=model_config.tiny_seed)
+  return load_sd(path, dtype=model_config.dtype, revision=model_config.revision or None,
+                 from_pt=model_config.from_pt)

@@ -1,0 +1,74 @@
+"""Request builders of the sampling methods (paper methods 1-4 and 10): which images, which conditioning."""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+from jax_aug.data import prompts
+from jax_aug.data.imagenet_classes import class_by_wnid
+from jax_aug.diffusion.engine import Request
+
+# method -> prompt strategy of jax_aug.data.prompts (None: Boomerang, which conditions on no prompt).
+PROMPT_STRATEGIES: dict[str, str | None] = {
+    "simple_prompt": "simple",
+    "simple_prompt_no_ws": "simple_no_ws",
+    "clip_prompts": "clip_templates",
+    "sariyildiz_prompts": "sariyildiz",
+    "boomerang": None,
+}
+# Boomerang uses the model unconditionally ("guidance-free", paper Sec. 3.1): the empty prompt, whose
+# encoding is also the unconditional branch, so guidance has no effect.
+BOOMERANG_PROMPT = ""
+
+
+def check_method(method: str) -> str:
+  if method not in PROMPT_STRATEGIES:
+    raise ValueError(f"unknown sampling method {method!r}: expected one of {sorted(PROMPT_STRATEGIES)}"
+                     " (fine-tuned methods pass their own requests)")
+  return method
+
+
+def prompt_requests(strategy: str, wnids: Sequence[str], images_per_class: int, seed: int) -> list[Request]:
+  """images_per_class prompted requests per class, prompt i from build_prompt(strategy, cls, i, seed)."""
+  _check_count(images_per_class)
+  requests = []
+  for wnid in wnids:
+    cls = class_by_wnid(wnid)
+    for index in range(images_per_class):
+      requests.append(Request(wnid, index, prompt=prompts.build_prompt(strategy, cls, index, seed),
+                              provenance={"prompt_strategy": strategy}))
+  return requests
+
+
+def boomerang_requests(subset_records: Sequence[Mapping], wnids: Sequence[str],
+                       images_per_class: int) -> list[Request]:
+  """Image i of a class re-noises subset image i mod n_c (subset images ordered by path), so every subset
+  image is used equally often (390 from 74..130 per class: each 3 to 6 times, each time other noise)."""
+  _check_count(images_per_class)
+  by_class: dict[str, list[str]] = {w: [] for w in wnids}
+  for record in subset_records:
+    if record["wnid"] in by_class:
+      by_class[record["wnid"]].append(record["path"])
+  requests = []
+  for wnid in wnids:
+    paths = sorted(by_class[wnid])
+    if not paths:
+      raise ValueError(f"Boomerang: class {wnid} has no subset image to start from")
+    for index in range(images_per_class):
+      requests.append(Request(wnid, index, prompt=BOOMERANG_PROMPT, init_image=paths[index % len(paths)]))
+  return requests
+
+
+def build_requests(method: str, *, wnids: Sequence[str], images_per_class: int, seed: int,
+                   subset_records: Sequence[Mapping] = ()) -> list[Request]:
+  strategy = PROMPT_STRATEGIES[check_method(method)]
+  if not wnids:
+    raise ValueError(f"{method}: zero images requested: no classes given")
+  if strategy is None:
+    return boomerang_requests(subset_records, wnids, images_per_class)
+  return prompt_requests(strategy, wnids, images_per_class, seed)
+
+
+def _check_count(images_per_class: int) -> None:
+  if not isinstance(images_per_class, int) or images_per_class < 1:
+    raise ValueError(f"zero images requested: images_per_class is {images_per_class!r}, expected >= 1")

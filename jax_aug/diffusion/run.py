@@ -1,0 +1,67 @@
+"""`sample_augmentation_set(config, workdir)`: one sampling method's augmentation set from its config."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from jax_aug.data import subsets
+from jax_aug.data.sources import ImageReader
+from jax_aug.diffusion import engine, methods
+from jax_aug.diffusion.loading import StableDiffusion, load_configured
+from jax_aug.io import read_json
+
+
+def settings_from_config(config) -> engine.SamplerSettings:
+  return engine.SamplerSettings(
+      num_inference_steps=config.num_inference_steps, guidance_scale=config.guidance_scale,
+      scheduler=config.scheduler, resolution=config.resolution, boomerang_strength=config.boomerang_strength)
+
+
+def _splits_dir(config, workdir: Path) -> Path:
+  if config.splits_dir:
+    return Path(config.splits_dir)
+  return subsets.prepare_splits(config.data, workdir / "data")["subset"].parent
+
+
+def sample_augmentation_set(
+    config,
+    workdir: str | os.PathLike,
+    *,
+    model: StableDiffusion | None = None,
+    requests: Sequence[engine.Request] | None = None,
+    safety_fn: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> Path:
+  """Writes (or completes) the augmentation set of `config.method` into `workdir`; returns `workdir`.
+
+  `model`: a loaded (e.g. fine-tuned, via `StableDiffusion.with_overrides`) model instead of
+  `config.model`. `requests`: explicit requests (fine-tuned conditionings) instead of the method's
+  prompt/Boomerang builder; `config.method` then only names the set. `safety_fn` replaces SD's checker
+  (tests); `config.safety_checker=False` turns filtering off explicitly.
+  """
+  workdir = Path(workdir)
+  if requests is None:
+    methods.check_method(config.method)
+  model = model if model is not None else load_configured(config.model, workdir)
+  read_image = None
+  if requests is None:
+    wnids = list(config.wnids) if config.wnids else None
+    subset_records = ()
+    if wnids is None or methods.PROMPT_STRATEGIES[config.method] is None:
+      split_dir = _splits_dir(config, workdir)
+      wnids = wnids or list(read_json(split_dir / "info.json")["wnids"])
+      if methods.PROMPT_STRATEGIES[config.method] is None:
+        subset_records = subsets.read_manifest(split_dir / "subset.jsonl")
+    requests = methods.build_requests(config.method, wnids=wnids, images_per_class=config.images_per_class,
+                                      seed=config.seed, subset_records=subset_records)
+  if config.boomerang_strength:
+    read_image = ImageReader(subsets.dataset_dirs(config.data, workdir / "data")[1])
+  if safety_fn is None and not config.safety_checker:
+    safety_fn = lambda images: np.zeros(len(images), dtype=bool)
+  return engine.sample_requests(
+      model, requests, workdir, method=config.method, settings=settings_from_config(config), seed=config.seed,
+      batch_size=config.batch_size, safety_fn=safety_fn, max_attempts=config.max_safety_attempts,
+      read_image=read_image)

@@ -1,0 +1,188 @@
+"""The sampling engine on a tiny random SD: per-item keys, devices, kill-and-restart, safety replacement,
+one compilation, and bad input."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from jax_aug.diffusion import conditioning, engine, methods
+from jax_aug.diffusion.loading import load_sd
+from jax_aug.diffusion.tiny import build_tiny_sd
+from jax_aug.io import JsonlManifest
+
+SETTINGS = engine.SamplerSettings(num_inference_steps=3)
+WNIDS = ("n01443537", "n01491361")  # goldfish, tiger shark
+
+
+def _requests(n_per_class=4):
+  return methods.build_requests("clip_prompts", wnids=WNIDS, images_per_class=n_per_class, seed=0)
+
+
+def _no_flags(images):
+  return np.zeros(len(images), dtype=bool)
+
+
+def _read_set(root: Path) -> tuple[list[dict], dict[str, bytes]]:
+  rows = sorted(JsonlManifest(root / "manifest.jsonl").read(), key=lambda r: r["key"])
+  return rows, {r["key"]: (root / r["path"]).read_bytes() for r in rows}
+
+
+@pytest.fixture(scope="module")
+def tiny_path(tmp_path_factory):
+  return build_tiny_sd(tmp_path_factory.mktemp("sd") / "tiny", seed=0)
+
+
+@pytest.fixture(scope="module")
+def model(tiny_path):
+  return load_sd(tiny_path)
+
+
+def test_one_compilation_for_all_prompts_and_real_safety_checker(model, tmp_path):
+  requests = _requests(3)  # 6 images in batches of 4: the last one padded to the compiled shape
+  assert len({r.prompt for r in requests}) > 2
+  engine.sample_requests(model, requests, tmp_path, method="clip_prompts", settings=SETTINGS, seed=0,
+                         batch_size=4)
+  rows, files = _read_set(tmp_path)
+  assert [r["key"] for r in rows] == sorted(r.key for r in requests)
+  assert all(r["safety_rejections"] == 0 and r["attempt"] == 0 for r in rows)
+  assert {r["prompt"] for r in rows} == {r.prompt for r in requests}
+  assert all(np.asarray(Image.open(tmp_path / r["path"])).shape == (32, 32, 3) for r in rows)
+  assert engine.get_sampler(model, SETTINGS).compilations() == 1
+  metrics = JsonlManifest(tmp_path / engine.METRICS_FILE).read()
+  assert [m["images"] for m in metrics] == [4, 2]
+
+
+def test_image_depends_only_on_its_key_not_on_the_batch(model):
+  sampler = engine.get_sampler(model, SETTINGS)
+  requests = _requests(2)
+  together = engine.generate_batch(sampler, requests, [0] * 4, seed=0)
+  alone = engine.generate_batch(sampler, [requests[2]] * 4, [0] * 4, seed=0)[0]
+  np.testing.assert_array_equal(alone, together[2])
+  other_attempt = engine.generate_batch(sampler, requests, [1] * 4, seed=0)
+  assert np.abs(other_attempt.astype(int) - together).max() > 10
+  # Noise rows are a pure function of (seed, class, index, attempt), drawn from the documented key.
+  import jax
+  want = jax.random.normal(engine.item_key(0, 7, 3, 1), (4, 16, 16))
+  np.testing.assert_array_equal(engine.initial_noise(0, [5, 7], [0, 3], [0, 1], (4, 16, 16))[1], want)
+
+
+def test_flagged_images_are_replaced_and_counted(model, tmp_path):
+  requests = _requests(2)
+  sampler = engine.get_sampler(model, SETTINGS)
+  first = engine.generate_batch(sampler, requests, [0] * 4, seed=0)
+  second = engine.generate_batch(sampler, requests, [1] * 4, seed=0)
+  # A checker that flags the attempt-0 images of requests 1 and 3 (and nothing else).
+  banned = {first[1].tobytes(), first[3].tobytes()}
+  calls = []
+
+  def forced(images):
+    calls.append(len(images))
+    return np.array([im.tobytes() in banned for im in images])
+
+  engine.sample_requests(model, requests, tmp_path, method="clip_prompts", settings=SETTINGS, seed=0,
+                         batch_size=4, safety_fn=forced)
+  rows, _ = _read_set(tmp_path)
+  by_key = {r["key"]: r for r in rows}
+  for i, request in enumerate(requests):
+    row = by_key[request.key]
+    replaced = i in (1, 3)
+    assert row["safety_rejections"] == int(replaced) and row["attempt"] == int(replaced)
+    expected = second[i] if replaced else first[i]
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / row["path"])), expected)
+  assert calls == [4, 2]  # the batch, then the two replacements (generated in a padded batch)
+  assert JsonlManifest(tmp_path / engine.METRICS_FILE).read()[0]["flagged"] == 2
+
+
+def test_checker_flagging_everything_stops_with_an_error(model, tmp_path):
+  with pytest.raises(RuntimeError, match="flagged all 2 attempts"):
+    engine.sample_requests(model, _requests(2), tmp_path, method="clip_prompts", settings=SETTINGS, seed=0,
+                           batch_size=4, safety_fn=lambda x: np.ones(len(x), bool), max_attempts=2)
+
+
+_RUN = """
+import sys
+from jax_aug.diffusion import engine, methods
+from jax_aug.diffusion.loading import load_sd
+model = load_sd({path!r})
+requests = methods.build_requests("clip_prompts", wnids={wnids!r}, images_per_class=4, seed=0)
+engine.sample_requests(model, requests, {out!r}, method="clip_prompts",
+                       settings=engine.SamplerSettings(num_inference_steps=3), seed=0, batch_size=4,
+                       safety_fn=lambda x: __import__("numpy").zeros(len(x), bool))
+emit("done")
+"""
+
+
+@pytest.mark.slow
+def test_one_and_four_devices_give_the_same_images(tiny_path, tmp_path, run_jax):
+  for devices in (1, 4):
+    assert run_jax(_RUN.format(path=str(tiny_path), wnids=WNIDS, out=str(tmp_path / f"d{devices}")),
+                   devices=devices) == "done"
+  rows1, files1 = _read_set(tmp_path / "d1")
+  rows4, files4 = _read_set(tmp_path / "d4")
+  assert rows1 == rows4 and len(rows1) == 8
+  for key in files1:
+    a = np.asarray(Image.open(tmp_path / "d1" / "images" / key[:9] / f"{key}.png"), dtype=int)
+    b = np.asarray(Image.open(tmp_path / "d4" / "images" / key[:9] / f"{key}.png"), dtype=int)
+    # Sharding changes XLA's per-device batch; the tiny float differences may move a pixel by one level.
+    assert np.abs(a - b).max() <= 1, key
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_identical_output(model, tiny_path, tmp_path):
+  from tests.conftest import _jax_env, _program
+  killed = tmp_path / "killed"
+  code = _program(_RUN.format(path=str(tiny_path), wnids=WNIDS, out=str(killed)))
+  proc = subprocess.Popen([sys.executable, "-c", code], env=_jax_env(1), stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+  manifest = killed / "manifest.jsonl"
+  deadline = time.time() + 600
+  while time.time() < deadline and proc.poll() is None:
+    if manifest.exists() and len(manifest.read_text().splitlines()) >= 2:
+      break
+    time.sleep(0.05)
+  assert proc.poll() is None, "the run finished before it could be killed"
+  os.kill(proc.pid, signal.SIGKILL)
+  proc.wait()
+  done_before = len(JsonlManifest(manifest).read())
+  assert 2 <= done_before < 8
+  # Restart in this process (another process, same model files), then an uninterrupted reference run.
+  for out in (killed, tmp_path / "reference"):
+    engine.sample_requests(model, _requests(4), out, method="clip_prompts", settings=SETTINGS, seed=0,
+                           batch_size=4, safety_fn=_no_flags)
+  rows, files = _read_set(killed)
+  ref_rows, ref_files = _read_set(tmp_path / "reference")
+  assert len(rows) == 8 and len({r["key"] for r in rows}) == 8
+  assert rows == ref_rows and files == ref_files
+  leftovers = [p for p in killed.rglob("*") if p.is_file() and p.name.startswith(".")]
+  pngs = sorted(p.name for p in killed.rglob("*.png"))
+  assert pngs == sorted(f"{r['key']}.png" for r in rows), leftovers
+
+
+def test_bad_input(model, tmp_path):
+  with pytest.raises(ValueError, match="zero images requested"):
+    engine.sample_requests(model, [], tmp_path, method="clip_prompts", settings=SETTINGS, seed=0, batch_size=2)
+  with pytest.raises(ValueError, match="zero images requested: images_per_class is 0"):
+    methods.build_requests("simple_prompt", wnids=WNIDS, images_per_class=0, seed=0)
+  with pytest.raises(ValueError, match="unknown sampling method 'dreambooth'"):
+    methods.build_requests("dreambooth", wnids=WNIDS, images_per_class=1, seed=0)
+  long_prompt = "a photo of " + "very " * 80 + "big cat"
+  with pytest.raises(conditioning.PromptTooLongError, match=r"more than the text encoder's 77"):
+    engine.get_sampler(model, SETTINGS).encode_prompts([long_prompt])
+  bad_shape = engine.Request(WNIDS[0], 0, encoder_hidden_states=np.zeros((77, 16), np.float32))
+  with pytest.raises(ValueError, match=r"shape \[77, 16\], expected \[77, 32\]"):
+    engine.get_sampler(model, SETTINGS).conditionings([bad_shape])
+  twice = _requests(1)[:1] * 2
+  with pytest.raises(ValueError, match="appears twice"):
+    engine.check_requests(twice)
+  with pytest.raises(ValueError, match="multiple of the 1 local devices|positive multiple"):
+    engine.sample_requests(model, _requests(1), tmp_path, method="clip_prompts", settings=SETTINGS, seed=0,
+                           batch_size=0)
+  assert not any(tmp_path.iterdir())  # nothing written by refused runs
