@@ -9,7 +9,6 @@ import dataclasses
 import functools
 import json
 import importlib.util
-from importlib import resources
 from pathlib import Path
 
 
@@ -29,7 +28,9 @@ class ClassInfo:
 
 @functools.cache
 def load_classes() -> tuple[ClassInfo, ...]:
-  text = resources.files("jax_aug").joinpath("assets/imagenet_classes.json").read_text(encoding="utf-8")
+  # Beside the package's modules (package data), found by path: importlib.resources fails when an
+  # editable install makes jax_aug a namespace package.
+  text = (Path(__file__).resolve().parents[1] / "assets" / "imagenet_classes.json").read_text(encoding="utf-8")
   return tuple(
       ClassInfo(index=c["index"], wnid=c["wnid"], lemmas=tuple(c["lemmas"]), definition=c["definition"],
                 hypernyms=tuple(c["hypernyms"]))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import threading
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -71,11 +72,21 @@ def folder_records(split_dir: str | os.PathLike, wnids: Sequence[str] | None = N
   return records
 
 
-@functools.cache
+_tfds_sources: dict[tuple[str, str, str], object] = {}
+# grain reads elements from several threads of each worker process; their first reads would import
+# tensorflow_datasets concurrently, and its lazy imports deadlock on the import locks. One lock makes the
+# first opening (and the import) happen in one thread while the others wait.
+_tfds_lock = threading.Lock()
+
+
 def _tfds_source(data_dir: str, name: str, split: str):
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top  (slow import, tfds only)
-  return tfds.data_source(name, data_dir=data_dir, split=split, download=False,
-                          decoders={"image": tfds.decode.SkipDecoding()})
+  key = (data_dir, name, split)
+  with _tfds_lock:
+    if key not in _tfds_sources:
+      import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top  (slow import, tfds only)
+      _tfds_sources[key] = tfds.data_source(name, data_dir=data_dir, split=split, download=False,
+                                            decoders={"image": tfds.decode.SkipDecoding()})
+    return _tfds_sources[key]
 
 
 def tfds_records(data_dir: str | os.PathLike, split: str, *, name: str = "imagenet2012",

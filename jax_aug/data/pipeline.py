@@ -1,0 +1,237 @@
+"""grain input pipelines (no TensorFlow): ImageNet training and evaluation transforms, per-host batches.
+
+Training (`make_train_loader`) yields ONE epoch of this host's rows of each global batch. The epoch's order
+is a permutation seeded by (seed, epoch) and each example's crop and flip come from a generator seeded by
+(seed, epoch, record index), so a batch is a pure function of (records, seed, epoch, step): the same for
+any number of grain workers and any number of hosts, which exact resumption and the 1-vs-N-device
+equivalence tests of the classifier rely on. The last partial global batch is dropped.
+
+Evaluation (`make_eval_loader`) pads the last global batch and returns `mask` (True for real examples),
+so every example counts exactly once.
+
+Global batch rows are split into contiguous blocks, host h taking rows [h*b, (h+1)*b): the layout
+`jax_aug.sharding.global_batch` (jax.make_array_from_process_local_data over a 1-D mesh) expects.
+Labels are positions in `wnids` (the study's class list after exclusion), never read from records.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable, Mapping, Sequence
+
+import grain
+import numpy as np
+from absl import flags
+from PIL import Image
+
+from jax_aug.data.sources import ImageReader
+
+# torchvision's ImageNet statistics, on the 0..255 scale.
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32) * 255
+# First word of every pipeline seed, so the order stream and the per-example streams never coincide.
+_ORDER_STREAM, _AUGMENT_STREAM = 0, 1
+
+
+def label_map(wnids: Sequence[str]) -> dict[str, int]:
+  if len(set(wnids)) != len(wnids):
+    raise ValueError("the class list (wnids) has duplicates")
+  return {wnid: label for label, wnid in enumerate(wnids)}
+
+
+def mix(*record_lists: Sequence[dict]) -> list[dict]:
+  """One training source from several record lists (e.g. the subset + one resampled augmentation set).
+
+  Records must have absolute paths or tfds:// paths (as `subsets.read_manifest` and
+  `augmentation_set.load_augmentation_set` return them), so lists from different folders can mix.
+  """
+  mixed = []
+  for records in record_lists:
+    mixed.extend(records)
+  return mixed
+
+
+def random_resized_crop_box(rng: np.random.Generator, width: int, height: int,
+                            scale: tuple[float, float] = (0.08, 1.0),
+                            ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> tuple[int, int, int, int]:
+  """(top, left, crop height, crop width), the algorithm of torchvision's RandomResizedCrop.get_params:
+  10 tries of a random area fraction in `scale` and log-uniform aspect in `ratio`, else a centre crop
+  with the aspect clamped into `ratio`."""
+  area = width * height
+  log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+  for _ in range(10):
+    target_area = area * rng.uniform(scale[0], scale[1])
+    aspect = math.exp(rng.uniform(log_ratio[0], log_ratio[1]))
+    w = int(round(math.sqrt(target_area * aspect)))
+    h = int(round(math.sqrt(target_area / aspect)))
+    if 0 < w <= width and 0 < h <= height:
+      top = int(rng.integers(0, height - h + 1))
+      left = int(rng.integers(0, width - w + 1))
+      return top, left, h, w
+  in_ratio = width / height
+  if in_ratio < min(ratio):
+    w, h = width, int(round(width / min(ratio)))
+  elif in_ratio > max(ratio):
+    h, w = height, int(round(height * max(ratio)))
+  else:
+    w, h = width, height
+  return (height - h) // 2, (width - w) // 2, h, w
+
+
+def resized_crop(image: Image.Image, box: tuple[int, int, int, int], image_size: int,
+                 flip: bool) -> np.ndarray:
+  """Crops (top, left, height, width), resizes to image_size (bilinear, as torchvision on PIL images)
+  and optionally mirrors horizontally."""
+  top, left, h, w = box
+  image = image.crop((left, top, left + w, top + h)).resize((image_size, image_size), Image.BILINEAR)
+  if flip:
+    image = image.transpose(Image.FLIP_LEFT_RIGHT)
+  return np.asarray(image, np.uint8)
+
+
+def train_transform(image: Image.Image, rng: np.random.Generator, image_size: int,
+                    scale: tuple[float, float], ratio: tuple[float, float]) -> np.ndarray:
+  """Random resized crop + horizontal flip with probability 0.5, all randomness drawn from `rng`."""
+  box = random_resized_crop_box(rng, image.width, image.height, scale, ratio)
+  return resized_crop(image, box, image_size, flip=rng.random() < 0.5)
+
+
+def eval_transform(image: Image.Image, image_size: int, crop_fraction: float = 0.875) -> np.ndarray:
+  """torchvision's Resize(int(image_size / crop_fraction)) (shorter side) + CenterCrop(image_size)."""
+  short = int(image_size / crop_fraction)
+  width, height = image.size
+  if width <= height:
+    size = (short, int(short * height / width))
+  else:
+    size = (int(short * width / height), short)
+  image = image.resize(size, Image.BILINEAR)
+  top = int(round((size[1] - image_size) / 2.0))
+  left = int(round((size[0] - image_size) / 2.0))
+  if top < 0 or left < 0:
+    raise ValueError(f"resized image {size} is smaller than the crop {image_size}")
+  return np.asarray(image.crop((left, top, left + image_size, top + image_size)), np.uint8)
+
+
+def normalize(images: np.ndarray) -> np.ndarray:
+  return ((images.astype(np.float32) - IMAGENET_MEAN) / IMAGENET_STD).astype(np.float32)
+
+
+class _LoadExample:
+  """Record index -> example. Top-level and holding only picklable state, for grain worker processes."""
+
+  def __init__(self, records: Sequence[dict], labels: Mapping[str, int], reader: ImageReader, *,
+               train: bool, image_size: int, seed: int = 0, epoch: int = 0,
+               crop_scale=(0.08, 1.0), crop_ratio=(3 / 4, 4 / 3), crop_fraction: float = 0.875):
+    self.paths = [r["path"] for r in records]
+    self.labels = np.array([labels[r["wnid"]] for r in records], np.int32)
+    self.reader, self.train, self.image_size = reader, train, image_size
+    self.seed, self.epoch = seed, epoch
+    self.crop_scale, self.crop_ratio, self.crop_fraction = tuple(crop_scale), tuple(crop_ratio), crop_fraction
+
+  def __call__(self, index: int) -> dict:
+    if index < 0:  # padding of the last evaluation batch
+      return {"image": np.zeros((self.image_size, self.image_size, 3), np.uint8), "label": np.int32(0),
+              "index": np.int32(-1), "mask": False}
+    image = self.reader(self.paths[index])
+    if self.train:
+      rng = np.random.default_rng([_AUGMENT_STREAM, self.seed, self.epoch, index])
+      pixels = train_transform(image, rng, self.image_size, self.crop_scale, self.crop_ratio)
+    else:
+      pixels = eval_transform(image, self.image_size, self.crop_fraction)
+    return {"image": pixels, "label": self.labels[index], "index": np.int32(index), "mask": True}
+
+
+def _collate(examples: Sequence[dict]) -> dict:
+  return {
+      "image": normalize(np.stack([e["image"] for e in examples])),
+      "label": np.array([e["label"] for e in examples], np.int32),
+      "index": np.array([e["index"] for e in examples], np.int32),
+      "mask": np.array([e["mask"] for e in examples], bool),
+  }
+
+
+def _check_records(records: Sequence[dict], labels: Mapping[str, int]) -> None:
+  for record in records:
+    if record["wnid"] not in labels:
+      raise ValueError(f"record {record['path']} has class {record['wnid']!r}, which is not in the"
+                       f" study's class list of {len(labels)} classes (excluded or unknown)")
+    path = record["path"]
+    if not path.startswith("tfds://") and not path.startswith("/"):
+      raise ValueError(f"record path {path!r} is relative: resolve it (subsets.read_manifest does)")
+
+
+def _hosts(process_index: int | None, process_count: int | None) -> tuple[int, int]:
+  if process_index is None or process_count is None:
+    import jax  # pylint: disable=g-import-not-at-top  (only to ask which host this is)
+    process_index = jax.process_index() if process_index is None else process_index
+    process_count = jax.process_count() if process_count is None else process_count
+  if not 0 <= process_index < process_count:
+    raise ValueError(f"process_index {process_index} is not in [0, {process_count})")
+  return process_index, process_count
+
+
+def _host_rows(global_order: np.ndarray, global_batch_size: int, process_index: int,
+               process_count: int) -> np.ndarray:
+  """This host's block of every global batch, in batch order."""
+  if global_batch_size % process_count:
+    raise ValueError(f"global batch size {global_batch_size} is not divisible by {process_count} hosts")
+  per_host = global_batch_size // process_count
+  batches = global_order.reshape(-1, global_batch_size)
+  return batches[:, process_index * per_host:(process_index + 1) * per_host].reshape(-1)
+
+
+def _loader(indices: np.ndarray, load: _LoadExample, per_host: int, num_workers: int) -> grain.IterDataset:
+  dataset = grain.MapDataset.source(indices.tolist()).map(load).batch(
+      per_host, drop_remainder=False, batch_fn=_collate).to_iter_dataset()
+  if num_workers > 0:
+    if not flags.FLAGS.is_parsed():  # grain reads absl flags; outside absl.app nobody parsed them
+      flags.FLAGS.mark_as_parsed()
+    dataset = dataset.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
+  return dataset
+
+
+def steps_per_epoch(num_records: int, global_batch_size: int) -> int:
+  return num_records // global_batch_size
+
+
+def make_train_loader(records: Sequence[dict], *, wnids: Sequence[str], epoch: int, seed: int,
+                      global_batch_size: int, image_size: int, num_workers: int = 0,
+                      crop_scale: tuple[float, float] = (0.08, 1.0),
+                      crop_ratio: tuple[float, float] = (3 / 4, 4 / 3),
+                      tfds_data_dir: str | None = None, tfds_name: str = "imagenet2012",
+                      process_index: int | None = None, process_count: int | None = None
+                      ) -> Iterable[dict]:
+  """One epoch of this host's training batches: {"image": float32 [b,H,W,3] normalized, "label": int32
+  [b], "index": int32 [b] (position in `records`), "mask": bool [b] (all True)}, b = global / hosts."""
+  labels = label_map(wnids)
+  _check_records(records, labels)
+  steps = steps_per_epoch(len(records), global_batch_size)
+  if steps == 0:
+    raise ValueError(f"{len(records)} training records make no full global batch of {global_batch_size}")
+  process_index, process_count = _hosts(process_index, process_count)
+  order = np.random.default_rng([_ORDER_STREAM, seed, epoch]).permutation(len(records))
+  rows = _host_rows(order[:steps * global_batch_size], global_batch_size, process_index, process_count)
+  load = _LoadExample(records, labels, ImageReader(tfds_data_dir, tfds_name), train=True,
+                      image_size=image_size, seed=seed, epoch=epoch, crop_scale=crop_scale,
+                      crop_ratio=crop_ratio)
+  return _loader(rows, load, global_batch_size // process_count, num_workers)
+
+
+def make_eval_loader(records: Sequence[dict], *, wnids: Sequence[str], batch_size: int, image_size: int,
+                     crop_fraction: float = 0.875, num_workers: int = 0, tfds_data_dir: str | None = None,
+                     tfds_name: str = "imagenet2012", process_index: int | None = None,
+                     process_count: int | None = None) -> Iterable[dict]:
+  """All of `records` once, in order, as this host's rows of global batches of `batch_size` (all hosts
+  together); the last global batch is padded with zero images whose `mask` is False."""
+  labels = label_map(wnids)
+  _check_records(records, labels)
+  if not records:
+    raise ValueError("no evaluation records")
+  process_index, process_count = _hosts(process_index, process_count)
+  steps = math.ceil(len(records) / batch_size)
+  order = np.full(steps * batch_size, -1, np.int64)
+  order[:len(records)] = np.arange(len(records))
+  rows = _host_rows(order, batch_size, process_index, process_count)
+  load = _LoadExample(records, labels, ImageReader(tfds_data_dir, tfds_name), train=False,
+                      image_size=image_size, crop_fraction=crop_fraction)
+  return _loader(rows, load, batch_size // process_count, num_workers)

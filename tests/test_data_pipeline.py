@@ -1,0 +1,174 @@
+"""grain pipelines: transforms against torchvision, loaders over both sources with 2 workers, exactly-once
+epochs, invariance to worker and host counts, bad records."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision import transforms as T
+from torchvision.transforms import functional as TF
+
+from jax_aug.data import pipeline, sources
+from jax_aug.data.synthetic import DEFAULT_WNIDS, make_synthetic_imagenet
+from jax_aug.io import ImageDecodeError
+
+TRAIN, VAL, BATCH, SIZE = 16, 6, 16, 24
+WNIDS = list(DEFAULT_WNIDS)
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+  return make_synthetic_imagenet(tmp_path_factory.mktemp("synthetic"), train_per_class=TRAIN,
+                                 val_per_class=VAL, image_size=40, seed=0, tfds=True)
+
+
+def _records(synthetic, source, split):
+  if source == "folder":
+    return sources.folder_records(synthetic / split)
+  return sources.tfds_records(synthetic / "tfds", {"train": "train", "val": "validation"}[split])
+
+
+def _image(seed, width, height):
+  return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8))
+
+
+def _torchvision_eval(image, size):
+  tv = T.Compose([T.Resize(int(size / 0.875)), T.CenterCrop(size), T.ToTensor(),
+                  T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
+  return tv(image).permute(1, 2, 0).numpy()
+
+
+@pytest.mark.parametrize("width,height,size", [(50, 37, 24), (37, 50, 24), (40, 40, 32), (500, 375, 224)])
+def test_eval_transform_matches_torchvision(width, height, size):
+  image = _image(width * height, width, height)
+  ours = pipeline.normalize(pipeline.eval_transform(image, size, 0.875))
+  np.testing.assert_allclose(ours, _torchvision_eval(image, size), atol=1e-5)
+
+
+def test_resized_crop_matches_torchvision():
+  image = _image(1, 64, 48)
+  for box, flip in [((3, 5, 30, 40), False), ((0, 0, 48, 64), True), ((10, 20, 7, 9), True)]:
+    reference = TF.resized_crop(image, *box, [24, 24], T.InterpolationMode.BILINEAR)
+    if flip:
+      reference = TF.hflip(reference)
+    assert np.array_equal(pipeline.resized_crop(image, box, 24, flip), np.asarray(reference))
+
+
+def test_random_resized_crop_box_follows_torchvision():
+  # No try fits a 1000x10 image: both fall back to the same centre crop with aspect clamped to 4/3.
+  rng = np.random.default_rng(0)
+  wide = pipeline.random_resized_crop_box(rng, 1000, 10)
+  assert wide == tuple(T.RandomResizedCrop.get_params(_image(0, 1000, 10), (0.08, 1.0), (3 / 4, 4 / 3)))
+  assert wide == (0, 493, 10, 13)
+  # The distribution of area fraction and aspect matches torchvision's sampler on a typical image.
+  n, width, height = 4000, 500, 375
+  ours = np.array([pipeline.random_resized_crop_box(rng, width, height) for _ in range(n)], float)
+  torch.manual_seed(0)
+  image = _image(0, width, height)
+  theirs = np.array([T.RandomResizedCrop.get_params(image, (0.08, 1.0), (3 / 4, 4 / 3)) for _ in range(n)],
+                    float)
+  for boxes in (ours, theirs):
+    assert (boxes[:, 0] >= 0).all() and (boxes[:, 0] + boxes[:, 2] <= height).all()
+    assert (boxes[:, 1] >= 0).all() and (boxes[:, 1] + boxes[:, 3] <= width).all()
+  def stats(boxes):
+    area = boxes[:, 2] * boxes[:, 3] / (width * height)
+    return area.mean(), np.log(boxes[:, 3] / boxes[:, 2]).mean(), (boxes[:, 0] + boxes[:, 2] / 2).mean()
+  np.testing.assert_allclose(stats(ours), stats(theirs), atol=0.02 * height)
+  np.testing.assert_allclose(stats(ours)[:2], stats(theirs)[:2], atol=0.02)
+
+
+@pytest.mark.parametrize("source", ["folder", "tfds"])
+def test_loaders_with_two_workers(synthetic, source):
+  tfds_dir = str(synthetic / "tfds") if source == "tfds" else None
+  train = _records(synthetic, source, "train")
+  assert len(train) == TRAIN * len(WNIDS) and len(train) % BATCH == 0
+  orders = []
+  for epoch in (0, 1):
+    batches = list(pipeline.make_train_loader(
+        train, wnids=WNIDS, epoch=epoch, seed=0, global_batch_size=BATCH, image_size=SIZE, num_workers=2,
+        tfds_data_dir=tfds_dir, process_index=0, process_count=1))
+    assert len(batches) == len(train) // BATCH
+    for batch in batches:
+      assert batch["image"].shape == (BATCH, SIZE, SIZE, 3) and batch["image"].dtype == np.float32
+      assert batch["label"].shape == (BATCH,) and batch["label"].dtype == np.int32
+      assert batch["mask"].all()
+      assert [WNIDS[label] for label in batch["label"]] == [train[i]["wnid"] for i in batch["index"]]
+      # Normalized: a float image, not 0..255 pixels.
+      assert -2.2 < batch["image"].min() < 0 < batch["image"].max() < 2.7
+    order = np.concatenate([b["index"] for b in batches])
+    assert sorted(order) == list(range(len(train)))  # every training example exactly once per epoch
+    orders.append(order)
+  assert not np.array_equal(*orders)  # a new order each epoch
+
+  val = _records(synthetic, source, "val")
+  reader = sources.ImageReader(tfds_dir)
+  batches = list(pipeline.make_eval_loader(val, wnids=WNIDS, batch_size=BATCH, image_size=SIZE,
+                                           num_workers=2, tfds_data_dir=tfds_dir, process_index=0,
+                                           process_count=1))
+  assert len(batches) == math.ceil(len(val) / BATCH)
+  mask = np.concatenate([b["mask"] for b in batches])
+  index = np.concatenate([b["index"] for b in batches])
+  assert mask.sum() == len(val) and list(index[mask]) == list(range(len(val)))
+  for batch in batches:
+    for row in np.flatnonzero(batch["mask"])[::5]:
+      record = val[batch["index"][row]]
+      assert WNIDS[batch["label"][row]] == record["wnid"]
+      np.testing.assert_allclose(batch["image"][row], _torchvision_eval(reader(record["path"]), SIZE),
+                                 atol=1e-5)
+
+
+def _batches(records, epoch=3, **kwargs):
+  return list(pipeline.make_train_loader(records, wnids=WNIDS, epoch=epoch, seed=7, global_batch_size=BATCH,
+                                         image_size=SIZE, **kwargs))
+
+
+def test_train_batches_are_the_same_for_any_worker_and_host_count(synthetic):
+  records = _records(synthetic, "folder", "train")[:-5]  # a partial last batch, dropped
+  single = _batches(records, num_workers=0, process_index=0, process_count=1)
+  assert len(single) == len(records) // BATCH
+  assert len(set(np.concatenate([b["index"] for b in single]))) == len(single) * BATCH
+  with_workers = _batches(records, num_workers=2, process_index=0, process_count=1)
+  hosts = [_batches(records, num_workers=0, process_index=h, process_count=2) for h in range(2)]
+  for step, batch in enumerate(single):
+    for key in ("image", "label", "index"):
+      assert np.array_equal(with_workers[step][key], batch[key])
+      assert np.array_equal(np.concatenate([hosts[0][step][key], hosts[1][step][key]]), batch[key])
+  # The same record gets a new crop in another epoch.
+  other = _batches(records, num_workers=0, process_index=0, process_count=1, epoch=4)
+  first = {int(i): image for b in single for i, image in zip(b["index"], b["image"])}
+  again = {int(i): image for b in other for i, image in zip(b["index"], b["image"])}
+  shared = sorted(set(first) & set(again))
+  assert sum(not np.array_equal(first[i], again[i]) for i in shared) > 0.9 * len(shared)
+
+
+def test_eval_loader_splits_hosts_and_pads(synthetic):
+  val = _records(synthetic, "folder", "val")[:21]
+  hosts = [list(pipeline.make_eval_loader(val, wnids=WNIDS, batch_size=8, image_size=SIZE, process_index=h,
+                                          process_count=2)) for h in range(2)]
+  assert [len(h) for h in hosts] == [3, 3] and all(b["image"].shape[0] == 4 for h in hosts for b in h)
+  index = np.concatenate([np.concatenate([hosts[0][s]["index"], hosts[1][s]["index"]]) for s in range(3)])
+  mask = np.concatenate([np.concatenate([hosts[0][s]["mask"], hosts[1][s]["mask"]]) for s in range(3)])
+  assert list(index[mask]) == list(range(21)) and not mask[21:].any() and (index[~mask] == -1).all()
+
+
+def test_bad_records_raise_errors_naming_them(synthetic, tmp_path):
+  records = _records(synthetic, "folder", "train")[:BATCH]
+  with pytest.raises(ValueError, match=r"class 'n01443537', which is not in the study's class list"):
+    pipeline.make_train_loader(records, wnids=WNIDS[1:], epoch=0, seed=0, global_batch_size=BATCH,
+                               image_size=SIZE, process_index=0, process_count=1)
+  with pytest.raises(ValueError, match="no full global batch"):
+    _batches(records[:3], process_index=0, process_count=1)
+  with pytest.raises(ValueError, match="relative"):
+    _batches([{"wnid": WNIDS[0], "path": "a.JPEG"}] * BATCH, process_index=0, process_count=1)
+  missing = [dict(r) for r in records]
+  missing[3]["path"] = str(tmp_path / "gone.JPEG")
+  with pytest.raises(FileNotFoundError, match="gone.JPEG"):
+    _batches(missing, process_index=0, process_count=1)
+  corrupt = tmp_path / "corrupt.JPEG"
+  corrupt.write_bytes(open(records[0]["path"], "rb").read()[:40])
+  broken = [dict(r) for r in records]
+  broken[5]["path"] = str(corrupt)
+  with pytest.raises(ImageDecodeError, match="corrupt.JPEG"):
+    _batches(broken, process_index=0, process_count=1)
