@@ -172,3 +172,20 @@ def test_bad_records_raise_errors_naming_them(synthetic, tmp_path):
   broken[5]["path"] = str(corrupt)
   with pytest.raises(ImageDecodeError, match="corrupt.JPEG"):
     _batches(broken, process_index=0, process_count=1)
+
+
+def test_two_jax_processes_get_complementary_rows(synthetic, run_multihost):
+  """Real multi-host: each of 2 jax.distributed processes takes its rows from jax.process_index()."""
+  code = f"""
+  import numpy as np
+  from jax_aug import sharding
+  sharding.initialize_distributed(COORDINATOR, NUM_PROCESSES, PROCESS_ID)
+  from jax_aug.data import pipeline, sources
+  records = sources.folder_records({str(synthetic / "train")!r})
+  batches = list(pipeline.make_train_loader(records, wnids={WNIDS!r}, epoch=3, seed=7,
+                                            global_batch_size={BATCH}, image_size={SIZE}))
+  emit([b["index"].tolist() for b in batches])
+  """
+  hosts = run_multihost(code, processes=2, devices_per_process=1)
+  single = _batches(_records(synthetic, "folder", "train"), process_index=0, process_count=1)
+  assert [h0 + h1 for h0, h1 in zip(*hosts)] == [b["index"].tolist() for b in single]
