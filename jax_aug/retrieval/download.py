@@ -15,7 +15,6 @@ File names never come from a URL or caption: the caller names each item by its i
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 import signal
 import tempfile
@@ -25,9 +24,6 @@ from typing import Sequence
 from PIL import Image
 
 from jax_aug.io import ImageDecodeError, decode_image, load_image_file
-
-log = logging.getLogger(__name__)
-
 
 @dataclasses.dataclass(frozen=True)
 class Fetched:

@@ -71,7 +71,3 @@ def nsfw_flag_reasons(flags: Sequence[str | None], unsafe_values: Sequence[str] 
 def safety_checker_reasons(flagged: Sequence[bool]) -> list[str | None]:
   return ["flagged by the safety checker" if bool(f) else None for f in flagged]
 
-
-def first_survivors(reasons: Sequence[str | None], count: int) -> list[int]:
-  """Indices of the first `count` candidates (in rank order) that no filter dropped."""
-  return [i for i, reason in enumerate(reasons) if reason is None][:count]
