@@ -84,13 +84,15 @@ SD14_SCHEDULER_CONFIG: dict[str, Any] = dict(
 )
 
 
-def _clip_config():
+def safety_clip_config(text_config=None, vision_config=None):
+  """CLIPConfig of the safety checker (its vision tower is what runs); tiny by default."""
   from transformers import CLIPConfig
-  return CLIPConfig(text_config=dict(TEXT_CONFIG), vision_config=dict(VISION_CONFIG),
-                    projection_dim=TINY_HIDDEN)
+  text_config = dict(text_config or TEXT_CONFIG)
+  return CLIPConfig(text_config=text_config, vision_config=dict(vision_config or VISION_CONFIG),
+                    projection_dim=text_config["projection_dim"])
 
 
-def _feature_extractor():
+def feature_extractor():
   from transformers import CLIPImageProcessor
   return CLIPImageProcessor(size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224})
 
@@ -127,6 +129,13 @@ def _check_empty_target(path: Path) -> None:
 
 def build_tiny_sd(path: str | os.PathLike, *, seed: int = 0) -> Path:
   """Saves a tiny random-init Flax SD (diffusers layout, Flax weights) to `path` and returns it."""
+  return build_random_sd(path, seed=seed)
+
+
+def build_random_sd(path: str | os.PathLike, *, seed: int = 0, unet_config=None, vae_config=None,
+                    text_config=None, vision_config=None) -> Path:
+  """A random-init Flax SD of the given component configs (default: the tiny ones), e.g. SD v1.4's
+  shapes for the GPU benchmark."""
   from diffusers import (FlaxAutoencoderKL, FlaxPNDMScheduler, FlaxStableDiffusionPipeline,
                          FlaxUNet2DConditionModel)
   from diffusers.pipelines.stable_diffusion.safety_checker_flax import FlaxStableDiffusionSafetyChecker
@@ -136,19 +145,20 @@ def build_tiny_sd(path: str | os.PathLike, *, seed: int = 0) -> Path:
   _check_empty_target(path)
   rng = np.random.default_rng(seed)
   key = jax.random.key(seed)
-  unet = FlaxUNet2DConditionModel(**UNET_CONFIG)
+  unet = FlaxUNet2DConditionModel(**(unet_config or UNET_CONFIG))
   unet_params = random_params(jax.eval_shape(unet.init_weights, key), rng)
-  vae = FlaxAutoencoderKL(**VAE_CONFIG)
+  vae = FlaxAutoencoderKL(**(vae_config or VAE_CONFIG))
   vae_params = random_params(jax.eval_shape(vae.init_weights, key), rng)
-  text_encoder = FlaxCLIPTextModel(CLIPTextConfig(**TEXT_CONFIG), _do_init=False)
+  text_encoder = FlaxCLIPTextModel(CLIPTextConfig(**(text_config or TEXT_CONFIG)), _do_init=False)
   text_params = random_params(jax.eval_shape(lambda k: text_encoder.init_weights(k, (1, 77)), key), rng)
-  safety_checker = FlaxStableDiffusionSafetyChecker(_clip_config(), _do_init=False)
+  safety_checker = FlaxStableDiffusionSafetyChecker(safety_clip_config(text_config, vision_config),
+                                                    _do_init=False)
   safety_params = random_params(
       jax.eval_shape(lambda k: safety_checker.init_weights(k, (1, 224, 224, 3)), key), rng)
   scheduler = FlaxPNDMScheduler(**SD14_SCHEDULER_CONFIG)
   pipeline = FlaxStableDiffusionPipeline(
       vae=vae, text_encoder=text_encoder, tokenizer=load_clip_tokenizer(), unet=unet,
-      scheduler=scheduler, safety_checker=safety_checker, feature_extractor=_feature_extractor())
+      scheduler=scheduler, safety_checker=safety_checker, feature_extractor=feature_extractor())
   params = {"unet": unet_params, "vae": vae_params, "text_encoder": text_params,
             "safety_checker": safety_params}
   pipeline.save_pretrained(path, params=params)
@@ -170,10 +180,10 @@ def build_tiny_sd_pt(path: str | os.PathLike, *, seed: int = 0):
   unet = UNet2DConditionModel(**UNET_CONFIG)
   vae = AutoencoderKL(**VAE_CONFIG)
   text_encoder = CLIPTextModel(CLIPTextConfig(**TEXT_CONFIG))
-  safety_checker = StableDiffusionSafetyChecker(_clip_config())
+  safety_checker = StableDiffusionSafetyChecker(safety_clip_config())
   pipeline = StableDiffusionPipeline(
       vae=vae, text_encoder=text_encoder, tokenizer=load_clip_tokenizer(), unet=unet,
       scheduler=PNDMScheduler(**SD14_SCHEDULER_CONFIG), safety_checker=safety_checker,
-      feature_extractor=_feature_extractor(), requires_safety_checker=True)
+      feature_extractor=feature_extractor(), requires_safety_checker=True)
   pipeline.save_pretrained(path, safe_serialization=False)
   return pipeline
