@@ -10,7 +10,7 @@ PROGRAM = """
 import jax, numpy as np
 from pathlib import Path
 jax.config.update("jax_compilation_cache_dir", str(Path(WORK) / "jax_cache"))
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)  # the train steps, not every small op
 from jax_aug.data.augmentation_set import load_augmentation_set
 from jax_aug.finetune import trainer
 from jax_aug.finetune.sampling import sample_finetuned

@@ -95,6 +95,7 @@ def _all_leaves_changed(a, b):
   return all(jax.tree.leaves(jax.tree.map(lambda x, y: not np.array_equal(np.asarray(x), np.asarray(y)), a, b)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_method_trains_exactly_its_parameters_and_lowers_the_loss(method):
   spec = METHODS[method]
@@ -131,6 +132,7 @@ def test_method_trains_exactly_its_parameters_and_lowers_the_loss(method):
                  original["text_encoder"]["text_model"]["embeddings"]["position_embedding"])
 
 
+@pytest.mark.slow  # builds the tiny SD when it runs first
 def test_tensor_conditioning_starts_from_no_ws_prompt_encoding():
   _, _, sd = tiny_sd()
   classes = [class_by_wnid(w) for w in WNIDS]

@@ -31,6 +31,7 @@ def test_schedule_matches_diffusers_ddpm():
     objective.alphas_cumprod(beta_schedule="cosine")
 
 
+@pytest.mark.slow  # builds the tiny SD (PyTorch + conversion) when it runs first
 def test_loss_matches_pytorch_reference(models):
   from diffusers import DDPMScheduler
   pipeline, sd = models

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -319,7 +320,9 @@ def finetune(config: Any, workdir: str | Path) -> dict:
                       "val_loss": val_loss, "kept": kept, "stopped": progress["stopped"]})
     save_progress(None if stop else f"{CHECKPOINT_DIR}/state_{progress['step']}")
     for stale in checkpoints.glob("epoch_*") if is_writer else ():
-      if int(stale.name.split("_")[1]) not in kept.values():
+      # Also clears orbax's `epoch_<e>.orbax-checkpoint-tmp` left by a save that a crash cut short.
+      match = re.fullmatch(r"epoch_(\d+)", stale.name)
+      if match is None or int(match.group(1)) not in kept.values():
         shutil.rmtree(stale, ignore_errors=True)
   if progress["state"] is not None and is_writer:
     shutil.rmtree(workdir / progress["state"], ignore_errors=True)
