@@ -16,7 +16,6 @@ images and never lists a half-written file.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 import time
 from pathlib import Path
@@ -33,9 +32,8 @@ from jax_aug.data.augmentation_set import AugmentationSetWriter, item_key as aug
 from jax_aug.data.imagenet_classes import class_by_wnid
 from jax_aug.diffusion import boomerang, conditioning
 from jax_aug.diffusion.loading import StableDiffusion
+from jax_aug.diffusion.safety import make_safety_fn
 from jax_aug.io import JsonlManifest
-
-log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.jsonl"
 SCHEDULERS = {
@@ -134,7 +132,6 @@ class Sampler:
     self._encode_text = conditioning.make_text_encoder_fn(model.text_encoder)
     self._denoise = jax.jit(self._denoise_and_decode, static_argnames=("img2img",),
                             out_shardings=sharding.data_sharding(self.mesh))
-    self._uncond = None
 
   # --- conditioning ---------------------------------------------------------------------------------
 
@@ -144,10 +141,9 @@ class Sampler:
     return np.asarray(self._encode_text(params, jnp.asarray(ids)), dtype=np.float32)
 
   def unconditional(self) -> np.ndarray:
-    """Encoding of the empty prompt: the unconditional branch of classifier-free guidance."""
-    if self._uncond is None:
-      self._uncond = self.encode_prompts([""])[0]
-    return self._uncond
+    """Encoding of the empty prompt: the unconditional branch of classifier-free guidance. Not cached:
+    a fine-tuned text encoder (Imagic, pseudo-word + DM) changes it."""
+    return self.encode_prompts([""])[0]
 
   def conditionings(self, requests: Sequence[Request]) -> np.ndarray:
     """[B, 77, hidden] for a batch of requests, prompts encoded in one call of fixed shape [B, 77]."""
@@ -283,7 +279,6 @@ def sample_requests(
   checker; pass `lambda x: np.zeros(len(x), bool)` only where no checker exists). Each host takes every
   process_count-th batch and writes its own manifest shard.
   """
-  from jax_aug.diffusion.safety import make_safety_fn
   check_requests(requests)
   out_dir = Path(out_dir)
   sampler = get_sampler(model, settings, mesh)
