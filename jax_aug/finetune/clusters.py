@@ -16,6 +16,7 @@ from typing import Any, Callable, Sequence
 import jax
 import numpy as np
 from PIL import Image
+from tqdm import tqdm
 
 from jax_aug.finetune import inception, kmeans
 from jax_aug.io import atomic_write_json, read_json
@@ -42,7 +43,8 @@ def image_features(variables: dict, paths: Sequence[str], read_image: Callable[[
   model = inception.InceptionV3Features()
   apply = jax.jit(model.apply)
   features = []
-  for start in range(0, len(paths), batch_size):
+  for start in tqdm(range(0, len(paths), batch_size), desc="Inception-v3 features", unit="batch",
+                    disable=jax.process_index() != 0):
     chunk = paths[start:start + batch_size]
     x = np.stack([inception.preprocess(read_image(p), image_size) for p in chunk])
     pad = batch_size - len(chunk)  # one compiled shape for every batch
