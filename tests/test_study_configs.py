@@ -8,10 +8,14 @@ import pytest
 
 from jax_aug.data import subsets
 from jax_aug.finetune import checkpoint_policy
+from jax_aug.retrieval import filters
+from jax_aug.retrieval.gradual_k import k_schedule
 from jax_aug.study import methods as methods_lib
 from jax_aug.study.config_files import load_module
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+SD14 = "CompVis/stable-diffusion-v1-4"
+SAMPLING_METHODS = ("boomerang", "simple_prompt_no_ws", "simple_prompt", "sariyildiz_prompts", "clip_prompts")
 FINETUNE_METHODS = ("ft_conditioning", "ft_cluster_conditioning", "imagic", "textual_inversion", "pseudo_word_dm")
 
 
@@ -54,6 +58,8 @@ def test_paper_classifier_recipe(paper):
 @pytest.mark.parametrize("method", FINETUNE_METHODS)
 def test_paper_finetuning_epochs_and_checkpoint_sets(paper, method):
   c = paper.method[method]
+  assert c.model.path == SD14 and c.resolution == 512 and c.images_per_class == 390
+  c = c.finetune
   assert c.policy.max_epochs == 40
   # The checkpoints the policy keeps after a 40-epoch run: best train, best validation and epochs 1-3
   # (Imagic: each of the first 8 epochs).
@@ -61,6 +67,33 @@ def test_paper_finetuning_epochs_and_checkpoint_sets(paper, method):
   kept = checkpoint_policy.checkpoints_to_keep(history, c.policy.keep_epochs, c.policy.keep_best)
   epochs = range(1, 9) if method == "imagic" else range(1, 4)
   assert kept == {"best_train": 40, "best_val": 20, **{f"epoch_{e}": e for e in epochs}}
+
+
+@pytest.mark.parametrize("method", SAMPLING_METHODS)
+def test_paper_sampling_is_sd14_at_512px_390_per_class(paper, method):
+  c = paper.method[method]
+  assert c.method == method
+  assert c.model.path == SD14
+  assert c.images_per_class == 390
+  assert c.resolution == 512 and c.num_inference_steps == 50 and c.scheduler == "pndm"
+  assert c.guidance_scale == pytest.approx(7.5)
+  assert c.safety_checker is True
+  assert (c.boomerang_strength > 0) == (method == "boomerang")
+
+
+def test_paper_retrieval_k_schedule_and_filters(paper):
+  c = paper.method.retrieval
+  assert c.images_per_class == 130
+  assert c.clip.model == "openai/clip-vit-large-patch14"  # SD v1.4's text tower
+  ks = k_schedule(c.images_per_class, c.k_factor, c.max_multiple)
+  assert ks[0] == round(1.4 * 130) == 182 and ks[-1] == round(6 * 1.4 * 130) == 1092
+  assert ks == sorted(ks) and len(ks) == 6
+  # Aesthetic >= 5 is kept, below 5 dropped.
+  assert filters.aesthetic_reasons([4.99, 5.0, 6.5], c.filters.min_aesthetic) == [
+      filters.aesthetic_reasons([4.99], c.filters.min_aesthetic)[0], None, None]
+  assert filters.aesthetic_reasons([4.99], c.filters.min_aesthetic)[0] is not None
+  assert c.index.deduplicate and c.index.dedup_threshold == pytest.approx(0.94)
+  assert c.filters.safety_checker == SD14
 
 
 def test_every_method_has_a_config_block_and_tiny_mirrors_paper(paper, tiny):

@@ -146,12 +146,27 @@ def with_study_model(config, models_dir: Path):
 
 # --- fine-tuning ---------------------------------------------------------------------------------------
 
-def finetune(method_config, out: Path, *, data_dir: Path, models_dir: Path) -> None:
-  """`jax_aug.finetune.trainer.finetune` on the study's splits (all classes: exclusions come later)."""
-  from jax_aug.finetune.trainer import finetune as run_finetune
+def _study_method_config(method_config, data_dir: Path, models_dir: Path):
+  """A method config reading the study's splits (all classes: exclusions come later) and model."""
   config = with_study_model(method_config, models_dir)
   config.splits_dir = str(Path(data_dir) / "splits")
-  run_finetune(config, out)
+  return config
+
+
+def finetune(method_config, out: Path, *, data_dir: Path, models_dir: Path) -> None:
+  """`jax_aug.finetune.trainer.finetune` of a fine-tuned method's config on the study's splits."""
+  from jax_aug.finetune.trainer import finetune as run_finetune
+  run_finetune(_study_method_config(method_config, data_dir, models_dir), out)
+
+
+def sample_finetuned(method_config, out: Path, *, finetune_dir: Path, checkpoint: Path, data_dir: Path,
+                     models_dir: Path) -> None:
+  """`jax_aug.finetune.sampling.sample_finetuned`: the method's images from one kept checkpoint."""
+  from jax_aug.finetune.sampling import sample_finetuned as run_sampling
+  config = _study_method_config(method_config, data_dir, models_dir)
+  config.finetune.workdir = str(finetune_dir)
+  config.finetune.checkpoint = str(checkpoint)
+  run_sampling(config, out)
 
 
 def finetune_checkpoints(finetune_dir: Path) -> dict[str, dict]:
@@ -171,9 +186,7 @@ def sample(method_config, out: Path, *, data_dir: Path, models_dir: Path) -> Non
   """`jax_aug.diffusion.run.sample_augmentation_set` (prompt methods, Boomerang) into `out`, for every
   class of the study's splits (Boomerang reads its subset images from them)."""
   from jax_aug.diffusion.run import sample_augmentation_set
-  config = with_study_model(method_config, models_dir)
-  config.splits_dir = str(Path(data_dir) / "splits")
-  sample_augmentation_set(config, out)
+  sample_augmentation_set(_study_method_config(method_config, data_dir, models_dir), out)
 
 
 # --- retrieval -----------------------------------------------------------------------------------------
