@@ -1,0 +1,60 @@
+"""The study plan: which stages the selected methods need, in an order where inputs come first; stage
+selection refuses to run a stage whose inputs are left out."""
+
+from pathlib import Path
+
+import pytest
+
+from jax_aug.study import methods as methods_lib
+from jax_aug.study import runner
+from jax_aug.study.config_files import load_module
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def _tiny(**overrides):
+  config = load_module(CONFIGS / "tiny.py").get_config()
+  for key, value in overrides.items():
+    config[key] = value
+  return config
+
+
+def test_full_plan_orders_inputs_first_and_covers_every_method(tmp_path):
+  stages = runner.plan(_tiny(), tmp_path)
+  names = [s.name for s in stages]
+  assert len(names) == len(set(names))
+  for index, stage in enumerate(stages):
+    for upstream in stage.upstream:
+      assert upstream in names[:index], f"{stage.name} runs before its input {upstream}"
+  assert names[0] == "data" and names[-1] == "report"
+  for method in methods_lib.METHODS:
+    assert f"train/{method.name}/r0" in names and f"train/{method.name}/r1" in names
+    if method.kind == "sample":
+      assert f"augment/{method.name}" in names
+    if method.kind == "finetune":
+      assert names.index(f"finetune/{method.name}") < names.index(f"select/{method.name}")
+    if method.kind != "baseline":
+      assert f"resample/{method.name}" in names
+  # Retrieval writes the exclusion list, so everything that trains or resamples comes after it.
+  for stage in stages:
+    if stage.name.startswith(("train/", "resample/", "select/")):
+      assert "retrieval" in stage.upstream
+  # One tiny SD for the whole study, built before any DM stage.
+  assert names.index("models") < min(names.index(n) for n in names if n.startswith(("augment/", "finetune/")))
+
+
+def test_baseline_only_plan_needs_no_models_or_retrieval(tmp_path):
+  names = [s.name for s in runner.plan(_tiny(methods="baseline_10pct"), tmp_path)]
+  assert names == ["data", "train/baseline_10pct/r0", "train/baseline_10pct/r1", "report"]
+
+
+def test_stage_selection_runs_only_what_is_asked_and_refuses_missing_inputs(tmp_path):
+  lines = []
+  with pytest.raises(RuntimeError, match=r"'train/baseline_10pct/r0' needs \['data'\]"):
+    runner.run_study(_tiny(methods="baseline_10pct", stages="train/*"), tmp_path, log=lines.append)
+  lines.clear()
+  runner.run_study(_tiny(methods="baseline_10pct", stages="data"), tmp_path, log=lines.append)
+  assert (tmp_path / "data" / "splits" / "subset.jsonl").is_file()
+  assert any("[2/4] train/baseline_10pct/r0: not selected" in line for line in lines)
+  assert not (tmp_path / "report").exists()
+  assert any(line.startswith("time per stage") for line in lines)
