@@ -165,15 +165,15 @@ def train_and_evaluate(config: ConfigDict, workdir: str | os.PathLike) -> dict:
   eval_step = steps.jit_eval_step(model, len(wnids), mesh)
   checkpoints = RunCheckpoints(workdir)
   plateau = schedule.initial_state(config.optimizer.learning_rate)
-  first_epoch = 0
+  first_epoch, stop_reason = 0, None
   if checkpoints.latest_epoch() is not None:
     last, state, meta = checkpoints.restore_latest(state)
     plateau, first_epoch = schedule.PlateauState.from_json(meta["schedule"]), last + 1
+    stop_reason = meta["stop_reason"]
     log.info("resuming %s after epoch %d", workdir, last)
     if is_chief:
       _truncate_metrics(metrics_path, last)
   metrics_log = io.JsonlManifest(metrics_path)
-  stop_reason = meta["stop_reason"] if first_epoch and plateau.stop else None
 
   epoch = first_epoch
   while not plateau.stop:
