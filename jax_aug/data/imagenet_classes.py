@@ -28,8 +28,8 @@ class ClassInfo:
 
 @functools.cache
 def load_classes() -> tuple[ClassInfo, ...]:
-  # Beside the package's modules (package data), found by path: importlib.resources fails when an
-  # editable install makes jax_aug a namespace package.
+  # Package data shipped beside the modules (pyproject's package-data), made by
+  # scripts/make_imagenet_classes.py.
   text = (Path(__file__).resolve().parents[1] / "assets" / "imagenet_classes.json").read_text(encoding="utf-8")
   return tuple(
       ClassInfo(index=c["index"], wnid=c["wnid"], lemmas=tuple(c["lemmas"]), definition=c["definition"],
