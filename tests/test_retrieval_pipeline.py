@@ -120,3 +120,30 @@ def test_killed_run_resumes_without_refetching_and_equals_an_uninterrupted_run(t
   assert len(ids) == len(set(ids)), "a candidate was fetched twice"
   reference = JsonlManifest(tmp_path / "reference" / "candidates.jsonl").read()
   assert sorted(map(json.dumps, manifest.read())) == sorted(map(json.dumps, reference))
+
+
+@pytest.mark.slow  # two img2dataset calls (each spawns its processes) and a second pass
+def test_url_downloads_in_the_pipeline_are_never_repeated(tmp_path):
+  import pyarrow.parquet as pq
+  from retrieval_support import http_server
+  index, images = case.build_case(tmp_path / "case")
+  routes = {f"/{int(p.stem)}.jpg": (200, p.read_bytes(), 0.0) for p in images.glob("*.png")}
+  with http_server(routes) as (base, counts):
+    # Point the index's urls at the local server: same rows, url column rewritten.
+    table = pq.read_table(index / "metadata" / "00000.parquet")
+    urls = [u.replace("http://unused.invalid", base) for u in table.column("url").to_pylist()]
+    pq.write_table(table.set_column(table.schema.get_field_index("url"), "url", [urls]),
+                   index / "metadata" / "00000.parquet")
+    config = case.case_config(index, images)
+    config.classes = (case.CLASS_A,)
+    config.download.source = "url"
+    config.download.chunk_size = 20
+    config.download.timeout_s = 5
+    out = run_retrieval(config, tmp_path / "run", case.case_components(config))
+    assert [r["index_id"] for r in sorted(load_augmentation_set(out), key=lambda r: r["key"])] == case.A_EXPECTED
+    requested = dict(counts)
+    assert set(requested) == {f"/{i}.jpg" for i in (0, 3, 5, 6, 7, 8, 9)}  # 7 has no file: a 404
+    # Forget that the class finished: the rerun queries again but downloads nothing it already has.
+    (tmp_path / "run" / "classes.jsonl").unlink()
+    run_retrieval(config, tmp_path / "run", case.case_components(config))
+    assert dict(counts) == requested

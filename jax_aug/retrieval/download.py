@@ -25,6 +25,7 @@ from PIL import Image
 
 from jax_aug.io import ImageDecodeError, decode_image, load_image_file
 
+
 @dataclasses.dataclass(frozen=True)
 class Fetched:
   """The outcome for one candidate: an RGB image resized to the configured size, or why there is none."""
