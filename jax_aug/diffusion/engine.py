@@ -132,6 +132,7 @@ class Sampler:
     self._encode_text = conditioning.make_text_encoder_fn(model.text_encoder)
     self._denoise = jax.jit(self._denoise_and_decode, static_argnames=("img2img",),
                             out_shardings=sharding.data_sharding(self.mesh))
+    self._placed = None
 
   # --- conditioning ---------------------------------------------------------------------------------
 
@@ -148,7 +149,7 @@ class Sampler:
   def conditionings(self, requests: Sequence[Request]) -> np.ndarray:
     """[B, 77, hidden] for a batch of requests, prompts encoded in one call of fixed shape [B, 77]."""
     prompts = ["" if r.prompt is None else r.prompt for r in requests]
-    cond = self.encode_prompts(prompts)
+    cond = np.array(self.encode_prompts(prompts))  # writable copy: rows get replaced below
     for i, r in enumerate(requests):
       if (r.prompt is None) == (r.encoder_hidden_states is None):
         raise ValueError(f"request {r.key}: give exactly one of prompt and encoder_hidden_states")
@@ -205,14 +206,22 @@ class Sampler:
     batch = noise.shape[0]
     uncond = self.unconditional() if uncond is None else uncond
     uncond = np.broadcast_to(uncond, cond.shape)
-    params = {**self.model.params, "scheduler": self.scheduler_state} if params is None else params
+    params = self._replicated_params() if params is None else sharding.replicate(params, self.mesh)
     data = sharding.data_sharding(self.mesh)
     put = lambda x: jax.device_put(np.asarray(x, np.float32), data)
     init = put(init_images) if init_images is not None else put(np.zeros((batch, 1, 1, 1)))
-    images = self._denoise(sharding.replicate(params, self.mesh), put(noise), put(cond), put(uncond),
+    images = self._denoise(params, put(noise), put(cond), put(uncond),
                            jnp.float32(self.settings.guidance_scale), init,
                            img2img=init_images is not None)
     return np.asarray(images)
+
+  def _replicated_params(self):
+    """The model's parameters placed on every device once per parameter set (not once per batch: at
+    SD v1.4 size that would copy 2 GB per batch)."""
+    if self._placed is None or self._placed[0] is not self.model.params:
+      placed = sharding.replicate({**self.model.params, "scheduler": self.scheduler_state}, self.mesh)
+      self._placed = (self.model.params, placed)
+    return self._placed[1]
 
   def compilations(self) -> int:
     """How many shapes the denoising loop was compiled for (tests: one per run)."""
