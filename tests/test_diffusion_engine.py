@@ -185,3 +185,31 @@ def test_bad_input(model, tmp_path):
     engine.sample_requests(model, _requests(1), tmp_path, method="clip_prompts", settings=SETTINGS, seed=0,
                            batch_size=0)
   assert not any(tmp_path.iterdir())  # nothing written by refused runs
+
+
+def test_boomerang_requests_start_from_subset_images(model, tmp_path):
+  from jax_aug.io import load_image_file
+  rng = np.random.default_rng(0)
+  subset = []
+  for wnid in WNIDS:
+    for j in range(2):
+      path = tmp_path / "subset" / f"{wnid}_{j}.png"
+      path.parent.mkdir(exist_ok=True)
+      Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(path)
+      subset.append({"wnid": wnid, "path": str(path)})
+  requests = methods.build_requests("boomerang", wnids=WNIDS, images_per_class=3, seed=0, subset_records=subset)
+  # Image i of a class starts from subset image i mod 2 of that class, with the empty prompt.
+  assert [Path(r.init_image).name for r in requests[:3]] == [f"{WNIDS[0]}_{j}.png" for j in (0, 1, 0)]
+  assert {r.prompt for r in requests} == {methods.BOOMERANG_PROMPT}
+  settings = engine.SamplerSettings(num_inference_steps=3, boomerang_strength=0.7)
+  out = tmp_path / "set"
+  engine.sample_requests(model, requests, out, method="boomerang", settings=settings, seed=0, batch_size=4,
+                         safety_fn=_no_flags, read_image=load_image_file)
+  rows, _ = _read_set(out)
+  assert len(rows) == 6 and all(r["boomerang_strength"] == 0.7 and r["init_image"] for r in rows)
+  images = {r["key"]: np.asarray(Image.open(out / r["path"]), dtype=int) for r in rows}
+  # Same init image, other noise (index 0 vs 2) differ less than different init images (0 vs 1).
+  k = [r.key for r in requests[:3]]
+  assert np.abs(images[k[0]] - images[k[2]]).mean() < np.abs(images[k[0]] - images[k[1]]).mean()
+  with pytest.raises(ValueError, match="class n01491361 has no subset image"):
+    methods.build_requests("boomerang", wnids=WNIDS, images_per_class=1, seed=0, subset_records=subset[:2])
