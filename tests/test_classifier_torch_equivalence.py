@@ -112,8 +112,8 @@ data = dict(np.load({data!r}))
 state_dict = {{k[3:]: v for k, v in data.items() if k.startswith("sd.")}}
 variables = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), port.torch_to_flax(state_dict))
 model = ResNet(num_classes={num_classes}, dtype=jnp.float64)
-grads = jax.grad(lambda p: steps.loss_and_updates(
-    model, p, variables["batch_stats"], data["x0"], data["y0"])[0])(variables["params"])
+grads = jax.jit(jax.grad(lambda p: steps.loss_and_updates(
+    model, p, variables["batch_stats"], data["x0"], data["y0"])[0]))(variables["params"])
 out = {{"grad." + k: v for k, v in port.flax_to_torch(
     {{"params": grads, "batch_stats": variables["batch_stats"]}}).items()}}
 
@@ -167,8 +167,10 @@ def test_gradients_and_three_sgd_steps_match_torch_in_float64(torch_model, run_j
 
 
 def test_round_trip_flax_torch_flax_is_exact():
-  model = resnet50(NUM_CLASSES)
-  variables = jax.device_get(jax.jit(model.init)(jax.random.key(3), jnp.zeros((1, 32, 32, 3))))
+  # Random values in the Flax variable tree (shapes from tracing init, no compile needed).
+  shapes = jax.eval_shape(resnet50(NUM_CLASSES).init, jax.random.key(3), jnp.zeros((1, 32, 32, 3)))
+  rng = np.random.default_rng(3)
+  variables = jax.tree.map(lambda s: rng.standard_normal(s.shape).astype(np.float32), shapes)
   model_t = torchvision.models.resnet50(num_classes=NUM_CLASSES)
   model_t.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in port.flax_to_torch(variables).items()},
                           strict=True)
