@@ -142,6 +142,9 @@ def test_url_downloads_in_the_pipeline_are_never_repeated(tmp_path):
     out = run_retrieval(config, tmp_path / "run", case.case_components(config))
     assert [r["index_id"] for r in sorted(load_augmentation_set(out), key=lambda r: r["key"])] == case.A_EXPECTED
     requested = dict(counts)
+    fetches = [m for m in JsonlManifest(tmp_path / "run" / "metrics.jsonl").read() if m["event"] == "fetch"]
+    assert sum(m.get("failed_to_download", 0) for m in fetches) == 1  # the 404, counted
+    assert sum(m.get("safety_checker", 0) for m in fetches) == 1 and sum(m.get("kept", 0) for m in fetches) == 5
     assert set(requested) == {f"/{i}.jpg" for i in (0, 3, 5, 6, 7, 8, 9)}  # 7 has no file: a 404
     # Forget that the class finished: the rerun queries again but downloads nothing it already has.
     (tmp_path / "run" / "classes.jsonl").unlink()

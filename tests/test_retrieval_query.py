@@ -29,6 +29,7 @@ def tiny(tmp_path_factory):
   return clip_model.load_clip(str(folder), from_pt=True), folder, reference
 
 
+@pytest.mark.slow  # first user of the module fixture: PyTorch -> Flax conversion and CLIP compilation
 def test_text_and_image_features_match_pytorch(tiny):
   import torch
   clip, folder, reference = tiny
