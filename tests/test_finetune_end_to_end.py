@@ -81,7 +81,7 @@ emit(result)
 def _run(run_jax, tmp_path, methods, resume):
   path, _, _ = tiny_sd()
   code = f"SD_PATH = {str(path)!r}\nWORK = {str(tmp_path)!r}\nMETHODS = {methods!r}\nRESUME = {resume}\n"
-  return run_jax(code + PROGRAM, devices=2, timeout=1500)
+  return run_jax(code + PROGRAM, devices=2, timeout=880)
 
 
 def _check_method(result, method, *, clusters=False):
@@ -98,20 +98,18 @@ def _check_method(result, method, *, clusters=False):
 
 
 @pytest.mark.slow
-def test_conditioning_methods_train_sample_and_resume(run_jax, tmp_path):
-  result = _run(run_jax, tmp_path, ["ft_conditioning", "imagic"], resume=True)
+def test_ft_conditioning_trains_samples_and_resumes_identically(run_jax, tmp_path):
+  result = _run(run_jax, tmp_path, ["ft_conditioning"], resume=True)
   _check_method(result, "ft_conditioning")
-  _check_method(result, "imagic")
   resume = result["resume"]
   assert [h["epoch"] for h in resume["history_before"]] == [1]
   assert resume["history"] == result["ft_conditioning"]["history"]
   assert resume["same_checkpoint"]
 
 
+# One subprocess per method keeps each test within the per-test timeout on a loaded 2-core machine.
 @pytest.mark.slow
-def test_cluster_and_pseudo_word_methods_train_and_sample(run_jax, tmp_path):
-  result = _run(run_jax, tmp_path, ["ft_cluster_conditioning", "textual_inversion", "pseudo_word_dm"],
-                resume=False)
-  _check_method(result, "ft_cluster_conditioning", clusters=True)
-  _check_method(result, "textual_inversion")
-  _check_method(result, "pseudo_word_dm")
+@pytest.mark.parametrize("method", ["ft_cluster_conditioning", "imagic", "textual_inversion", "pseudo_word_dm"])
+def test_method_trains_keeps_checkpoints_and_samples(run_jax, tmp_path, method):
+  result = _run(run_jax, tmp_path, [method], resume=False)
+  _check_method(result, method, clusters=method == "ft_cluster_conditioning")
