@@ -213,3 +213,22 @@ def test_boomerang_requests_start_from_subset_images(model, tmp_path):
   assert np.abs(images[k[0]] - images[k[2]]).mean() < np.abs(images[k[0]] - images[k[1]]).mean()
   with pytest.raises(ValueError, match="class n01491361 has no subset image"):
     methods.build_requests("boomerang", wnids=WNIDS, images_per_class=1, seed=0, subset_records=subset[:2])
+
+
+@pytest.mark.slow
+def test_two_hosts_split_the_work_and_match_one_host(tiny_path, tmp_path, run_jax, run_multihost):
+  code = _RUN.replace("import sys\n", "import sys\nfrom jax_aug.sharding import initialize_distributed\n"
+                      "initialize_distributed(COORDINATOR, NUM_PROCESSES, PROCESS_ID)\n")
+  assert run_multihost(code.format(path=str(tiny_path), wnids=WNIDS, out=str(tmp_path / "hosts")),
+                       processes=2, devices_per_process=1) == ["done", "done"]
+  run_jax(_RUN.format(path=str(tiny_path), wnids=WNIDS, out=str(tmp_path / "one")), devices=1)
+  from jax_aug.data.augmentation_set import load_augmentation_set
+  shards = sorted(p.name for p in (tmp_path / "hosts").glob("manifest*.jsonl"))
+  assert shards == ["manifest-00000.jsonl", "manifest-00001.jsonl"]  # each host its own batches
+  per_host = [len(JsonlManifest(tmp_path / "hosts" / s).read()) for s in shards]
+  assert per_host == [4, 4]
+  hosts = {r["key"]: r for r in load_augmentation_set(tmp_path / "hosts")}
+  one = {r["key"]: r for r in load_augmentation_set(tmp_path / "one")}
+  assert hosts.keys() == one.keys()
+  for key in one:
+    assert Path(hosts[key]["path"]).read_bytes() == Path(one[key]["path"]).read_bytes(), key
