@@ -206,8 +206,9 @@ def write_report(config, workdir: Path, out: Path, *, exclusion: Path | None) ->
     if method.kind == "finetune":
       selection = read_json(workdir / "select" / method.name / SELECTION_FILE)
       chosen = selection["chosen"]
+      scores = ", ".join(f"{name} {top1:.2f}" for name, top1 in sorted(selection["validation_top1"].items()))
       notes.append(f"{method.display}: checkpoint {chosen} ({', '.join(selection['roles'][chosen])}) chosen by"
-                   f" validation top-1 {selection['validation_top1']}.")
+                   f" validation top-1 (%): {scores}.")
   if exclusion is None:
     notes.append("Retrieval was not selected, so no class was excluded (the exclusion list comes from retrieval).")
   report_lib.write_report(out, runs=runs, eval_split=wiring.EVAL_SPLIT_DESCRIPTION,
