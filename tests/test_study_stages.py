@@ -121,3 +121,14 @@ def test_summary_lists_every_stage_with_its_time(tmp_path):
   runner.run("b", {}, lambda out: None)
   summary = runner.summary()
   assert "a " in summary and "b " in summary and "total" in summary
+
+
+def test_only_the_writer_records_and_every_stage_ends_at_a_barrier(tmp_path):
+  events = []
+  reader = stages.StageRunner(tmp_path, log=lambda line: None, is_writer=False, barrier=events.append)
+  reader.run("data", {}, lambda out: events.append("fn"))
+  assert events == ["fn", "stage data"]
+  assert not (tmp_path / "stages").exists()
+  writer = stages.StageRunner(tmp_path, log=lambda line: None, barrier=events.append)
+  writer.run("data", {}, lambda out: events.append("fn"))
+  assert json.loads((tmp_path / "stages" / "data.json").read_text())["state"] == "done"

@@ -224,6 +224,15 @@ def _enable_compilation_cache(cache_dir: Path) -> None:
   jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
+def _multihost() -> dict:
+  """Stage-record writing and stage barriers for runs over several hosts (jax.distributed)."""
+  import jax
+  if jax.process_count() == 1:
+    return {}
+  from jax.experimental import multihost_utils
+  return {"is_writer": jax.process_index() == 0, "barrier": multihost_utils.sync_global_devices}
+
+
 def run_study(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
               log: Callable[[str], None] = print) -> Path:
   """Runs (or resumes) every selected stage and returns the report directory."""
@@ -232,7 +241,7 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
   if config.compilation_cache:
     _enable_compilation_cache(Path(config.compilation_cache_dir or workdir / ".jax_cache"))
   stage_patterns = _patterns(config.stages) or ["*"]
-  runner = stages_lib.StageRunner(workdir, redo=_patterns(config.redo), log=log)
+  runner = stages_lib.StageRunner(workdir, redo=_patterns(config.redo), log=log, **_multihost())
   all_stages = plan(config, workdir)
   start = time.perf_counter()
   blocked: set[str] = set()

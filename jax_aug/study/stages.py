@@ -99,10 +99,16 @@ class StageRunner:
   """Runs named stages in a workdir, recording completion; see the module docstring for the rules."""
 
   def __init__(self, workdir: str | os.PathLike, *, redo: Iterable[str] = (),
-               log: Callable[[str], None] = print):
+               log: Callable[[str], None] = print, is_writer: bool = True,
+               barrier: Callable[[str], None] | None = None):
+    """Multi-host runs: every process runs every stage (the areas split the work), only `is_writer`
+    writes records and moves superseded output, and `barrier(name)` lines all processes up after a
+    stage, so none records it done while another is still in it."""
     self.workdir = Path(workdir)
     self.redo_patterns = [p for p in redo if p]
     self.log = log
+    self.is_writer = is_writer
+    self.barrier = barrier or (lambda name: None)
     self.outcomes: list[StageOutcome] = []
     self._fingerprints: dict[str, str] = {}
 
@@ -152,7 +158,9 @@ class StageRunner:
               u for u in sorted(set(record["upstream"]) | set(upstream_fps))
               if record["upstream"].get(u) != upstream_fps.get(u)))
       self.log(f"{label}: redo ({reason})")
-      self._supersede(name, record)
+      if self.is_writer:
+        self._supersede(name, record)
+      self.barrier(f"supersede {name}")
       record, status = None, "redone"
     elif record is not None and record["state"] == "done":
       self._fingerprints[name] = fp
@@ -166,14 +174,17 @@ class StageRunner:
     previous_seconds = record["seconds"] if record else 0.0
     attempts = (record["attempts"] if record else 0) + 1
     base = {"name": name, "fingerprint": fp, "config": config, "upstream": upstream_fps, "attempts": attempts}
-    atomic_write_json(self.record_path(name), {**base, "state": "running", "seconds": previous_seconds})
+    if self.is_writer:
+      atomic_write_json(self.record_path(name), {**base, "state": "running", "seconds": previous_seconds})
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     fn(out)
+    self.barrier(f"stage {name}")
     seconds = time.perf_counter() - start
-    atomic_write_json(self.record_path(name), {
-        **base, "state": "done", "seconds": previous_seconds + seconds,
-        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    if self.is_writer:
+      atomic_write_json(self.record_path(name), {
+          **base, "state": "done", "seconds": previous_seconds + seconds,
+          "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     self._fingerprints[name] = fp
     self.outcomes.append(StageOutcome(name, status, seconds))
     self.log(f"{label}: done in {seconds:.1f} s")
