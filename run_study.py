@@ -4,10 +4,13 @@
   python run_study.py --config=configs/paper.py --workdir=runs/paper --config.methods=baseline_10,retrieval
 """
 
+import sys
+
 from absl import app, flags
 from ml_collections import config_flags
 
 from jax_aug.study.runner import run_study
+from jax_aug.study.stages import StageConfigChanged
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Study config, e.g. configs/tiny.py.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for every stage's output and the report.")
@@ -17,7 +20,10 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  run_study(_CONFIG.value, _WORKDIR.value)
+  try:
+    run_study(_CONFIG.value, _WORKDIR.value)
+  except StageConfigChanged as e:  # a refusal, not a crash: the message says what to do
+    sys.exit(f"run_study.py: {e}")
 
 
 if __name__ == "__main__":
