@@ -5,6 +5,7 @@ Stages, in order (each a directory `<workdir>/<name>` and a record in `<workdir>
   data                       the dataset (synthetic at tiny scale) and its splits: 10% subset, validation,
                              20% subset, evaluation split
   retrieval                  retrieval's augmentation set and the class-exclusion list (study-wide)
+  models                     tiny scale only: the one tiny random-init SD every DM method starts from
   augment/<method>           sampling-engine methods (prompts, Boomerang)
   finetune/<method>          personalization fine-tuning, checkpoints
   select/<method>            samples per checkpoint, one classifier each on the validation split; the
@@ -108,7 +109,8 @@ def plan(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> list[
           ("data",) + model_upstream))
     else:
       stages.append(Stage(
-          f"finetune/{method.name}", {"method": mc},
+          # Only what fine-tuning reads: a change to the sampling settings redoes the selection, not this.
+          f"finetune/{method.name}", {"finetune": mc.finetune, "model": mc.model, "data": mc.data},
           lambda out, mc=mc: wiring.finetune(mc, out, data_dir=data_dir, models_dir=models_dir),
           ("data",) + model_upstream))
       stages.append(Stage(

@@ -7,7 +7,6 @@ onto one area's public entry point and its own config block; nothing here reimpl
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 from typing import Mapping
 
