@@ -90,7 +90,10 @@ def test_figures_decode_and_figure6_uses_best_dm_vs_retrieval(tmp_path):
   assert improvements["Simple prompt"] == pytest.approx(
       {CLASSES[0]: 4.0, CLASSES[1]: 2.6666667, CLASSES[2]: 6.3333333}, abs=1e-6)
   assert improvements["Retrieval"] == pytest.approx({CLASSES[0]: 18.0, CLASSES[1]: 2.0, CLASSES[2]: 1.5})
-  assert report.TINY_NOTICE not in paths["report.md"].read_text()
+  markdown = paths["report.md"].read_text()
+  assert report.TINY_NOTICE not in markdown
+  assert (f"- Retrieval: largest deterioration {CLASSES[2]} (+1.5), {CLASSES[1]} (+2.0), {CLASSES[0]} (+18.0);"
+          f" largest improvement {CLASSES[0]} (+18.0)") in markdown
 
 
 def test_best_dm_method_ignores_baselines_and_retrieval():

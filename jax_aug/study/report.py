@@ -186,10 +186,15 @@ def write_report(report_dir: str | os.PathLike, *, runs: Sequence[Mapping], eval
     put("figure6.png", figure6_histogram(improvements))
     atomic_write_json(report_dir / "figure6.json", improvements)
     paths["figure6.json"] = report_dir / "figure6.json"
-    md += [f"![Figure 6](figure6.png)", "",
+    md += ["![Figure 6](figure6.png)", "",
            f"Per-class top-1 of each method (mean over its resamples) minus that of the 10% baseline (mean over"
            f" its runs), for Retrieval and the best DM method by Table 1 ({methods_lib.BY_NAME[best_dm].display})."
            f" Numbers: figure6.json.", ""]
+    for label, series in improvements.items():
+      ranked = sorted(series, key=lambda w: (series[w], w))
+      show = lambda wnids: ", ".join(f"{class_names.get(w, w)} ({series[w]:+.1f})" for w in wnids)
+      md += [f"- {label}: largest deterioration {show(ranked[:3])}; largest improvement {show(ranked[::-1][:3])}."]
+    md += [""]
   else:
     md += ["Not drawn: it needs the 10% baseline, retrieval and at least one DM method in the run.", ""]
 
