@@ -58,3 +58,34 @@ def test_stage_selection_runs_only_what_is_asked_and_refuses_missing_inputs(tmp_
   assert any("[2/4] train/baseline_10pct/r0: not selected" in line for line in lines)
   assert not (tmp_path / "report").exists()
   assert any(line.startswith("time per stage") for line in lines)
+
+
+def test_exclusions_drop_a_class_from_splits_labels_and_resampled_sets(tmp_path):
+  import numpy as np
+
+  from jax_aug.data import subsets
+  from jax_aug.data.augmentation_set import AugmentationSetWriter, item_key
+  from jax_aug.study import wiring
+
+  config = _tiny()
+  wiring.prepare_data(config.data, tmp_path / "data")
+  all_wnids = wiring.study_data(tmp_path / "data", None).wnids
+  excluded = all_wnids[1]
+  exclusion = tmp_path / "retrieval" / "excluded_classes.json"
+  subsets.write_exclusions(exclusion, {excluded: "retrieval found 3 of 12 images"})
+  data = wiring.study_data(tmp_path / "data", exclusion)
+  assert data.wnids == [w for w in all_wnids if w != excluded]
+  for split in ("subset", "validation", "test"):
+    assert {r["wnid"] for r in data.split(split)} == set(data.wnids)
+  assert wiring.read_exclusions(exclusion) == [{"wnid": excluded, "reason": "retrieval found 3 of 12 images"}]
+
+  writer = AugmentationSetWriter(tmp_path / "aug", "simple_prompt")
+  for wnid in all_wnids:
+    for i in range(12):
+      writer.add(np.full((8, 8, 3), i, np.uint8), {"wnid": wnid, "key": item_key(wnid, i)})
+  sets = wiring.resample_sets(tmp_path / "aug", tmp_path / "resample", data_dir=tmp_path / "data",
+                              exclusion=exclusion, n_sets=2, seed=0)
+  expected = subsets.per_class_counts(data.split("subset"))
+  for path in sets:
+    drawn = subsets.read_manifest(path)
+    assert subsets.per_class_counts(drawn) == expected and excluded not in expected
