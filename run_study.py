@@ -6,7 +6,7 @@
 
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from jax_aug.study.runner import run_study
@@ -20,6 +20,10 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if not flags.FLAGS["verbosity"].present:
+    # Checkpointing logs several INFO lines per epoch, thousands per study; progress is one line per
+    # stage on stdout plus progress bars. --verbosity=0 brings the INFO lines back.
+    logging.set_verbosity(logging.WARNING)
   try:
     run_study(_CONFIG.value, _WORKDIR.value)
   except StageConfigChanged as e:  # a refusal, not a crash: the message says what to do

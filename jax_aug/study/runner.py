@@ -264,5 +264,5 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
   log(f"time per stage (this run, {time.perf_counter() - start:.1f} s in all):\n{runner.summary()}")
   report_dir = workdir / "report"
   if runner.is_done("report"):
-    log(f"report: {report_dir / 'report.md'}")
+    log(f"report: {(report_dir / 'report.md').resolve()}")
   return report_dir
