@@ -140,7 +140,8 @@ def test_tensor_conditioning_starts_from_no_ws_prompt_encoding():
                                 text_params=sd.params["text_encoder"], tokenizer=sd.tokenizer,
                                 unet_params=sd.params["unet"])
   # Independent reference: the tokenizer + text encoder called directly, as the SD pipeline does.
-  ids = sd.tokenizer(["A photo of tigershark.", "A photo of tench,Tincatinca."], padding="max_length",
+  # No-ws simple prompts written out by hand (class name = all lemmas joined by ", ", spaces removed).
+  ids = sd.tokenizer(["A photo of tigershark,Galeocerdocuvieri.", "A photo of tench,Tincatinca."], padding="max_length",
                      max_length=77, return_tensors="np").input_ids
   expected = np.asarray(sd.text_encoder(ids, params=sd.params["text_encoder"])[0])
   table = np.asarray(trainable["conditioning"])
