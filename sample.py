@@ -1,12 +1,15 @@
 """Samples one method's augmentation set with Stable Diffusion (resumable).
 
   python sample.py --config=configs/methods/simple_prompt.py:tiny --workdir=runs/simple_prompt
+  # a fine-tuned method (configs with a `finetune` block) samples from its kept checkpoint:
+  python sample.py --config=configs/methods/imagic.py:tiny --config.finetune.workdir=runs/imagic \
+      --config.finetune.checkpoint=best_val --workdir=runs/imagic_samples
 """
 
 from absl import app, flags
 from ml_collections import config_flags
 
-from jax_aug.diffusion.run import sample_augmentation_set
+from jax_aug.finetune.sampling import sample_method
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "configs/methods/<method>.py:tiny|paper")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory: the augmentation set.")
@@ -15,7 +18,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
   del argv
-  sample_augmentation_set(_CONFIG.value, _WORKDIR.value)
+  sample_method(_CONFIG.value, _WORKDIR.value)
 
 
 if __name__ == "__main__":

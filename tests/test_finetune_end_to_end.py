@@ -1,19 +1,29 @@
 """finetune_dm's trainer end to end on a tiny SD and a synthetic ImageNet: every method trains, keeps
-its checkpoints, and its checkpoint samples an augmentation set with the sampling engine; a run cut
-short resumes to exactly the result of an uninterrupted one."""
+its checkpoints, and its checkpoint samples an augmentation set with the sampling engine (one method
+through the sample.py script, the others through the function it calls); a run cut short resumes to
+exactly the result of an uninterrupted one. All of it in one subprocess, so the model loads and the
+train steps compile once per shape."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
-from finetune_support import tiny_sd
+from conftest import REPO_ROOT
+from finetune_support import tiny_sd_path
+from jax_aug.data.augmentation_set import load_augmentation_set
 
 PROGRAM = """
+import json
 import jax, numpy as np
 from pathlib import Path
 jax.config.update("jax_compilation_cache_dir", str(Path(WORK) / "jax_cache"))
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)  # the train steps, not every small op
 from jax_aug.data.augmentation_set import load_augmentation_set
 from jax_aug.finetune import trainer
-from jax_aug.finetune.sampling import sample_finetuned
+from jax_aug.finetune.sampling import sample_method
 from jax_aug.finetune.export import load_personalized
 from jax_aug.study.config_files import method_config
 
@@ -21,7 +31,7 @@ WNIDS = ("n01491361", "n01440764")
 
 def config_for(method):
   config = method_config(Path("configs"), method, "tiny")
-  config.model.path, config.model.from_pt = SD_PATH, True
+  config.model.path = SD_PATH
   config.data.wnids = WNIDS
   config.data.synthetic.train_per_class = 20  # subset: 2 per class, validation: 2 per class
   config.splits_dir = str(Path(WORK) / "data" / "splits")
@@ -41,75 +51,95 @@ for method in METHODS:
   config = config_for(method)
   run = Path(WORK) / method
   progress = trainer.finetune(config, run)
-  config.finetune.workdir = str(run)
-  samples = sample_finetuned(config, Path(WORK) / (method + "_samples"))
-  rows = load_augmentation_set(samples)
   result[method] = {"history": progress["history"], "kept": progress["kept"], "stopped": progress["stopped"],
                     "checkpoints": sorted(p.name for p in (run / "checkpoints").iterdir()),
-                    "rows": sorted((r["wnid"], r["path"]) for r in rows),
-                    "provenance": sorted(set(str(r.get("finetuned_checkpoint")) for r in rows)),
-                    "clusters": sorted(set(str(r.get("cluster")) for r in rows)),
                     "metrics_lines": len((run / "metrics.jsonl").read_text().splitlines())}
+  if method != SCRIPT_METHOD:  # that one samples through sample.py, run by the test
+    config.finetune.workdir = str(run)
+    result[method]["rows"] = load_augmentation_set(sample_method(config, Path(WORK) / (method + "_samples")))
 
-if RESUME:
-  # Crash after 3 of the 4 steps (2 epochs x 2 steps), then run again: same result as uninterrupted.
-  config = config_for("ft_conditioning")
-  config.finetune.checkpoint_every_steps = 1
-  run = Path(WORK) / "interrupted"
-  original = trainer.BatchReader.batches
-  def crashing(self, order, epoch, start=0):
-    for i, batch in enumerate(original(self, order, epoch, start)):
-      if epoch == 2 and start + i == 1:
-        raise KeyboardInterrupt("simulated crash")
-      yield batch
-  trainer.BatchReader.batches = crashing
-  try:
-    trainer.finetune(config, run)
-  except KeyboardInterrupt:
-    pass
-  trainer.BatchReader.batches = original
-  interrupted_history = [h for h in __import__("json").load(open(run / "progress.json"))["history"]]
-  progress = trainer.finetune(config, run)
-  a = load_personalized(Path(WORK) / "ft_conditioning", "epoch_2", sd=None).conditioning_table
-  b = load_personalized(run, "epoch_2", sd=None).conditioning_table
-  result["resume"] = {"history_before": interrupted_history, "history": progress["history"],
-                      "same_checkpoint": bool(np.array_equal(a, b))}
+# Crash after 3 of the 4 steps (2 epochs x 2 steps), then run again: it resumes mid-epoch 2 (from the
+# state checkpoint of step 3) to the same result as the uninterrupted run.
+config = config_for("ft_conditioning")
+config.finetune.checkpoint_every_steps = 1
+run = Path(WORK) / "interrupted"
+original = trainer.BatchReader.batches
+def crashing(self, order, epoch, start=0):
+  for i, batch in enumerate(original(self, order, epoch, start)):
+    if epoch == 2 and start + i == 1:
+      raise KeyboardInterrupt("simulated crash")
+    yield batch
+trainer.BatchReader.batches = crashing
+try:
+  trainer.finetune(config, run)
+except KeyboardInterrupt:
+  pass
+interrupted_history = json.loads((run / "progress.json").read_text())["history"]
+resumed_from = []
+def recording(self, order, epoch, start=0):
+  resumed_from.append([epoch, start])
+  return original(self, order, epoch, start)
+trainer.BatchReader.batches = recording
+progress = trainer.finetune(config, run)
+trainer.BatchReader.batches = original
+a = load_personalized(Path(WORK) / "ft_conditioning", "epoch_2").conditioning_table
+b = load_personalized(run, "epoch_2").conditioning_table
+result["resume"] = {"history_before": interrupted_history, "history": progress["history"],
+                    "resumed_from": resumed_from, "same_checkpoint": bool(np.array_equal(a, b))}
 emit(result)
 """
 
 
-def _run(run_jax, tmp_path, methods, resume):
-  path, _, _ = tiny_sd()
-  code = f"SD_PATH = {str(path)!r}\nWORK = {str(tmp_path)!r}\nMETHODS = {methods!r}\nRESUME = {resume}\n"
-  return run_jax(code + PROGRAM, devices=2, timeout=880)
+METHODS = ["ft_conditioning", "ft_cluster_conditioning", "imagic", "textual_inversion", "pseudo_word_dm"]
+SCRIPT_METHOD = "imagic"
 
 
-def _check_method(result, method, *, clusters=False):
-  r = result[method]
+def _sample_with_script(method, finetune_dir, out, *, sd_path, splits_dir):
+  """sample.py on a fine-tuning run, with the subprocess program's sampling settings as flags."""
+  command = [sys.executable, "sample.py", f"--config=configs/methods/{method}.py:tiny",
+             f"--config.model.path={sd_path}", f"--config.finetune.workdir={finetune_dir}",
+             "--config.finetune.checkpoint=best_val", f"--config.splits_dir={splits_dir}",
+             "--config.images_per_class=2", "--config.batch_size=2", "--config.num_inference_steps=2",
+             "--config.safety_checker=False", f"--workdir={out}"]
+  proc = subprocess.run(command, cwd=REPO_ROOT, env=dict(os.environ, JAX_PLATFORMS="cpu"),
+                        capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, f"sample.py failed (rc={proc.returncode}):\n{proc.stderr[-8000:]}"
+  return load_augmentation_set(out)
+
+
+def _check_method(r):
   assert [h["epoch"] for h in r["history"]] == [1, 2] and r["stopped"] == "max_epochs"
   assert set(r["kept"]) >= {"best_train", "best_val", "epoch_1", "epoch_2"}
   assert r["checkpoints"] == sorted(f"epoch_{e}" for e in set(r["kept"].values()))  # state_* removed
   assert r["metrics_lines"] == 2 * 2 + 2  # one per step, one per epoch
   # 2 images for each of the 2 classes, written by the sampling engine, provenance names the checkpoint.
-  assert [w for w, _ in r["rows"]] == ["n01440764"] * 2 + ["n01491361"] * 2
-  assert len(r["provenance"]) == 1 and r["provenance"][0].endswith("epoch_" + str(r["kept"]["best_val"]))
-  if clusters:
-    assert set(r["clusters"]) <= {"0", "1"} and r["clusters"] != ["None"]
+  rows = r["rows"]
+  assert sorted(row["wnid"] for row in rows) == ["n01440764"] * 2 + ["n01491361"] * 2
+  provenance = {str(row.get("finetuned_checkpoint")) for row in rows}
+  assert len(provenance) == 1 and provenance.pop().endswith("epoch_" + str(r["kept"]["best_val"]))
+  return {str(row.get("cluster")) for row in rows}
 
 
 @pytest.mark.slow
-def test_ft_conditioning_trains_samples_and_resumes_identically(run_jax, tmp_path):
-  result = _run(run_jax, tmp_path, ["ft_conditioning"], resume=True)
-  _check_method(result, "ft_conditioning")
+def test_every_method_trains_keeps_checkpoints_samples_and_resumes_identically(run_jax, tmp_path):
+  sd_path = tiny_sd_path()
+  code = (f"SD_PATH = {str(sd_path)!r}\nWORK = {str(tmp_path)!r}\nMETHODS = {METHODS!r}\n"
+          f"SCRIPT_METHOD = {SCRIPT_METHOD!r}\n")
+  result = run_jax(code + PROGRAM, devices=2, timeout=880)
+  result[SCRIPT_METHOD]["rows"] = _sample_with_script(
+      SCRIPT_METHOD, tmp_path / SCRIPT_METHOD, tmp_path / "script_samples", sd_path=sd_path,
+      splits_dir=tmp_path / "data" / "splits")
+  for method in METHODS:
+    clusters = _check_method(result[method])
+    if method == "ft_cluster_conditioning":
+      assert clusters <= {"0", "1"}  # each image names one of its class's 2 clusters
+    elif method in ("textual_inversion", "pseudo_word_dm"):
+      assert clusters == {"None"}  # prompts, no conditioning tensor
+    else:
+      assert clusters == {"0"}  # one conditioning tensor per class
+
   resume = result["resume"]
   assert [h["epoch"] for h in resume["history_before"]] == [1]
+  assert resume["resumed_from"] == [[2, 1]]  # only the missing step of epoch 2 ran again
   assert resume["history"] == result["ft_conditioning"]["history"]
   assert resume["same_checkpoint"]
-
-
-# One subprocess per method keeps each test within the per-test timeout on a loaded 2-core machine.
-@pytest.mark.slow
-@pytest.mark.parametrize("method", ["ft_cluster_conditioning", "imagic", "textual_inversion", "pseudo_word_dm"])
-def test_method_trains_keeps_checkpoints_and_samples(run_jax, tmp_path, method):
-  result = _run(run_jax, tmp_path, [method], resume=False)
-  _check_method(result, method, clusters=method == "ft_cluster_conditioning")

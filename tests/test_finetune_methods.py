@@ -57,7 +57,7 @@ def _fixed_batch(spec, sd, tokenizer):
 
 
 def _train(spec, steps=6):
-  _, _, sd = tiny_sd()
+  sd = tiny_sd()
   classes = [class_by_wnid(w) for w in WNIDS]
   trainable0 = initial_trainable(spec, classes, text_encoder=sd.text_encoder,
                                  text_params=sd.params["text_encoder"], tokenizer=sd.tokenizer,
@@ -132,9 +132,8 @@ def test_method_trains_exactly_its_parameters_and_lowers_the_loss(method):
                  original["text_encoder"]["text_model"]["embeddings"]["position_embedding"])
 
 
-@pytest.mark.slow  # builds the tiny SD when it runs first
 def test_tensor_conditioning_starts_from_no_ws_prompt_encoding():
-  _, _, sd = tiny_sd()
+  sd = tiny_sd()
   classes = [class_by_wnid(w) for w in WNIDS]
   trainable = initial_trainable(METHODS["ft_cluster_conditioning"], classes, text_encoder=sd.text_encoder,
                                 text_params=sd.params["text_encoder"], tokenizer=sd.tokenizer,

@@ -7,15 +7,17 @@ import numpy as np
 import pytest
 import torch
 
-from finetune_support import tiny_sd
 from jax_aug.diffusion import tiny
 from jax_aug.finetune import objective
 
 
 @pytest.fixture(scope="module")
-def models():
-  _, pipeline, sd = tiny_sd()
-  return pipeline, sd
+def models(tmp_path_factory):
+  """The tiny SD as a PyTorch pipeline (the reference) and converted into Flax by diffusers' PT->Flax."""
+  from jax_aug.diffusion.loading import load_sd
+  path = tmp_path_factory.mktemp("tiny_sd_pt")
+  pipeline = tiny.build_tiny_sd_pt(path, seed=3)
+  return pipeline, load_sd(path, from_pt=True)
 
 
 def test_schedule_matches_diffusers_ddpm():

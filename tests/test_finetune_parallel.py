@@ -4,7 +4,7 @@ parameters (the batch is split over the data axis, gradients are reduced across 
 import numpy as np
 import pytest
 
-from finetune_support import tiny_sd
+from finetune_support import tiny_sd_path
 
 STEPS = """
 import jax, jax.numpy as jnp, numpy as np
@@ -19,7 +19,7 @@ class C(dict):
   __getattr__ = dict.__getitem__
 
 wnids = ["n01491361", "n01440764"]
-sd = load_sd(SD_PATH, from_pt=True)
+sd = load_sd(SD_PATH)
 spec = MethodSpec("tensor", 1, True)  # Imagic: conditioning gather and the U-Net in the step
 classes = [class_by_wnid(w) for w in wnids]
 trainable = initial_trainable(spec, classes, text_encoder=sd.text_encoder, text_params=sd.params["text_encoder"],
@@ -54,8 +54,7 @@ emit({"devices": jax.device_count(), "losses": losses,
 
 @pytest.mark.slow
 def test_one_and_four_devices_give_the_same_update(run_jax):
-  path, _, _ = tiny_sd()
-  code = f"SD_PATH = {str(path)!r}\n" + STEPS
+  code = f"SD_PATH = {str(tiny_sd_path())!r}\n" + STEPS
   one, four = run_jax(code, devices=1), run_jax(code, devices=4)
   assert (one["devices"], four["devices"]) == (1, 4)
   np.testing.assert_allclose(four["losses"], one["losses"], rtol=1e-5)

@@ -1,9 +1,10 @@
 """A fine-tuned method's augmentation set: the sampling engine run with the fine-tuned model and one
 request per image whose conditioning the checkpoint decides (export.Personalized.conditioning).
 
-`sample_finetuned(config, workdir)` is what sample.py runs for the five fine-tuned methods' configs
-(those with a `finetune` block); `config.finetune.workdir` is the fine-tuning run, `config.finetune.checkpoint`
-the kept checkpoint to sample from.
+`sample_method(config, workdir)` is what sample.py runs: the five fine-tuned methods' configs (those with a
+`finetune` block) go to `sample_finetuned`, whose `config.finetune.workdir` is the fine-tuning run and
+`config.finetune.checkpoint` the kept checkpoint to sample from; every other method's config goes to
+`jax_aug.diffusion.run.sample_augmentation_set`.
 """
 
 from __future__ import annotations
@@ -47,3 +48,11 @@ def sample_finetuned(config, workdir: str | os.PathLike) -> Path:
   wnids = list(config.wnids) or personalized.info["wnids"]
   requests = finetuned_requests(personalized, wnids, images_per_class=config.images_per_class, seed=config.seed)
   return sample_augmentation_set(config, workdir, model=personalized.sd, requests=requests)
+
+
+def sample_method(config, workdir: str | os.PathLike) -> Path:
+  """sample.py's one call: a method config's augmentation set, from its fine-tuned checkpoint if it has one."""
+  if "finetune" in config:
+    return sample_finetuned(config, workdir)
+  from jax_aug.diffusion.run import sample_augmentation_set
+  return sample_augmentation_set(config, workdir)

@@ -185,7 +185,14 @@ def _save(path: Path, tree: Any) -> None:
 
 
 def restore_tree(path: Path, target: Any | None = None) -> Any:
-  return _checkpointer().restore(Path(path).absolute(), target)
+  """The tree saved at `path`, laid out as `target`; without one, on this process's first device (as the
+  base model is), whatever devices saved it: a run trained on N devices samples on any machine."""
+  checkpointer, path = _checkpointer(), Path(path).absolute()
+  if target is None:
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device),
+                          checkpointer.metadata(path).item_metadata)
+  return checkpointer.restore(path, target)
 
 
 def kept_checkpoints(workdir: str | Path) -> dict[str, Path]:
