@@ -92,8 +92,8 @@ def test_figures_decode_and_figure6_uses_best_dm_vs_retrieval(tmp_path):
   assert improvements["Retrieval"] == pytest.approx({CLASSES[0]: 18.0, CLASSES[1]: 2.0, CLASSES[2]: 1.5})
   markdown = paths["report.md"].read_text()
   assert report.TINY_NOTICE not in markdown
-  assert (f"- Retrieval: largest deterioration {CLASSES[2]} (+1.5), {CLASSES[1]} (+2.0), {CLASSES[0]} (+18.0);"
-          f" largest improvement {CLASSES[0]} (+18.0)") in markdown
+  assert (f"- Retrieval: lowest change {CLASSES[2]} (+1.5), {CLASSES[1]} (+2.0), {CLASSES[0]} (+18.0);"
+          f" highest change {CLASSES[0]} (+18.0)") in markdown
 
 
 def test_best_dm_method_ignores_baselines_and_retrieval():

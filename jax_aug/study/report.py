@@ -193,7 +193,8 @@ def write_report(report_dir: str | os.PathLike, *, runs: Sequence[Mapping], eval
     for label, series in improvements.items():
       ranked = sorted(series, key=lambda w: (series[w], w))
       show = lambda wnids: ", ".join(f"{class_names.get(w, w)} ({series[w]:+.1f})" for w in wnids)
-      md += [f"- {label}: largest deterioration {show(ranked[:3])}; largest improvement {show(ranked[::-1][:3])}."]
+      # Ranked by change, not by sign: with few classes every change can be positive (or negative).
+      md += [f"- {label}: lowest change {show(ranked[:3])}; highest change {show(ranked[::-1][:3])}."]
     md += [""]
   else:
     md += ["Not drawn: it needs the 10% baseline, retrieval and at least one DM method in the run.", ""]
