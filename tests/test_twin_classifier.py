@@ -13,6 +13,8 @@ fed with height and width swapped move the first loss beyond 1e-4.
 """
 
 
+import shutil
+
 import jax
 import numpy as np
 import pytest
@@ -24,7 +26,9 @@ from jax_aug import io, sharding
 from jax_aug.classifier import model as model_lib
 from jax_aug.classifier import port, steps, train
 from jax_aug.data import sources, subsets, synthetic
-from jax_aug.study.config_files import base_config
+from jax_aug.study import runner as study_runner
+from jax_aug.study import wiring
+from jax_aug.study.config_files import base_config, load_module
 from jax_aug.twin import classifier as twin
 from jax_aug.twin import report, run
 
@@ -178,11 +182,18 @@ def test_first_three_steps_match(manifests):
   assert abs(ours[0] - theirs[0]) / theirs[0] > LOSS_RTOL
 
 
-@pytest.mark.slow
-def test_short_run_with_twin_and_report(manifests, tmp_path):
-  """train_classifier.py --twin=torch's function: both runs, both metric streams, the report."""
+@pytest.fixture(scope="module")
+def twin_run(manifests, tmp_path_factory):
+  """train_classifier.py --twin=torch's function on the tiny config: 5 epochs x 5 steps in each framework."""
   config = tiny_config(manifests, max_epochs=5)
-  out = run.train_with_twin(config, tmp_path)
+  workdir = tmp_path_factory.mktemp("twin_run")
+  return config, workdir, run.train_with_twin(config, workdir)
+
+
+@pytest.mark.slow
+def test_short_run_with_twin_and_report(manifests, twin_run):
+  """Both runs, both metric streams in one format, both learn to within the band, the report."""
+  config, tmp_path, out = twin_run
   ours_dir, twin_dir = tmp_path, tmp_path / run.TWIN_DIR
   ours, theirs = report.load_run(ours_dir), report.load_run(twin_dir)
 
@@ -221,6 +232,33 @@ def test_short_run_with_twin_and_report(manifests, tmp_path):
   other = tiny_config(manifests, max_epochs=4)
   with pytest.raises(ValueError, match="different config"):
     twin.train_and_evaluate(other, twin_dir, train.load_run_data(other, tmp_path))
+
+
+def _study_config(**overrides):
+  config = load_module(REPO_ROOT / "configs" / "tiny.py").get_config()
+  config.update(overrides)
+  return config
+
+
+@pytest.mark.slow
+def test_study_twin_stage_reproduces_the_twin(twin_run, tmp_path):
+  """config.twin_methods adds stage twin/<method> after the report, fed by train/<method>/r0; its function
+  rebuilds the run's config from config.json and retrains the same twin (CPU PyTorch is deterministic)."""
+  _, run_dir, out = twin_run
+  stages = study_runner.plan(_study_config(methods="baseline_10pct", twin_methods="baseline_10pct"), tmp_path)
+  assert [s.name for s in stages][-2:] == ["report", "twin/baseline_10pct"]
+  stage = stages[-1]
+  assert stage.upstream == ("train/baseline_10pct/r0",)
+  shutil.copytree(run_dir, tmp_path / "train" / "baseline_10pct" / "r0" / wiring.CLASSIFIER_DIR,
+                  ignore=shutil.ignore_patterns(run.TWIN_DIR, "twin_report.*"))
+  stage.fn(tmp_path / "twin" / "baseline_10pct")
+  twin_dir = tmp_path / "twin" / "baseline_10pct"
+  assert io.read_json(twin_dir / run.TWIN_DIR / train.RESULTS_FILE) == out["twin"]
+  assert (twin_dir / report.REPORT_FILE).is_file() and (twin_dir / report.FIGURE_FILE).is_file()
+
+  assert [s.name for s in study_runner.plan(_study_config(methods="baseline_10pct"), tmp_path)][-1] == "report"
+  with pytest.raises(ValueError, match=r"twin_methods names \['retrieval'\], which config.methods='baseline_10pct'"):
+    study_runner.plan(_study_config(methods="baseline_10pct", twin_methods="retrieval"), tmp_path)
 
 
 @pytest.mark.slow

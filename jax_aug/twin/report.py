@@ -87,8 +87,8 @@ def divergence_statement(comparison: dict, config) -> str:
                " BatchNorm statistics and gradients in different orders, so results differ in the last bits"
                " (~1e-7 relative in float32). Training is chaotic: SGD amplifies such differences from step to"
                " step, so per-step agreement holds for the first steps only, and later the runs are two samples"
-               " of the same training distribution; their final accuracies differ like two seeds' (a few"
-               " tenths of a point at paper scale), not systematically.")
+               " of the same training distribution: their final accuracies should differ like two seeds' do,"
+               " not systematically.")
   lines.append("- **Random-init ResNet-50 gradients are ill-conditioned in float32**: near-constant BatchNorm"
                " channels amplify rounding (PyTorch's own float32 gradients differ from its float64 ones by"
                " 20-40% on some tensors: tests/test_classifier_torch_equivalence.py), which shortens the"
@@ -99,8 +99,8 @@ def divergence_statement(comparison: dict, config) -> str:
   if config.model.dtype == "bfloat16":
     lines.append("- **bfloat16.** Ours computes every layer in bfloat16 with float32 parameters and float32 BN"
                  " statistics; the twin uses torch.autocast, which keeps BatchNorm and some reductions in"
-                 " float32: the two round differently from the first step (expect ~1e-2 relative loss"
-                 " differences at once).")
+                 " float32: the two round differently from the first step (expect loss differences of the"
+                 " order of bfloat16's rounding, 2^-8 = 4e-3 relative, at once).")
   else:
     lines.append("- **Precision.** Both compute in float32 here. On Ampere+ GPUs both frameworks may use TF32"
                  " for convolutions by default, which rounds to 10-bit mantissas: see docs/twin.md.")
