@@ -34,3 +34,14 @@ def twin_of_run(run_dir: str | os.PathLike, out: str | os.PathLike) -> Path:
   config = ConfigDict(io.read_json(run_dir / train.CONFIG_FILE))
   twin_classifier.train_and_evaluate(config, out / TWIN_DIR, train.load_run_data(config, run_dir))
   return report.write_report(run_dir, out / TWIN_DIR, out, config)
+
+
+def finetune_with_twin(config: ConfigDict, workdir: str | os.PathLike) -> dict:
+  """Our textual-inversion fine-tuning in `workdir`, its PyTorch twin in `<workdir>/twin_torch` and the
+  report in `workdir`; {"ours": progress, "report": path}."""
+  from jax_aug.finetune.trainer import finetune  # pylint: disable=g-import-not-at-top
+  from jax_aug.twin import finetune as twin_finetune  # pylint: disable=g-import-not-at-top
+  workdir = Path(workdir)
+  progress = finetune(config, workdir)
+  twin_finetune.textual_inversion_twin(config, workdir, workdir / TWIN_DIR)
+  return {"ours": progress, "report": str(report.write_finetune_report(workdir, workdir / TWIN_DIR, workdir))}
