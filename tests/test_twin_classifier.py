@@ -25,52 +25,21 @@ from PIL import Image
 from jax_aug import io, sharding
 from jax_aug.classifier import model as model_lib
 from jax_aug.classifier import port, steps, train
-from jax_aug.data import sources, subsets, synthetic
+from jax_aug.data import subsets
 from jax_aug.study import runner as study_runner
 from jax_aug.study import wiring
-from jax_aug.study.config_files import base_config, load_module
+from jax_aug.study.config_files import load_module
 from jax_aug.twin import classifier as twin
 from jax_aug.twin import report, run
 
 from conftest import REPO_ROOT
+# The classifier trainer's test data (synthetic 4-class ImageNet) and its tiny config.
+from test_classifier_train import WNIDS, manifests, tiny_config  # noqa: F401  (manifests is a fixture)
 
-WNIDS = synthetic.DEFAULT_WNIDS[:4]
 LOSS_RTOL = 1e-4
 PARAM_RTOL = 1e-5
 TOP1_BAND = 100.0 * 2 / 32  # two of the 32 validation images
 CPU = torch.device("cpu")
-
-
-@pytest.fixture(scope="module")
-def manifests(tmp_path_factory):
-  """train: 20 images per class, validation: the other 8 of the train folder, test: the val folder."""
-  root = synthetic.make_synthetic_imagenet(tmp_path_factory.mktemp("synthetic"), wnids=WNIDS,
-                                           train_per_class=28, val_per_class=8, image_size=40, seed=0)
-  records = sources.folder_records(root / "train", WNIDS)
-  split = {"train": [], "validation": []}
-  for wnid in WNIDS:
-    of_class = sorted((r for r in records if r["wnid"] == wnid), key=lambda r: r["path"])
-    split["train"] += of_class[:20]
-    split["validation"] += of_class[20:]
-  split["test"] = sources.folder_records(root / "val", WNIDS)
-  paths = {}
-  for name, rows in split.items():
-    paths[name] = root / f"{name}.jsonl"
-    subsets.write_manifest(paths[name], rows)
-  return paths
-
-
-def tiny_config(manifests, **schedule):
-  config = base_config(REPO_ROOT / "configs", "classifier", "tiny")
-  config.train_manifests = (str(manifests["train"]),)
-  config.validation_manifest = str(manifests["validation"])
-  config.test_manifest = str(manifests["test"])
-  config.wnids = WNIDS
-  config.global_batch_size = 16
-  config.eval_batch_size = 16
-  config.optimizer.learning_rate = 0.1
-  config.schedule.update(schedule)
-  return config
 
 
 def relative_error(ours: np.ndarray, ref: np.ndarray) -> float:

@@ -34,13 +34,36 @@ def load_run(run_dir: str | os.PathLike) -> dict:
           "results": io.read_json(run_dir / train.RESULTS_FILE)}
 
 
+def _step_differences(ours: list[dict], twin: list[dict], field: str, rtol: float) -> tuple[list, list, int]:
+  """Steps logged by both, |ours - twin| / |twin| of `field` at each, and how many leading steps are
+  within `rtol`."""
+  twin_values = {r["step"]: r[field] for r in twin}
+  our_values = {r["step"]: r[field] for r in ours}
+  steps = sorted(s for s in our_values if s in twin_values)
+  relative = [abs(our_values[s] - twin_values[s]) / max(abs(twin_values[s]), 1e-12) for s in steps]
+  return steps, relative, next((i for i, d in enumerate(relative) if d > rtol), len(relative))
+
+
+def _save_png(figure: Figure, path: Path) -> None:
+  buffer = _bytes_io.BytesIO()
+  figure.savefig(buffer, format="png", dpi=100)
+  io.atomic_write_bytes(path, buffer.getvalue())
+
+
+def _plot_step_difference(ax, comparison: dict) -> None:
+  # Exact agreement (0) has no logarithm: drawn at the floor of the axis.
+  ax.plot(comparison["steps"], [max(d, 1e-9) for d in comparison["step_relative_difference"]], "-o",
+          label="|ours - twin| / |twin|")
+  ax.axhline(comparison["loss_rtol"], color="gray", linestyle=":", label=f"{comparison['loss_rtol']:g}")
+  ax.set_yscale("log")
+  ax.set_title("train loss, relative difference per step")
+  ax.set_xlabel("step")
+  ax.legend()
+
+
 def compare(ours: dict, twin: dict, *, loss_rtol: float = LOSS_RTOL) -> dict:
   """Where the two runs agree: per-step loss differences, per-epoch validation differences, final top-1."""
-  twin_steps = {r["step"]: r["loss"] for r in twin["steps"]}
-  steps = sorted(r["step"] for r in ours["steps"] if r["step"] in twin_steps)
-  our_steps = {r["step"]: r["loss"] for r in ours["steps"]}
-  step_rel = [abs(our_steps[s] - twin_steps[s]) / max(abs(twin_steps[s]), 1e-12) for s in steps]
-  leading = next((i for i, d in enumerate(step_rel) if d > loss_rtol), len(step_rel))
+  steps, step_rel, leading = _step_differences(ours["steps"], twin["steps"], "loss", loss_rtol)
   twin_epochs = {r["epoch"]: r for r in twin["epochs"]}
   epochs = [r["epoch"] for r in ours["epochs"] if r["epoch"] in twin_epochs]
   our_epochs = {r["epoch"]: r for r in ours["epochs"]}
@@ -123,16 +146,7 @@ def make_figure(ours: dict, twin: dict, comparison: dict) -> Figure:
     ax.set_xlabel("epoch")
     ax.legend()
   axes[1, 0].set_yscale("log")
-  ax = axes[1, 1]
-  # Exact agreement (0) has no logarithm: drawn at the floor of the axis.
-  floor = 1e-9
-  ax.plot(comparison["steps"], [max(d, floor) for d in comparison["step_relative_difference"]], "-o",
-          label="|ours - twin| / |twin|")
-  ax.axhline(comparison["loss_rtol"], color="gray", linestyle=":", label=f"{comparison['loss_rtol']:g}")
-  ax.set_yscale("log")
-  ax.set_title("train loss, relative difference per step")
-  ax.set_xlabel("step")
-  ax.legend()
+  _plot_step_difference(axes[1, 1], comparison)
   top1 = comparison["top1"]
   figure.suptitle(f"final {comparison['eval_split']} top-1: ours {top1['ours']:.2f}%, twin {top1['twin']:.2f}%")
   return figure
@@ -157,9 +171,7 @@ def write_report(ours_dir: str | os.PathLike, twin_dir: str | os.PathLike, out_d
   ours, twin = load_run(ours_dir), load_run(twin_dir)
   comparison = compare(ours, twin)
   out_dir = Path(out_dir)
-  buffer = _bytes_io.BytesIO()
-  make_figure(ours, twin, comparison).savefig(buffer, format="png", dpi=100)
-  io.atomic_write_bytes(out_dir / FIGURE_FILE, buffer.getvalue())
+  _save_png(make_figure(ours, twin, comparison), out_dir / FIGURE_FILE)
   top1, best = comparison["top1"], comparison["best_epoch"]
   step_lines = "\n".join(f"| {s} | {d:.3g} |" for s, d in zip(comparison["steps"],
                                                                comparison["step_relative_difference"]))
@@ -210,15 +222,12 @@ def load_finetune_metrics(run_dir: str | os.PathLike) -> dict:
 
 
 def compare_finetune(ours: dict, twin: dict, *, loss_rtol: float = LOSS_RTOL) -> dict:
-  twin_steps = {r["step"]: r["train_loss"] for r in twin["steps"]}
-  steps = [r["step"] for r in ours["steps"] if r["step"] in twin_steps]
-  our_steps = {r["step"]: r["train_loss"] for r in ours["steps"]}
-  step_rel = [abs(our_steps[s] - twin_steps[s]) / max(abs(twin_steps[s]), 1e-12) for s in steps]
+  steps, step_rel, leading = _step_differences(ours["steps"], twin["steps"], "train_loss", loss_rtol)
   twin_val = {r["epoch"]: r["val_loss"] for r in twin["epochs"]}
   val_rel = [abs(r["val_loss"] - twin_val[r["epoch"]]) / max(abs(twin_val[r["epoch"]]), 1e-12)
              for r in ours["epochs"] if r["epoch"] in twin_val]
   return {"steps": steps, "step_relative_difference": step_rel, "loss_rtol": loss_rtol,
-          "steps_within_rtol": next((i for i, d in enumerate(step_rel) if d > loss_rtol), len(step_rel)),
+          "steps_within_rtol": leading,
           "validation_relative_difference": val_rel}
 
 
@@ -233,13 +242,7 @@ def make_finetune_figure(ours: dict, twin: dict, comparison: dict) -> Figure:
     ax.set_title(title)
     ax.set_xlabel(x)
     ax.legend()
-  axes[2].plot(comparison["steps"], [max(d, 1e-9) for d in comparison["step_relative_difference"]], "-o",
-               label="|ours - twin| / |twin|")
-  axes[2].axhline(comparison["loss_rtol"], color="gray", linestyle=":", label=f"{comparison['loss_rtol']:g}")
-  axes[2].set_yscale("log")
-  axes[2].set_title("train loss, relative difference per step")
-  axes[2].set_xlabel("step")
-  axes[2].legend()
+  _plot_step_difference(axes[2], comparison)
   figure.suptitle("textual inversion: our fine-tuning trainer vs a PyTorch loop over diffusers' models")
   return figure
 
@@ -250,9 +253,7 @@ def write_finetune_report(ours_dir: str | os.PathLike, twin_dir: str | os.PathLi
   ours, twin = load_finetune_metrics(ours_dir), load_finetune_metrics(twin_dir)
   comparison = compare_finetune(ours, twin)
   out_dir = Path(out_dir)
-  buffer = _bytes_io.BytesIO()
-  make_finetune_figure(ours, twin, comparison).savefig(buffer, format="png", dpi=100)
-  io.atomic_write_bytes(out_dir / FIGURE_FILE, buffer.getvalue())
+  _save_png(make_finetune_figure(ours, twin, comparison), out_dir / FIGURE_FILE)
   c = comparison
   worst = max(c["step_relative_difference"], default=0.0)
   if c["steps_within_rtol"] == len(c["steps"]):
