@@ -50,6 +50,15 @@ def _save_png(figure: Figure, path: Path) -> None:
   io.atomic_write_bytes(path, buffer.getvalue())
 
 
+def _readable_ylim(ax, min_relative_span: float = 0.02) -> None:
+  """Near-identical curves would make matplotlib zoom into float32 rounding (a 1e-9 axis offset that
+  looks like a gap); show at least +-1% around them instead."""
+  low, high = ax.get_ylim()
+  middle = (low + high) / 2
+  if high - low < min_relative_span * abs(middle):
+    ax.set_ylim(middle - min_relative_span / 2 * abs(middle), middle + min_relative_span / 2 * abs(middle))
+
+
 def _plot_step_difference(ax, comparison: dict) -> None:
   # Exact agreement (0) has no logarithm: drawn at the floor of the axis.
   ax.plot(comparison["steps"], [max(d, 1e-9) for d in comparison["step_relative_difference"]], "-o",
@@ -142,6 +151,8 @@ def make_figure(ours: dict, twin: dict, comparison: dict) -> Figure:
     axes[1, 0].plot(epochs, [r["learning_rate"] for r in run["epochs"]], style, label=label)
   for ax, title in ((axes[0, 0], "train loss (epoch mean)"), (axes[0, 1], "validation top-1 (%)"),
                     (axes[1, 0], "learning rate")):
+    if ax is not axes[1, 0]:  # the lr axis is logarithmic
+      _readable_ylim(ax)
     ax.set_title(title)
     ax.set_xlabel("epoch")
     ax.legend()
@@ -239,6 +250,7 @@ def make_finetune_figure(ours: dict, twin: dict, comparison: dict) -> Figure:
     axes[0].plot([r["step"] for r in run["steps"]], [r["train_loss"] for r in run["steps"]], style, label=label)
     axes[1].plot([r["epoch"] for r in run["epochs"]], [r["val_loss"] for r in run["epochs"]], style, label=label)
   for ax, title, x in ((axes[0], "train loss", "step"), (axes[1], "validation loss", "epoch")):
+    _readable_ylim(ax)
     ax.set_title(title)
     ax.set_xlabel(x)
     ax.legend()
@@ -261,9 +273,10 @@ def write_finetune_report(ours_dir: str | os.PathLike, twin_dir: str | os.PathLi
   else:
     where = (f"The first {c['steps_within_rtol']} steps agree within {c['loss_rtol']:g} relative; step"
              f" {c['steps'][c['steps_within_rtol']]} is the first beyond (largest difference {worst:.2g}).")
-  twin_val = {r["epoch"]: r["val_loss"] for r in twin["epochs"]}
-  table = "\n".join(f"| {r['epoch']} | {r['epoch_train_loss']:.6f} | {r['val_loss']:.6f} | {twin_val[r['epoch']]:.6f} |"
-                    for r in ours["epochs"] if r["epoch"] in twin_val)
+  twin_epochs = {r["epoch"]: r for r in twin["epochs"]}
+  table = "\n".join(
+      f"| {r['epoch']} | {r['epoch_train_loss']:.6f} / {twin_epochs[r['epoch']]['epoch_train_loss']:.6f} |"
+      f" {r['val_loss']:.6f} / {twin_epochs[r['epoch']]['val_loss']:.6f} |" for r in ours["epochs"] if r["epoch"] in twin_epochs)
   text = f"""# Textual inversion: our trainer vs its PyTorch twin
 
 Ours: `{Path(ours_dir).resolve()}` (JAX/Flax, diffusers' Flax models). Twin: `{Path(twin_dir).resolve()}`
@@ -278,13 +291,13 @@ torch AdamW). Same weights, batches, prompts, noise and timesteps; only the fram
 relative. Only the pseudo-word rows train, through a frozen text encoder and U-Net, so the optimisation is
 far better conditioned than a classifier's from scratch: differences stay at float32 rounding (XLA vs
 PyTorch reduction order, diffusers' PT->Flax weight conversion) for many steps. They grow where AdamW's
-normalised first steps amplify tiny gradient differences, and with bfloat16 (ours computes in bfloat16
-when `model.dtype="bfloat16"`; the twin runs float32 only).
+normalised first steps amplify tiny gradient differences. Both runs are float32 (the twin refuses
+`model.dtype="bfloat16"`, whose rounding would dominate every other difference).
 
 ## Per epoch
 
-| epoch | ours: mean train loss | ours: validation loss | twin: validation loss |
-|---|---|---|---|
+| epoch | mean train loss (ours / twin) | validation loss (ours / twin) |
+|---|---|---|
 {table}
 """
   io.atomic_write_text(out_dir / REPORT_FILE, text)
