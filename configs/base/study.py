@@ -32,6 +32,10 @@ def get(scale: str) -> ml_collections.ConfigDict:
   config.selection = ml_collections.ConfigDict()
   config.selection.resample = 0
 
+  # Comma-separated method names (or "all") whose classifier run r0 also trains its PyTorch twin
+  # (jax_aug/twin, needs the `twin` extra): stage twin/<method>, with twin_report.{md,png}. Empty: none.
+  config.twin_methods = ""
+
   config.report = ml_collections.ConfigDict()
   # Empty: the first classes of the study (tiny's synthetic classes).
   config.report.figure5_classes = "" if tiny else PAPER_FIGURE5_CLASSES

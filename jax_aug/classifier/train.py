@@ -31,10 +31,14 @@ log = logging.getLogger(__name__)
 
 RESULTS_FILE = "results.json"
 METRICS_FILE = "metrics.jsonl"
+STEP_LOSSES_FILE = "step_losses.jsonl"
+# The train loss of each of the first steps is logged (step_losses.jsonl) so a run can be compared with its
+# PyTorch twin step by step (jax_aug/twin); later steps are only summarised per epoch.
+LOGGED_FIRST_STEPS = 20
 CONFIG_FILE = "config.json"
 
 
-def _config_json(config: ConfigDict) -> dict:
+def config_record(config: ConfigDict) -> dict:
   return json.loads(json.dumps(config.to_dict()))
 
 
@@ -90,47 +94,109 @@ def evaluate(eval_step, variables: Any, records: Sequence[dict], *, wnids: Seque
   """Top-1 (%) overall (over images) and per class on `records`, each image counted once."""
   correct = np.zeros(len(wnids), np.int64)
   count = np.zeros(len(wnids), np.int64)
-  loader = pipeline.make_eval_loader(
-      records, wnids=wnids, batch_size=config.eval_batch_size, image_size=config.input.image_size,
-      crop_fraction=config.input.eval_crop_fraction, num_workers=config.input.num_workers,
-      tfds_data_dir=config.input.tfds_data_dir or None, tfds_name=config.input.tfds_name)
-  for batch in loader:
+  for batch in eval_loader(records, wnids=wnids, config=config):
     batch = sharding.global_batch(
         {"image": batch["image"], "label": batch["label"], "mask": batch["mask"]}, mesh)
     out = eval_step(variables, batch)
     correct += np.asarray(out["correct"])
     count += np.asarray(out["count"])
+  return top1_summary(correct, count, wnids)
+
+
+def top1_summary(correct: np.ndarray, count: np.ndarray, wnids: Sequence[str]) -> dict:
+  """{"top1", "per_class_top1", "num_images"} from per-class counts of correct predictions and images."""
   per_class = {w: 100.0 * int(c) / int(n) for w, c, n in zip(wnids, correct, count) if n}
   return {"top1": 100.0 * int(correct.sum()) / max(int(count.sum()), 1), "per_class_top1": per_class,
           "num_images": int(count.sum())}
 
 
-def _train_epoch(train_step, state, records, *, wnids, epoch: int, config: ConfigDict, mesh):
-  loader = pipeline.make_train_loader(
+def train_loader(records: Sequence[dict], *, wnids: Sequence[str], epoch: int, config: ConfigDict,
+                 **hosts) -> Any:
+  """The epoch's training batches of this host (the PyTorch twin consumes the same ones)."""
+  return pipeline.make_train_loader(
       records, wnids=wnids, epoch=epoch, seed=config.seed, global_batch_size=config.global_batch_size,
       image_size=config.input.image_size, num_workers=config.input.num_workers,
       crop_scale=tuple(config.input.crop_scale), crop_ratio=tuple(config.input.crop_ratio),
-      tfds_data_dir=config.input.tfds_data_dir or None, tfds_name=config.input.tfds_name)
+      tfds_data_dir=config.input.tfds_data_dir or None, tfds_name=config.input.tfds_name, **hosts)
+
+
+def eval_loader(records: Sequence[dict], *, wnids: Sequence[str], config: ConfigDict, **hosts) -> Any:
+  return pipeline.make_eval_loader(
+      records, wnids=wnids, batch_size=config.eval_batch_size, image_size=config.input.image_size,
+      crop_fraction=config.input.eval_crop_fraction, num_workers=config.input.num_workers,
+      tfds_data_dir=config.input.tfds_data_dir or None, tfds_name=config.input.tfds_name, **hosts)
+
+
+def _train_epoch(train_step, state, records, *, wnids, epoch: int, config: ConfigDict, mesh):
+  """One epoch; returns the state, the epoch's mean metrics and the losses of its first steps (for the
+  step-by-step comparison with the PyTorch twin, jax_aug/twin)."""
   num_steps = pipeline.steps_per_epoch(len(records), config.global_batch_size)
   loss_sum, correct_sum = jnp.zeros(()), jnp.zeros((), jnp.int32)
+  first_losses = []
   progress = tqdm(total=num_steps, desc=f"epoch {epoch}", unit="step", leave=False,
                   disable=jax.process_index() != 0)
-  for step, batch in enumerate(loader):
+  for step, batch in enumerate(train_loader(records, wnids=wnids, epoch=epoch, config=config)):
     state, metrics = train_step(
         state, sharding.global_batch({"image": batch["image"], "label": batch["label"]}, mesh))
     loss_sum, correct_sum = loss_sum + metrics["loss"], correct_sum + metrics["correct"]
+    if epoch * num_steps + step < LOGGED_FIRST_STEPS:
+      first_losses.append(metrics["loss"])
     progress.update()
     if (step + 1) % config.log_every_steps == 0:
       progress.set_postfix(loss=f"{float(metrics['loss']):.3f}")
   progress.close()
   return state, {"train_loss": float(loss_sum) / num_steps,
-                 "train_top1": 100.0 * int(correct_sum) / (num_steps * config.global_batch_size)}
+                 "train_top1": 100.0 * int(correct_sum) / (num_steps * config.global_batch_size)}, [
+                     float(loss) for loss in first_losses]
 
 
-def _truncate_metrics(path: Path, last_epoch: int) -> None:
+def step_loss_rows(epoch: int, steps_per_epoch: int, losses: Sequence[float]) -> list[dict]:
+  return [{"step": epoch * steps_per_epoch + i, "epoch": epoch, "loss": loss} for i, loss in enumerate(losses)]
+
+
+def append_step_losses(path: Path, rows: Sequence[dict]) -> None:
+  """Adds one epoch's first-step losses to `path`, replacing rows of the same steps (a redone epoch)."""
+  if not rows:
+    return
+  steps_written = {r["step"] for r in rows}
+  kept = [r for r in io.JsonlManifest(path).read() if r["step"] not in steps_written] if path.exists() else []
+  io.atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept + list(rows)))
+
+
+def truncate_metrics(path: Path, last_epoch: int) -> None:
   """Drops rows of epochs after the checkpoint we resume from (written just before a crash)."""
   rows = [r for r in io.JsonlManifest(path).read() if r["epoch"] <= last_epoch]
   io.atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+
+
+def initial_state(config: ConfigDict, model, tx, mesh) -> steps.TrainState:
+  """The train state at step 0: parameters drawn from config.seed (the PyTorch twin starts from them)."""
+  return jax.jit(lambda key: steps.create_train_state(model, tx, key, config.input.image_size),
+                 out_shardings=sharding.replicated_sharding(mesh))(jax.random.key(config.seed))
+
+
+def epoch_row(epoch: int, learning_rate: float, train_metrics: dict, val: dict, plateau, decision,
+              train_seconds: float, *, num_train: int, config: ConfigDict) -> dict:
+  """One row of metrics.jsonl (the PyTorch twin writes the same rows)."""
+  images = pipeline.steps_per_epoch(num_train, config.global_batch_size) * config.global_batch_size
+  return {"epoch": epoch, "learning_rate": learning_rate, **train_metrics,
+          "validation_top1": val["top1"], "best_validation_top1": plateau.best_accuracy,
+          "best_epoch": plateau.best_epoch, "lr_reduced": decision.lr_reduced,
+          "train_seconds": train_seconds, "train_images_per_second": images / train_seconds}
+
+
+def results_record(final: dict, eval_split: str, best_validation: dict, *, best_epoch: int, plateau,
+                   stop_reason: str | None, data: dict, config: ConfigDict) -> dict:
+  """results.json's dict (see train_and_evaluate)."""
+  return {
+      "top1": final["top1"], "per_class_top1": final["per_class_top1"], "eval_split": eval_split,
+      "num_eval_images": final["num_images"],
+      "validation_top1": best_validation["top1"],
+      "validation_per_class_top1": best_validation["per_class_top1"],
+      "best_epoch": best_epoch, "epochs_trained": plateau.last_epoch + 1, "stop_reason": stop_reason,
+      "num_train_images": len(data["train"]), "num_classes": len(data["wnids"]), "wnids": data["wnids"],
+      "resample_index": config.resample_index, "seed": config.seed, "config": config_record(config),
+  }
 
 
 def train_and_evaluate(config: ConfigDict, workdir: str | os.PathLike) -> dict:
@@ -142,7 +208,7 @@ def train_and_evaluate(config: ConfigDict, workdir: str | os.PathLike) -> dict:
   """
   workdir = Path(workdir)
   is_chief = jax.process_index() == 0
-  config_json = _config_json(config)
+  config_json = config_record(config)
   results_path, metrics_path, config_path = (workdir / RESULTS_FILE, workdir / METRICS_FILE,
                                              workdir / CONFIG_FILE)
   if config_path.exists() and io.read_json(config_path) != config_json:
@@ -158,9 +224,7 @@ def train_and_evaluate(config: ConfigDict, workdir: str | os.PathLike) -> dict:
   _check_config(config, mesh)
   model = model_lib.build_model(config.model, num_classes=len(wnids))
   tx = steps.make_optimizer(config.optimizer)
-  replicated = sharding.replicated_sharding(mesh)
-  state = jax.jit(lambda key: steps.create_train_state(model, tx, key, config.input.image_size),
-                  out_shardings=replicated)(jax.random.key(config.seed))
+  state = initial_state(config, model, tx, mesh)
   train_step = steps.jit_train_step(model, tx, mesh)
   eval_step = steps.jit_eval_step(model, len(wnids), mesh)
   checkpoints = RunCheckpoints(workdir)
@@ -172,28 +236,26 @@ def train_and_evaluate(config: ConfigDict, workdir: str | os.PathLike) -> dict:
     stop_reason = meta["stop_reason"]
     log.info("resuming %s after epoch %d", workdir, last)
     if is_chief:
-      _truncate_metrics(metrics_path, last)
+      truncate_metrics(metrics_path, last)
   metrics_log = io.JsonlManifest(metrics_path)
 
   epoch = first_epoch
   while not plateau.stop:
     state = steps.set_learning_rate(state, plateau.learning_rate)
     start = time.time()
-    state, train_metrics = _train_epoch(train_step, state, data["train"], wnids=wnids, epoch=epoch,
-                                        config=config, mesh=mesh)
+    state, train_metrics, first_losses = _train_epoch(train_step, state, data["train"], wnids=wnids,
+                                                      epoch=epoch, config=config, mesh=mesh)
     train_seconds = time.time() - start
     val = evaluate(eval_step, state.variables(), data["validation"], wnids=wnids, config=config, mesh=mesh)
     learning_rate = plateau.learning_rate
     plateau, decision = schedule.update(plateau, epoch, val["top1"], **config.schedule.to_dict())
     if decision.improved:
       checkpoints.save_best(epoch, state.variables(), {"epoch": epoch, "validation": val})
-    row = {"epoch": epoch, "learning_rate": learning_rate, **train_metrics,
-           "validation_top1": val["top1"], "best_validation_top1": plateau.best_accuracy,
-           "best_epoch": plateau.best_epoch, "lr_reduced": decision.lr_reduced,
-           "train_seconds": train_seconds,
-           "train_images_per_second": pipeline.steps_per_epoch(
-               len(data["train"]), config.global_batch_size) * config.global_batch_size / train_seconds}
+    row = epoch_row(epoch, learning_rate, train_metrics, val, plateau, decision, train_seconds,
+                    num_train=len(data["train"]), config=config)
     if is_chief:
+      append_step_losses(workdir / STEP_LOSSES_FILE, step_loss_rows(
+          epoch, pipeline.steps_per_epoch(len(data["train"]), config.global_batch_size), first_losses))
       metrics_log.append(row)
       log.info("epoch %d: %s", epoch, {k: row[k] for k in ("train_loss", "validation_top1")})
     stop_reason = decision.stop_reason
@@ -207,15 +269,8 @@ def train_and_evaluate(config: ConfigDict, workdir: str | os.PathLike) -> dict:
                                  mesh=mesh), "test"
   else:
     final, eval_split = best_meta["validation"], "validation"
-  results = {
-      "top1": final["top1"], "per_class_top1": final["per_class_top1"], "eval_split": eval_split,
-      "num_eval_images": final["num_images"],
-      "validation_top1": best_meta["validation"]["top1"],
-      "validation_per_class_top1": best_meta["validation"]["per_class_top1"],
-      "best_epoch": best_epoch, "epochs_trained": plateau.last_epoch + 1, "stop_reason": stop_reason,
-      "num_train_images": len(data["train"]), "num_classes": len(wnids), "wnids": wnids,
-      "resample_index": config.resample_index, "seed": config.seed, "config": config_json,
-  }
+  results = results_record(final, eval_split, best_meta["validation"], best_epoch=best_epoch, plateau=plateau,
+                           stop_reason=stop_reason, data=data, config=config)
   if is_chief:
     io.atomic_write_json(results_path, results)
   return results

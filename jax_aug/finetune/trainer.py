@@ -61,7 +61,7 @@ def load_model(config: Any, workdir: Path) -> tuple[Any, dict]:
   return load_configured(model, workdir), source
 
 
-def _split_records(data_config: Any, splits_dir: str, workdir: Path
+def split_records(data_config: Any, splits_dir: str, workdir: Path
                    ) -> tuple[list[str], list[dict], list[dict], ImageReader]:
   """The study's classes, subset and validation records (prepared into <workdir>/data when no
   splits_dir is given), and the reader of their images."""
@@ -77,7 +77,7 @@ def _split_records(data_config: Any, splits_dir: str, workdir: Path
   return wnids, train, validation, ImageReader(tfds_dir)
 
 
-def _examples(records: list[dict], wnids: list[str], cluster_of: dict[str, int] | None, k: int) -> list[Example]:
+def make_examples(records: list[dict], wnids: list[str], cluster_of: dict[str, int] | None, k: int) -> list[Example]:
   label_of = {w: i for i, w in enumerate(wnids)}
   examples = []
   for i, r in enumerate(records):
@@ -107,6 +107,25 @@ def make_optimizer(config: Any, trainable: dict) -> optax.GradientTransformation
   return optax.chain(optax.clip_by_global_norm(opt.max_grad_norm), optax.multi_transform(groups, labels))
 
 
+def train_step_key(seed: int, epoch: int, step_in_epoch: int) -> jax.Array:
+  """The key of one train step; every example's noise then comes from fold_in(it, the example's index)."""
+  return jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), TRAIN_KEY), epoch),
+                            step_in_epoch)
+
+
+def validation_key(seed: int) -> jax.Array:
+  return jax.random.fold_in(jax.random.key(seed), VALIDATION_KEY)
+
+
+def example_draws(key: jax.Array, indices: jax.Array, latent_shape: tuple[int, int, int],
+                  num_timesteps: int) -> dict[str, jax.Array]:
+  """`objective.draw_noise` of each example from fold_in(key, its index), stacked [B, ...]: an example's
+  noise does not depend on the batch it is in (the PyTorch twin draws the same from the same keys)."""
+  draws = jax.vmap(lambda i: objective.draw_noise(jax.random.fold_in(key, i), 1, latent_shape, num_timesteps))(
+      indices)
+  return jax.tree.map(lambda x: x[:, 0], draws)
+
+
 def make_loss_fn(spec: MethodSpec, sd: Any, text_module: Any, abar: jax.Array, *,
                  gradient_checkpointing: str = "") -> Any:
   """per_example_loss(trainable, frozen, batch, key) -> [B] noise-prediction MSE of each example,
@@ -126,9 +145,7 @@ def make_loss_fn(spec: MethodSpec, sd: Any, text_module: Any, abar: jax.Array, *
     images = batch["image"].astype(sd.unet.dtype)
     res = images.shape[-1] // factor
     shape = (sd.unet.config.in_channels, res, res)
-    draws = jax.vmap(lambda i: objective.draw_noise(jax.random.fold_in(key, i), 1, shape, num_timesteps))(
-        batch["index"])
-    draws = jax.tree.map(lambda x: x[:, 0], draws)
+    draws = example_draws(key, batch["index"], shape, num_timesteps)
     latents = objective.encode_latents(sd.vae, frozen["vae"], images, draws["latent_eps"], scaling)
     hidden = encoder_hidden_states(spec, trainable, frozen, batch, text_module)
     unet_params = trainable.get("unet", frozen.get("unet"))
@@ -220,15 +237,15 @@ def finetune(config: Any, workdir: str | Path) -> dict:
   batch_size = config.batch_size
   sharding.local_batch_size(batch_size, mesh)  # refuses a batch the devices cannot split
 
-  wnids, train_records, val_records, read_image = _split_records(data_config, splits_dir, workdir)
+  wnids, train_records, val_records, read_image = split_records(data_config, splits_dir, workdir)
   classes = [class_by_wnid(w) for w in wnids]
   k = spec.clusters_per_class
   cluster_of = None
   if k > 1:
     cluster_of = clusters.class_clusters(config.clusters, train_records, val_records, wnids, k,
                                          workdir / clusters.CLUSTERS_FILE, read_image)
-  train_examples = _examples(train_records, wnids, cluster_of, k)
-  val_examples = _examples(val_records, wnids, cluster_of, k)
+  train_examples = make_examples(train_records, wnids, cluster_of, k)
+  val_examples = make_examples(val_records, wnids, cluster_of, k)
 
   tokenizer = text_module = placeholders = None
   if spec.conditioning == "pseudo_word":
@@ -272,8 +289,7 @@ def finetune(config: Any, workdir: str | Path) -> dict:
   per_example_loss = make_loss_fn(spec, sd, text_module, abar,
                                   gradient_checkpointing=config.gradient_checkpointing)
   train_step, eval_sums = make_steps(per_example_loss, tx, mesh)
-  train_key = jax.random.fold_in(jax.random.key(config.seed), TRAIN_KEY)
-  val_key = jax.random.fold_in(jax.random.key(config.seed), VALIDATION_KEY)
+  val_key = validation_key(config.seed)
   metrics = JsonlManifest(workdir / METRICS_FILE)
   checkpoints = workdir / CHECKPOINT_DIR
 
@@ -290,14 +306,13 @@ def finetune(config: Any, workdir: str | Path) -> dict:
   while progress["stopped"] is None:
     epoch = progress["epoch"] + 1
     order = epoch_order(len(train_examples), batch_size, seed=config.seed, epoch=epoch, shuffle=True)
-    epoch_key = jax.random.fold_in(train_key, epoch)
     bar = tqdm(train_reader.batches(order, epoch, start=progress["step_in_epoch"]), total=len(order),
                initial=progress["step_in_epoch"], desc=f"{method_name} epoch {epoch}",
                disable=not is_writer)
     for batch in bar:
       batch = sharding.global_batch(batch, mesh)
       trainable, opt_state, loss = train_step(trainable, opt_state, frozen, batch,
-                                              jax.random.fold_in(epoch_key, progress["step_in_epoch"]))
+                                              train_step_key(config.seed, epoch, progress["step_in_epoch"]))
       loss = float(loss)
       progress["step"] += 1
       progress["step_in_epoch"] += 1

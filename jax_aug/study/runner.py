@@ -14,6 +14,8 @@ Stages, in order (each a directory `<workdir>/<name>` and a record in `<workdir>
   train/<method>/r<i>        one classifier per resampled set (baselines: per seed), scored on the
                              evaluation split
   report                     Table 1, runs.json, Figure 5, Figure 6, exclusions
+  twin/<method>              optional (config.twin_methods): the PyTorch twin of train/<method>/r0 and the
+                             report overlaying the two (jax_aug/twin, docs/twin.md)
 
 The DM methods sample every class; the exclusion list is applied when the resampled sets and the
 classifiers' splits are drawn, so a method's images never depend on whether retrieval ran first.
@@ -147,6 +149,16 @@ def plan(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> list[
   stages.append(Stage("report", {"report": config.report},
                       lambda out: write_report(config, workdir, out, exclusion=exclusion),
                       after_exclusion + trained))
+  # Last, so a twin (a comparison, not part of Table 1) never holds up the report.
+  twins = methods_lib.select(config.twin_methods) if config.get("twin_methods") else []
+  unselected = [m.name for m in twins if m.name not in names]
+  if unselected:
+    raise ValueError(f"config.twin_methods names {unselected}, which config.methods={config.methods!r} does not"
+                     " select: a twin needs the method's classifier run")
+  for method in twins:
+    stages.append(Stage(f"twin/{method.name}", {"twin": "torch"},
+                        lambda out, m=method: wiring.train_twin(workdir / "train" / m.name / "r0", out),
+                        (f"train/{method.name}/r0",)))
   return stages
 
 
@@ -240,6 +252,9 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
   """Runs (or resumes) every selected stage and returns the report directory."""
   workdir = Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
+  if config.get("twin_methods"):
+    # PyTorch twins share the GPU with JAX, which must not preallocate most of it (docs/twin.md).
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
   if config.compilation_cache:
     _enable_compilation_cache(Path(config.compilation_cache_dir or workdir / ".jax_cache"))
   stage_patterns = _patterns(config.stages) or ["*"]

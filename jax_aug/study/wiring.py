@@ -110,6 +110,12 @@ def train_classifier(classifier_config, out: Path, *, data_dir: Path, exclusion:
   return train_and_evaluate(config, Path(out) / CLASSIFIER_DIR)
 
 
+def train_twin(train_stage_dir: Path, out: Path) -> Path:
+  """The PyTorch twin (`jax_aug.twin.run.twin_of_run`) of a finished classifier stage, in `out`."""
+  from jax_aug.twin.run import twin_of_run
+  return twin_of_run(Path(train_stage_dir) / CLASSIFIER_DIR, out)
+
+
 # --- models ------------------------------------------------------------------------------------------
 
 def tiny_model_seeds(method_configs) -> list[int]:
