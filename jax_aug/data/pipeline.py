@@ -25,6 +25,7 @@ from absl import flags
 from PIL import Image
 
 from jax_aug.data.sources import ImageReader
+from jax_aug.data.transforms import resize_center_crop
 
 # torchvision's ImageNet statistics, on the 0..255 scale.
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255
@@ -98,18 +99,7 @@ def train_transform(image: Image.Image, rng: np.random.Generator, image_size: in
 
 def eval_transform(image: Image.Image, image_size: int, crop_fraction: float = 0.875) -> np.ndarray:
   """torchvision's Resize(int(image_size / crop_fraction)) (shorter side) + CenterCrop(image_size)."""
-  short = int(image_size / crop_fraction)
-  width, height = image.size
-  if width <= height:
-    size = (short, int(short * height / width))
-  else:
-    size = (int(short * width / height), short)
-  image = image.resize(size, Image.BILINEAR)
-  top = int(round((size[1] - image_size) / 2.0))
-  left = int(round((size[0] - image_size) / 2.0))
-  if top < 0 or left < 0:
-    raise ValueError(f"resized image {size} is smaller than the crop {image_size}")
-  return np.asarray(image.crop((left, top, left + image_size, top + image_size)), np.uint8)
+  return resize_center_crop(image, int(image_size / crop_fraction), image_size, Image.Resampling.BILINEAR)
 
 
 def normalize(images: np.ndarray) -> np.ndarray:

@@ -18,6 +18,7 @@ from PIL import Image
 
 from jax_aug.data import prompts
 from jax_aug.data.imagenet_classes import ClassInfo
+from jax_aug.data.transforms import vae_image
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,19 +27,6 @@ class Example:
   label: int
   index: int  # position in its split's record list: the per-item key of its noise and template
   conditioning_index: int
-
-
-def sd_image(image: Image.Image, resolution: int) -> np.ndarray:
-  """Resize the shorter side to `resolution` (bicubic), centre-crop, scale to [-1, 1]: float32 [3, R, R],
-  the input diffusers' SD training scripts give the VAE."""
-  w, h = image.size
-  scale = resolution / min(w, h)
-  image = image.convert("RGB").resize((max(resolution, round(w * scale)), max(resolution, round(h * scale))),
-                                      Image.BICUBIC)
-  w, h = image.size
-  left, top = (w - resolution) // 2, (h - resolution) // 2
-  x = np.asarray(image.crop((left, top, left + resolution, top + resolution)), np.float32)
-  return (x / 127.5 - 1.0).transpose(2, 0, 1)
 
 
 def template_seed(seed: int, epoch: int) -> int:
@@ -79,7 +67,7 @@ class BatchReader:
     self._prefetch = concurrent.futures.ThreadPoolExecutor(1)
 
   def _load(self, position: int) -> np.ndarray:
-    return sd_image(self.read_image(self.examples[position].path), self.resolution)
+    return vae_image(self.read_image(self.examples[position].path), self.resolution)
 
   def host_positions(self, global_positions: np.ndarray) -> np.ndarray:
     n = len(global_positions) // jax.process_count()
