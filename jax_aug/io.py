@@ -80,8 +80,13 @@ class JsonlManifest:
   def append(self, record: dict) -> None:
     self.append_many([record])
 
+  @staticmethod
+  def line(record: dict) -> str:
+    """One manifest line (keys sorted, newline-terminated)."""
+    return json.dumps(record, sort_keys=True) + "\n"
+
   def append_many(self, records: Iterable[dict]) -> None:
-    lines = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
+    lines = "".join(self.line(r) for r in records)
     if not lines:
       return
     self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -90,11 +90,13 @@ def evaluate(eval_step, variables: Any, records: Sequence[dict], *, wnids: Seque
   """Top-1 (%) overall (over images) and per class on `records`, each image counted once."""
   correct = np.zeros(len(wnids), np.int64)
   count = np.zeros(len(wnids), np.int64)
+  skipped = 0
   loader = pipeline.make_eval_loader(
       records, wnids=wnids, batch_size=config.eval_batch_size, image_size=config.input.image_size,
       crop_fraction=config.input.eval_crop_fraction, num_workers=config.input.num_workers,
       tfds_data_dir=config.input.tfds_data_dir or None, tfds_name=config.input.tfds_name)
   for batch in loader:
+    skipped += int(batch["skipped"].sum())  # unreadable images of this host's rows, masked out
     batch = sharding.global_batch(
         {"image": batch["image"], "label": batch["label"], "mask": batch["mask"]}, mesh)
     out = eval_step(variables, batch)
@@ -102,7 +104,7 @@ def evaluate(eval_step, variables: Any, records: Sequence[dict], *, wnids: Seque
     count += np.asarray(out["count"])
   per_class = {w: 100.0 * int(c) / int(n) for w, c, n in zip(wnids, correct, count) if n}
   return {"top1": 100.0 * int(correct.sum()) / max(int(count.sum()), 1), "per_class_top1": per_class,
-          "num_images": int(count.sum())}
+          "num_images": int(count.sum()), "skipped_images": skipped}
 
 
 def _train_epoch(train_step, state, records, *, wnids, epoch: int, config: ConfigDict, mesh):
@@ -112,19 +114,21 @@ def _train_epoch(train_step, state, records, *, wnids, epoch: int, config: Confi
       crop_scale=tuple(config.input.crop_scale), crop_ratio=tuple(config.input.crop_ratio),
       tfds_data_dir=config.input.tfds_data_dir or None, tfds_name=config.input.tfds_name)
   num_steps = pipeline.steps_per_epoch(len(records), config.global_batch_size)
-  loss_sum, correct_sum = jnp.zeros(()), jnp.zeros((), jnp.int32)
+  loss_sum, correct_sum, skipped = jnp.zeros(()), jnp.zeros((), jnp.int32), 0
   progress = tqdm(total=num_steps, desc=f"epoch {epoch}", unit="step", leave=False,
                   disable=jax.process_index() != 0)
   for step, batch in enumerate(loader):
     state, metrics = train_step(
         state, sharding.global_batch({"image": batch["image"], "label": batch["label"]}, mesh))
     loss_sum, correct_sum = loss_sum + metrics["loss"], correct_sum + metrics["correct"]
+    skipped += int(batch["skipped"].sum())  # unreadable images replaced by the next readable record
     progress.update()
     if (step + 1) % config.log_every_steps == 0:
       progress.set_postfix(loss=f"{float(metrics['loss']):.3f}")
   progress.close()
   return state, {"train_loss": float(loss_sum) / num_steps,
-                 "train_top1": 100.0 * int(correct_sum) / (num_steps * config.global_batch_size)}
+                 "train_top1": 100.0 * int(correct_sum) / (num_steps * config.global_batch_size),
+                 "train_skipped_images": skipped}
 
 
 def _truncate_metrics(path: Path, last_epoch: int) -> None:
@@ -188,7 +192,8 @@ def train_and_evaluate(config: ConfigDict, workdir: str | os.PathLike) -> dict:
     if decision.improved:
       checkpoints.save_best(epoch, state.variables(), {"epoch": epoch, "validation": val})
     row = {"epoch": epoch, "learning_rate": learning_rate, **train_metrics,
-           "validation_top1": val["top1"], "best_validation_top1": plateau.best_accuracy,
+           "validation_top1": val["top1"], "validation_skipped_images": val["skipped_images"],
+           "best_validation_top1": plateau.best_accuracy,
            "best_epoch": plateau.best_epoch, "lr_reduced": decision.lr_reduced,
            "train_seconds": train_seconds,
            "train_images_per_second": pipeline.steps_per_epoch(

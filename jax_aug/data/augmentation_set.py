@@ -28,14 +28,14 @@ from PIL import Image
 from jax_aug.io import JsonlManifest, atomic_write_bytes
 
 MANIFEST_GLOB = "manifest*.jsonl"
-_WNID_RE = re.compile(r"n\d{8}")
+WNID_RE = re.compile(r"n\d{8}")
 # Keys become file names: letters, digits, '_', '-', '.', never starting with '.', so no key can name a
 # hidden file, a parent directory or a path separator.
 _KEY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
 
 def validate_wnid(wnid: str) -> str:
-  if not isinstance(wnid, str) or not _WNID_RE.fullmatch(wnid):
+  if not isinstance(wnid, str) or not WNID_RE.fullmatch(wnid):
     raise ValueError(f"bad WordNet id {wnid!r}: expected 'n' followed by 8 digits, e.g. 'n01491361'")
   return wnid
 
