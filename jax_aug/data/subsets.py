@@ -149,14 +149,15 @@ def dataset_dirs(config, workdir: str | os.PathLike) -> tuple[Path, Path]:
   return root, Path(config.tfds_data_dir) if config.tfds_data_dir else root / "tfds"
 
 
-def _source_records(config, workdir, split: str, wnids: Sequence[str] | None) -> list[dict]:
-  """Records of the train ('train') or official validation ('val') split of the configured source."""
+def _source_records(config, workdir, split: str, wnids: Sequence[str] | None) -> tuple[list[dict], list[str]]:
+  """(records, ignored files) of the train ('train') or official validation ('val') split of the
+  configured source."""
   root, tfds_data_dir = dataset_dirs(config, workdir)
   if config.source == "folder":
-    return sources.folder_records(root / split, wnids)
+    return sources.folder_listing(root / split, wnids)
   if config.source == "tfds":
     tfds_split = {"train": "train", "val": "validation"}[split]
-    return sources.tfds_records(tfds_data_dir, tfds_split, name=config.tfds_name, wnids=wnids)
+    return sources.tfds_records(tfds_data_dir, tfds_split, name=config.tfds_name, wnids=wnids), []
   raise ValueError(f"unknown data source {config.source!r}: expected 'folder' or 'tfds'")
 
 
@@ -170,10 +171,18 @@ def ensure_dataset(config, workdir: str | os.PathLike) -> None:
                             seed=synthetic.seed, tfds=config.source == "tfds")
 
 
-def source_records(config, workdir: str | os.PathLike) -> dict[str, list[dict]]:
-  """{"train", "val"}: every record of the configured source's two splits (the study's classes)."""
+def source_records(config, workdir: str | os.PathLike) -> tuple[dict[str, list[dict]], list[str]]:
+  """({"train", "val"}: every record of the configured source's two splits (the study's classes), the
+  files of the folder layout that are not images by their suffix)."""
   wnids = None if config.wnids is None else list(config.wnids)
-  return {split: _source_records(config, workdir, split, wnids) for split in ("train", "val")}
+  listed, ignored = {}, []
+  for split in ("train", "val"):
+    listed[split], split_ignored = _source_records(config, workdir, split, wnids)
+    ignored += split_ignored
+  if ignored:
+    log.warning("ignored %d files that are not images (%s), e.g. %s", len(ignored), "/".join(sources.IMAGE_SUFFIXES),
+                ", ".join(ignored[:3]))
+  return listed, ignored
 
 
 def prepare_splits(config, workdir: str | os.PathLike, *, quarantine: Mapping[str, str] = ()) -> dict[str, Path]:
@@ -193,7 +202,7 @@ def prepare_splits(config, workdir: str | os.PathLike, *, quarantine: Mapping[st
   ensure_dataset(config, workdir)
   quarantine = dict(quarantine)
   excluded = load_exclusions(config.excluded_classes) if config.get("excluded_classes") else {}
-  listed = source_records(config, workdir)
+  listed, _ = source_records(config, workdir)
   train = apply_exclusions(listed["train"], excluded)
   splits = make_splits(train, seed=config.split_seed, subset_fraction=config.subset_fraction,
                        upper_bound_fraction=config.upper_bound_fraction, quarantined=quarantine)
