@@ -107,6 +107,10 @@ class JsonlManifest:
         f.truncate(keep)
 
   def read(self) -> list[dict]:
+    return [record for _, record in self.read_numbered()]
+
+  def read_numbered(self) -> list[tuple[int, Any]]:
+    """(line number, record) pairs, so a reader can name the line of a bad record."""
     if not self.path.exists():
       return []
     text = self.path.read_text(encoding="utf-8")
@@ -116,7 +120,7 @@ class JsonlManifest:
       if not line.strip():
         continue
       try:
-        records.append(json.loads(line))
+        records.append((number, json.loads(line)))
       except json.JSONDecodeError as e:
         is_partial_tail = number == len(lines) and not text.endswith("\n")
         if is_partial_tail:

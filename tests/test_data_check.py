@@ -161,3 +161,26 @@ def test_splits_skip_quarantined_files_and_keep_everything_else(clean, tmp_path)
           [r for r in reference[name] if r["wnid"] == wnid], clean)
   info = json.loads((tmp_path / "study" / "data" / "splits" / "info.json").read_text())
   assert info["quarantined_per_class"] == {W[0]: 2, W[1]: 1, W[2]: 1, W[3]: 1}
+
+
+@pytest.mark.parametrize("row, match", [
+    ({"wnid": W[0], "key": "n01443537_000009", "path": "../outside.png"}, r"resolves to .*outside the set folder"),
+    ({"wnid": W[0], "key": "k", "path": "/etc/passwd"}, "must be relative to the set folder"),
+    ({"wnid": "n99999999", "key": "k", "path": "images/a.png"}, "unknown WordNet id 'n99999999'"),
+    ({"wnid": W[0], "key": "../../evil", "path": "images/a.png"}, "bad augmentation item key '../../evil'"),
+    ({"wnid": W[0], "path": "images/a.png"}, r"the row lacks \['key'\]"),
+    (["not", "a", "row"], "expected a JSON object"),
+])
+def test_augmentation_manifest_rows_are_validated_naming_file_and_line(tmp_path, row, match):
+  from jax_aug.data import augmentation_set as aug
+  writer = aug.AugmentationSetWriter(tmp_path / "set", "retrieval")
+  for i in range(2):
+    writer.add(np.full((8, 8, 3), i, np.uint8), {"wnid": W[0], "key": aug.item_key(W[0], i)})
+  (tmp_path / "outside.png").write_bytes((tmp_path / "set" / "images" / W[0] / f"{W[0]}_000000.png").read_bytes())
+  assert len(aug.load_augmentation_set(tmp_path / "set")) == 2
+  assert check.check_path(tmp_path / "set", tmp_path / "check")["kind"] == "augmentation_set"
+  with open(tmp_path / "set" / "manifest.jsonl", "a") as f:
+    f.write(json.dumps(row) + "\n")
+  with pytest.raises(ValueError, match=match) as info:
+    aug.load_augmentation_set(tmp_path / "set")
+  assert f"{tmp_path / 'set' / 'manifest.jsonl'}:3" in str(info.value)

@@ -128,10 +128,15 @@ def read_manifest(path: str | os.PathLike, *, check_files: bool = True) -> list[
   path = Path(path)
   if not path.is_file():
     raise FileNotFoundError(f"split manifest not found: {path}")
-  records = JsonlManifest(path).read()
-  for number, record in enumerate(records, start=1):
-    if "wnid" not in record or "path" not in record:
+  records = []
+  for number, record in JsonlManifest(path).read_numbered():
+    if not isinstance(record, dict) or "wnid" not in record or "path" not in record:
       raise ValueError(f"{path}:{number}: a record needs 'wnid' and 'path', got {record}")
+    try:
+      class_by_wnid(record["wnid"])
+    except KeyError as e:
+      raise ValueError(f"{path}:{number}: {e.args[0]}") from None
+    records.append(record)
     if record["path"].startswith("tfds://"):
       continue
     file = Path(record["path"])
