@@ -97,7 +97,9 @@ def check_records(records: Sequence[dict], out_dir: str | os.PathLike, *, reader
   start = time.perf_counter()
   with tqdm(total=len(paths), initial=len(paths) - len(todo), desc=desc, unit="img") as progress:
     if num_workers > 0 and chunks:
-      context = multiprocessing.get_context("spawn")  # the caller may hold jax/grain threads: no fork
+      # Forked workers start in milliseconds (spawned ones re-import the caller's main module, seconds each)
+      # and only decode with PIL, never touching the jax or grain state a caller's threads may hold.
+      context = multiprocessing.get_context("fork")
       with concurrent.futures.ProcessPoolExecutor(num_workers, mp_context=context) as pool:
         for rows in pool.map(_check_chunk, chunks, [reader] * len(chunks)):
           _record(scanned, done, rows, progress)
