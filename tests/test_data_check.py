@@ -184,3 +184,18 @@ def test_augmentation_manifest_rows_are_validated_naming_file_and_line(tmp_path,
   with pytest.raises(ValueError, match=match) as info:
     aug.load_augmentation_set(tmp_path / "set")
   assert f"{tmp_path / 'set' / 'manifest.jsonl'}:3" in str(info.value)
+
+
+def test_finetune_reader_skips_an_unreadable_image_with_weight_zero(clean, tmp_path, caplog):
+  from jax_aug.data.imagenet_classes import class_by_wnid
+  from jax_aug.data.transforms import vae_image
+  from jax_aug.finetune.data import BatchReader, Example
+  good = sorted((clean / "train" / W[0]).iterdir())[:2]
+  paths = [str(good[0]), str(tmp_path / "gone.JPEG"), str(good[1])]
+  examples = [Example(path=p, label=0, index=i, conditioning_index=0) for i, p in enumerate(paths)]
+  reader = BatchReader(examples, [class_by_wnid(W[0])], read_image=sources.ImageReader(), resolution=16,
+                       tokenizer=None, placeholders=None, seed=0)
+  batch = reader.batch(np.array([0, 1, 2, -1]), epoch=1)
+  assert batch["weight"].tolist() == [1, 0, 1, 0] and reader.skipped == 1 and "gone.JPEG" in caplog.text
+  assert not batch["image"][1].any()
+  np.testing.assert_array_equal(batch["image"][2], vae_image(Image.open(good[1]).convert("RGB"), 16))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import logging
 from typing import Any, Callable, Iterator, Sequence
 
 import jax
@@ -19,6 +20,9 @@ from PIL import Image
 from jax_aug.data import prompts
 from jax_aug.data.imagenet_classes import ClassInfo
 from jax_aug.data.transforms import vae_image
+from jax_aug.io import ImageDecodeError
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,7 +54,10 @@ def epoch_order(num_examples: int, global_batch_size: int, *, seed: int, epoch: 
 
 
 class BatchReader:
-  """Host-local batch dicts for the positions this process feeds (its block of each global batch)."""
+  """Host-local batch dicts for the positions this process feeds (its block of each global batch).
+
+  An image that cannot be read (a disk error, a file changed since the data check) is logged and skipped:
+  its row gets weight 0, like padding, and `skipped` counts it (the trainer logs the count)."""
 
   def __init__(self, examples: Sequence[Example], classes: Sequence[ClassInfo], *,
                read_image: Callable[[str], Image.Image], resolution: int, tokenizer: Any | None,
@@ -65,9 +72,15 @@ class BatchReader:
     self._pool = concurrent.futures.ThreadPoolExecutor(num_threads)
     # A separate thread for the prefetch, so it never waits on a pool its own image reads need.
     self._prefetch = concurrent.futures.ThreadPoolExecutor(1)
+    self.skipped = 0
 
-  def _load(self, position: int) -> np.ndarray:
-    return vae_image(self.read_image(self.examples[position].path), self.resolution)
+  def _load(self, position: int) -> np.ndarray | None:
+    path = self.examples[position].path
+    try:
+      return vae_image(self.read_image(path), self.resolution)
+    except (ImageDecodeError, OSError) as e:
+      log.warning("skipping unreadable image %s (weight 0, counted as skipped): %s", path, e)
+      return None
 
   def host_positions(self, global_positions: np.ndarray) -> np.ndarray:
     n = len(global_positions) // jax.process_count()
@@ -78,10 +91,13 @@ class BatchReader:
     real = positions >= 0
     safe = np.where(real, positions, positions[real][0] if real.any() else 0)
     images = list(self._pool.map(self._load, safe.tolist()))
+    unreadable = np.array([image is None for image in images])
+    self.skipped += int((unreadable & real).sum())
+    blank = np.zeros((3, self.resolution, self.resolution), np.float32)
     batch = {
-        "image": np.stack(images),
+        "image": np.stack([blank if image is None else image for image in images]),
         "index": np.asarray([self.examples[p].index for p in safe], np.int32),
-        "weight": real.astype(np.float32),
+        "weight": (real & ~unreadable).astype(np.float32),
         "conditioning_index": np.asarray([self.examples[p].conditioning_index for p in safe], np.int32),
     }
     if self.tokenizer is not None:

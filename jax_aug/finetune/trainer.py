@@ -311,7 +311,8 @@ def finetune(config: Any, workdir: str | Path) -> dict:
       progress["epoch_train_losses"].append(loss)
       bar.set_postfix(loss=f"{loss:.4f}")
       if is_writer:
-        metrics.append({"step": progress["step"], "epoch": epoch, "train_loss": loss})
+        metrics.append({"step": progress["step"], "epoch": epoch, "train_loss": loss,
+                        "skipped_images": train_reader.skipped})
       every = config.checkpoint_every_steps
       if every and progress["step"] % every == 0 and progress["step_in_epoch"] < len(order):
         save_progress(f"{CHECKPOINT_DIR}/state_{progress['step']}")
@@ -331,7 +332,8 @@ def finetune(config: Any, workdir: str | Path) -> dict:
                     if stop else None)
     if is_writer:
       metrics.append({"epoch": epoch, "step": progress["step"], "epoch_train_loss": train_loss,
-                      "val_loss": val_loss, "kept": kept, "stopped": progress["stopped"]})
+                      "val_loss": val_loss, "kept": kept, "stopped": progress["stopped"],
+                      "val_skipped_images": val_reader.skipped})
     save_progress(None if stop else f"{CHECKPOINT_DIR}/state_{progress['step']}")
     for stale in checkpoints.glob("epoch_*") if is_writer else ():
       # Also clears orbax's `epoch_<e>.orbax-checkpoint-tmp` left by a save that a crash cut short.
