@@ -161,6 +161,15 @@ def test_splits_skip_quarantined_files_and_keep_everything_else(clean, tmp_path)
           [r for r in reference[name] if r["wnid"] == wnid], clean)
   info = json.loads((tmp_path / "study" / "data" / "splits" / "info.json").read_text())
   assert info["quarantined_per_class"] == {W[0]: 2, W[1]: 1, W[2]: 1, W[3]: 1}
+  # A training epoch over the checked splits meets no bad file; over the unchecked listing it still
+  # completes, skipping (and counting) the 4 bad train files.
+  from jax_aug.data import pipeline
+  def skipped(records):
+    batches = list(pipeline.make_train_loader(records, wnids=W, epoch=0, seed=0, global_batch_size=len(records),
+                                              image_size=16, process_index=0, process_count=1))
+    return int(sum(b["skipped"].sum() for b in batches))
+  assert skipped(ours["subset_20"] + ours["validation"]) == 0
+  assert skipped(sources.folder_records(folder / "train")) == 4
 
 
 @pytest.mark.parametrize("row, match", [
