@@ -161,25 +161,38 @@ def test_extreme_aspect_ratio_close_to_torchvision():
   assert np.abs(ours - reference).max() <= 2 and np.abs(ours - reference).mean() < 0.1
 
 
-def test_eval_of_a_100000x1_image_stays_under_32_mib():
-  # torchvision would materialize 25.6 M x 256 pixels (19.6 GB) for this image. The bound: peak resident
-  # memory of a fresh process grows by less than 32 MiB while decoding and transforming it.
-  script = textwrap.dedent("""
-      import io, resource
+def _eval_memory_growth(width: int, max_resized_aspect: int) -> int:
+  """Bytes by which a fresh process's peak resident memory grows while decoding a width x 1 PNG and
+  running the evaluation transform (224 px) on it. Read from /proc/self/status's VmHWM, which starts
+  afresh at exec (getrusage's ru_maxrss would carry over the parent's peak)."""
+  script = textwrap.dedent(f"""
+      import io
       import numpy as np
       from PIL import Image
       from jax_aug import io as jio
-      from jax_aug.data import pipeline
+      from jax_aug.data import pipeline, transforms
+      transforms.MAX_RESIZED_ASPECT = {max_resized_aspect}
       buffer = io.BytesIO()
-      Image.fromarray(np.arange(100000, dtype=np.uint8).reshape(1, 100000).repeat(3, 0).T.reshape(1, 100000, 3)
-                      ).save(buffer, format="PNG")
+      Image.fromarray(np.zeros((1, {width}, 3), np.uint8)).save(buffer, format="PNG")
       data = buffer.getvalue()
-      before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+      def peak_kib():
+        with open("/proc/self/status") as f:
+          return int(next(line for line in f if line.startswith("VmHWM:")).split()[1])
+      before = peak_kib()
       out = pipeline.eval_transform(jio.decode_image(data, source="strip"), 224, 0.875)
-      after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+      after = peak_kib()
       assert out.shape == (224, 224, 3), out.shape
       print((after - before) * 1024)
   """)
   result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
-  grown = int(result.stdout.split()[-1])
+  return int(result.stdout.split()[-1])
+
+
+def test_eval_of_a_100000x1_image_stays_under_32_mib():
+  # torchvision would materialize 25.6 M x 256 pixels (19.6 GB) for this image. The bound: peak resident
+  # memory of a fresh process grows by less than 32 MiB while decoding and transforming it.
+  grown = _eval_memory_growth(100000, transforms.MAX_RESIZED_ASPECT)
   assert grown < 32 * 1024 * 1024, f"peak memory grew by {grown / 2**20:.1f} MiB"
+  # Negative control: the full resize (the bounded path switched off) of a mere 2000 x 1 image, 512000 x
+  # 256 pixels (375 MiB), breaks the bound.
+  assert _eval_memory_growth(2000, 10**9) > 32 * 1024 * 1024
