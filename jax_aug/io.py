@@ -160,7 +160,8 @@ def to_rgb(image: Image.Image, background: tuple[int, int, int] = WHITE) -> Imag
 @dataclasses.dataclass(frozen=True)
 class DecodeOptions:
   """How untrusted bytes become pixels: size limits, the background under transparency, and whether EXIF
-  orientation is applied (retrieved and generated images: yes; ImageNet: no, as torchvision reads it)."""
+  orientation is applied (downloads: yes, and they are stored upright; ImageNet: no, as torchvision reads
+  it; generated images are written by us without EXIF)."""
   max_bytes: int = DEFAULT_MAX_IMAGE_BYTES
   max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
   background: tuple[int, int, int] = WHITE
