@@ -7,7 +7,8 @@ loop of torchvision's ImageFolder loader (pil_loader) over the same files in one
 Without --root it draws a deterministic synthetic ImageNet (6 classes x --images_per_class JPEGs of
 --image_size px, seed 0) into a temp dir. The check runs into a fresh output folder each round (no resume),
 so every image is decoded; the reference loop and the check alternate for --rounds. Prints images/s of
-both (the check's own figure is its summary.json's images_per_second) and their ratio.
+both (the check's own figure is its summary.json's images_per_second, which includes starting the worker
+processes: a second or two, so use enough images) and their ratio.
 """
 
 import tempfile
@@ -15,7 +16,6 @@ import time
 from pathlib import Path
 
 from absl import app, flags
-from torchvision.datasets.folder import pil_loader
 
 from jax_aug.data import check, sources
 from jax_aug.data.synthetic import make_synthetic_imagenet
@@ -30,6 +30,8 @@ flags.DEFINE_integer("rounds", 2, "alternating rounds; the best of each is repor
 
 def main(argv):
   del argv
+  # Imported here, not at the top: the check's spawned workers import this module, and only need absl.
+  from torchvision.datasets.folder import pil_loader  # pylint: disable=g-import-not-at-top
   with tempfile.TemporaryDirectory() as tmp:
     if FLAGS.root:
       folder = Path(FLAGS.root)

@@ -74,6 +74,14 @@ def _with_bad_files(clean, target):
   return expected
 
 
+def test_tfds_records_are_checked_in_worker_processes(tmp_path):
+  root = make_synthetic_imagenet(tmp_path / "synthetic", wnids=W[:2], train_per_class=40, val_per_class=1,
+                                 image_size=16, seed=0, tfds=True)
+  records = sources.tfds_records(root / "tfds", "train")  # the parent opens the data source first
+  summary = check.check_records(records, tmp_path / "check", reader=sources.ImageReader(root / "tfds"), num_workers=2)
+  assert summary["checked"] == 80 and summary["passed"] == 80
+
+
 def test_image_suffixes_are_imagefolders():
   assert set(sources.IMAGE_SUFFIXES) == set(IMG_EXTENSIONS)
 

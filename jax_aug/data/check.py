@@ -123,12 +123,13 @@ def check_records(records: Sequence[dict], out_dir: str | os.PathLike, *, reader
 
 
 def _pool(num_workers: int):
-  """Worker processes, or a null context (decode in this process) for 0. Forked workers start in
-  milliseconds (spawned ones re-import the caller's main module, seconds each) and only decode with PIL,
-  never touching the jax or grain state a caller's threads may hold."""
+  """Worker processes, or a null context (decode in this process) for 0. Spawned, not forked: a forked
+  child of a process that opened tfds array_record readers (or holds jax threads) can crash; a spawned one
+  starts clean at the price of importing the caller's main module once (seconds, nothing next to a pass
+  over ImageNet)."""
   if num_workers <= 0:
     return contextlib.nullcontext(None)
-  return concurrent.futures.ProcessPoolExecutor(num_workers, mp_context=multiprocessing.get_context("fork"))
+  return concurrent.futures.ProcessPoolExecutor(num_workers, mp_context=multiprocessing.get_context("spawn"))
 
 
 def _record(rows: Sequence[dict], done: set[str], bad: dict[str, dict]) -> None:
