@@ -23,7 +23,7 @@ from jax_aug.data.synthetic import make_synthetic_imagenet
 FLAGS = flags.FLAGS
 flags.DEFINE_string("root", "", "a split folder of <wnid>/ class folders; empty: synthetic data")
 flags.DEFINE_integer("workers", 2, "decoding processes of the check (0: in this process)")
-flags.DEFINE_integer("images_per_class", 200, "synthetic images per class (6 classes)")
+flags.DEFINE_integer("images_per_class", 500, "synthetic images per class (6 classes)")
 flags.DEFINE_integer("image_size", 384, "synthetic image side (ImageNet's mean is about 400 x 350)")
 flags.DEFINE_integer("rounds", 2, "alternating rounds; the best of each is reported")
 
