@@ -7,6 +7,7 @@ with explicit size and pixel limits.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import logging
@@ -16,14 +17,21 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable, Hashable, Iterable
 
-from PIL import Image
+import numpy as np
+from PIL import Image, ImageOps
 
 log = logging.getLogger(__name__)
 
 # 64 MiB of encoded bytes and 1/4 gigapixel: far above any ImageNet or LAION image, far below what
-# would exhaust a host's memory when decoded (Pillow's own bomb guard warns at ~89 Mpx only).
+# would exhaust a host's memory when decoded.
 DEFAULT_MAX_IMAGE_BYTES = 64 * 1024 * 1024
 DEFAULT_MAX_IMAGE_PIXELS = 16384 * 16384
+# ONE pixel limit: ours (`max_pixels`, checked on the header before any pixel is decoded, with our
+# message). Pillow's own guard (a warning at ~89 Mpx, an error at ~179 Mpx, raised inside Image.open)
+# would otherwise fire first with its message and ignore a raised `max_pixels`; every image jax_aug
+# decodes goes through `decode_image`, so Pillow's global guard is switched off here.
+Image.MAX_IMAGE_PIXELS = None
+WHITE = (255, 255, 255)
 
 
 class ImageDecodeError(ValueError):
@@ -72,8 +80,13 @@ class JsonlManifest:
   def append(self, record: dict) -> None:
     self.append_many([record])
 
+  @staticmethod
+  def line(record: dict) -> str:
+    """One manifest line (keys sorted, newline-terminated)."""
+    return json.dumps(record, sort_keys=True) + "\n"
+
   def append_many(self, records: Iterable[dict]) -> None:
-    lines = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
+    lines = "".join(self.line(r) for r in records)
     if not lines:
       return
     self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -94,6 +107,10 @@ class JsonlManifest:
         f.truncate(keep)
 
   def read(self) -> list[dict]:
+    return [record for _, record in self.read_numbered()]
+
+  def read_numbered(self) -> list[tuple[int, Any]]:
+    """(line number, record) pairs, so a reader can name the line of a bad record."""
     if not self.path.exists():
       return []
     text = self.path.read_text(encoding="utf-8")
@@ -103,7 +120,7 @@ class JsonlManifest:
       if not line.strip():
         continue
       try:
-        records.append(json.loads(line))
+        records.append((number, json.loads(line)))
       except json.JSONDecodeError as e:
         is_partial_tail = number == len(lines) and not text.endswith("\n")
         if is_partial_tail:
@@ -116,41 +133,85 @@ class JsonlManifest:
     return {key_fn(r) for r in self.read()}
 
 
+def to_rgb(image: Image.Image, background: tuple[int, int, int] = WHITE) -> Image.Image:
+  """An 8-bit RGB image of any Pillow mode, with correct pixels where `convert("RGB")` is wrong.
+
+  - 16-bit ("I;16*", and "I" as Pillow reads 16-bit PNG/TIFF): scaled to 8 bits, v -> round(v / 257)
+    (65535 -> 255), where convert() would clip every value above 255 to white.
+  - Transparency (RGBA, LA, PA, RGBa, La, and palette or RGB/L images with a transparent colour):
+    composited over `background`, where convert() drops alpha and shows whatever colour a transparent
+    pixel happens to hold.
+  - Everything else (RGB, L, 1, P, CMYK, YCbCr, LAB, HSV) is Pillow's convert("RGB"), which is also what
+    torchvision's ImageFolder loader does: every ILSVRC2012 image (8-bit JPEG: RGB, grayscale or CMYK) is
+    read exactly as torchvision reads it.
+  """
+  if image.mode in ("I", "I;16", "I;16L", "I;16B", "I;16N"):
+    values = np.asarray(image).astype(np.float64)
+    gray = np.rint(np.clip(values, 0, 65535) / 257.0).astype(np.uint8)
+    return Image.fromarray(gray, "L").convert("RGB")
+  has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
+  if not has_alpha:
+    return image.convert("RGB")
+  rgba = image.convert("RGBA")
+  canvas = Image.new("RGBA", rgba.size, tuple(background) + (255,))
+  return Image.alpha_composite(canvas, rgba).convert("RGB")
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeOptions:
+  """How untrusted bytes become pixels: size limits, the background under transparency, and whether EXIF
+  orientation is applied (downloads: yes, and they are stored upright; ImageNet: no, as torchvision reads
+  it; generated images are written by us without EXIF)."""
+  max_bytes: int = DEFAULT_MAX_IMAGE_BYTES
+  max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+  background: tuple[int, int, int] = WHITE
+  exif_orientation: bool = False
+
+  def as_kwargs(self) -> dict:
+    return dataclasses.asdict(self)
+
+
 def decode_image(
     data: bytes,
     *,
     source: str,
     max_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
     max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    background: tuple[int, int, int] = WHITE,
+    exif_orientation: bool = False,
 ) -> Image.Image:
-  """Decodes untrusted image bytes into an RGB image, or raises ImageDecodeError naming `source`."""
+  """Decodes untrusted image bytes into an RGB image (`to_rgb`), or raises ImageDecodeError naming `source`.
+
+  `max_pixels` is the only pixel limit (see MAX_IMAGE_PIXELS above), checked on the header. With
+  `exif_orientation` the EXIF Orientation tag is applied (phone photos stand upright).
+  """
   if len(data) > max_bytes:
     raise ImageDecodeError(f"{source}: {len(data)} bytes exceeds the limit of {max_bytes} bytes")
   try:
-    with Image.open(io.BytesIO(data)) as probe:
-      width, height = probe.size  # header only: no pixel data decoded yet
+    image = Image.open(io.BytesIO(data))  # header only: no pixel data decoded yet
+    width, height = image.size
     if width * height > max_pixels:
       raise ImageDecodeError(
           f"{source}: {width}x{height} pixels exceeds the limit of {max_pixels} pixels"
           " (decompression bomb guard)")
-    with warnings.catch_warnings():
-      warnings.simplefilter("error", Image.DecompressionBombWarning)
-      image = Image.open(io.BytesIO(data))
-      image.load()
+    image.load()
+    if exif_orientation:
+      image = ImageOps.exif_transpose(image)
+    return to_rgb(image, background)
   except ImageDecodeError:
     raise
   except Exception as e:  # PIL raises many types for corrupt input; all mean "not a usable image".
     raise ImageDecodeError(f"{source}: not a decodable image ({type(e).__name__}: {e})") from e
-  return image.convert("RGB")
 
 
-def load_image_file(path: str | os.PathLike, **limits) -> Image.Image:
+def load_image_file(path: str | os.PathLike, **options) -> Image.Image:
+  """Reads and decodes one image file; `options` are decode_image's keywords (limits, background, EXIF)."""
   path = Path(path)
   try:
     size = path.stat().st_size
   except FileNotFoundError:
     raise FileNotFoundError(f"image file not found: {path}") from None
-  max_bytes = limits.get("max_bytes", DEFAULT_MAX_IMAGE_BYTES)
+  max_bytes = options.get("max_bytes", DEFAULT_MAX_IMAGE_BYTES)
   if size > max_bytes:
     raise ImageDecodeError(f"{path}: {size} bytes exceeds the limit of {max_bytes} bytes")
-  return decode_image(path.read_bytes(), source=str(path), **limits)
+  return decode_image(path.read_bytes(), source=str(path), **options)

@@ -12,7 +12,6 @@ from torchvision.transforms import functional as TF
 
 from jax_aug.data import pipeline, sources
 from jax_aug.data.synthetic import DEFAULT_WNIDS, make_synthetic_imagenet
-from jax_aug.io import ImageDecodeError
 
 TRAIN, VAL, BATCH, SIZE = 16, 6, 16, 24
 WNIDS = list(DEFAULT_WNIDS)
@@ -162,16 +161,35 @@ def test_bad_records_raise_errors_naming_them(synthetic, tmp_path):
     _batches(records[:3], process_index=0, process_count=1)
   with pytest.raises(ValueError, match="relative"):
     _batches([{"wnid": WNIDS[0], "path": "a.JPEG"}] * BATCH, process_index=0, process_count=1)
-  missing = [dict(r) for r in records]
-  missing[3]["path"] = str(tmp_path / "gone.JPEG")
-  with pytest.raises(FileNotFoundError, match="gone.JPEG"):
-    _batches(missing, process_index=0, process_count=1)
+
+
+
+def test_unreadable_images_are_skipped_and_counted_not_fatal(synthetic, tmp_path, caplog):
+  records = _records(synthetic, "folder", "train")[:2 * BATCH]
   corrupt = tmp_path / "corrupt.JPEG"
   corrupt.write_bytes(open(records[0]["path"], "rb").read()[:40])
   broken = [dict(r) for r in records]
-  broken[5]["path"] = str(corrupt)
-  with pytest.raises(ImageDecodeError, match="corrupt.JPEG"):
-    _batches(broken, process_index=0, process_count=1)
+  broken[3]["path"] = str(tmp_path / "gone.JPEG")  # vanished since the check (a disk error)
+  broken[4]["path"] = str(corrupt)                 # changed since the check
+  clean = _batches(records, process_index=0, process_count=1)
+  batches = _batches(broken, process_index=0, process_count=1)
+  assert "gone.JPEG" in caplog.text and "corrupt.JPEG" in caplog.text
+  index = np.concatenate([b["index"] for b in batches])
+  skipped = np.concatenate([b["skipped"] for b in batches])
+  assert len(batches) == len(clean) and skipped.sum() == 2 and not np.concatenate([c["skipped"] for c in clean]).any()
+  # Records 3 and 4 are replaced by the next readable one, record 5, with its own crop: the same pixels
+  # as record 5's own row; every other row is untouched.
+  order = np.concatenate([c["index"] for c in clean])
+  assert list(index[skipped]) == [5, 5] and sorted(order[skipped]) == [3, 4]
+  images = np.concatenate([b["image"] for b in batches])
+  clean_images = np.concatenate([c["image"] for c in clean])
+  np.testing.assert_array_equal(images[~skipped], clean_images[~skipped])
+  np.testing.assert_array_equal(images[skipped][0], clean_images[list(order).index(5)])
+  evaluation = list(pipeline.make_eval_loader(broken, wnids=WNIDS, batch_size=BATCH, image_size=SIZE,
+                                              process_index=0, process_count=1))
+  mask = np.concatenate([b["mask"] for b in evaluation])
+  assert list(np.flatnonzero(~mask)) == [3, 4]
+  assert list(np.flatnonzero(np.concatenate([b["skipped"] for b in evaluation]))) == [3, 4]
 
 
 def test_two_jax_processes_get_complementary_rows(synthetic, run_multihost):

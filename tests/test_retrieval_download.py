@@ -17,7 +17,7 @@ from retrieval_support import http_server
 
 def _config(**overrides):
   c = ml_collections.ConfigDict(dict(processes=1, threads=8, timeout_s=2, retries=0, max_bytes=200_000,
-                                     max_pixels=300 * 300, image_size=32))
+                                     max_pixels=300 * 300, image_size=32, background=(255, 255, 255)))
   c.update(overrides)
   return c
 

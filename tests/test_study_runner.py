@@ -26,7 +26,7 @@ def test_full_plan_orders_inputs_first_and_covers_every_method(tmp_path):
   for index, stage in enumerate(stages):
     for upstream in stage.upstream:
       assert upstream in names[:index], f"{stage.name} runs before its input {upstream}"
-  assert names[0] == "data" and names[-1] == "report"
+  assert names[:2] == ["check", "data"] and names[-1] == "report"
   for method in methods_lib.METHODS:
     assert f"train/{method.name}/r0" in names and f"train/{method.name}/r1" in names
     if method.kind == "sample":
@@ -45,7 +45,7 @@ def test_full_plan_orders_inputs_first_and_covers_every_method(tmp_path):
 
 def test_baseline_only_plan_needs_no_models_or_retrieval(tmp_path):
   names = [s.name for s in runner.plan(_tiny(methods="baseline_10pct"), tmp_path)]
-  assert names == ["data", "train/baseline_10pct/r0", "train/baseline_10pct/r1", "report"]
+  assert names == ["check", "data", "train/baseline_10pct/r0", "train/baseline_10pct/r1", "report"]
 
 
 def test_stage_selection_runs_only_what_is_asked_and_refuses_missing_inputs(tmp_path):
@@ -53,9 +53,10 @@ def test_stage_selection_runs_only_what_is_asked_and_refuses_missing_inputs(tmp_
   with pytest.raises(RuntimeError, match=r"'train/baseline_10pct/r0' needs \['data'\]"):
     runner.run_study(_tiny(methods="baseline_10pct", stages="train/*"), tmp_path, log=lines.append)
   lines.clear()
-  runner.run_study(_tiny(methods="baseline_10pct", stages="data"), tmp_path, log=lines.append)
+  runner.run_study(_tiny(methods="baseline_10pct", stages="check,data"), tmp_path, log=lines.append)
   assert (tmp_path / "data" / "splits" / "subset.jsonl").is_file()
-  assert any("[2/4] train/baseline_10pct/r0: not selected" in line for line in lines)
+  assert (tmp_path / "check" / "quarantine.jsonl").read_text() == ""  # the synthetic images all decode
+  assert any("[3/5] train/baseline_10pct/r0: not selected" in line for line in lines)
   assert not (tmp_path / "report").exists()
   assert any(line.startswith("time per stage") for line in lines)
 
@@ -68,7 +69,8 @@ def test_exclusions_drop_a_class_from_splits_labels_and_resampled_sets(tmp_path)
   from jax_aug.study import wiring
 
   config = _tiny()
-  wiring.prepare_data(config.data, tmp_path / "data")
+  wiring.check_data(config.data, tmp_path / "check", data_dir=tmp_path / "data")
+  wiring.prepare_data(config.data, tmp_path / "data", check_dir=tmp_path / "check")
   all_wnids = wiring.study_data(tmp_path / "data", None).wnids
   excluded = all_wnids[1]
   exclusion = tmp_path / "retrieval" / "excluded_classes.json"

@@ -42,6 +42,10 @@ def get(scale: str) -> ml_collections.ConfigDict:
   config.crop_ratio = (3 / 4, 4 / 3)
   config.num_workers = 2 if tiny else 16
   config.pipeline_seed = 0
+  # The data check (study stage `check`, or check_data.py alone): every image decoded once before any split
+  # is drawn, in `num_workers` processes; undecodable ones are quarantined (strict: the check fails instead,
+  # listing them). See docs/data.md, "Bad data".
+  config.check = ml_collections.ConfigDict({"num_workers": 0 if tiny else 16, "strict": False})
   # Only for the synthetic dataset (tiny): drawn into `root` when absent. 100 train images per class make
   # the 10% subset 10 per class, enough for a visible augmentation effect at 32 px.
   config.synthetic = ml_collections.ConfigDict({

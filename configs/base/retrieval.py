@@ -61,6 +61,12 @@ def get(scale: str) -> ml_collections.ConfigDict:
   # SD v1.4 folder/hub id whose safety checker screens the downloaded pixels (paper Sec. 3.2). Tiny:
   # disabled, because a random-init checker flags arbitrary images (tests inject their own checker).
   c.filters.safety_checker = "" if tiny else "CompVis/stable-diffusion-v1-4"
+  # Size filters on the decoded image (ours; the paper states none). Shorter side: below 128 px a 224 px
+  # training crop is upsampled more than 1.75x (placeholders, icons, thumbnails); tiny's synthetic images
+  # are 36..48 px. Aspect ratio (longer / shorter): above 3 a square crop shows under a third of the image
+  # (strips, banners). None disables either.
+  c.filters.min_shorter_side = ml_collections.FieldReference(16 if tiny else 128, field_type=int)
+  c.filters.max_aspect_ratio = ml_collections.FieldReference(3.0, field_type=float)
 
   c.download = ml_collections.ConfigDict()
   c.download.source = "local" if tiny else "url"  # "url": img2dataset; "local": metadata path column
@@ -70,6 +76,7 @@ def get(scale: str) -> ml_collections.ConfigDict:
   c.download.image_size = 64 if tiny else 512  # shorter side, downscale only (SD v1.4's 512 px)
   c.download.max_bytes = 32 * 1024 * 1024
   c.download.max_pixels = 64 * 1024 * 1024
+  c.download.background = (255, 255, 255)  # under transparent pixels (RGBA, LA, palette transparency)
   c.download.processes = 1 if tiny else 4
   c.download.threads = 8 if tiny else 64
   c.download.timeout_s = 10

@@ -94,20 +94,23 @@ def evaluate(eval_step, variables: Any, records: Sequence[dict], *, wnids: Seque
   """Top-1 (%) overall (over images) and per class on `records`, each image counted once."""
   correct = np.zeros(len(wnids), np.int64)
   count = np.zeros(len(wnids), np.int64)
+  skipped = 0
   for batch in eval_loader(records, wnids=wnids, config=config):
+    skipped += int(batch["skipped"].sum())  # unreadable images of this host's rows, masked out
     batch = sharding.global_batch(
         {"image": batch["image"], "label": batch["label"], "mask": batch["mask"]}, mesh)
     out = eval_step(variables, batch)
     correct += np.asarray(out["correct"])
     count += np.asarray(out["count"])
-  return top1_summary(correct, count, wnids)
+  return top1_summary(correct, count, wnids, skipped=skipped)
 
 
-def top1_summary(correct: np.ndarray, count: np.ndarray, wnids: Sequence[str]) -> dict:
-  """{"top1", "per_class_top1", "num_images"} from per-class counts of correct predictions and images."""
+def top1_summary(correct: np.ndarray, count: np.ndarray, wnids: Sequence[str], *, skipped: int) -> dict:
+  """{"top1", "per_class_top1", "num_images", "skipped_images"} from per-class counts of correct predictions
+  and images, and the number of unreadable images the loader masked out."""
   per_class = {w: 100.0 * int(c) / int(n) for w, c, n in zip(wnids, correct, count) if n}
   return {"top1": 100.0 * int(correct.sum()) / max(int(count.sum()), 1), "per_class_top1": per_class,
-          "num_images": int(count.sum())}
+          "num_images": int(count.sum()), "skipped_images": skipped}
 
 
 def train_loader(records: Sequence[dict], *, wnids: Sequence[str], epoch: int, config: ConfigDict,
@@ -131,7 +134,7 @@ def _train_epoch(train_step, state, records, *, wnids, epoch: int, config: Confi
   """One epoch; returns the state, the epoch's mean metrics and the losses of its first steps (for the
   step-by-step comparison with the PyTorch twin, jax_aug/twin)."""
   num_steps = pipeline.steps_per_epoch(len(records), config.global_batch_size)
-  loss_sum, correct_sum = jnp.zeros(()), jnp.zeros((), jnp.int32)
+  loss_sum, correct_sum, skipped = jnp.zeros(()), jnp.zeros((), jnp.int32), 0
   first_losses = []
   progress = tqdm(total=num_steps, desc=f"epoch {epoch}", unit="step", leave=False,
                   disable=jax.process_index() != 0)
@@ -141,13 +144,14 @@ def _train_epoch(train_step, state, records, *, wnids, epoch: int, config: Confi
     loss_sum, correct_sum = loss_sum + metrics["loss"], correct_sum + metrics["correct"]
     if epoch * num_steps + step < LOGGED_FIRST_STEPS:
       first_losses.append(metrics["loss"])
+    skipped += int(batch["skipped"].sum())  # unreadable images replaced by the next readable record
     progress.update()
     if (step + 1) % config.log_every_steps == 0:
       progress.set_postfix(loss=f"{float(metrics['loss']):.3f}")
   progress.close()
   return state, {"train_loss": float(loss_sum) / num_steps,
-                 "train_top1": 100.0 * int(correct_sum) / (num_steps * config.global_batch_size)}, [
-                     float(loss) for loss in first_losses]
+                 "train_top1": 100.0 * int(correct_sum) / (num_steps * config.global_batch_size),
+                 "train_skipped_images": skipped}, [float(loss) for loss in first_losses]
 
 
 def step_loss_rows(epoch: int, steps_per_epoch: int, losses: Sequence[float]) -> list[dict]:
@@ -180,7 +184,8 @@ def epoch_row(epoch: int, learning_rate: float, train_metrics: dict, val: dict, 
   """One row of metrics.jsonl (the PyTorch twin writes the same rows)."""
   images = pipeline.steps_per_epoch(num_train, config.global_batch_size) * config.global_batch_size
   return {"epoch": epoch, "learning_rate": learning_rate, **train_metrics,
-          "validation_top1": val["top1"], "best_validation_top1": plateau.best_accuracy,
+          "validation_top1": val["top1"], "validation_skipped_images": val["skipped_images"],
+          "best_validation_top1": plateau.best_accuracy,
           "best_epoch": plateau.best_epoch, "lr_reduced": decision.lr_reduced,
           "train_seconds": train_seconds, "train_images_per_second": images / train_seconds}
 

@@ -25,17 +25,18 @@ from typing import Mapping, Sequence
 import numpy as np
 from PIL import Image
 
+from jax_aug.data.imagenet_classes import class_by_wnid
 from jax_aug.io import JsonlManifest, atomic_write_bytes
 
 MANIFEST_GLOB = "manifest*.jsonl"
-_WNID_RE = re.compile(r"n\d{8}")
+WNID_RE = re.compile(r"n\d{8}")
 # Keys become file names: letters, digits, '_', '-', '.', never starting with '.', so no key can name a
 # hidden file, a parent directory or a path separator.
 _KEY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
 
 def validate_wnid(wnid: str) -> str:
-  if not isinstance(wnid, str) or not _WNID_RE.fullmatch(wnid):
+  if not isinstance(wnid, str) or not WNID_RE.fullmatch(wnid):
     raise ValueError(f"bad WordNet id {wnid!r}: expected 'n' followed by 8 digits, e.g. 'n01491361'")
   return wnid
 
@@ -83,7 +84,7 @@ class AugmentationSetWriter:
     name = "manifest.jsonl" if shard is None else f"manifest-{int(shard):05d}.jsonl"
     self.manifest = JsonlManifest(self.root / name)
     self._keys = set()
-    for row in _read_rows(self.root):
+    for _, row in _read_rows(self.root):
       if row.get("method") != method:
         raise ValueError(
             f"{self.root} holds images of method {row.get('method')!r} (key {row.get('key')!r}),"
@@ -113,30 +114,53 @@ class AugmentationSetWriter:
     return row
 
 
-def _read_rows(root: Path) -> list[dict]:
+def _read_rows(root: Path) -> list[tuple[str, dict]]:
+  """("<manifest>:<line>", row) of every manifest row of the set."""
   rows = []
   for manifest in sorted(root.glob(MANIFEST_GLOB)):
-    rows.extend(JsonlManifest(manifest).read())
+    rows.extend((f"{manifest}:{number}", row) for number, row in JsonlManifest(manifest).read_numbered())
   return rows
 
 
+def validate_row(row, root: Path, where: str) -> dict:
+  """A manifest row checked as untrusted input: a JSON object with a safe key, a known ILSVRC2012 wnid
+  and a path that resolves to a file inside `root`; returns it with `path` absolute. Errors name `where`
+  (manifest file and line)."""
+  if not isinstance(row, dict):
+    raise ValueError(f"{where}: expected a JSON object, got {type(row).__name__}")
+  missing = [field for field in ("wnid", "key", "path") if field not in row]
+  if missing:
+    raise ValueError(f"{where}: the row lacks {missing} (every row needs 'wnid', 'key' and 'path'): {row}")
+  try:
+    validate_key(row["key"])
+    class_by_wnid(validate_wnid(row["wnid"]))
+  except (ValueError, KeyError) as e:
+    raise ValueError(f"{where}: {e.args[0]}") from None
+  if not isinstance(row["path"], str) or Path(row["path"]).is_absolute():
+    raise ValueError(f"{where}: path {row['path']!r} must be relative to the set folder {root}")
+  path = (root / row["path"]).resolve()
+  if not path.is_relative_to(root):
+    raise ValueError(f"{where}: path {row['path']!r} resolves to {path}, outside the set folder {root}")
+  if not path.is_file():
+    raise FileNotFoundError(f"{where}: lists {row['path']} (key {row['key']}) but the file is missing")
+  return {**row, "path": str(path)}
+
+
 def load_augmentation_set(root: str | os.PathLike) -> list[dict]:
-  """All rows of an augmentation set, with `path` made absolute; every listed image must exist."""
+  """All rows of an augmentation set, validated (`validate_row`), with `path` made absolute."""
   root = Path(root).resolve()
   if not root.is_dir():
     raise FileNotFoundError(f"augmentation set directory not found: {root}")
-  rows = _read_rows(root)
-  if not rows:
+  numbered = _read_rows(root)
+  if not numbered:
     raise ValueError(f"{root}: no {MANIFEST_GLOB} rows: the augmentation set is empty")
-  seen = set()
-  for row in rows:
+  rows, seen = [], {}
+  for where, row in numbered:
+    row = validate_row(row, root, where)
     if row["key"] in seen:
-      raise ValueError(f"{root}: key {row['key']!r} is listed twice")
-    seen.add(row["key"])
-    path = root / row["path"]
-    if not path.is_file():
-      raise FileNotFoundError(f"{root}: manifest lists {row['path']} (key {row['key']}) but the file is missing")
-    row["path"] = str(path)
+      raise ValueError(f"{where}: key {row['key']!r} is listed twice (first at {seen[row['key']]})")
+    seen[row["key"]] = where
+    rows.append(row)
   return rows
 
 

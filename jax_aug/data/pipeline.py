@@ -9,6 +9,12 @@ equivalence tests of the classifier rely on. The last partial global batch is dr
 Evaluation (`make_eval_loader`) pads the last global batch and returns `mask` (True for real examples),
 so every example counts exactly once.
 
+An image that cannot be read (the data check keeps undecodable files out of the splits, so this means a
+disk error or a file changed since) never stops a run: it is logged as a warning, training substitutes
+the next readable record (index + 1, + 2, ...; its own crop and flip, so batches stay deterministic) and
+evaluation masks the row out; either way the batch's `skipped` flags count it, and the trainers put the
+count in their metrics.
+
 Global batch rows are split into contiguous blocks, host h taking rows [h*b, (h+1)*b): the layout
 `jax_aug.sharding.global_batch` (jax.make_array_from_process_local_data over a 1-D mesh) expects.
 Labels are positions in `wnids` (the study's class list after exclusion), never read from records.
@@ -16,6 +22,7 @@ Labels are positions in `wnids` (the study's class list after exclusion), never 
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Iterable, Mapping, Sequence
 
@@ -25,6 +32,10 @@ from absl import flags
 from PIL import Image
 
 from jax_aug.data.sources import ImageReader
+from jax_aug.data.transforms import resize_center_crop
+from jax_aug.io import ImageDecodeError
+
+log = logging.getLogger(__name__)
 
 # torchvision's ImageNet statistics, on the 0..255 scale.
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255
@@ -98,18 +109,7 @@ def train_transform(image: Image.Image, rng: np.random.Generator, image_size: in
 
 def eval_transform(image: Image.Image, image_size: int, crop_fraction: float = 0.875) -> np.ndarray:
   """torchvision's Resize(int(image_size / crop_fraction)) (shorter side) + CenterCrop(image_size)."""
-  short = int(image_size / crop_fraction)
-  width, height = image.size
-  if width <= height:
-    size = (short, int(short * height / width))
-  else:
-    size = (int(short * width / height), short)
-  image = image.resize(size, Image.BILINEAR)
-  top = int(round((size[1] - image_size) / 2.0))
-  left = int(round((size[0] - image_size) / 2.0))
-  if top < 0 or left < 0:
-    raise ValueError(f"resized image {size} is smaller than the crop {image_size}")
-  return np.asarray(image.crop((left, top, left + image_size, top + image_size)), np.uint8)
+  return resize_center_crop(image, int(image_size / crop_fraction), image_size, Image.Resampling.BILINEAR)
 
 
 def normalize(images: np.ndarray) -> np.ndarray:
@@ -128,17 +128,36 @@ class _LoadExample:
     self.seed, self.epoch = seed, epoch
     self.crop_scale, self.crop_ratio, self.crop_fraction = tuple(crop_scale), tuple(crop_ratio), crop_fraction
 
+  def _read(self, index: int):
+    try:
+      return self.reader(self.paths[index])
+    except (ImageDecodeError, OSError) as e:
+      log.warning("skipping unreadable image %s (counted as skipped in the metrics): %s", self.paths[index], e)
+      return None
+
+  def _padding(self, skipped: bool) -> dict:
+    return {"image": np.zeros((self.image_size, self.image_size, 3), np.uint8), "label": np.int32(0),
+            "index": np.int32(-1), "mask": False, "skipped": skipped}
+
   def __call__(self, index: int) -> dict:
     if index < 0:  # padding of the last evaluation batch
-      return {"image": np.zeros((self.image_size, self.image_size, 3), np.uint8), "label": np.int32(0),
-              "index": np.int32(-1), "mask": False}
-    image = self.reader(self.paths[index])
+      return self._padding(skipped=False)
+    image, skipped = self._read(index), False
+    if image is None and not self.train:
+      return self._padding(skipped=True)
+    first = index
+    while image is None:  # training: the next readable record takes the unreadable one's place
+      skipped, index = True, (index + 1) % len(self.paths)
+      if index == first:
+        raise RuntimeError(f"none of the {len(self.paths)} training records could be read")
+      image = self._read(index)
     if self.train:
       rng = np.random.default_rng([_AUGMENT_STREAM, self.seed, self.epoch, index])
       pixels = train_transform(image, rng, self.image_size, self.crop_scale, self.crop_ratio)
     else:
       pixels = eval_transform(image, self.image_size, self.crop_fraction)
-    return {"image": pixels, "label": self.labels[index], "index": np.int32(index), "mask": True}
+    return {"image": pixels, "label": self.labels[index], "index": np.int32(index), "mask": True,
+            "skipped": skipped}
 
 
 def _collate(examples: Sequence[dict]) -> dict:
@@ -147,6 +166,7 @@ def _collate(examples: Sequence[dict]) -> dict:
       "label": np.array([e["label"] for e in examples], np.int32),
       "index": np.array([e["index"] for e in examples], np.int32),
       "mask": np.array([e["mask"] for e in examples], bool),
+      "skipped": np.array([e["skipped"] for e in examples], bool),
   }
 
 
@@ -202,7 +222,8 @@ def make_train_loader(records: Sequence[dict], *, wnids: Sequence[str], epoch: i
                       process_index: int | None = None, process_count: int | None = None
                       ) -> Iterable[dict]:
   """One epoch of this host's training batches: {"image": float32 [b,H,W,3] normalized, "label": int32
-  [b], "index": int32 [b] (position in `records`), "mask": bool [b] (all True)}, b = global / hosts."""
+  [b], "index": int32 [b] (position in `records`), "mask": bool [b] (all True), "skipped": bool [b] (an
+  unreadable record replaced by the next readable one)}, b = global / hosts."""
   labels = label_map(wnids)
   _check_records(records, labels)
   steps = steps_per_epoch(len(records), global_batch_size)

@@ -10,6 +10,7 @@ Labels are never part of a record: the pipeline maps wnid -> label from the stud
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import re
 import threading
@@ -20,10 +21,13 @@ from PIL import Image
 from tqdm import tqdm
 
 from jax_aug.data.imagenet_classes import class_by_wnid
-from jax_aug.io import decode_image, load_image_file
+from jax_aug.io import DecodeOptions, decode_image, load_image_file
+
+log = logging.getLogger(__name__)
 
 TFDS_SCHEME = "tfds://"
-IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
+# What torchvision's ImageFolder accepts (torchvision.datasets.folder.IMG_EXTENSIONS), in any case.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 _TFDS_PATH_RE = re.compile(r"tfds://([A-Za-z0-9_]+)/(\d+)")
 
 
@@ -47,10 +51,23 @@ def _check_wnids(wnids: Iterable[str], where: str) -> None:
 
 
 def folder_records(split_dir: str | os.PathLike, wnids: Sequence[str] | None = None) -> list[dict]:
-  """All images of `split_dir/<wnid>/`, sorted by class then file name.
+  """All images of `split_dir/<wnid>/`, sorted by class then file name; files of other types are ignored
+  with a warning that counts them (`folder_listing` returns them)."""
+  records, ignored = folder_listing(split_dir, wnids)
+  if ignored:
+    log.warning("%s: ignored %d files that are not images (%s), e.g. %s", split_dir, len(ignored),
+                "/".join(IMAGE_SUFFIXES), ", ".join(ignored[:3]))
+  return records
 
-  `wnids=None` takes every class folder; otherwise exactly the given classes, each of which must exist.
-  A class folder without images, or a folder not named by an ILSVRC2012 wnid, is an error naming it.
+
+def folder_listing(split_dir: str | os.PathLike, wnids: Sequence[str] | None = None
+                   ) -> tuple[list[dict], list[str]]:
+  """(records of every image of `split_dir/<wnid>/` sorted by class then file name, the other files).
+
+  Images are the files whose suffix is one of IMAGE_SUFFIXES in any case, as for torchvision's
+  ImageFolder. `wnids=None` takes every class folder; otherwise exactly the given classes, each of which
+  must exist. A class folder without images, or a folder not named by an ILSVRC2012 wnid, is an error
+  naming it.
   """
   split_dir = Path(split_dir).resolve()
   if not split_dir.is_dir():
@@ -60,7 +77,7 @@ def folder_records(split_dir: str | os.PathLike, wnids: Sequence[str] | None = N
     if not wnids:
       raise ValueError(f"{split_dir}: no class folders (expected <wnid>/ folders of images)")
   _check_wnids(wnids, str(split_dir))
-  records = []
+  records, ignored = [], []
   for wnid in sorted(wnids):
     class_dir = split_dir / wnid
     if not class_dir.is_dir():
@@ -69,7 +86,8 @@ def folder_records(split_dir: str | os.PathLike, wnids: Sequence[str] | None = N
     if not files:
       raise ValueError(f"class folder {class_dir} holds no images ({'/'.join(IMAGE_SUFFIXES)})")
     records.extend({"wnid": wnid, "path": str(p)} for p in files)
-  return records
+    ignored.extend(sorted(str(p) for p in class_dir.iterdir() if p.is_file() and p.suffix.lower() not in IMAGE_SUFFIXES))
+  return records, ignored
 
 
 _tfds_sources: dict[tuple[str, str, str], object] = {}
@@ -130,21 +148,25 @@ def _tfds_label_names(data_dir: str, name: str) -> tuple[str, ...]:
 class ImageReader:
   """Reads the image of a record path: a file, or `tfds://split/index` from `tfds_data_dir`.
 
-  Holds only strings, so grain can pickle it into worker processes; each process opens the tfds data
-  sources lazily on first use.
+  Holds only strings and the decode options, so grain can pickle it into worker processes; each process
+  opens the tfds data sources lazily on first use. The data check (`jax_aug.data.check`) decodes with the
+  same reader as training.
   """
 
-  def __init__(self, tfds_data_dir: str | os.PathLike | None = None, tfds_name: str = "imagenet2012"):
+  def __init__(self, tfds_data_dir: str | os.PathLike | None = None, tfds_name: str = "imagenet2012",
+               options: DecodeOptions = DecodeOptions()):
     self.tfds_data_dir = None if tfds_data_dir is None else str(tfds_data_dir)
     self.tfds_name = tfds_name
+    self.options = options
 
   def __call__(self, path: str) -> Image.Image:
     if not path.startswith(TFDS_SCHEME):
-      return load_image_file(path)
+      return load_image_file(path, **self.options.as_kwargs())
     split, index = parse_tfds_path(path)
     if self.tfds_data_dir is None:
       raise ValueError(f"record {path} is a tfds record but no tfds data_dir was given")
     source = _tfds_source(self.tfds_data_dir, self.tfds_name, split)
     if index >= len(source):
       raise IndexError(f"record {path}: tfds {self.tfds_name}/{split} has only {len(source)} examples")
-    return decode_image(source[index]["image"], source=f"{path} ({self.tfds_data_dir})")
+    return decode_image(source[index]["image"], source=f"{path} ({self.tfds_data_dir})",
+                        **self.options.as_kwargs())

@@ -14,17 +14,24 @@ function of (the class's file list, seed): the permutation of class c uses its o
 
 Excluded classes (`excluded_classes.json`, `{wnid: reason}`) are dropped from every split; labels are
 assigned later from the remaining classes (see `study_wnids`), so exclusion never rewrites a manifest row.
+
+Quarantined images (those the data check, `jax_aug.data.check`, could not decode) never enter a split,
+and they move nothing else: the class is permuted over ALL its listed files, bad ones included, exactly as
+without the check, the per-class sizes k_c and k20_c are computed from the listed count n_c, and only
+then are the quarantined files taken out of the permuted order. So each quarantined file's place goes to
+the next valid image in that order (a quarantined subset image is replaced by the image that would have
+opened the validation block, and so on down the line), every other image keeps its split, and the
+per-class counts stay those of the class's listed size.
 """
 
 from __future__ import annotations
 
 import collections
-import json
 import logging
 import math
 import os
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Collection, Mapping, Sequence
 
 import numpy as np
 
@@ -49,8 +56,10 @@ def fraction_size(n: int, fraction: float) -> int:
 
 
 def make_splits(train_records: Sequence[dict], *, seed: int, subset_fraction: float = 0.1,
-                upper_bound_fraction: float = 0.2) -> dict[str, list[dict]]:
-  """subset / validation / subset_20 of `train_records` (see the module docstring)."""
+                upper_bound_fraction: float = 0.2, quarantined: Collection[str] = ()) -> dict[str, list[dict]]:
+  """subset / validation / subset_20 of `train_records`, without the `quarantined` paths (see the module
+  docstring for how they are replaced)."""
+  quarantined = set(quarantined)
   if not 0 < subset_fraction <= upper_bound_fraction:
     raise ValueError(f"need 0 < subset_fraction ({subset_fraction}) <= upper_bound_fraction"
                      f" ({upper_bound_fraction})")
@@ -62,11 +71,12 @@ def make_splits(train_records: Sequence[dict], *, seed: int, subset_fraction: fl
     candidates = sorted(by_class[wnid], key=lambda r: r["path"])
     n = len(candidates)
     k, k20 = fraction_size(n, subset_fraction), fraction_size(n, upper_bound_fraction)
-    if 2 * k + (k20 - k) > n:
-      raise ValueError(f"class {wnid} has {n} train images: too few for a subset of {k}, a disjoint"
-                       f" validation split of {k} and {k20 - k} more for the {upper_bound_fraction:.0%} subset")
     order = np.random.default_rng([seed, int(wnid[1:])]).permutation(n)
-    picked = [candidates[i] for i in order]
+    picked = [candidates[i] for i in order if candidates[i]["path"] not in quarantined]
+    if 2 * k + (k20 - k) > len(picked):
+      bad = f" ({n - len(picked)} quarantined, {len(picked)} usable)" if len(picked) < n else ""
+      raise ValueError(f"class {wnid} has {n} train images{bad}: too few for a subset of {k}, a disjoint"
+                       f" validation split of {k} and {k20 - k} more for the {upper_bound_fraction:.0%} subset")
     splits["subset"].extend(picked[:k])
     splits["validation"].extend(picked[k:2 * k])
     splits["subset_20"].extend(picked[:k] + picked[2 * k:k + k20])
@@ -109,7 +119,7 @@ def apply_exclusions(records: Sequence[dict], excluded: Mapping[str, str]) -> li
 
 def write_manifest(path: str | os.PathLike, records: Sequence[dict]) -> None:
   """Writes a whole split manifest at once (temp + rename): it is complete or absent, never partial."""
-  atomic_write_text(path, "".join(json.dumps(dict(r), sort_keys=True) + "\n" for r in records))
+  atomic_write_text(path, "".join(JsonlManifest.line(dict(r)) for r in records))
 
 
 def read_manifest(path: str | os.PathLike, *, check_files: bool = True) -> list[dict]:
@@ -118,10 +128,15 @@ def read_manifest(path: str | os.PathLike, *, check_files: bool = True) -> list[
   path = Path(path)
   if not path.is_file():
     raise FileNotFoundError(f"split manifest not found: {path}")
-  records = JsonlManifest(path).read()
-  for number, record in enumerate(records, start=1):
-    if "wnid" not in record or "path" not in record:
+  records = []
+  for number, record in JsonlManifest(path).read_numbered():
+    if not isinstance(record, dict) or "wnid" not in record or "path" not in record:
       raise ValueError(f"{path}:{number}: a record needs 'wnid' and 'path', got {record}")
+    try:
+      class_by_wnid(record["wnid"])
+    except KeyError as e:
+      raise ValueError(f"{path}:{number}: {e.args[0]}") from None
+    records.append(record)
     if record["path"].startswith("tfds://"):
       continue
     file = Path(record["path"])
@@ -139,23 +154,49 @@ def dataset_dirs(config, workdir: str | os.PathLike) -> tuple[Path, Path]:
   return root, Path(config.tfds_data_dir) if config.tfds_data_dir else root / "tfds"
 
 
-def _source_records(config, workdir, split: str, wnids: Sequence[str] | None) -> list[dict]:
-  """Records of the train ('train') or official validation ('val') split of the configured source."""
+def _source_records(config, workdir, split: str, wnids: Sequence[str] | None) -> tuple[list[dict], list[str]]:
+  """(records, ignored files) of the train ('train') or official validation ('val') split of the
+  configured source."""
   root, tfds_data_dir = dataset_dirs(config, workdir)
   if config.source == "folder":
-    return sources.folder_records(root / split, wnids)
+    return sources.folder_listing(root / split, wnids)
   if config.source == "tfds":
     tfds_split = {"train": "train", "val": "validation"}[split]
-    return sources.tfds_records(tfds_data_dir, tfds_split, name=config.tfds_name, wnids=wnids)
+    return sources.tfds_records(tfds_data_dir, tfds_split, name=config.tfds_name, wnids=wnids), []
   raise ValueError(f"unknown data source {config.source!r}: expected 'folder' or 'tfds'")
 
 
-def prepare_splits(config, workdir: str | os.PathLike) -> dict[str, Path]:
+def ensure_dataset(config, workdir: str | os.PathLike) -> None:
+  """With `config.synthetic` set, draws the synthetic dataset into its root (see `dataset_dirs`) when absent."""
+  root, _ = dataset_dirs(config, workdir)
+  if config.get("synthetic") and not (root / COMPLETE_FILE).exists():
+    synthetic = config.synthetic
+    make_synthetic_imagenet(root, wnids=config.wnids, train_per_class=synthetic.train_per_class,
+                            val_per_class=synthetic.val_per_class, image_size=synthetic.image_size,
+                            seed=synthetic.seed, tfds=config.source == "tfds")
+
+
+def source_records(config, workdir: str | os.PathLike) -> tuple[dict[str, list[dict]], list[str]]:
+  """({"train", "val"}: every record of the configured source's two splits (the study's classes), the
+  files of the folder layout that are not images by their suffix)."""
+  wnids = None if config.wnids is None else list(config.wnids)
+  listed, ignored = {}, []
+  for split in ("train", "val"):
+    listed[split], split_ignored = _source_records(config, workdir, split, wnids)
+    ignored += split_ignored
+  if ignored:
+    log.warning("ignored %d files that are not images (%s), e.g. %s", len(ignored), "/".join(sources.IMAGE_SUFFIXES),
+                ", ".join(ignored[:3]))
+  return listed, ignored
+
+
+def prepare_splits(config, workdir: str | os.PathLike, *, quarantine: Mapping[str, str] = ()) -> dict[str, Path]:
   """Writes `<workdir>/splits/{subset,validation,subset_20,test}.jsonl` and `info.json`; returns the paths.
 
-  `config` is the data block of configs/base/data.py. With `config.synthetic` set, the synthetic dataset
-  is drawn into its root (see `dataset_dirs`) first, when absent. Manifests already present are kept (resume), since
-  they are a pure function of the source and the seed.
+  `config` is the data block of configs/base/data.py; the synthetic dataset is drawn first when configured
+  (`ensure_dataset`). `quarantine` ({path: reason}, the data check's `read_quarantine`) names images that
+  no split may hold (see the module docstring). Manifests already present are kept (resume), since they
+  are a pure function of the source, the quarantine and the seed.
   """
   split_dir = Path(workdir) / "splits"
   paths = {name: split_dir / f"{name}.jsonl" for name in SPLIT_NAMES}
@@ -163,24 +204,21 @@ def prepare_splits(config, workdir: str | os.PathLike) -> dict[str, Path]:
   if info_path.exists() and all(p.exists() for p in paths.values()):
     log.info("splits already written in %s", split_dir)
     return paths
-  root, _ = dataset_dirs(config, workdir)
-  if config.get("synthetic") and not (root / COMPLETE_FILE).exists():
-    synthetic = config.synthetic
-    make_synthetic_imagenet(root, wnids=config.wnids, train_per_class=synthetic.train_per_class,
-                            val_per_class=synthetic.val_per_class, image_size=synthetic.image_size,
-                            seed=synthetic.seed, tfds=config.source == "tfds")
+  ensure_dataset(config, workdir)
+  quarantine = dict(quarantine)
   excluded = load_exclusions(config.excluded_classes) if config.get("excluded_classes") else {}
-  wnids = None if config.wnids is None else list(config.wnids)
-  train = apply_exclusions(_source_records(config, workdir, "train", wnids), excluded)
+  listed, _ = source_records(config, workdir)
+  train = apply_exclusions(listed["train"], excluded)
   splits = make_splits(train, seed=config.split_seed, subset_fraction=config.subset_fraction,
-                       upper_bound_fraction=config.upper_bound_fraction)
-  splits["test"] = apply_exclusions(_source_records(config, workdir, "val", wnids), excluded)
+                       upper_bound_fraction=config.upper_bound_fraction, quarantined=quarantine)
+  splits["test"] = [r for r in apply_exclusions(listed["val"], excluded) if r["path"] not in quarantine]
   for name, records in splits.items():
     write_manifest(paths[name], records)
   atomic_write_json(info_path, {
       "wnids": study_wnids(sorted({r["wnid"] for r in train}), excluded),
       "excluded": dict(excluded),
       "train_per_class": per_class_counts(train),
+      "quarantined_per_class": per_class_counts([r for r in train + listed["val"] if r["path"] in quarantine]),
       "split_per_class": {name: per_class_counts(records) for name, records in splits.items()},
       "seed": config.split_seed,
       "subset_fraction": config.subset_fraction,

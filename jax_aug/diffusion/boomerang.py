@@ -7,8 +7,6 @@ does (`strength` = fraction of the schedule that is re-run). Defaults and why: d
 
 from __future__ import annotations
 
-import numpy as np
-from PIL import Image
 
 
 def start_step(num_inference_steps: int, strength: float) -> int:
@@ -21,17 +19,3 @@ def start_step(num_inference_steps: int, strength: float) -> int:
                      " raise the strength or the step count")
   return max(num_inference_steps - init_timestep, 0)
 
-
-def preprocess(image: Image.Image, resolution: int) -> np.ndarray:
-  """An RGB image as the VAE expects it: shorter side resized to `resolution` (bicubic), centre crop,
-  [3, H, W] float32 in [-1, 1]."""
-  image = image.convert("RGB")
-  w, h = image.size
-  scale = resolution / min(w, h)
-  image = image.resize((max(resolution, round(w * scale)), max(resolution, round(h * scale))),
-                       Image.Resampling.BICUBIC)
-  w, h = image.size
-  left, top = (w - resolution) // 2, (h - resolution) // 2
-  image = image.crop((left, top, left + resolution, top + resolution))
-  array = np.asarray(image, dtype=np.float32) / 127.5 - 1.0
-  return array.transpose(2, 0, 1)

@@ -30,6 +30,7 @@ from tqdm import tqdm
 from jax_aug import sharding
 from jax_aug.data.augmentation_set import AugmentationSetWriter, item_key as augmentation_item_key
 from jax_aug.data.imagenet_classes import class_by_wnid
+from jax_aug.data.transforms import vae_image
 from jax_aug.diffusion import boomerang, conditioning
 from jax_aug.diffusion.loading import StableDiffusion
 from jax_aug.diffusion.safety import make_safety_fn
@@ -254,6 +255,13 @@ def check_requests(requests: Sequence[Request]) -> None:
     seen.add(r.key)
 
 
+def _check_image_reader(read_image) -> None:
+  if read_image is None:
+    raise ValueError("Boomerang (settings.boomerang_strength > 0) starts from subset images, so it needs"
+                     " read_image= (a path -> PIL image reader, e.g. jax_aug.data.sources.ImageReader()); none"
+                     " was given")
+
+
 def generate_batch(sampler: Sampler, requests: Sequence[Request], attempts: Sequence[int], *, seed: int,
                    read_image: Callable[[str], Image.Image] | None = None) -> np.ndarray:
   """uint8 images [B, H, W, 3] of a (padded) batch of requests at the given attempts."""
@@ -264,7 +272,8 @@ def generate_batch(sampler: Sampler, requests: Sequence[Request], attempts: Sequ
     missing = [r.key for r in requests if not r.init_image]
     if missing:
       raise ValueError(f"Boomerang requests {missing[:3]} have no init_image")
-    init = np.stack([boomerang.preprocess(read_image(r.init_image), sampler.resolution) for r in requests])
+    _check_image_reader(read_image)
+    init = np.stack([vae_image(read_image(r.init_image), sampler.resolution) for r in requests])
   return to_uint8(sampler.generate(noise, sampler.conditionings(requests), init_images=init))
 
 
@@ -289,6 +298,8 @@ def sample_requests(
   process_count-th batch and writes its own manifest shard.
   """
   check_requests(requests)
+  if settings.boomerang_strength:
+    _check_image_reader(read_image)
   out_dir = Path(out_dir)
   sampler = get_sampler(model, settings, mesh)
   if batch_size < 1 or batch_size % sampler.mesh.size:

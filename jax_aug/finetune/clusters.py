@@ -62,6 +62,10 @@ def class_clusters(config: Any, train_records: Sequence[dict], val_records: Sequ
     if saved["k"] != k or saved["wnids"] != list(wnids):
       raise ValueError(f"{path} holds clusters for k={saved['k']} over other classes; "
                        f"expected k={k} for {len(wnids)} classes (delete it to recluster)")
+    missing = [r["path"] for r in list(train_records) + list(val_records) if r["path"] not in saved["assignments"]]
+    if missing:
+      raise ValueError(f"{path} is stale: it assigns no cluster to {len(missing)} of the current subset/validation"
+                       f" images (e.g. {missing[0]}); the splits changed since it was written: delete it to recluster")
     return saved["assignments"]
   variables = inception_variables(config)
   records = list(train_records) + list(val_records)

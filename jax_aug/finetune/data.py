@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import logging
 from typing import Any, Callable, Iterator, Sequence
 
 import jax
@@ -18,6 +19,10 @@ from PIL import Image
 
 from jax_aug.data import prompts
 from jax_aug.data.imagenet_classes import ClassInfo
+from jax_aug.data.transforms import vae_image
+from jax_aug.io import ImageDecodeError
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,19 +31,6 @@ class Example:
   label: int
   index: int  # position in its split's record list: the per-item key of its noise and template
   conditioning_index: int
-
-
-def sd_image(image: Image.Image, resolution: int) -> np.ndarray:
-  """Resize the shorter side to `resolution` (bicubic), centre-crop, scale to [-1, 1]: float32 [3, R, R],
-  the input diffusers' SD training scripts give the VAE."""
-  w, h = image.size
-  scale = resolution / min(w, h)
-  image = image.convert("RGB").resize((max(resolution, round(w * scale)), max(resolution, round(h * scale))),
-                                      Image.BICUBIC)
-  w, h = image.size
-  left, top = (w - resolution) // 2, (h - resolution) // 2
-  x = np.asarray(image.crop((left, top, left + resolution, top + resolution)), np.float32)
-  return (x / 127.5 - 1.0).transpose(2, 0, 1)
 
 
 def template_seed(seed: int, epoch: int) -> int:
@@ -62,7 +54,10 @@ def epoch_order(num_examples: int, global_batch_size: int, *, seed: int, epoch: 
 
 
 class BatchReader:
-  """Host-local batch dicts for the positions this process feeds (its block of each global batch)."""
+  """Host-local batch dicts for the positions this process feeds (its block of each global batch).
+
+  An image that cannot be read (a disk error, a file changed since the data check) is logged and skipped:
+  its row gets weight 0, like padding, and `skipped` counts it (the trainer logs the count)."""
 
   def __init__(self, examples: Sequence[Example], classes: Sequence[ClassInfo], *,
                read_image: Callable[[str], Image.Image], resolution: int, tokenizer: Any | None,
@@ -77,9 +72,15 @@ class BatchReader:
     self._pool = concurrent.futures.ThreadPoolExecutor(num_threads)
     # A separate thread for the prefetch, so it never waits on a pool its own image reads need.
     self._prefetch = concurrent.futures.ThreadPoolExecutor(1)
+    self.skipped = 0
 
-  def _load(self, position: int) -> np.ndarray:
-    return sd_image(self.read_image(self.examples[position].path), self.resolution)
+  def _load(self, position: int) -> np.ndarray | None:
+    path = self.examples[position].path
+    try:
+      return vae_image(self.read_image(path), self.resolution)
+    except (ImageDecodeError, OSError) as e:
+      log.warning("skipping unreadable image %s (weight 0, counted as skipped): %s", path, e)
+      return None
 
   def host_positions(self, global_positions: np.ndarray) -> np.ndarray:
     n = len(global_positions) // jax.process_count()
@@ -90,10 +91,13 @@ class BatchReader:
     real = positions >= 0
     safe = np.where(real, positions, positions[real][0] if real.any() else 0)
     images = list(self._pool.map(self._load, safe.tolist()))
+    unreadable = np.array([image is None for image in images])
+    self.skipped += int((unreadable & real).sum())
+    blank = np.zeros((3, self.resolution, self.resolution), np.float32)
     batch = {
-        "image": np.stack(images),
+        "image": np.stack([blank if image is None else image for image in images]),
         "index": np.asarray([self.examples[p].index for p in safe], np.int32),
-        "weight": real.astype(np.float32),
+        "weight": (real & ~unreadable).astype(np.float32),
         "conditioning_index": np.asarray([self.examples[p].conditioning_index for p in safe], np.int32),
     }
     if self.tokenizer is not None:

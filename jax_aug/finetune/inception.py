@@ -23,6 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
+from jax_aug.data.transforms import resize_center_crop
+
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 FEATURE_DIM = 2048
@@ -245,12 +247,5 @@ def load_torchvision_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray
 def preprocess(image: Image.Image, size: int = 299) -> np.ndarray:
   """torchvision's Inception_V3_Weights transform: resize the short side to size*342/299 (bilinear),
   centre-crop size x size, scale to [0, 1], ImageNet-normalize. Returns float32 [size, size, 3]."""
-  resize = int(size * 342 / 299)
-  w, h = image.size
-  scale = resize / min(w, h)
-  image = image.convert("RGB").resize((max(size, round(w * scale)), max(size, round(h * scale))),
-                                      Image.BILINEAR)
-  w, h = image.size
-  left, top = (w - size) // 2, (h - size) // 2
-  x = np.asarray(image.crop((left, top, left + size, top + size)), np.float32) / 255.0
+  x = resize_center_crop(image, int(size * 342 / 299), size, Image.Resampling.BILINEAR) / np.float32(255.0)
   return (x - IMAGENET_MEAN) / IMAGENET_STD

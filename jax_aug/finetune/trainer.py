@@ -73,6 +73,9 @@ def split_records(data_config: Any, splits_dir: str, workdir: Path
   wnids = list(info["wnids"])
   train = subsets.read_manifest(splits_dir / "subset.jsonl")
   validation = subsets.read_manifest(splits_dir / "validation.jsonl")
+  if not validation:
+    raise ValueError(f"{splits_dir / 'validation.jsonl'} lists no images: fine-tuning stops on the validation"
+                     " loss (and keeps the best-validation checkpoint), so it needs a non-empty validation split")
   _, tfds_dir = subsets.dataset_dirs(data_config, workdir / "data")
   return wnids, train, validation, ImageReader(tfds_dir)
 
@@ -100,6 +103,10 @@ def learning_rates(config: Any) -> dict[str, float]:
 def make_optimizer(config: Any, trainable: dict) -> optax.GradientTransformation:
   """AdamW per trainable group (own learning rate), after global-norm gradient clipping."""
   rates = learning_rates(config)
+  unknown = sorted(set(trainable) - set(rates))
+  if unknown:
+    raise ValueError(f"trainable group(s) {unknown} have no learning rate: expected groups among {sorted(rates)}"
+                     " (config.learning_rate.<group>)")
   opt = config.optimizer
   groups = {name: optax.adamw(rates[name], b1=opt.b1, b2=opt.b2, eps=opt.eps,
                               weight_decay=opt.weight_decay) for name in trainable}
@@ -319,7 +326,8 @@ def finetune(config: Any, workdir: str | Path) -> dict:
       progress["epoch_train_losses"].append(loss)
       bar.set_postfix(loss=f"{loss:.4f}")
       if is_writer:
-        metrics.append({"step": progress["step"], "epoch": epoch, "train_loss": loss})
+        metrics.append({"step": progress["step"], "epoch": epoch, "train_loss": loss,
+                        "skipped_images": train_reader.skipped})
       every = config.checkpoint_every_steps
       if every and progress["step"] % every == 0 and progress["step_in_epoch"] < len(order):
         save_progress(f"{CHECKPOINT_DIR}/state_{progress['step']}")
@@ -339,7 +347,8 @@ def finetune(config: Any, workdir: str | Path) -> dict:
                     if stop else None)
     if is_writer:
       metrics.append({"epoch": epoch, "step": progress["step"], "epoch_train_loss": train_loss,
-                      "val_loss": val_loss, "kept": kept, "stopped": progress["stopped"]})
+                      "val_loss": val_loss, "kept": kept, "stopped": progress["stopped"],
+                      "val_skipped_images": val_reader.skipped})
     save_progress(None if stop else f"{CHECKPOINT_DIR}/state_{progress['step']}")
     for stale in checkpoints.glob("epoch_*") if is_writer else ():
       # Also clears orbax's `epoch_<e>.orbax-checkpoint-tmp` left by a save that a crash cut short.

@@ -33,6 +33,18 @@ class Fetched:
   image: Image.Image | None
   error: str | None
   status: str  # "success", "failed_to_download", "failed_to_decode"
+  size: tuple[int, int] | None = None  # (width, height) as decoded (EXIF-upright), before the resize
+
+
+def _options(config) -> dict:
+  """decode_image's options for downloads: our limits, EXIF orientation applied (phone photos stand
+  upright), transparency over the configured background."""
+  return {"max_bytes": config.max_bytes, "max_pixels": config.max_pixels, "exif_orientation": True,
+          "background": tuple(config.background)}
+
+
+def _success(item_id: int, image: Image.Image, config) -> Fetched:
+  return Fetched(item_id, resize_shorter_side(image, config.image_size), None, "success", image.size)
 
 
 def resize_shorter_side(image: Image.Image, size: int) -> Image.Image:
@@ -48,10 +60,10 @@ def resize_shorter_side(image: Image.Image, size: int) -> Image.Image:
 
 def _decode(item_id: int, data: bytes, source: str, config) -> Fetched:
   try:
-    image = decode_image(data, source=source, max_bytes=config.max_bytes, max_pixels=config.max_pixels)
+    image = decode_image(data, source=source, **_options(config))
   except ImageDecodeError as e:
     return Fetched(item_id, None, str(e), "failed_to_decode")
-  return Fetched(item_id, resize_shorter_side(image, config.image_size), None, "success")
+  return _success(item_id, image, config)
 
 
 def fetch_urls(items: Sequence[tuple[int, str]], config, *, scratch: str | os.PathLike) -> list[Fetched]:
@@ -109,11 +121,11 @@ def fetch_local(items: Sequence[tuple[int, str]], config, *, root: str | os.Path
       outcomes.append(Fetched(item_id, None, f"path {relative!r} is outside the image root {root}", "failed_to_download"))
       continue
     try:
-      image = load_image_file(path, max_bytes=config.max_bytes, max_pixels=config.max_pixels)
+      image = load_image_file(path, **_options(config))
     except FileNotFoundError as e:
       outcomes.append(Fetched(item_id, None, str(e), "failed_to_download"))
     except ImageDecodeError as e:
       outcomes.append(Fetched(item_id, None, str(e), "failed_to_decode"))
     else:
-      outcomes.append(Fetched(item_id, resize_shorter_side(image, config.image_size), None, "success"))
+      outcomes.append(_success(item_id, image, config))
   return outcomes

@@ -68,6 +68,23 @@ def nsfw_flag_reasons(flags: Sequence[str | None], unsafe_values: Sequence[str] 
           for flag in flags]
 
 
+def shorter_side_reasons(sizes: Sequence[tuple[int, int]], min_side: int | None) -> list[str | None]:
+  """Drops images whose shorter side (of the decoded image, before any resize) is below `min_side`:
+  1x1 placeholders, icons, thumbnails. None disables."""
+  if min_side is None:
+    return [None] * len(sizes)
+  return [f"shorter side {min(w, h)} px < {min_side}" if min(w, h) < min_side else None for w, h in sizes]
+
+
+def aspect_ratio_reasons(sizes: Sequence[tuple[int, int]], max_ratio: float | None) -> list[str | None]:
+  """Drops images whose longer / shorter side exceeds `max_ratio`: strips and banners, of which a square
+  crop shows almost nothing. None disables."""
+  if max_ratio is None:
+    return [None] * len(sizes)
+  return [f"aspect ratio {max(w, h) / min(w, h):.2f} > {max_ratio}" if max(w, h) > max_ratio * min(w, h) else None
+          for w, h in sizes]
+
+
 def safety_checker_reasons(flagged: Sequence[bool]) -> list[str | None]:
   return ["flagged by the safety checker" if bool(f) else None for f in flagged]
 

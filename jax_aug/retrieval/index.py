@@ -117,7 +117,12 @@ class LocalIndex:
     flags = faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY if memory_map else 0
     self.index = faiss.read_index(str(index_path), flags)
     if nprobe is not None:
-      faiss.extract_index_ivf(self.index).nprobe = int(nprobe)
+      try:
+        ivf = faiss.extract_index_ivf(self.index)
+      except RuntimeError:
+        raise ValueError(f"index.nprobe={nprobe} applies to IVF indexes only, but {index_path} is a"
+                         f" {type(self.index).__name__}, which searches every vector: set index.nprobe=None") from None
+      ivf.nprobe = int(nprobe)
     self.metadata = ParquetMetadata(self.folder / METADATA_DIR, columns)
     if self.metadata.num_rows != self.index.ntotal:
       raise ValueError(f"{self.folder}: {INDEX_FILE} holds {self.index.ntotal} vectors but metadata has"

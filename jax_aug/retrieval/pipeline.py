@@ -5,7 +5,9 @@ write them as an augmentation set; classes that never get there go to the study'
 Order of the filters per candidate (each recorded with its reason):
   index:    near-duplicates (clip-retrieval's detector, inside the kNN query)
   metadata: NSFW flag, aesthetic score column (both before any download)
-  download: fetch (img2dataset or local file), bounded decode, resize
+  download: fetch (img2dataset or local file), bounded decode (EXIF orientation applied, transparency
+            over download.background), resize
+  size:     shorter side below filters.min_shorter_side, aspect ratio above filters.max_aspect_ratio
   pixels:   SD safety checker; aesthetic predictor on the image's CLIP embedding when there is no column
 
 Resumable and deterministic: every candidate fetched is recorded in `candidates.jsonl` (and, when kept,
@@ -120,6 +122,14 @@ class _Run:
     # Per candidate, the stage that dropped it (or "kept"): counted in metrics.jsonl.
     stages = ["kept" if o.image is not None else o.status for o in outcomes]
     ok = [i for i, o in enumerate(outcomes) if o.image is not None]
+    sizes = [outcomes[i].size for i in ok]
+    for stage, stage_reasons in (
+        ("min_shorter_side", filters.shorter_side_reasons(sizes, self.config.filters.min_shorter_side)),
+        ("max_aspect_ratio", filters.aspect_ratio_reasons(sizes, self.config.filters.max_aspect_ratio))):
+      for i, reason in zip(ok, stage_reasons):
+        if reason is not None and reasons[i] is None:
+          reasons[i], stages[i] = reason, stage
+    ok = [i for i in ok if reasons[i] is None]
     aesthetic = [n.metadata.get(self.config.filters.aesthetic_column) for n in neighbours]
     if ok and self.c.safety_fn is not None:
       flagged = self._safety([outcomes[i].image for i in ok])

@@ -2,7 +2,9 @@
 
 Stages, in order (each a directory `<workdir>/<name>` and a record in `<workdir>/stages/`):
 
-  data                       the dataset (synthetic at tiny scale) and its splits: 10% subset, validation,
+  check                      the data check: every image of the dataset (drawn first at tiny scale) decoded
+                             once; undecodable ones are quarantined (jax_aug.data.check)
+  data                       the dataset's splits without quarantined images: 10% subset, validation,
                              20% subset, evaluation split
   retrieval                  retrieval's augmentation set and the class-exclusion list (study-wide)
   models                     tiny scale only: the one tiny random-init SD every DM method starts from
@@ -84,7 +86,9 @@ def plan(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> list[
   names = {m.name for m in selected}
   seed = config.seed
   data_dir = workdir / "data"
-  stages = [Stage("data", {"data": config.data}, lambda out: wiring.prepare_data(config.data, out))]
+  stages = [Stage("check", {"data": config.data}, lambda out: wiring.check_data(config.data, out, data_dir=data_dir)),
+            Stage("data", {"data": config.data},
+                  lambda out: wiring.prepare_data(config.data, out, check_dir=workdir / "check"), ("check",))]
   # Retrieval is the only source of the exclusion list, so it runs first whenever it is selected;
   # without it no class is excluded (the report says so).
   has_retrieval = "retrieval" in names

@@ -19,13 +19,27 @@ EVAL_SPLIT = "test"
 EVAL_SPLIT_DESCRIPTION = "the test split (the official ILSVRC2012 validation images; tiny: the synthetic 'val' images)"
 
 
-def prepare_data(data_config, out: Path) -> None:
-  """The dataset (drawn first at tiny scale) and its splits in `out/splits/`; no exclusions yet."""
+def check_data(data_config, out: Path, *, data_dir: Path) -> None:
+  """The data check (`jax_aug.data.check`) of every train and val image of the study's source, into
+  `out` (quarantine.jsonl, summary.json), before any split is drawn; the dataset is drawn first at tiny
+  scale, into `data_dir` where the data stage reads it."""
+  from jax_aug.data import check, sources
+  subsets.ensure_dataset(data_config, data_dir)
+  listed, ignored = subsets.source_records(data_config, data_dir)
+  reader = sources.ImageReader(subsets.dataset_dirs(data_config, data_dir)[1], data_config.tfds_name)
+  check.check_records(listed["train"] + listed["val"], out, reader=reader, num_workers=data_config.check.num_workers,
+                      strict=data_config.check.strict, ignored=ignored)
+
+
+def prepare_data(data_config, out: Path, *, check_dir: Path) -> None:
+  """The dataset's splits in `out/splits/`, without the images the data check in `check_dir` quarantined;
+  no exclusions yet."""
+  from jax_aug.data import check
   if data_config.get("excluded_classes"):
     raise ValueError(
         "config.data.excluded_classes must be empty in a study: the study excludes the classes retrieval"
         " could not fill, for every method alike, after retrieval ran")
-  subsets.prepare_splits(data_config, out)
+  subsets.prepare_splits(data_config, out, quarantine=check.read_quarantine(check_dir))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -137,31 +137,34 @@ def evaluate(model: nn.Module, records: Sequence[dict], *, wnids: Sequence[str],
   model.eval()
   correct = np.zeros(len(wnids), np.int64)
   count = np.zeros(len(wnids), np.int64)
+  skipped = 0
   for batch in train.eval_loader(records, wnids=wnids, config=config, process_index=0, process_count=1):
+    skipped += int(batch["skipped"].sum())
     with _autocast(device, config.model.dtype):
       predicted = model(to_tensor(batch["image"], device)).argmax(-1).cpu().numpy()
     mask, labels = batch["mask"], batch["label"]
     np.add.at(correct, labels[mask], (predicted == labels)[mask])
     np.add.at(count, labels[mask], 1)
-  return train.top1_summary(correct, count, wnids)
+  return train.top1_summary(correct, count, wnids, skipped=skipped)
 
 
 def _train_epoch(model, optimizer, records, *, wnids, epoch: int, config: ConfigDict, device):
   num_steps = pipeline.steps_per_epoch(len(records), config.global_batch_size)
   loss_sum = torch.zeros((), device=device)
   correct_sum = torch.zeros((), dtype=torch.int64, device=device)
-  first_losses = []
+  first_losses, skipped = [], 0
   loader = train.train_loader(records, wnids=wnids, epoch=epoch, config=config, process_index=0, process_count=1)
   for step, batch in enumerate(tqdm(loader, total=num_steps, desc=f"torch epoch {epoch}", unit="step", leave=False)):
     loss, correct = train_step(model, optimizer, to_tensor(batch["image"], device),
                                torch.from_numpy(batch["label"]).long().to(device), dtype=config.model.dtype)
     loss_sum += loss
     correct_sum += correct
+    skipped += int(batch["skipped"].sum())
     if epoch * num_steps + step < train.LOGGED_FIRST_STEPS:
       first_losses.append(loss)
   return {"train_loss": float(loss_sum) / num_steps,
-          "train_top1": 100.0 * int(correct_sum) / (num_steps * config.global_batch_size)}, [
-              float(loss) for loss in first_losses]
+          "train_top1": 100.0 * int(correct_sum) / (num_steps * config.global_batch_size),
+          "train_skipped_images": skipped}, [float(loss) for loss in first_losses]
 
 
 class TwinCheckpoints:
