@@ -112,3 +112,19 @@ def test_method_selection_names_unknown_methods():
   assert len(methods_lib.select("all")) == len(methods_lib.METHODS)
   with pytest.raises(ValueError, match=r"unknown method\(s\) \['simple'\]"):
     methods_lib.select("simple,retrieval")
+
+
+def test_paper_prompts_use_all_lemmas_and_clip_prompts_fill_in_w_of_n(paper):
+  from jax_aug.diffusion import methods as sampling_methods
+  shark = "n01491361"  # lemmas: tiger shark, Galeocerdo cuvieri
+  for name, first in (("simple_prompt", "A photo of tiger shark, Galeocerdo cuvieri."),
+                      ("simple_prompt_no_ws", "A photo of tigershark,Galeocerdocuvieri.")):
+    c = paper.method[name]
+    requests = sampling_methods.build_requests(c.method, wnids=[shark], images_per_class=2, seed=c.seed,
+                                               lemmas=c.prompt_lemmas)
+    assert [r.prompt for r in requests] == [first, first]
+  c = paper.method.clip_prompts
+  requests = sampling_methods.build_requests(c.method, wnids=[shark], images_per_class=100, seed=c.seed,
+                                             lemmas=c.prompt_lemmas)
+  assert all(r.prompt.endswith("tigershark,Galeocerdocuvieri.") or "tigershark,Galeocerdocuvieri " in r.prompt
+             for r in requests)
