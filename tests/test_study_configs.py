@@ -59,14 +59,27 @@ def test_paper_classifier_recipe(paper):
 def test_paper_finetuning_epochs_and_checkpoint_sets(paper, method):
   c = paper.method[method]
   assert c.model.path == SD14 and c.resolution == 512 and c.images_per_class == 390
-  c = c.finetune
-  assert c.policy.max_epochs == 40
-  # The checkpoints the policy keeps after a 40-epoch run: best train, best validation and epochs 1-3
-  # (Imagic: each of the first 8 epochs).
-  history = [checkpoint_policy.EpochLosses(e, 1.0 / e, 1.0 + abs(e - 20)) for e in range(1, 41)]
-  kept = checkpoint_policy.checkpoints_to_keep(history, c.policy.keep_epochs, c.policy.keep_best)
-  epochs = range(1, 9) if method == "imagic" else range(1, 4)
-  assert kept == {"best_train": 40, "best_val": 20, **{f"epoch_{e}": e for e in epochs}}
+  p = c.finetune.policy
+  # The epochs the trainer's loop runs (should_stop after each), then the checkpoints the policy keeps.
+  # Validation loss falls until epoch 20, then rises; Imagic's still falls at 40 (paper Sec. 3.2) and also
+  # when it rises from epoch 2 on, Imagic trains exactly 8 epochs.
+  for val_curve in ((lambda e: 1.0 + abs(e - 20)), (lambda e: 1.0 + abs(e - 1))):
+    history = []
+    for e in range(1, 100):
+      history.append(checkpoint_policy.EpochLosses(e, 1.0 / e, val_curve(e)))
+      if checkpoint_policy.should_stop([h.val_loss for h in history], patience=p.patience, max_epochs=p.max_epochs,
+                                       min_relative_improvement=p.min_relative_improvement):
+        break
+    kept = checkpoint_policy.checkpoints_to_keep(history, p.keep_epochs, p.keep_best)
+    if method == "imagic":
+      # Exactly the first 8 epochs, no best-train / best-validation checkpoint beyond them.
+      assert len(history) == 8 and kept == {f"epoch_{e}": e for e in range(1, 9)}
+    elif val_curve(2) > val_curve(1):
+      assert len(history) == 1 + p.patience and kept == {"best_train": 3, "best_val": 1, "epoch_1": 1, "epoch_2": 2,
+                                                         "epoch_3": 3}
+    else:
+      assert p.max_epochs == 40 and len(history) == 20 + p.patience
+      assert kept == {"best_train": 22, "best_val": 20, **{f"epoch_{e}": e for e in range(1, 4)}}
 
 
 @pytest.mark.parametrize("method", SAMPLING_METHODS)
