@@ -20,6 +20,9 @@ def get(scale: str) -> ml_collections.ConfigDict:
   config.seed = 0
   # Comma-separated method names of jax_aug/study/methods.py (incl. baseline_10pct, baseline_20pct), or "all".
   config.methods = "all"
+  # The paper's ablations as extra, marked rows of Table 1 (jax_aug/study/methods.py ABLATIONS):
+  # comma-separated names, "all", or "" (none; the default, they multiply the cost).
+  config.ablations = ""
   # Comma-separated stage-name patterns to run (e.g. "subsets,augment/*"); "*" runs the whole study.
   config.stages = "*"
   # Comma-separated stage-name patterns to run again under a changed config (old output is kept aside).
