@@ -141,3 +141,54 @@ def test_paper_prompts_use_all_lemmas_and_clip_prompts_fill_in_w_of_n(paper):
                                              lemmas=c.prompt_lemmas)
   assert all(r.prompt.endswith("tigershark,Galeocerdocuvieri.") or "tigershark,Galeocerdocuvieri " in r.prompt
              for r in requests)
+
+
+def test_paper_lr_grid_search_stages_per_finetuned_method(paper, tmp_path):
+  from jax_aug.study import runner
+  stages = {s.name: s for s in runner.plan(paper, tmp_path)}
+  for method in FINETUNE_METHODS:
+    block = paper.method[method].finetune
+    factors = tuple(block.lr_search.factors)
+    # A fine grid (half-octave steps) around the base rates, at least 5 points per method.
+    assert len(factors) >= 5 and 1.0 in factors and list(factors) == sorted(factors)
+    assert all(b / a == pytest.approx(2 ** 0.5) for a, b in zip(factors, factors[1:]))
+    for index, factor in enumerate(factors):
+      run = stages[f"finetune/{method}/lr{index}"].config["finetune"]
+      for group in ("conditioning", "pseudo_words", "unet"):
+        # The rate the trainer reads: base x factor x sqrt(8 / 1) (paper: square-root batch scaling).
+        assert run.learning_rate[group] == pytest.approx(block.base_learning_rate[group] * factor * 8 ** 0.5)
+    assert f"finetune/{method}/lr{len(factors)}" not in stages
+    assert stages[f"lr_search/{method}"].upstream == tuple(f"finetune/{method}/lr{i}" for i in range(len(factors)))
+    assert f"lr_search/{method}" in stages[f"select/{method}"].upstream
+
+
+def test_paper_boomerang_strength_grid_is_chosen_on_validation(paper, tmp_path):
+  from jax_aug.diffusion import boomerang
+  from jax_aug.study import runner
+  c = paper.method.boomerang
+  assert tuple(c.boomerang_strength_grid) == (0.1, 0.2, 0.3, 0.5)
+  # Each strength re-runs a part of the 50-step schedule (start_step refuses one that re-runs none).
+  assert [c.num_inference_steps - boomerang.start_step(c.num_inference_steps, s)
+          for s in c.boomerang_strength_grid] == [5, 10, 15, 25]
+  names = [s.name for s in runner.plan(paper, tmp_path)]
+  assert "select/boomerang" in names and "augment/boomerang" not in names
+
+
+def test_ablations_are_ready_and_off_by_default(paper, tiny):
+  assert paper.ablations == "" and tiny.ablations == ""
+  k = {n: paper.method[f"ft_cluster_conditioning_k{n}"].finetune.method.clusters_per_class for n in (1, 10, 15)}
+  assert k == {1: 1, 10: 10, 15: 15} and paper.method.ft_cluster_conditioning.finetune.method.clusters_per_class == 5
+  assert paper.method.simple_prompt_first_lemma.prompt_lemmas == "first"
+  assert paper.method.simple_prompt_first_lemma.method == "simple_prompt"
+  # Everything else is the varied method's config.
+  base, ablation = paper.method.ft_cluster_conditioning.to_dict(), paper.method.ft_cluster_conditioning_k10.to_dict()
+  ablation["finetune"]["method"]["clusters_per_class"] = 5
+  assert ablation == base
+
+
+def test_paper_figure5_classes_include_crane(paper):
+  from jax_aug.data.imagenet_classes import class_by_wnid
+  names = [class_by_wnid(w).name for w in paper.report.figure5_classes.split(",")]
+  assert names[:5] == ["tiger shark, Galeocerdo cuvieri", "papillon", "desktop computer", "motor scooter, scooter",
+                       "mailbag, postbag"]
+  assert names[5:] == ["crane", "crane"] and paper.report.figure5_max_classes == 7

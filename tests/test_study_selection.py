@@ -106,6 +106,7 @@ def test_grid_search_selection_and_reuse_train_one_classifier_fewer_per_method(s
   config = load_module(CONFIGS / "tiny.py").get_config()
   config.methods = "baseline_10pct,boomerang,ft_conditioning"
   config.compilation_cache = False
+  config.lock()  # as run_study.py's config_flags hands it over
   runner.run_study(config, tmp_path, log=lambda line: None)
 
   # Grid search: both tiny grid runs, the lowest validation loss wins, checkpoints come from the winner.

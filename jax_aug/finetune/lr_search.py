@@ -28,7 +28,8 @@ def run_config(finetune_config, factor: float):
   for group in GROUPS:
     config.base_learning_rate[group] = config.base_learning_rate[group] * factor
     config.learning_rate[group] = config.learning_rate[group] * factor
-  del config["lr_search"]
+  with config.unlocked():  # run_study.py's configs come locked from config_flags
+    del config["lr_search"]
   return config
 
 
