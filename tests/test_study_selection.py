@@ -115,6 +115,8 @@ def test_grid_search_selection_and_reuse_train_one_classifier_fewer_per_method(s
   assert {n: r["factor"] for n, r in search["runs"].items()} == {
       "finetune/ft_conditioning/lr0": 0.5, "finetune/ft_conditioning/lr1": 1.0}
   assert search["runs"]["finetune/ft_conditioning/lr0"]["best_validation_loss"] == pytest.approx(0.8)
+  # The trained group's batch-scaled rate (tiny: 5e-2 x factor x sqrt(4 / 1)); untrained groups are not listed.
+  assert search["runs"]["finetune/ft_conditioning/lr0"]["learning_rate"] == {"conditioning": pytest.approx(0.05)}
   assert stand_ins["finetune_checkpoints"] == ["lr1"]
 
   # Selection by validation top-1: checkpoint epoch_2 (70 > 60), Boomerang strength 0.75 (65 > 55).

@@ -35,6 +35,7 @@ import ml_collections
 
 from jax_aug.data import subsets
 from jax_aug.finetune import lr_search
+from jax_aug.finetune.methods import MethodSpec
 from jax_aug.io import atomic_write_json, read_json
 from jax_aug.study import methods as methods_lib
 from jax_aug.study import protocol
@@ -133,8 +134,10 @@ def plan(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> list[
         run_config = mc.copy_and_resolve_references()
         run_config.finetune = lr_search.run_config(mc.finetune, factor)
         name = f"finetune/{method.name}/lr{index}"
-        runs[name] = {"factor": factor, "base_learning_rate": run_config.finetune.base_learning_rate.to_dict(),
-                      "learning_rate": run_config.finetune.learning_rate.to_dict()}
+        trained = MethodSpec.from_config(run_config.finetune.method).trainable_groups
+        runs[name] = {"factor": factor,
+                      "base_learning_rate": {g: run_config.finetune.base_learning_rate[g] for g in trained},
+                      "learning_rate": {g: run_config.finetune.learning_rate[g] for g in trained}}
         stages.append(Stage(
             # Only what fine-tuning reads: a change to the sampling settings redoes the selection, not this.
             name, {"finetune": run_config.finetune, "model": mc.model, "data": mc.data},
