@@ -49,6 +49,7 @@ def test_places365():
 
 DESKTOP = class_by_wnid("n03180011")
 SHARK = class_by_wnid("n01491361")
+MAILBAG = class_by_wnid("n03709823")
 
 
 def test_simple_prompts_exact_strings():
@@ -56,13 +57,38 @@ def test_simple_prompts_exact_strings():
   assert prompts.build_prompt("simple", DESKTOP, 5, 1) == "A photo of desktop computer."
   assert prompts.build_prompt("simple_no_ws", DESKTOP, 0, 0) == "A photo of desktopcomputer."
   assert prompts.build_prompt("simple_no_ws", SHARK, 0, 0) == "A photo of tigershark,Galeocerdocuvieri."
+  # The ablation "only the first lemma" (paper Sec. 3.2), whose string is the paper's own example.
+  assert prompts.build_prompt("simple", SHARK, 0, 0, lemmas="first") == "A photo of tiger shark."
+  assert prompts.build_prompt("simple", MAILBAG, 0, 0, lemmas="first") == "A photo of mailbag."
+  assert prompts.build_prompt("simple_no_ws", SHARK, 0, 0, lemmas="first") == "A photo of tigershark."
+  with pytest.raises(ValueError, match="unknown lemma choice 'last' for n01491361"):
+    prompts.build_prompt("simple", SHARK, 0, 0, lemmas="last")
+
+
+# w(n) by hand from the paper's rule (Sec. 3.1: n = the lemmas joined by ", ", w strips white space).
+W_OF_N = {"n01491361": "tigershark,Galeocerdocuvieri", "n03180011": "desktopcomputer", "n03709823": "mailbag,postbag"}
+
+
+def test_clip_prompts_fill_the_templates_with_w_of_n():
+  # The four templates of the Figure 5 caption, at image indices where the seeded draw picks them.
+  assert prompts.build_prompt("clip_templates", SHARK, 78, 0) == "a photo of many tigershark,Galeocerdocuvieri."
+  assert prompts.build_prompt("clip_templates", SHARK, 17, 0) == (
+      "a black and white photo of the tigershark,Galeocerdocuvieri.")
+  assert prompts.build_prompt("clip_templates", DESKTOP, 73, 0) == "a bad photo of a desktopcomputer."
+  assert prompts.build_prompt("clip_templates", DESKTOP, 272, 0) == "a cartoon desktopcomputer."
+  assert prompts.build_prompt("clip_templates", MAILBAG, 1, 0) == "a photo of many mailbag,postbag."
+  assert prompts.build_prompt("clip_templates", MAILBAG, 67, 0) == "a black and white photo of the mailbag,postbag."
+  for cls in (SHARK, DESKTOP, MAILBAG):
+    expected = {t.format(W_OF_N[cls.wnid]) for t in prompts.CLIP_IMAGENET_TEMPLATES}
+    assert {prompts.build_prompt("clip_templates", cls, i, 0) for i in range(390)} <= expected
+  assert prompts.build_prompt("clip_templates", SHARK, 78, 0, lemmas="first") == "a photo of many tigershark."
 
 
 def test_clip_templates_80_drawn_with_replacement_and_seeded():
   assert len(prompts.CLIP_IMAGENET_TEMPLATES) == 80 == len(set(prompts.CLIP_IMAGENET_TEMPLATES))
   assert prompts.CLIP_IMAGENET_TEMPLATES[0] == "a bad photo of a {}."
   assert prompts.CLIP_IMAGENET_TEMPLATES[-1] == "a tattoo of the {}."
-  expected = {t.format("desktop computer") for t in prompts.CLIP_IMAGENET_TEMPLATES}
+  expected = {t.format("desktopcomputer") for t in prompts.CLIP_IMAGENET_TEMPLATES}
   drawn = [prompts.build_prompt("clip_templates", DESKTOP, i, seed=0) for i in range(390)]
   assert set(drawn) <= expected
   assert len(set(drawn)) > 60  # 390 draws from 80 cover most templates

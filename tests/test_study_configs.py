@@ -59,14 +59,27 @@ def test_paper_classifier_recipe(paper):
 def test_paper_finetuning_epochs_and_checkpoint_sets(paper, method):
   c = paper.method[method]
   assert c.model.path == SD14 and c.resolution == 512 and c.images_per_class == 390
-  c = c.finetune
-  assert c.policy.max_epochs == 40
-  # The checkpoints the policy keeps after a 40-epoch run: best train, best validation and epochs 1-3
-  # (Imagic: each of the first 8 epochs).
-  history = [checkpoint_policy.EpochLosses(e, 1.0 / e, 1.0 + abs(e - 20)) for e in range(1, 41)]
-  kept = checkpoint_policy.checkpoints_to_keep(history, c.policy.keep_epochs, c.policy.keep_best)
-  epochs = range(1, 9) if method == "imagic" else range(1, 4)
-  assert kept == {"best_train": 40, "best_val": 20, **{f"epoch_{e}": e for e in epochs}}
+  p = c.finetune.policy
+  # The epochs the trainer's loop runs (should_stop after each), then the checkpoints the policy keeps.
+  # Validation loss falls until epoch 20, then rises; Imagic's still falls at 40 (paper Sec. 3.2) and also
+  # when it rises from epoch 2 on, Imagic trains exactly 8 epochs.
+  for val_curve in ((lambda e: 1.0 + abs(e - 20)), (lambda e: 1.0 + abs(e - 1))):
+    history = []
+    for e in range(1, 100):
+      history.append(checkpoint_policy.EpochLosses(e, 1.0 / e, val_curve(e)))
+      if checkpoint_policy.should_stop([h.val_loss for h in history], patience=p.patience, max_epochs=p.max_epochs,
+                                       min_relative_improvement=p.min_relative_improvement):
+        break
+    kept = checkpoint_policy.checkpoints_to_keep(history, p.keep_epochs, p.keep_best)
+    if method == "imagic":
+      # Exactly the first 8 epochs, no best-train / best-validation checkpoint beyond them.
+      assert len(history) == 8 and kept == {f"epoch_{e}": e for e in range(1, 9)}
+    elif val_curve(2) > val_curve(1):
+      assert len(history) == 1 + p.patience and kept == {"best_train": 3, "best_val": 1, "epoch_1": 1, "epoch_2": 2,
+                                                         "epoch_3": 3}
+    else:
+      assert p.max_epochs == 40 and len(history) == 20 + p.patience
+      assert kept == {"best_train": 22, "best_val": 20, **{f"epoch_{e}": e for e in range(1, 4)}}
 
 
 @pytest.mark.parametrize("method", SAMPLING_METHODS)
@@ -112,3 +125,70 @@ def test_method_selection_names_unknown_methods():
   assert len(methods_lib.select("all")) == len(methods_lib.METHODS)
   with pytest.raises(ValueError, match=r"unknown method\(s\) \['simple'\]"):
     methods_lib.select("simple,retrieval")
+
+
+def test_paper_prompts_use_all_lemmas_and_clip_prompts_fill_in_w_of_n(paper):
+  from jax_aug.diffusion import methods as sampling_methods
+  shark = "n01491361"  # lemmas: tiger shark, Galeocerdo cuvieri
+  for name, first in (("simple_prompt", "A photo of tiger shark, Galeocerdo cuvieri."),
+                      ("simple_prompt_no_ws", "A photo of tigershark,Galeocerdocuvieri.")):
+    c = paper.method[name]
+    requests = sampling_methods.build_requests(c.method, wnids=[shark], images_per_class=2, seed=c.seed,
+                                               lemmas=c.prompt_lemmas)
+    assert [r.prompt for r in requests] == [first, first]
+  c = paper.method.clip_prompts
+  requests = sampling_methods.build_requests(c.method, wnids=[shark], images_per_class=100, seed=c.seed,
+                                             lemmas=c.prompt_lemmas)
+  assert all(r.prompt.endswith("tigershark,Galeocerdocuvieri.") or "tigershark,Galeocerdocuvieri " in r.prompt
+             for r in requests)
+
+
+def test_paper_lr_grid_search_stages_per_finetuned_method(paper, tmp_path):
+  from jax_aug.study import runner
+  stages = {s.name: s for s in runner.plan(paper, tmp_path)}
+  for method in FINETUNE_METHODS:
+    block = paper.method[method].finetune
+    factors = tuple(block.lr_search.factors)
+    # A fine grid (half-octave steps) around the base rates, at least 5 points per method.
+    assert len(factors) >= 5 and 1.0 in factors and list(factors) == sorted(factors)
+    assert all(b / a == pytest.approx(2 ** 0.5) for a, b in zip(factors, factors[1:]))
+    for index, factor in enumerate(factors):
+      run = stages[f"finetune/{method}/lr{index}"].config["finetune"]
+      for group in ("conditioning", "pseudo_words", "unet"):
+        # The rate the trainer reads: base x factor x sqrt(8 / 1) (paper: square-root batch scaling).
+        assert run.learning_rate[group] == pytest.approx(block.base_learning_rate[group] * factor * 8 ** 0.5)
+    assert f"finetune/{method}/lr{len(factors)}" not in stages
+    assert stages[f"lr_search/{method}"].upstream == tuple(f"finetune/{method}/lr{i}" for i in range(len(factors)))
+    assert f"lr_search/{method}" in stages[f"select/{method}"].upstream
+
+
+def test_paper_boomerang_strength_grid_is_chosen_on_validation(paper, tmp_path):
+  from jax_aug.diffusion import boomerang
+  from jax_aug.study import runner
+  c = paper.method.boomerang
+  assert tuple(c.boomerang_strength_grid) == (0.1, 0.2, 0.3, 0.5)
+  # Each strength re-runs a part of the 50-step schedule (start_step refuses one that re-runs none).
+  assert [c.num_inference_steps - boomerang.start_step(c.num_inference_steps, s)
+          for s in c.boomerang_strength_grid] == [5, 10, 15, 25]
+  names = [s.name for s in runner.plan(paper, tmp_path)]
+  assert "select/boomerang" in names and "augment/boomerang" not in names
+
+
+def test_ablations_are_ready_and_off_by_default(paper, tiny):
+  assert paper.ablations == "" and tiny.ablations == ""
+  k = {n: paper.method[f"ft_cluster_conditioning_k{n}"].finetune.method.clusters_per_class for n in (1, 10, 15)}
+  assert k == {1: 1, 10: 10, 15: 15} and paper.method.ft_cluster_conditioning.finetune.method.clusters_per_class == 5
+  assert paper.method.simple_prompt_first_lemma.prompt_lemmas == "first"
+  assert paper.method.simple_prompt_first_lemma.method == "simple_prompt"
+  # Everything else is the varied method's config.
+  base, ablation = paper.method.ft_cluster_conditioning.to_dict(), paper.method.ft_cluster_conditioning_k10.to_dict()
+  ablation["finetune"]["method"]["clusters_per_class"] = 5
+  assert ablation == base
+
+
+def test_paper_figure5_classes_include_crane(paper):
+  from jax_aug.data.imagenet_classes import class_by_wnid
+  names = [class_by_wnid(w).name for w in paper.report.figure5_classes.split(",")]
+  assert names[:5] == ["tiger shark, Galeocerdo cuvieri", "papillon", "desktop computer", "motor scooter, scooter",
+                       "mailbag, postbag"]
+  assert names[5:] == ["crane", "crane"] and paper.report.figure5_max_classes == 7

@@ -17,7 +17,8 @@ from PIL import Image
 REPO_ROOT = Path(__file__).resolve().parents[1]
 METHODS = ["baseline_10pct", "simple_prompt", "retrieval"]
 REPORT_FILES = ("report.md", "table1.md", "table1.csv", "runs.json", "figure6.png", "figure6.json",
-                "figure5_subset.png", "figure5_simple_prompt.png", "figure5_retrieval.png")
+                "figure5_subset.png", "figure5_simple_prompt.png", "figure5_retrieval.png", "figure1.png",
+                "figure5.png", "figure6_examples.png", "protocol.json")
 
 
 def _command(workdir: Path, cache: Path) -> list[str]:
@@ -78,7 +79,10 @@ def test_reduced_tiny_study_writes_a_correct_report(uninterrupted):
     assert int(row["n"]) == n == 2
     assert float(row["top1_mean"]) == pytest.approx(mean, abs=1e-9)
     assert float(row["top1_standard_error"]) == pytest.approx(se, abs=1e-9)
-    assert f"| {row['display']} | {row['family']} | {mean:.2f} ± {se:.2f} | 2 |" in markdown
+    paper_mean, paper_se = float(row["paper_top1_mean"]), float(row["paper_top1_standard_error"])
+    assert float(row["difference_to_paper"]) == pytest.approx(mean - paper_mean, abs=1e-9)
+    assert (f"| {row['display']} | {row['family']} | {mean:.1f} ± {se:.1f} | {paper_mean:.1f} ± {paper_se:.1f} |"
+            f" {mean - paper_mean:+.1f} | 2 |") in markdown
     assert 0.0 <= mean <= 100.0
 
   runs = json.loads((report / "runs.json").read_text())["runs"]

@@ -68,7 +68,8 @@ def test_table1_rows_and_csv_recompute_from_raw_runs(tmp_path):
 
   markdown = paths["report.md"].read_text()
   assert report.TINY_NOTICE in markdown and report.TINY_NOTICE in paths["table1.md"].read_text()
-  assert "| Simple prompt | prompt | 54.67 ± 0.19 | 3 |" in markdown
+  # One decimal like the paper, the paper's number beside ours and the difference (54.667 - 60.1).
+  assert "| Simple prompt | prompt | 54.7 ± 0.2 | 60.1 ± 0.2 | -5.4 | 3 |" in markdown
   assert "std / sqrt(n), ddof=1" in markdown
   assert "| n09999999 |  | retrieval found 12 of 130 images |" in markdown
 
@@ -102,7 +103,7 @@ def test_best_dm_method_ignores_baselines_and_retrieval():
   assert report.best_dm_method(rows) == "simple_prompt"
   single = [r for r in rows if r["method"] == "clip_prompts"][0]
   assert single["n"] == 1 and math.isnan(single["top1_standard_error"])
-  assert "50.00 ± n/a (n=1)" in report.table1_markdown(rows, "val")
+  assert "50.0 ± n/a (n=1)" in report.table1_markdown(rows, "val")
 
 
 def test_bad_run_records_are_refused():
@@ -110,3 +111,98 @@ def test_bad_run_records_are_refused():
     report.table1_rows([_run("nope", 0, {0: 1.0, 1: 1.0, 2: 1.0})])
   with pytest.raises(ValueError, match="resample indices repeat"):
     report.table1_rows([_run("retrieval", 0, {0: 1.0, 1: 1.0, 2: 1.0})] * 2)
+
+
+def _protocol_table1() -> dict[str, tuple[float, float]]:
+  """{method name without spaces, lower case: (mean, SE)} from the shared protocol's methods table."""
+  from pathlib import Path
+  here = Path(__file__).resolve()
+  candidates = [p / "shared" / "PROTOCOL.md" for p in here.parents]
+  protocol = next((p for p in candidates if p.is_file()), None)
+  assert protocol is not None, f"shared/PROTOCOL.md not found above {here}"
+  table = {}
+  for line in protocol.read_text().splitlines():
+    cells = [c.strip() for c in line.strip().strip("|").split("|")]
+    if len(cells) == 4 and " ± " in cells[3]:
+      mean, se = cells[3].split(" ± ")
+      table[cells[1].replace(" ", "").lower()] = (float(mean), float(se))
+  return table
+
+
+def test_paper_column_equals_the_protocol_and_rows_follow_the_paper_order(tmp_path):
+  from jax_aug.study import methods as methods_lib
+  runs = [_run(m.name, r, {0: 50.0 + r, 1: 60.0, 2: 40.0}) for m in methods_lib.METHODS for r in range(2)]
+  paths = report.write_report(tmp_path / "report", runs=runs, eval_split="val", tiny=False)
+  with open(paths["table1.csv"]) as f:
+    rows = list(csv.DictReader(f))
+  protocol = _protocol_table1()
+  assert len(protocol) == 13
+  # The paper's Table 1 order (../shared/PROTOCOL.md lists the rows in it).
+  assert [r["display"].replace(" ", "").lower() for r in rows] == list(protocol)
+  for row in rows:
+    assert (float(row["paper_top1_mean"]), float(row["paper_top1_standard_error"])) == protocol[
+        row["display"].replace(" ", "").lower()]
+    assert float(row["difference_to_paper"]) == pytest.approx(float(row["top1_mean"]) - float(row["paper_top1_mean"]))
+    assert row["ablation"] == "False"
+  # Full precision in the CSV: the mean of the runs (50 + 60 + 40) / 3 and (51 + 60 + 40) / 3, 50.1666...
+  assert rows[0]["top1_mean"] == repr((50.0 + 60.0 + 40.0) / 3 / 2 + (51.0 + 60.0 + 40.0) / 3 / 2)
+
+
+def test_ablation_rows_follow_their_method_marked_with_the_papers_numbers(tmp_path):
+  runs = [_run(m, r, {0: 60.0, 1: 61.0, 2: 62.0 + r}) for m in (
+      "ft_cluster_conditioning", "ft_cluster_conditioning_k15", "ft_cluster_conditioning_k10", "imagic",
+      "simple_prompt_first_lemma", "simple_prompt") for r in range(2)]
+  rows = report.table1_rows(runs)
+  assert [r["method"] for r in rows] == ["simple_prompt", "simple_prompt_first_lemma", "ft_cluster_conditioning",
+                                         "ft_cluster_conditioning_k10", "ft_cluster_conditioning_k15", "imagic"]
+  assert [r["ablation"] for r in rows] == [False, True, False, True, True, False]
+  k10, k15 = rows[3], rows[4]
+  assert (k10["paper_top1_mean"], k10["paper_top1_standard_error"]) == (60.8, 0.2)  # paper Sec. 4.4
+  assert (k15["paper_top1_mean"], k15["paper_top1_standard_error"]) == (60.6, 0.3)
+  assert rows[1]["paper_top1_mean"] is None  # the paper gives no number for the first-lemma prompt
+  markdown = report.table1_markdown(rows, "val")
+  # mean of (61, 61.333) = 61.1667, SE = 0.1667; 61.1667 - 60.8 = +0.4
+  assert "| FT cluster conditioning, k = 10 (ablation) | personalization | 61.2 ± 0.2 | 60.8 ± 0.2 | +0.4 | 2 |" in markdown
+  assert "| Simple prompt, first lemma only (ablation) | prompt | 61.2 ± 0.2 | not given |  | 2 |" in markdown
+  # An ablation is never Figure 6's best DM method nor a Figure 1 bar, even when it scores highest.
+  best = [_run("ft_cluster_conditioning_k10", r, {0: 99.0, 1: 99.0, 2: 99.0}) for r in range(2)]
+  rows = report.table1_rows(runs[:2] + best)
+  assert report.best_dm_method(rows) == "ft_cluster_conditioning"
+  assert [b["method"] for b in report.figure1_bars(rows)] == ["ft_cluster_conditioning"]
+
+
+def test_figure1_takes_the_best_method_of_each_family(tmp_path):
+  rows = report.table1_rows(_runs() + [_run("clip_prompts", r, {0: 70.0, 1: 70.0, 2: 70.0 + r}) for r in range(2)]
+                            + [_run("imagic", r, {0: 10.0, 1: 10.0, 2: 10.0 + r}) for r in range(2)])
+  bars = report.figure1_bars(rows)
+  assert [b["method"] for b in bars] == ["baseline_10pct", "clip_prompts", "imagic", "retrieval"]
+  with Image.open(io_bytes(report.figure1_chart(bars))) as image:
+    image.load()
+    assert image.size[0] > 100
+
+
+def io_bytes(data):
+  import io
+  return io.BytesIO(data)
+
+
+def test_figure5_row_d_shows_the_captions_four_clip_templates(tmp_path):
+  images = _images(tmp_path, 6)
+  shark = "n01491361"
+  records = [
+      {"wnid": shark, "path": images[0], "prompt": "a photo of many tigershark,Galeocerdocuvieri."},
+      {"wnid": shark, "path": images[1], "prompt": "a cartoon tigershark,Galeocerdocuvieri."},
+      {"wnid": shark, "path": images[2], "prompt": "a drawing of a tigershark,Galeocerdocuvieri."},
+      {"wnid": shark, "path": images[3], "prompt": "a bad photo of a tigershark,Galeocerdocuvieri."},
+      {"wnid": shark, "path": images[4], "prompt": "a cartoon tiger shark, Galeocerdo cuvieri."},  # spaced: not w(n)
+  ]
+  # Template order of the caption: bad photo, black and white, cartoon, many.
+  assert report.clip_template_examples(records, shark) == [images[3], None, images[1], images[0]]
+  augmentation = {"subset": [{"wnid": shark, "path": images[5]}], "clip_prompts": records,
+                  "retrieval": [{"wnid": shark, "path": p} for p in images[:3]], "boomerang": records}
+  rows = report.figure5_paper_rows(augmentation, [shark], 2, {"clip_prompts": {"prompt_lemmas": "all"}})
+  assert [label for label, _ in rows] == ["A. 10% ImageNet", "D. CLIP prompts", "I. Retrieval"]
+  assert rows[2][1] == [(shark, sorted(images[:3])[:2])]
+  with Image.open(io_bytes(report.figure5_paper(rows, {shark: "tiger shark"}))) as image:
+    image.load()
+    assert image.size[0] > 100

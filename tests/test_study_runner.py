@@ -29,18 +29,35 @@ def test_full_plan_orders_inputs_first_and_covers_every_method(tmp_path):
   assert names[:2] == ["check", "data"] and names[-1] == "report"
   for method in methods_lib.METHODS:
     assert f"train/{method.name}/r0" in names and f"train/{method.name}/r1" in names
-    if method.kind == "sample":
+    if method.name == "boomerang":  # its strength is chosen on validation, like a checkpoint
+      assert "select/boomerang" in names and "augment/boomerang" not in names
+    elif method.kind == "sample":
       assert f"augment/{method.name}" in names
     if method.kind == "finetune":
-      assert names.index(f"finetune/{method.name}") < names.index(f"select/{method.name}")
+      # The tiny learning-rate grid: 2 runs, then the choice, then the checkpoint selection on the winner.
+      runs = [f"finetune/{method.name}/lr{i}" for i in range(2)]
+      assert f"finetune/{method.name}/lr2" not in names
+      assert max(names.index(r) for r in runs) < names.index(f"lr_search/{method.name}") < names.index(
+          f"select/{method.name}")
     if method.kind != "baseline":
       assert f"resample/{method.name}" in names
+  # Ablations are off by default.
+  assert not any(n.endswith(("_k1", "_k10", "_k15", "_first_lemma")) for n in names)
   # Retrieval writes the exclusion list, so everything that trains or resamples comes after it.
   for stage in stages:
     if stage.name.startswith(("train/", "resample/", "select/")):
       assert "retrieval" in stage.upstream
   # One tiny SD for the whole study, built before any DM stage.
   assert names.index("models") < min(names.index(n) for n in names if n.startswith(("augment/", "finetune/")))
+
+
+def test_ablations_add_their_stages_and_rows(tmp_path):
+  names = [s.name for s in runner.plan(_tiny(methods="baseline_10pct", ablations="all"), tmp_path)]
+  for ablation in ("ft_cluster_conditioning_k1", "ft_cluster_conditioning_k10", "ft_cluster_conditioning_k15"):
+    assert f"lr_search/{ablation}" in names and f"select/{ablation}" in names and f"train/{ablation}/r1" in names
+  assert "augment/simple_prompt_first_lemma" in names and "train/simple_prompt_first_lemma/r0" in names
+  with pytest.raises(ValueError, match=r"unknown ablation\(s\) \['k20'\]"):
+    runner.plan(_tiny(ablations="k20"), tmp_path)
 
 
 def test_baseline_only_plan_needs_no_models_or_retrieval(tmp_path):

@@ -25,6 +25,9 @@ def get(scale: str) -> ml_collections.ConfigDict:
   config.guidance_scale = 7.5
   config.scheduler = "pndm"  # pndm | ddim | lms | dpm_solver, configured from the checkpoint
   config.resolution = 0 if tiny else 512  # 0: the model's native size
+  # The class name n of the simple / CLIP prompts: "all" lemmas joined by ", " (paper), or "first" (the
+  # paper's ablation, Sec. 3.2; jax_aug/data/prompts.py).
+  config.prompt_lemmas = "all"
   config.boomerang_strength = 0.0  # > 0 only for Boomerang (configs/methods/boomerang.py)
   config.images_per_class = 2 if tiny else 390
   # Global batch over this host's devices (a multiple of their count): 8 = one per GPU on 8 GPUs, or

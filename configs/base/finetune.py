@@ -42,6 +42,11 @@ def get(scale: str) -> ml_collections.ConfigDict:
   config.learning_rate = ml_collections.ConfigDict()
   for group in ("conditioning", "pseudo_words", "unet"):
     config.learning_rate[group] = config.base_learning_rate.get_ref(group) * scale_factor
+  # The learning-rate grid search (paper Sec. 3.2, jax_aug/finetune/lr_search.py): one fine-tuning run per
+  # factor, each multiplying every group's base learning rate; the lowest validation loss wins. Paper:
+  # half-octave steps around the base rates (5 points per method); tiny: the fewest that make a choice.
+  config.lr_search = ml_collections.ConfigDict()
+  config.lr_search.factors = (0.5, 1.0) if tiny else tuple(2.0 ** (k / 2) for k in range(-2, 3))
   config.optimizer = ml_collections.ConfigDict(
       {"b1": 0.9, "b2": 0.999, "eps": 1e-8, "weight_decay": 0.0, "max_grad_norm": 1.0})
 

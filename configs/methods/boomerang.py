@@ -5,6 +5,11 @@
 boomerang_strength = 0.2: the fraction of the 50-step schedule re-run (10 steps from t~200 of 1000), our
 reading of Boomerang's data-augmentation setting and of the paper's Fig. 4 ("only slightly distorts the
 original images"); docs/diffusion.md explains the choice. The prompt is empty, so guidance is inert.
+
+The paper does not give the strength, so the study chooses it on validation (docs/study.md): one candidate
+augmentation set per `boomerang_strength_grid` value, one classifier each on subset + that set, the best
+validation top-1 wins, as for the fine-tuning checkpoints. `boomerang_strength` is what sample.py alone
+uses; an empty grid makes the study use it too.
 """
 
 from pathlib import Path
@@ -14,6 +19,7 @@ import ml_collections
 from jax_aug.study.config_files import base_config
 
 BOOMERANG_STRENGTH = 0.2
+PAPER_STRENGTH_GRID = (0.1, 0.2, 0.3, 0.5)
 
 
 def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
@@ -23,4 +29,6 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   config.method = "boomerang"
   # tiny has 4 steps: 0.5 re-runs 2 of them (0.2 would re-run none).
   config.boomerang_strength = BOOMERANG_STRENGTH if arg == "paper" else 0.5
+  # tiny: 2 of its 4 steps or 3 of them.
+  config.boomerang_strength_grid = PAPER_STRENGTH_GRID if arg == "paper" else (0.5, 0.75)
   return config

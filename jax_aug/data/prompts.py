@@ -72,25 +72,40 @@ def _rng(seed: int, cls: ClassInfo, image_index: int) -> np.random.Generator:
   return np.random.default_rng([seed, cls.index, image_index])
 
 
-def simple(cls: ClassInfo) -> str:
+# Which lemmas make the class name n (paper Sec. 3.2: "If a synset consists of multiple lemmas, we separate
+# them by a comma ... as we found that providing multiple lemmas led to better performance than using only
+# the first lemma of a synset"): "all" is the paper's choice, "first" its ablation.
+LEMMA_CHOICES = ("all", "first")
+
+
+def class_name(cls: ClassInfo, lemmas: str = "all") -> str:
+  """n: all lemmas joined by ', ' ('tiger shark, Galeocerdo cuvieri'), or only the first ('tiger shark')."""
+  if lemmas not in LEMMA_CHOICES:
+    raise ValueError(f"unknown lemma choice {lemmas!r} for {cls.wnid}: expected one of {LEMMA_CHOICES}")
+  return cls.name if lemmas == "all" else cls.lemmas[0]
+
+
+def no_ws_name(cls: ClassInfo, lemmas: str = "all") -> str:
+  """w(n): the class name with all white space removed ('desktop computer' -> 'desktopcomputer',
+  'tiger shark, Galeocerdo cuvieri' -> 'tigershark,Galeocerdocuvieri')."""
+  return "".join(class_name(cls, lemmas).split())
+
+
+def simple(cls: ClassInfo, lemmas: str = "all") -> str:
   """Method 1: 'A photo of n.' with n = all lemmas joined by ', ' ('A photo of tiger shark, ...')."""
-  return f"A photo of {cls.name}."
+  return f"A photo of {class_name(cls, lemmas)}."
 
 
-def no_ws_name(cls: ClassInfo) -> str:
-  """The class name with all white space removed ('desktop computer' -> 'desktopcomputer')."""
-  return "".join(cls.name.split())
-
-
-def simple_no_ws(cls: ClassInfo) -> str:
+def simple_no_ws(cls: ClassInfo, lemmas: str = "all") -> str:
   """Method 2 (also the retrieval query): 'A photo of w(n).' with w removing white space."""
-  return f"A photo of {no_ws_name(cls)}."
+  return f"A photo of {no_ws_name(cls, lemmas)}."
 
 
-def clip_templates(cls: ClassInfo, image_index: int, seed: int) -> str:
-  """Method 3: one of CLIP's 80 ImageNet templates, drawn with replacement."""
+def clip_templates(cls: ClassInfo, image_index: int, seed: int, lemmas: str = "all") -> str:
+  """Method 3: one of CLIP's 80 ImageNet templates filled with w(n), drawn with replacement (Sec. 3.1: "a
+  photo of many w(n)", "a black and white photo of the w(n)"; the Figure 5 caption says the same)."""
   template = CLIP_IMAGENET_TEMPLATES[_rng(seed, cls, image_index).integers(len(CLIP_IMAGENET_TEMPLATES))]
-  return template.format(cls.name)
+  return template.format(no_ws_name(cls, lemmas))
 
 
 def sariyildiz_category(image_index: int) -> int:
@@ -116,19 +131,20 @@ def textual_inversion(placeholder: str, cls: ClassInfo, image_index: int, seed: 
 
 
 def build_prompt(strategy: str, cls: ClassInfo, image_index: int, seed: int, *,
-                 placeholder: str | None = None) -> str:
-  """The prompt of image `image_index` of class `cls` under `strategy` (one of STRATEGIES)."""
+                 placeholder: str | None = None, lemmas: str = "all") -> str:
+  """The prompt of image `image_index` of class `cls` under `strategy` (one of STRATEGIES); `lemmas`
+  ("all" | "first") makes the class name n of the simple and CLIP prompts."""
   if image_index < 0:
     raise ValueError(f"image index must be >= 0, got {image_index} for {cls.wnid}")
   if placeholder is not None and strategy != "textual_inversion":
     raise ValueError(f"placeholder is only used by 'textual_inversion', not by {strategy!r}")
   match strategy:
     case "simple":
-      return simple(cls)
+      return simple(cls, lemmas)
     case "simple_no_ws":
-      return simple_no_ws(cls)
+      return simple_no_ws(cls, lemmas)
     case "clip_templates":
-      return clip_templates(cls, image_index, seed)
+      return clip_templates(cls, image_index, seed, lemmas)
     case "sariyildiz":
       return sariyildiz(cls, image_index, seed)
     case "textual_inversion":

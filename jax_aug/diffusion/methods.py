@@ -28,14 +28,15 @@ def check_method(method: str) -> str:
   return method
 
 
-def prompt_requests(strategy: str, wnids: Sequence[str], images_per_class: int, seed: int) -> list[Request]:
+def prompt_requests(strategy: str, wnids: Sequence[str], images_per_class: int, seed: int,
+                    lemmas: str = "all") -> list[Request]:
   """images_per_class prompted requests per class, prompt i from build_prompt(strategy, cls, i, seed)."""
   _check_count(images_per_class)
   requests = []
   for wnid in wnids:
     cls = class_by_wnid(wnid)
     for index in range(images_per_class):
-      requests.append(Request(wnid, index, prompt=prompts.build_prompt(strategy, cls, index, seed),
+      requests.append(Request(wnid, index, prompt=prompts.build_prompt(strategy, cls, index, seed, lemmas=lemmas),
                               provenance={"prompt_strategy": strategy}))
   return requests
 
@@ -60,13 +61,13 @@ def boomerang_requests(subset_records: Sequence[Mapping], wnids: Sequence[str],
 
 
 def build_requests(method: str, *, wnids: Sequence[str], images_per_class: int, seed: int,
-                   subset_records: Sequence[Mapping] = ()) -> list[Request]:
+                   subset_records: Sequence[Mapping] = (), lemmas: str = "all") -> list[Request]:
   strategy = PROMPT_STRATEGIES[check_method(method)]
   if not wnids:
     raise ValueError(f"{method}: zero images requested: no classes given")
   if strategy is None:
     return boomerang_requests(subset_records, wnids, images_per_class)
-  return prompt_requests(strategy, wnids, images_per_class, seed)
+  return prompt_requests(strategy, wnids, images_per_class, seed, lemmas)
 
 
 def _check_count(images_per_class: int) -> None:

@@ -56,7 +56,8 @@ def sample_augmentation_set(
       if methods.PROMPT_STRATEGIES[config.method] is None:
         subset_records = subsets.read_manifest(split_dir / "subset.jsonl")
     requests = methods.build_requests(config.method, wnids=wnids, images_per_class=config.images_per_class,
-                                      seed=config.seed, subset_records=subset_records)
+                                      seed=config.seed, subset_records=subset_records,
+                                      lemmas=config.prompt_lemmas)
   if config.boomerang_strength:
     read_image = ImageReader(subsets.dataset_dirs(config.data, workdir / "data")[1])
   if safety_fn is None and not config.safety_checker:

@@ -43,6 +43,11 @@ class MethodSpec:
     if self.conditioning == "pseudo_word" and self.clusters_per_class != 1:
       raise ValueError("pseudo-word methods learn one token per class; clusters_per_class must be 1")
 
+  @property
+  def trainable_groups(self) -> tuple[str, ...]:
+    """The trainable parts, each with its own learning rate (the keys of `initial_trainable`)."""
+    return ("conditioning" if self.conditioning == "tensor" else "pseudo_words",) + (("unet",) if self.train_unet else ())
+
   @classmethod
   def from_config(cls, config: Any) -> "MethodSpec":
     return cls(config.conditioning, int(config.clusters_per_class), bool(config.train_unet))

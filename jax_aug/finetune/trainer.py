@@ -101,15 +101,17 @@ def learning_rates(config: Any) -> dict[str, float]:
 
 
 def make_optimizer(config: Any, trainable: dict) -> optax.GradientTransformation:
-  """AdamW per trainable group (own learning rate), after global-norm gradient clipping."""
+  """AdamW per trainable group (own learning rate), after global-norm gradient clipping. The rates live in
+  the optimizer state, not in the compiled step, so the runs of a learning-rate grid share one compilation
+  (jax_aug/finetune/lr_search.py)."""
   rates = learning_rates(config)
   unknown = sorted(set(trainable) - set(rates))
   if unknown:
     raise ValueError(f"trainable group(s) {unknown} have no learning rate: expected groups among {sorted(rates)}"
                      " (config.learning_rate.<group>)")
   opt = config.optimizer
-  groups = {name: optax.adamw(rates[name], b1=opt.b1, b2=opt.b2, eps=opt.eps,
-                              weight_decay=opt.weight_decay) for name in trainable}
+  groups = {name: optax.inject_hyperparams(optax.adamw)(learning_rate=rates[name], b1=opt.b1, b2=opt.b2, eps=opt.eps,
+                                                        weight_decay=opt.weight_decay) for name in trainable}
   labels = {name: jax.tree.map(lambda _, n=name: n, subtree) for name, subtree in trainable.items()}
   return optax.chain(optax.clip_by_global_norm(opt.max_grad_norm), optax.multi_transform(groups, labels))
 

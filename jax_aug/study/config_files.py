@@ -64,4 +64,17 @@ def study_config(configs_dir: str | os.PathLike, scale: str) -> ml_collections.C
   for method in methods_lib.METHODS:
     if method.kind != "baseline":
       config.method[method.name] = method_config(configs_dir, method.name, scale)
+  # The paper's ablations: their base method's config with the settings they vary (run when named in
+  # config.ablations).
+  for ablation in methods_lib.ABLATIONS:
+    block = method_config(configs_dir, ablation.ablation_of, scale)
+    for path, value in ablation.overrides:
+      *parents, leaf = path.split(".")
+      target = block
+      for part in parents:
+        target = target[part]
+      if leaf not in target:
+        raise KeyError(f"ablation {ablation.name}: {path} is not a field of {ablation.ablation_of}'s config")
+      target[leaf] = value
+    config.method[ablation.name] = block
   return config

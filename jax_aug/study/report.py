@@ -40,14 +40,16 @@ TINY_NOTICE = (
 
 
 def table1_rows(runs: Sequence[Mapping]) -> list[dict]:
-  """One row per method present in `runs`, in Table 1 order: method, display, family, mean, SE, n."""
+  """One row per method present in `runs`, in Table 1 order (ablations after the method they vary):
+  method, display, family, mean, SE, n, the paper's mean and SE (None where it gives none), ours - paper,
+  and whether the row is an ablation."""
   by_method: dict[str, list[Mapping]] = {}
   for run in runs:
-    if run["method"] not in methods_lib.BY_NAME:
+    if run["method"] not in methods_lib.ALL_BY_NAME:
       raise ValueError(f"run record names unknown method {run['method']!r}")
     by_method.setdefault(run["method"], []).append(run)
   rows = []
-  for method in methods_lib.METHODS:
+  for method in methods_lib.TABLE_ORDER:
     if method.name not in by_method:
       continue
     method_runs = sorted(by_method[method.name], key=lambda r: r["resample"])
@@ -56,36 +58,80 @@ def table1_rows(runs: Sequence[Mapping]) -> list[dict]:
       raise ValueError(f"method {method.name}: resample indices repeat in the run records: {resamples}")
     mean, se = statistics.mean_and_standard_error([r["top1"] for r in method_runs])
     rows.append({"method": method.name, "display": method.display, "family": method.family,
-                 "top1_mean": mean, "top1_standard_error": se, "n": len(method_runs)})
+                 "top1_mean": mean, "top1_standard_error": se, "n": len(method_runs),
+                 "paper_top1_mean": method.paper_top1, "paper_top1_standard_error": method.paper_standard_error,
+                 "difference_to_paper": None if method.paper_top1 is None else mean - method.paper_top1,
+                 "ablation": bool(method.ablation_of)})
   return rows
 
 
 def best_dm_method(rows: Sequence[Mapping]) -> str | None:
   """The diffusion-model method with the highest mean top-1 (Figure 6 compares it with retrieval)."""
-  dm = [r for r in rows if r["family"] in methods_lib.DM_FAMILIES]
+  dm = [r for r in rows if r["family"] in methods_lib.DM_FAMILIES and not r["ablation"]]
   return max(dm, key=lambda r: r["top1_mean"])["method"] if dm else None
 
 
-def _format_mean_se(mean: float, se: float) -> str:
-  return f"{mean:.2f} ± {se:.2f}" if math.isfinite(se) else f"{mean:.2f} ± n/a (n=1)"
+def _format_mean_se(mean: float, se: float | None) -> str:
+  """One decimal, as the paper's Table 1."""
+  if se is None:
+    return f"{mean:.1f} (no SE given)"
+  return f"{mean:.1f} ± {se:.1f}" if math.isfinite(se) else f"{mean:.1f} ± n/a (n=1)"
 
 
 def table1_markdown(rows: Sequence[Mapping], eval_split: str) -> str:
-  lines = ["| Method | Family | Top-1 (%) | n |", "|---|---|---|---|"]
+  lines = ["| Method | Family | Top-1 (%), ours | Top-1 (%), paper | ours - paper | n |", "|---|---|---|---|---|---|"]
   for r in rows:
+    paper = ("not given" if r["paper_top1_mean"] is None
+             else _format_mean_se(r["paper_top1_mean"], r["paper_top1_standard_error"]))
+    difference = "" if r["difference_to_paper"] is None else f"{r['difference_to_paper']:+.1f}"
     lines.append(f"| {r['display']} | {r['family']} | {_format_mean_se(r['top1_mean'], r['top1_standard_error'])}"
-                 f" | {r['n']} |")
+                 f" | {paper} | {difference} | {r['n']} |")
   return "\n".join(lines) + "\n\n" + TABLE_CAPTION.format(eval_split=eval_split) + "\n"
 
 
+CSV_COLUMNS = ("method", "display", "family", "top1_mean", "top1_standard_error", "n", "paper_top1_mean",
+               "paper_top1_standard_error", "difference_to_paper", "ablation")
+
+
 def table1_csv(rows: Sequence[Mapping]) -> str:
+  """Full precision (repr of the floats); empty cells where the paper gives no number."""
   buffer = io.StringIO()
   writer = csv.writer(buffer, lineterminator="\n")
-  writer.writerow(["method", "display", "family", "top1_mean", "top1_standard_error", "n"])
+  writer.writerow(CSV_COLUMNS)
   for r in rows:
-    writer.writerow([r["method"], r["display"], r["family"], repr(r["top1_mean"]),
-                     repr(r["top1_standard_error"]), r["n"]])
+    writer.writerow(["" if r[c] is None else repr(r[c]) if isinstance(r[c], float) else r[c] for c in CSV_COLUMNS])
   return buffer.getvalue()
+
+
+def figure1_bars(rows: Sequence[Mapping]) -> list[dict]:
+  """Figure 1: the baselines and the best method of each augmentation family (by our mean top-1), with
+  the paper's number of the same method; ablations are not candidates."""
+  bars = [r for r in rows if r["family"] == methods_lib.BASELINE_FAMILY]
+  for family in (*methods_lib.DM_FAMILIES, "retrieval"):
+    members = [r for r in rows if r["family"] == family and not r["ablation"]]
+    if members:
+      bars.append(max(members, key=lambda r: r["top1_mean"]))
+  return bars
+
+
+def figure1_chart(bars: Sequence[Mapping]) -> bytes:
+  """Bars with standard-error whiskers: ours and, beside each, the paper's number for that method."""
+  if not bars:
+    raise ValueError("figure 1: no methods to draw")
+  x = np.arange(len(bars))
+  figure, ax = plt.subplots(figsize=(1.3 * len(bars) + 2, 3.8))
+
+  def errors(key):
+    return [0.0 if (r[key] is None or not math.isfinite(r[key])) else r[key] for r in bars]
+
+  ax.bar(x - 0.2, [r["top1_mean"] for r in bars], 0.4, yerr=errors("top1_standard_error"), capsize=3, label="ours")
+  paper = [np.nan if r["paper_top1_mean"] is None else r["paper_top1_mean"] for r in bars]
+  ax.bar(x + 0.2, paper, 0.4, yerr=errors("paper_top1_standard_error"), capsize=3, label="paper", alpha=0.6)
+  ax.set_xticks(x, [f"{r['display']}\n({r['family']})" for r in bars], fontsize=7, rotation=20, ha="right")
+  ax.set_ylabel("top-1 (%), mean ± SE")
+  ax.legend(fontsize=8)
+  figure.tight_layout()
+  return _png(figure)
 
 
 def _png(figure) -> bytes:
@@ -121,6 +167,80 @@ def figure5_grid(title: str, rows: Sequence[tuple[str, Sequence[str | os.PathLik
   return _png(figure)
 
 
+# Figure 5 of the paper: its rows A-I, and the four CLIP templates its caption names for row D.
+FIGURE5_ROWS = (("A", "subset"), ("B", "simple_prompt"), ("C", "simple_prompt_no_ws"), ("D", "clip_prompts"),
+                ("E", "ft_conditioning"), ("F", "textual_inversion"), ("G", "imagic"), ("H", "pseudo_word_dm"),
+                ("I", "retrieval"))
+FIGURE5_CLIP_TEMPLATES = ("a bad photo of a {}.", "a black and white photo of the {}.", "a cartoon {}.",
+                          "a photo of many {}.")
+
+
+def _first_paths(records: Sequence[Mapping], wnid: str, count: int) -> list[str]:
+  return sorted(r["path"] for r in records if r["wnid"] == wnid)[:count]
+
+
+def clip_template_examples(records: Sequence[Mapping], wnid: str, lemmas: str = "all") -> list[str | None]:
+  """Row D: for each template of the Figure 5 caption, the first image (by path) of class `wnid` whose
+  prompt is that template filled with w(n); None where the set has no such image (few images per class)."""
+  from jax_aug.data import prompts
+  from jax_aug.data.imagenet_classes import class_by_wnid
+  name = prompts.no_ws_name(class_by_wnid(wnid), lemmas)
+  picked = []
+  for template in FIGURE5_CLIP_TEMPLATES:
+    matches = sorted(r["path"] for r in records if r["wnid"] == wnid and r.get("prompt") == template.format(name))
+    picked.append(matches[0] if matches else None)
+  return picked
+
+
+def figure5_paper_rows(augmentation: Mapping[str, Sequence[Mapping]], wnids: Sequence[str], per_class: int,
+                       method_configs) -> list[tuple[str, list[tuple[str, list[str | None]]]]]:
+  """The rows A-I of the paper's Figure 5 the run has: (row label, [(wnid, image paths or None)])."""
+  rows = []
+  for letter, name in FIGURE5_ROWS:
+    if name not in augmentation:
+      continue
+    records = augmentation[name]
+    if name == "clip_prompts":
+      lemmas = method_configs[name].get("prompt_lemmas", "all")
+      cells = [(w, clip_template_examples(records, w, lemmas)) for w in wnids]
+    else:
+      cells = [(w, _first_paths(records, w, per_class)) for w in wnids]
+    display = "10% ImageNet" if name == "subset" else methods_lib.BY_NAME[name].display
+    rows.append((f"{letter}. {display}", cells))
+  return rows
+
+
+def figure5_paper(rows: Sequence[tuple[str, Sequence[tuple[str, Sequence[str | None]]]]],
+                  class_names: Mapping[str, str], thumb: int = 64) -> bytes:
+  """One grid like the paper's Figure 5: a row per method (A-I), columns grouped by class."""
+  if not rows:
+    raise ValueError("figure 5: no method rows to show")
+  wnids = [w for w, _ in rows[0][1]]
+  width = {w: max(len(dict(cells)[w]) for _, cells in rows) for w in wnids}
+  columns = sum(width.values())
+  figure, axes = plt.subplots(len(rows), columns, figsize=(0.9 * columns + 1.8, 0.9 * len(rows) + 0.6),
+                              squeeze=False)
+  for i, (label, cells) in enumerate(rows):
+    j = 0
+    for wnid, paths in cells:
+      for slot in range(width[wnid]):
+        ax = axes[i][j]
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for spine in ax.spines.values():
+          spine.set_visible(False)
+        path = paths[slot] if slot < len(paths) else None
+        if path is not None:
+          ax.imshow(np.asarray(load_image_file(path).resize((thumb, thumb), Image.Resampling.BICUBIC)))
+        if i == 0 and slot == 0:
+          ax.set_title(class_names.get(wnid, wnid)[:20], fontsize=7, loc="left")
+        if j == 0:
+          ax.set_ylabel(label[:30], fontsize=7, rotation=0, ha="right", va="center")
+        j += 1
+  figure.tight_layout()
+  return _png(figure)
+
+
 def figure6_histogram(improvements: Mapping[str, Mapping[str, float]]) -> bytes:
   """Figure 6: histogram of per-class top-1 improvement over the 10% baseline, one series per method."""
   values = [v for series in improvements.values() for v in series.values()]
@@ -142,14 +262,84 @@ def figure6_histogram(improvements: Mapping[str, Mapping[str, float]]) -> bytes:
   return _png(figure)
 
 
+def figure6_examples(changes: Mapping[str, Mapping[str, float]], class_images: Mapping[str, str],
+                     class_names: Mapping[str, str], per_side: int = 3, thumb: int = 80) -> bytes:
+  """Figure 6's images: per method, a real image of each of the classes that lose most (left) and gain
+  most (right) against the 10% baseline, labelled with the change."""
+  figure, axes = plt.subplots(len(changes), 2 * per_side, figsize=(1.3 * 2 * per_side + 1.5, 1.5 * len(changes) + 0.4),
+                              squeeze=False)
+  for i, (label, series) in enumerate(changes.items()):
+    ranked = sorted(series, key=lambda w: (series[w], w))
+    shown = ranked[:per_side] + ranked[::-1][:per_side][::-1]
+    for j in range(2 * per_side):
+      ax = axes[i][j]
+      ax.set_xticks([])
+      ax.set_yticks([])
+      if j < len(shown) and shown[j] in class_images:
+        wnid = shown[j]
+        ax.imshow(np.asarray(load_image_file(class_images[wnid]).resize((thumb, thumb), Image.Resampling.BICUBIC)))
+        ax.set_title(f"{class_names.get(wnid, wnid)[:14]} {series[wnid]:+.1f}", fontsize=6)
+      if j == 0:
+        ax.set_ylabel(f"{label[:24]}\nlose most | gain most", fontsize=7, rotation=0, ha="right", va="center")
+  figure.tight_layout()
+  return _png(figure)
+
+
+def lr_search_chart(lr_searches: Mapping[str, Mapping]) -> bytes:
+  """Every grid run's validation loss per epoch, one panel per method; the chosen run drawn bold."""
+  figure, axes = plt.subplots(1, len(lr_searches), figsize=(3.2 * len(lr_searches) + 0.5, 3), squeeze=False)
+  for ax, (method, search) in zip(axes[0], lr_searches.items()):
+    for name, run in search["runs"].items():
+      epochs = [h["epoch"] for h in run["history"]]
+      ax.plot(epochs, [h["val_loss"] for h in run["history"]], marker="o", linewidth=2.5 if name == search["chosen"] else 1,
+              label=f"x{run['factor']:g}" + (" (chosen)" if name == search["chosen"] else ""))
+    ax.set_title(methods_lib.ALL_BY_NAME[method].display, fontsize=8)
+    ax.set_xlabel("epoch", fontsize=7)
+    ax.set_ylabel("validation loss", fontsize=7)
+    ax.legend(fontsize=6)
+  figure.tight_layout()
+  return _png(figure)
+
+
+def _lr_search_markdown(lr_searches: Mapping[str, Mapping]) -> list[str]:
+  md = ["| Method | grid point (factor) | learning rates (batch-scaled) | best validation loss | chosen |",
+        "|---|---|---|---|---|"]
+  for method, search in lr_searches.items():
+    for name, run in search["runs"].items():
+      rates = ", ".join(f"{g} {v:.3g}" for g, v in sorted(run["learning_rate"].items()))
+      md.append(f"| {methods_lib.ALL_BY_NAME[method].display} | x{run['factor']:g} | {rates} |"
+                f" {run['best_validation_loss']:.5f} | {'yes' if name == search['chosen'] else ''} |")
+  return md
+
+
+def _selection_markdown(selections: Mapping[str, Mapping]) -> list[str]:
+  md = []
+  for method, selection in selections.items():
+    display = methods_lib.ALL_BY_NAME[method].display
+    chosen = selection["chosen"]
+    scores = ", ".join(f"{name} {top1:.2f}" for name, top1 in sorted(selection["validation_top1"].items()))
+    what = (f"checkpoint {chosen} ({', '.join(selection['roles'][chosen])}) of run {selection['finetune_run']}"
+            if "roles" in selection else f"{chosen}")
+    md.append(f"- {display}: {what} chosen by the validation top-1 (%) of a classifier on subset + its samples"
+              f" (resampled set {selection['resample']}): {scores}. That classifier is the method's run"
+              f" r{selection['resample']} (reused, not retrained).")
+  return md
+
+
 def write_report(report_dir: str | os.PathLike, *, runs: Sequence[Mapping], eval_split: str, tiny: bool,
                  excluded: Sequence[Mapping] = (), class_names: Mapping[str, str] | None = None,
                  figure5: Mapping[str, Sequence[tuple[str, Sequence[str]]]] | None = None,
-                 notes: Sequence[str] = ()) -> dict[str, Path]:
+                 notes: Sequence[str] = (), figure5_rows: Sequence | None = None,
+                 class_images: Mapping[str, str] | None = None, selections: Mapping[str, Mapping] | None = None,
+                 lr_searches: Mapping[str, Mapping] | None = None,
+                 protocol: Sequence[Mapping] = ()) -> dict[str, Path]:
   """Writes the whole report; returns {artifact name: path}.
 
   `excluded`: [{"wnid", "reason"}]; `figure5`: {method or 'subset': [(wnid, [image paths])]} for the
-  classes to show; `notes`: extra lines for the Markdown (e.g. which checkpoint each method used).
+  classes to show (one grid per method); `figure5_rows`: the paper's rows A-I (`figure5_paper_rows`);
+  `class_images`: {wnid: a real image} for Figure 6's examples; `selections` / `lr_searches`: the select
+  stages' selection.json and the lr_search stages' lr_search.json by method; `protocol`: rows of
+  `jax_aug.study.protocol.protocol_rows`; `notes`: extra lines for the Markdown.
   """
   report_dir = Path(report_dir)
   class_names = dict(class_names or {})
@@ -164,15 +354,25 @@ def write_report(report_dir: str | os.PathLike, *, runs: Sequence[Mapping], eval
 
   put("table1.csv", table1_csv(rows))
   put("table1.md", (TINY_NOTICE + "\n\n" if tiny else "") + table1_markdown(rows, eval_split))
-  runs_sorted = sorted(runs, key=lambda r: ([m.name for m in methods_lib.METHODS].index(r["method"]), r["resample"]))
+  order = [m.name for m in methods_lib.TABLE_ORDER]
+  runs_sorted = sorted(runs, key=lambda r: (order.index(r["method"]), r["resample"]))
   atomic_write_json(report_dir / "runs.json", {"table1": rows, "runs": runs_sorted, "excluded_classes": list(excluded),
-                                               "eval_split": eval_split, "tiny_random_init_models": tiny})
+                                               "eval_split": eval_split, "tiny_random_init_models": tiny,
+                                               "lr_search": dict(lr_searches or {}), "selection": dict(selections or {})})
   paths["runs.json"] = report_dir / "runs.json"
 
   md = ["# Study report", ""]
   if tiny:
     md += [TINY_NOTICE, ""]
   md += ["## Table 1", "", table1_markdown(rows, eval_split)]
+  if any(r["ablation"] for r in rows):
+    md += ["Rows marked (ablation) are the paper's ablations (Sec. 3.2, 4.4), not methods of its Table 1.", ""]
+
+  bars = figure1_bars(rows)
+  if bars:
+    put("figure1.png", figure1_chart(bars))
+    md += ["## Figure 1: best method of each family", "", "![Figure 1](figure1.png)", "",
+           "Ours (mean ± SE over the resamples) beside the paper's number for the same method.", ""]
 
   md += ["## Figure 6: per-class improvement over 10% ImageNet", ""]
   best_dm = best_dm_method(rows)
@@ -182,11 +382,16 @@ def write_report(report_dir: str | os.PathLike, *, runs: Sequence[Mapping], eval
     improvements = {}
     for name in (best_dm, "retrieval"):
       mean = statistics.mean_per_class([r["per_class_top1"] for r in per_method[name]])
-      improvements[methods_lib.BY_NAME[name].display] = statistics.per_class_improvement(mean, baseline)
+      improvements[methods_lib.ALL_BY_NAME[name].display] = statistics.per_class_improvement(mean, baseline)
     put("figure6.png", figure6_histogram(improvements))
     atomic_write_json(report_dir / "figure6.json", improvements)
     paths["figure6.json"] = report_dir / "figure6.json"
-    md += ["![Figure 6](figure6.png)", "",
+    md += ["![Figure 6](figure6.png)", ""]
+    if class_images:
+      put("figure6_examples.png", figure6_examples(improvements, class_images, class_names))
+      md += ["![Figure 6 examples](figure6_examples.png)", "",
+             "A real 10% ImageNet image of each class that loses most (left) and gains most (right).", ""]
+    md += [
            f"Per-class top-1 of each method (mean over its resamples) minus that of the 10% baseline (mean over"
            f" its runs), for Retrieval and the best DM method by Table 1 ({methods_lib.BY_NAME[best_dm].display})."
            f" Numbers: figure6.json.", ""]
@@ -200,8 +405,16 @@ def write_report(report_dir: str | os.PathLike, *, runs: Sequence[Mapping], eval
     md += ["Not drawn: it needs the 10% baseline, retrieval and at least one DM method in the run.", ""]
 
   md += ["## Figure 5: example images", ""]
+  if figure5_rows:
+    put("figure5.png", figure5_paper(figure5_rows, class_names))
+    md += ["![Figure 5](figure5.png)", "",
+           "Rows as in the paper's Figure 5 (those this run has): A 10% ImageNet, B simple prompt, C simple prompt"
+           " (no ws), D CLIP prompts with the caption's four templates ('a bad photo of a w(n).', 'a black and"
+           " white photo of the w(n).', 'a cartoon w(n).', 'a photo of many w(n).'; blank where no image of the"
+           " set had that template), E FT conditioning, F textual inversion, G Imagic, H pseudoword + DM,"
+           " I retrieval. Per-method grids follow.", ""]
   for method, grid_rows in (figure5 or {}).items():
-    display = "10% ImageNet (subset images)" if method == "subset" else methods_lib.BY_NAME[method].display
+    display = "10% ImageNet (subset images)" if method == "subset" else methods_lib.ALL_BY_NAME[method].display
     labelled = [(f"{class_names.get(w, w)}", p) for w, p in grid_rows]
     name = f"figure5_{method}.png"
     put(name, figure5_grid(display, labelled))
@@ -215,6 +428,22 @@ def write_report(report_dir: str | os.PathLike, *, runs: Sequence[Mapping], eval
   else:
     md += ["None."]
   md += [""]
+  if lr_searches:
+    put("lr_search.png", lr_search_chart(lr_searches))
+    md += ["## Learning-rate grid search (fine-tuned methods)", "",
+           "One fine-tuning run per grid point (every group's base learning rate times the factor); the run"
+           " with the lowest validation loss wins (the paper trains by the validation loss), then its"
+           " checkpoints are selected below. Every run's curve: lr_search.png.", "",
+           *_lr_search_markdown(lr_searches), "", "![learning-rate search](lr_search.png)", ""]
+  if selections:
+    md += ["## Choices by downstream validation accuracy", "", *_selection_markdown(selections), ""]
+  if protocol:
+    md += ["## Protocol", "", "Every setting this run used; 'not given in the paper' marks our choices.", "",
+           "| setting | this run | paper |", "|---|---|---|"]
+    md += [f"| {p['setting']} | {p['value']} | {p['source']} |" for p in protocol]
+    md += [""]
+    atomic_write_json(report_dir / "protocol.json", list(protocol))
+    paths["protocol.json"] = report_dir / "protocol.json"
   if notes:
     md += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
   put("report.md", "\n".join(md))
