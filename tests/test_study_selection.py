@@ -152,10 +152,31 @@ def test_reuse_refuses_a_different_resampled_set(stand_ins, tmp_path):
   config = load_module(CONFIGS / "tiny.py").get_config()
   config.methods = "boomerang"
   config.compilation_cache = False
-  config.stages = "data,models,select/*,resample/*"
+  config.stages = "check,data,models,select/*,resample/*"
   runner.run_study(config, tmp_path, log=lambda line: None)
   set0 = tmp_path / "resample" / "boomerang" / "set_0.jsonl"
   lines = set0.read_text().splitlines()
   set0.write_text("\n".join(lines[1:] + lines[:1]) + "\n")  # same images, another order: not the same run
   with pytest.raises(RuntimeError, match="resampled set 0 .* differs from the one the selection trained on"):
     runner.reuse_selection_classifier("boomerang", 0, config, tmp_path, tmp_path / "train" / "boomerang" / "r0")
+
+
+def test_twin_of_a_reused_run_reruns_the_selection_classifier_that_trained(tmp_path, monkeypatch):
+  """train/<m>/r0 of a fine-tuned method holds only results copied from its selection classifier: the
+  PyTorch twin must rerun that classifier's recorded config, not look for a run in r0."""
+  candidate = tmp_path / "select" / "m" / "candidates" / "epoch_1"
+  selection_results = wiring.classifier_results_path(candidate)
+  selection_results.parent.mkdir(parents=True)
+  selection_results.write_text(json.dumps({"top1": 50.0}))
+  r0 = wiring.classifier_results_path(tmp_path / "train" / "m" / "r0")
+  r0.parent.mkdir(parents=True)
+  r0.write_text(json.dumps({"top1": 50.0, "reused_from": str(selection_results.relative_to(tmp_path))}))
+  baseline = wiring.classifier_results_path(tmp_path / "train" / "b" / "r0")
+  baseline.parent.mkdir(parents=True)
+  baseline.write_text(json.dumps({"top1": 40.0}))
+  seen = []
+  import jax_aug.twin.run
+  monkeypatch.setattr(jax_aug.twin.run, "twin_of_run", lambda run_dir, out: seen.append(Path(run_dir)))
+  wiring.train_twin(tmp_path / "train" / "m" / "r0", tmp_path / "twin" / "m", workdir=tmp_path)
+  wiring.train_twin(tmp_path / "train" / "b" / "r0", tmp_path / "twin" / "b", workdir=tmp_path)
+  assert seen == [selection_results.parent, baseline.parent]

@@ -214,7 +214,8 @@ def plan(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> list[
                      " select: a twin needs the method's classifier run")
   for method in twins:
     stages.append(Stage(f"twin/{method.name}", {"twin": "torch"},
-                        lambda out, m=method: wiring.train_twin(workdir / "train" / m.name / "r0", out),
+                        lambda out, m=method: wiring.train_twin(workdir / "train" / m.name / "r0", out,
+                                                                workdir=workdir),
                         (f"train/{method.name}/r0",)))
   return stages
 

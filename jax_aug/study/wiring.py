@@ -124,10 +124,16 @@ def train_classifier(classifier_config, out: Path, *, data_dir: Path, exclusion:
   return train_and_evaluate(config, Path(out) / CLASSIFIER_DIR)
 
 
-def train_twin(train_stage_dir: Path, out: Path) -> Path:
-  """The PyTorch twin (`jax_aug.twin.run.twin_of_run`) of a finished classifier stage, in `out`."""
+def train_twin(train_stage_dir: Path, out: Path, *, workdir: Path) -> Path:
+  """The PyTorch twin (`jax_aug.twin.run.twin_of_run`) of a finished classifier stage, in `out`. A stage that
+  reused a checkpoint-selection classifier (its results name `reused_from`, relative to `workdir`) holds no
+  run of its own: the twin then reruns that classifier, which trained on the same set with the same seed."""
+  from jax_aug.io import read_json
   from jax_aug.twin.run import twin_of_run
-  return twin_of_run(Path(train_stage_dir) / CLASSIFIER_DIR, out)
+  results_path = classifier_results_path(train_stage_dir)
+  reused_from = read_json(results_path).get("reused_from")
+  run_dir = (Path(workdir) / reused_from).parent if reused_from else results_path.parent
+  return twin_of_run(run_dir, out)
 
 
 # --- models ------------------------------------------------------------------------------------------
