@@ -156,7 +156,7 @@ def train_and_evaluate(config: ConfigDict, workdir: str | os.PathLike) -> dict:
   wnids = data["wnids"]
   mesh = sharding.make_mesh()
   _check_config(config, mesh)
-  model = model_lib.build_model(config.model, num_classes=len(wnids))
+  model = model_lib.build_model(config.model, num_classes=len(wnids), num_devices=mesh.size)
   tx = steps.make_optimizer(config.optimizer)
   replicated = sharding.replicated_sharding(mesh)
   state = jax.jit(lambda key: steps.create_train_state(model, tx, key, config.input.image_size),
