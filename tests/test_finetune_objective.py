@@ -5,10 +5,10 @@ tiny weights, with the same posterior draws, noise and timesteps fed to both sid
 (conditioning tensor, cluster conditionings, pseudo-words inside the text encoder, U-Net) and combinations.
 
 Tolerances (float32 both sides; the PT->Flax weight conversion alone differs by ~1e-4 on U-Net outputs):
-the weighted batch loss (unequal example weights, four different timesteps) to 1e-4 relative; every gradient leaf to 2e-3 of that leaf's largest gradient
-(max abs difference / max abs reference), and 2e-4 of the whole tree's largest gradient elementwise.
-Negative control: the reference with SD's scaling factor 0.18215 replaced by 1 (a realistic porting bug)
-gives losses off by far more than the tolerance.
+the weighted batch loss (unequal example weights, four different timesteps) to 1e-4 relative (measured
+~6e-7); each gradient tensor to max|ours - ref| <= 2e-3 * max|ref tensor| + 2e-4 * max|ref, whole tree|
+(measured: worst tensor at ~5% of that bound). Negative control: the reference with SD's scaling factor
+0.18215 replaced by 1 (a realistic porting bug) moves the loss by 0.8%, 78x the tolerance.
 """
 
 import copy
