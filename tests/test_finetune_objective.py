@@ -26,17 +26,10 @@ from jax_aug.data import prompts
 from jax_aug.data.imagenet_classes import class_by_wnid
 from jax_aug.diffusion import tiny
 from jax_aug.finetune import objective, pseudo_word
-from jax_aug.finetune.methods import MethodSpec, initial_trainable, tokenize
+from jax_aug.finetune.methods import initial_trainable, tokenize
 from jax_aug.finetune.trainer import make_loss_fn, make_steps
+from test_finetune_methods import METHODS, WNIDS  # the five methods' trainable kinds, two classes
 
-WNIDS = ("n01491361", "n01440764")
-METHODS = {
-    "ft_conditioning": MethodSpec("tensor", 1, False),
-    "ft_cluster_conditioning": MethodSpec("tensor", 2, False),
-    "imagic": MethodSpec("tensor", 1, True),
-    "textual_inversion": MethodSpec("pseudo_word", 1, False),
-    "pseudo_word_dm": MethodSpec("pseudo_word", 1, True),
-}
 LOSS_RTOL = 1e-4
 LEAF_RTOL = 2e-3
 TREE_RTOL = 2e-4
