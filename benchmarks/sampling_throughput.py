@@ -26,20 +26,6 @@ _STEPS = flags.DEFINE_integer("steps", 0, "Denoising steps (0: 10 on cpu, 50 on 
 PROMPTS = ("A photo of goldfish, Carassius auratus.", "a photo of many tigershark.",
            "A photo of desktopcomputer.", "a sketch of a papillon.")
 
-# SD v1.4's component configs (CompVis/stable-diffusion-v1-4, */config.json), shapes only.
-SD14_UNET = dict(sample_size=64, in_channels=4, out_channels=4, cross_attention_dim=768, attention_head_dim=8,
-                 block_out_channels=(320, 640, 1280, 1280), layers_per_block=2,
-                 down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-                 up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3)
-SD14_VAE = dict(in_channels=3, out_channels=3, block_out_channels=(128, 256, 512, 512), layers_per_block=2,
-                latent_channels=4, sample_size=512, down_block_types=("DownEncoderBlock2D",) * 4,
-                up_block_types=("UpDecoderBlock2D",) * 4)
-SD14_TEXT = dict(vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
-                 num_attention_heads=12, max_position_embeddings=77, projection_dim=768, hidden_act="quick_gelu",
-                 bos_token_id=49406, eos_token_id=49407, pad_token_id=49407)
-SD14_SAFETY_VISION = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
-                          image_size=224, patch_size=14, projection_dim=768)
-
 
 def sd14_pair(workdir: Path):
   """(PyTorch fp16 pipeline on CUDA, our bfloat16 model), each with its own random weights."""
@@ -50,13 +36,13 @@ def sd14_pair(workdir: Path):
 
   from jax_aug.diffusion import loading, tiny
   pipeline = StableDiffusionPipeline(
-      vae=AutoencoderKL(**SD14_VAE), text_encoder=CLIPTextModel(CLIPTextConfig(**SD14_TEXT)),
-      tokenizer=loading.load_clip_tokenizer(), unet=UNet2DConditionModel(**SD14_UNET),
+      vae=AutoencoderKL(**tiny.SD14_VAE), text_encoder=CLIPTextModel(CLIPTextConfig(**tiny.SD14_TEXT)),
+      tokenizer=loading.load_clip_tokenizer(), unet=UNet2DConditionModel(**tiny.SD14_UNET),
       scheduler=PNDMScheduler(**tiny.SD14_SCHEDULER_CONFIG),
-      safety_checker=StableDiffusionSafetyChecker(tiny.safety_clip_config(SD14_TEXT, SD14_SAFETY_VISION)),
+      safety_checker=StableDiffusionSafetyChecker(tiny.safety_clip_config(tiny.SD14_TEXT, tiny.SD14_SAFETY_VISION)),
       feature_extractor=tiny.feature_extractor()).to("cuda", torch.float16)
-  path = tiny.build_random_sd(workdir / "sd14", unet_config=SD14_UNET, vae_config=SD14_VAE,
-                              text_config=SD14_TEXT, vision_config=SD14_SAFETY_VISION)
+  path = tiny.build_random_sd(workdir / "sd14", unet_config=tiny.SD14_UNET, vae_config=tiny.SD14_VAE,
+                              text_config=tiny.SD14_TEXT, vision_config=tiny.SD14_SAFETY_VISION)
   return pipeline, loading.load_sd(path, dtype="bfloat16")
 
 

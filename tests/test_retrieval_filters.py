@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from jax_aug.retrieval import filters
 from jax_aug.retrieval.aesthetic import AestheticHead, convert_pth, load_aesthetic_head
@@ -68,7 +69,6 @@ def test_nsfw_flag_filter():
 
 
 def test_aesthetic_head_matches_pytorch_after_pth_conversion(tmp_path):
-  torch = pytest.importorskip("torch")
   torch.manual_seed(0)
   # The layout of LAION's improved aesthetic predictor (Linear stack with dropout, no activation).
   model = torch.nn.Sequential()

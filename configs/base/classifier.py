@@ -25,6 +25,9 @@ def get(scale: str) -> ml_collections.ConfigDict:
   config.model.num_filters = 8 if tiny else 64
   # Compute precision; parameters stay float32. "bfloat16" on GPU/TPU.
   config.model.dtype = "float32"
+  # BatchNorm statistics over the "global" batch (synchronised across devices; results independent of the
+  # device count) or "per_device" (each device's shard alone, as the paper's 8-GPU DDP without SyncBN).
+  config.model.batch_norm = "global"
 
   config.global_batch_size = 16 if tiny else 256
   config.eval_batch_size = 32 if tiny else 256

@@ -23,7 +23,7 @@ def get(scale: str) -> ml_collections.ConfigDict:
   config.model.tiny_seed = 0
   config.num_inference_steps = 4 if tiny else 50
   config.guidance_scale = 7.5
-  config.scheduler = "pndm"  # pndm | ddim | lms | dpm_solver, configured from the checkpoint
+  config.scheduler = "pndm"  # pndm | ddim, configured from the checkpoint (engine.SCHEDULERS)
   config.resolution = 0 if tiny else 512  # 0: the model's native size
   # The class name n of the simple / CLIP prompts: "all" lemmas joined by ", " (paper), or "first" (the
   # paper's ablation, Sec. 3.2; jax_aug/data/prompts.py).

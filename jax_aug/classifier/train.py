@@ -227,7 +227,7 @@ def train_and_evaluate(config: ConfigDict, workdir: str | os.PathLike) -> dict:
   wnids = data["wnids"]
   mesh = sharding.make_mesh()
   _check_config(config, mesh)
-  model = model_lib.build_model(config.model, num_classes=len(wnids))
+  model = model_lib.build_model(config.model, num_classes=len(wnids), num_devices=mesh.size)
   tx = steps.make_optimizer(config.optimizer)
   state = initial_state(config, model, tx, mesh)
   train_step = steps.jit_train_step(model, tx, mesh)

@@ -34,14 +34,17 @@ from jax_aug.data.transforms import vae_image
 from jax_aug.diffusion import boomerang, conditioning
 from jax_aug.diffusion.loading import StableDiffusion
 from jax_aug.diffusion.safety import make_safety_fn
+from jax_aug.finetune import objective
 from jax_aug.io import JsonlManifest
 
 METRICS_FILE = "metrics.jsonl"
+# Only schedulers whose Flax implementation matches diffusers' PyTorch pipeline (tests/test_diffusion_equivalence.py).
+# Not offered, measured on the tiny SD: diffusers 0.39's FlaxLMSDiscreteScheduler indexes its sigmas by the
+# timestep value (not its position) and does not trace inside a jitted loop; FlaxDPMSolverMultistepScheduler
+# lacks PyTorch's `final_sigmas_type="zero"` last step (images differ by 0.05 on the 0..1 scale).
 SCHEDULERS = {
     "pndm": "FlaxPNDMScheduler",
     "ddim": "FlaxDDIMScheduler",
-    "lms": "FlaxLMSDiscreteScheduler",
-    "dpm_solver": "FlaxDPMSolverMultistepScheduler",
 }
 
 
@@ -85,16 +88,22 @@ def item_key(seed, label, image_index, attempt) -> jax.Array:
 
 
 _NOISE_FNS: dict[tuple, Callable] = {}
+# Boomerang's VAE posterior draw of an item: fold_in(item key, 1), a stream apart from its initial latents.
+POSTERIOR_STREAM = 1
 
 
 def initial_noise(seed: int, labels: Sequence[int], indices: Sequence[int], attempts: Sequence[int],
-                  latent_shape: tuple[int, int, int]) -> np.ndarray:
-  """Standard normal latents [B, C, h, w]; row i depends only on (seed, labels[i], indices[i], attempts[i])."""
-  if latent_shape not in _NOISE_FNS:
-    draw = lambda s, l, i, a: jax.random.normal(item_key(s, l, i, a), latent_shape, jnp.float32)
-    _NOISE_FNS[latent_shape] = jax.jit(jax.vmap(draw, in_axes=(None, 0, 0, 0)))
+                  latent_shape: tuple[int, int, int], *, stream: int | None = None) -> np.ndarray:
+  """Standard normal latents [B, C, h, w]; row i depends only on (seed, labels[i], indices[i], attempts[i])
+  (and `stream`, folded into the item key, for a second independent draw of the same item)."""
+  if (latent_shape, stream) not in _NOISE_FNS:
+    def draw(s, l, i, a):
+      key = item_key(s, l, i, a)
+      return jax.random.normal(key if stream is None else jax.random.fold_in(key, stream), latent_shape, jnp.float32)
+    _NOISE_FNS[latent_shape, stream] = jax.jit(jax.vmap(draw, in_axes=(None, 0, 0, 0)))
   as_u32 = lambda x: jnp.asarray(np.asarray(x, dtype=np.uint32))
-  return np.asarray(_NOISE_FNS[latent_shape](as_u32(seed), as_u32(labels), as_u32(indices), as_u32(attempts)))
+  return np.asarray(_NOISE_FNS[latent_shape, stream](as_u32(seed), as_u32(labels), as_u32(indices),
+                                                      as_u32(attempts)))
 
 
 def make_scheduler(model: StableDiffusion, name: str):
@@ -102,7 +111,15 @@ def make_scheduler(model: StableDiffusion, name: str):
   import diffusers
   if name not in SCHEDULERS:
     raise ValueError(f"unknown scheduler {name!r}: expected one of {sorted(SCHEDULERS)}")
-  scheduler = getattr(diffusers, SCHEDULERS[name]).from_config(model.scheduler.config)
+  # diffusers' StableDiffusionPipeline corrects two fields of SD v1.x's old scheduler configs when it is built
+  # (steps_offset -> 1; clip_sample -> False, which DDIM would otherwise apply to its x0 prediction). Private
+  # keys go: from_config would otherwise reset fields listed in `_use_default_values` to their defaults.
+  config = {k: v for k, v in model.scheduler.config.items() if not k.startswith("_")}
+  config["steps_offset"] = 1
+  scheduler_class = getattr(diffusers, SCHEDULERS[name])
+  scheduler = scheduler_class.from_config(config)
+  if scheduler.config.get("clip_sample") is True:
+    scheduler = scheduler_class.from_config({**config, "clip_sample": False})
   return scheduler, scheduler.create_state()
 
 
@@ -161,17 +178,18 @@ class Sampler:
 
   # --- denoising --------------------------------------------------------------------------------------
 
-  def _denoise_and_decode(self, params, noise, cond, uncond, guidance_scale, init_images, *, img2img):
+  def _denoise_and_decode(self, params, noise, cond, uncond, guidance_scale, init_images, posterior_noise, *,
+                          img2img):
     model, scheduler = self.model, self.scheduler
     dtype = model.unet.dtype
     state = scheduler.set_timesteps(params["scheduler"], self.settings.num_inference_steps, noise.shape)
     timesteps = jnp.asarray(state.timesteps, jnp.int32)
     if img2img:
-      # The encoder's posterior mean (deterministic), noised to the start step's level.
-      posterior = model.vae.apply({"params": params["vae"]}, init_images.astype(dtype),
-                                  method=model.vae.encode).latent_dist
-      # Flax's VAE encoder returns NHWC latents; the U-Net works in NCHW.
-      init_latents = posterior.mean.transpose(0, 3, 1, 2).astype(jnp.float32) * model.vae.config.scaling_factor
+      # One posterior sample per image (as diffusers' img2img pipeline draws it), noised to the start step's
+      # level. Flax's VAE keeps its moments NHWC; the posterior noise comes NCHW, as the U-Net's latents.
+      init_latents = objective.encode_latents(model.vae, params["vae"], init_images.astype(dtype),
+                                              posterior_noise.transpose(0, 2, 3, 1),
+                                              model.vae.config.scaling_factor).astype(jnp.float32)
       t0 = jnp.broadcast_to(timesteps[self.start], (noise.shape[0],))
       latents = scheduler.add_noise(state, init_latents, noise, t0)
     else:
@@ -198,22 +216,26 @@ class Sampler:
     return image.transpose(0, 2, 3, 1)
 
   def generate(self, noise: np.ndarray, cond: np.ndarray, uncond: np.ndarray | None = None,
-               init_images: np.ndarray | None = None, params=None) -> np.ndarray:
+               init_images: np.ndarray | None = None, posterior_noise: np.ndarray | None = None,
+               params=None) -> np.ndarray:
     """Images in [0, 1], float32 [B, H, W, 3], from latents noise [B, 4, h, w] and conditionings
-    [B, 77, hidden]; `init_images` [B, 3, H, W] in [-1, 1] for Boomerang. B must split evenly over the
-    mesh's devices."""
+    [B, 77, hidden]; for Boomerang `init_images` [B, 3, H, W] in [-1, 1] and the standard normal draw of
+    their VAE posterior samples `posterior_noise` [B, 4, h, w]. B must split evenly over the mesh's devices."""
     if (init_images is not None) != bool(self.settings.boomerang_strength):
       raise ValueError("init images are given exactly when boomerang_strength > 0")
+    if (init_images is not None) != (posterior_noise is not None):
+      raise ValueError("posterior_noise is given exactly when init images are")
     batch = noise.shape[0]
     uncond = self.unconditional() if uncond is None else uncond
     uncond = np.broadcast_to(uncond, cond.shape)
     params = self._replicated_params() if params is None else sharding.replicate(params, self.mesh)
     data = sharding.data_sharding(self.mesh)
     put = lambda x: jax.device_put(np.asarray(x, np.float32), data)
-    init = put(init_images) if init_images is not None else put(np.zeros((batch, 1, 1, 1)))
+    img2img = init_images is not None
+    init = put(init_images) if img2img else put(np.zeros((batch, 1, 1, 1)))
+    posterior = put(posterior_noise) if img2img else put(np.zeros((batch, 1, 1, 1)))
     images = self._denoise(params, put(noise), put(cond), put(uncond),
-                           jnp.float32(self.settings.guidance_scale), init,
-                           img2img=init_images is not None)
+                           jnp.float32(self.settings.guidance_scale), init, posterior, img2img=img2img)
     return np.asarray(images)
 
   def _replicated_params(self):
@@ -265,16 +287,18 @@ def _check_image_reader(read_image) -> None:
 def generate_batch(sampler: Sampler, requests: Sequence[Request], attempts: Sequence[int], *, seed: int,
                    read_image: Callable[[str], Image.Image] | None = None) -> np.ndarray:
   """uint8 images [B, H, W, 3] of a (padded) batch of requests at the given attempts."""
-  noise = initial_noise(seed, [r.label for r in requests], [r.image_index for r in requests], attempts,
-                        sampler.latent_shape)
-  init = None
+  keys = ([r.label for r in requests], [r.image_index for r in requests], attempts)
+  noise = initial_noise(seed, *keys, sampler.latent_shape)
+  init = posterior = None
   if sampler.settings.boomerang_strength:
     missing = [r.key for r in requests if not r.init_image]
     if missing:
       raise ValueError(f"Boomerang requests {missing[:3]} have no init_image")
     _check_image_reader(read_image)
     init = np.stack([vae_image(read_image(r.init_image), sampler.resolution) for r in requests])
-  return to_uint8(sampler.generate(noise, sampler.conditionings(requests), init_images=init))
+    posterior = initial_noise(seed, *keys, sampler.latent_shape, stream=POSTERIOR_STREAM)
+  return to_uint8(sampler.generate(noise, sampler.conditionings(requests), init_images=init,
+                                   posterior_noise=posterior))
 
 
 def sample_requests(

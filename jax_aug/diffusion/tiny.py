@@ -71,6 +71,20 @@ VISION_CONFIG: dict[str, Any] = dict(
     patch_size=32,
     projection_dim=TINY_HIDDEN,
 )
+# SD v1.4's component configs (CompVis/stable-diffusion-v1-4, */config.json), shapes only: the GPU benchmark
+# and the full-architecture equivalence test build random weights of these.
+SD14_UNET = dict(sample_size=64, in_channels=4, out_channels=4, cross_attention_dim=768, attention_head_dim=8,
+                 block_out_channels=(320, 640, 1280, 1280), layers_per_block=2,
+                 down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+                 up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3)
+SD14_VAE = dict(in_channels=3, out_channels=3, block_out_channels=(128, 256, 512, 512), layers_per_block=2,
+                latent_channels=4, sample_size=512, down_block_types=("DownEncoderBlock2D",) * 4,
+                up_block_types=("UpDecoderBlock2D",) * 4)
+SD14_TEXT = dict(vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                 num_attention_heads=12, max_position_embeddings=77, projection_dim=768, hidden_act="quick_gelu",
+                 bos_token_id=49406, eos_token_id=49407, pad_token_id=49407)
+SD14_SAFETY_VISION = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
+                          image_size=224, patch_size=14, projection_dim=768)
 # SD v1.4's scheduler/scheduler_config.json.
 SD14_SCHEDULER_CONFIG: dict[str, Any] = dict(
     num_train_timesteps=1000,
@@ -169,6 +183,12 @@ def build_tiny_sd_pt(path: str | os.PathLike, *, seed: int = 0):
   """Saves the same tiny architecture as a PyTorch `StableDiffusionPipeline` (random init from
   `seed`), in .bin files because diffusers' PT->Flax conversion reads those; returns the pipeline so a
   test can run it as the reference. Needs torch (a test dependency)."""
+  return build_random_sd_pt(path, seed=seed)
+
+
+def build_random_sd_pt(path: str | os.PathLike, *, seed: int = 0, unet_config=None, vae_config=None,
+                       text_config=None, vision_config=None):
+  """`build_tiny_sd_pt` for any component configs (default: the tiny ones), e.g. SD v1.4's shapes."""
   import torch
   from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
   from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
@@ -177,10 +197,10 @@ def build_tiny_sd_pt(path: str | os.PathLike, *, seed: int = 0):
   path = Path(path)
   _check_empty_target(path)
   torch.manual_seed(seed)
-  unet = UNet2DConditionModel(**UNET_CONFIG)
-  vae = AutoencoderKL(**VAE_CONFIG)
-  text_encoder = CLIPTextModel(CLIPTextConfig(**TEXT_CONFIG))
-  safety_checker = StableDiffusionSafetyChecker(safety_clip_config())
+  unet = UNet2DConditionModel(**(unet_config or UNET_CONFIG))
+  vae = AutoencoderKL(**(vae_config or VAE_CONFIG))
+  text_encoder = CLIPTextModel(CLIPTextConfig(**(text_config or TEXT_CONFIG)))
+  safety_checker = StableDiffusionSafetyChecker(safety_clip_config(text_config, vision_config))
   pipeline = StableDiffusionPipeline(
       vae=vae, text_encoder=text_encoder, tokenizer=load_clip_tokenizer(), unet=unet,
       scheduler=PNDMScheduler(**SD14_SCHEDULER_CONFIG), safety_checker=safety_checker,

@@ -9,7 +9,7 @@ same call gives the same loss, and tests feed the PyTorch reference identical no
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -53,16 +53,6 @@ def encode_latents(vae: Any, vae_params: Any, images: jax.Array, latent_eps: jax
   posterior = vae.apply({"params": vae_params}, images, method=vae.encode).latent_dist
   latents = posterior.mean + posterior.std * latent_eps.astype(posterior.mean.dtype)
   return jax.lax.stop_gradient(jnp.transpose(latents, (0, 3, 1, 2)) * scaling_factor)
-
-
-def noise_prediction_loss(unet_apply: Callable[..., jax.Array], latents: jax.Array,
-                          encoder_hidden_states: jax.Array, noise: jax.Array, timesteps: jax.Array,
-                          abar: jax.Array) -> jax.Array:
-  """Mean squared error between the true noise and the U-Net's prediction, averaged over all
-  elements (float32, whatever the compute dtype). `unet_apply(noisy, t, hidden) -> eps_hat`."""
-  noisy = add_noise(abar, latents, noise, timesteps)
-  prediction = unet_apply(noisy, timesteps, encoder_hidden_states)
-  return jnp.mean(jnp.square(prediction.astype(jnp.float32) - noise.astype(jnp.float32)))
 
 
 def draw_noise(key: jax.Array, batch: int, latent_shape: tuple[int, int, int],

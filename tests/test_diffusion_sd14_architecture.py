@@ -1,0 +1,88 @@
+"""SD v1.4's real architecture, not only tiny shapes: the full U-Net (860M parameters), VAE and CLIP ViT-L/14 text
+encoder configurations with random weights, written once as a PyTorch diffusers folder (.bin) in a temp dir,
+loaded through `load_sd(from_pt=True)` (float32 and bfloat16), and sampled by our engine against diffusers'
+PyTorch `StableDiffusionPipeline` with the same initial latents: 64 px (8x8 latents; the architecture is
+resolution-independent), 2 PNDM steps (SD v1.4's scheduler config), guidance 7.5, two prompts. The safety
+checker keeps tiny width (it is not part of sampling; the paper's checker is tested in test_diffusion_safety).
+
+Tolerances on the 0..1 image scale, max abs over all pixels:
+- float32 vs PyTorch float32: 2e-3 (measured 4.6e-5; a 16-block U-Net with 768-wide attention and a
+  4-level VAE could accumulate more float32 rounding than the tiny one, so the bound stays under half an
+  8-bit level, 3.9e-3).
+- bfloat16 vs our float32: 0.1 (measured 3.4e-2; bf16 keeps 8 mantissa bits, ~4e-3 per op, over ~50
+  layers per U-Net call).
+Negative control: swapping the two prompts moves the float32 images by far more than 2e-3.
+
+Heavy: ~4 GB of float32 weights on each side. Measured on the loaded 2-core machine: 7 min 38 s wall for the
+whole file, 18.5 GB peak RSS (the PT->Flax conversion alone ~6 minutes and ~13.6 GB). Slow-marked; the module-scoped fixture builds
+the PyTorch folder once, and the bfloat16 model loads from the converted weights saved as a Flax folder.
+"""
+
+import gc
+
+import numpy as np
+import pytest
+import torch
+
+from jax_aug.diffusion import engine, tiny
+from jax_aug.diffusion.loading import load_sd
+
+pytestmark = pytest.mark.slow
+
+PROMPTS = ["A photo of goldfish, Carassius auratus.", "a black and white photo of the tigershark."]
+RESOLUTION, STEPS = 64, 2
+FLOAT32_TOLERANCE = 2e-3
+BFLOAT16_TOLERANCE = 0.1
+
+
+@pytest.fixture(scope="module")
+def sd14(tmp_path_factory):
+  """(PyTorch reference images, PyTorch images with the prompts swapped, latents, folder)."""
+  path = tmp_path_factory.mktemp("sd14") / "pt"
+  pipeline = tiny.build_random_sd_pt(path, seed=0, unet_config=tiny.SD14_UNET, vae_config=tiny.SD14_VAE,
+                                     text_config=tiny.SD14_TEXT)
+  pipeline.set_progress_bar_config(disable=True)
+  latents = torch.randn((2, 4, RESOLUTION // 8, RESOLUTION // 8), generator=torch.Generator().manual_seed(0))
+  run = lambda prompts: pipeline(prompts, num_inference_steps=STEPS, guidance_scale=7.5, latents=latents,
+                                 height=RESOLUTION, width=RESOLUTION, output_type="np").images
+  with torch.no_grad():
+    reference, swapped = run(PROMPTS), run(PROMPTS[::-1])
+  del pipeline  # free the PyTorch weights before the conversion loads them again
+  gc.collect()
+  return reference, swapped, latents.numpy(), path
+
+
+def _sample(model, latents):
+  sampler = engine.Sampler(model, engine.SamplerSettings(num_inference_steps=STEPS, resolution=RESOLUTION))
+  requests = [engine.Request("n01443537", 0, prompt=PROMPTS[0]), engine.Request("n01491361", 0, prompt=PROMPTS[1])]
+  return sampler.generate(latents, sampler.conditionings(requests))
+
+
+def _save_flax(model, path):
+  from diffusers import FlaxStableDiffusionPipeline
+  pipeline = FlaxStableDiffusionPipeline(
+      vae=model.vae, text_encoder=model.text_encoder, tokenizer=model.tokenizer, unet=model.unet,
+      scheduler=model.scheduler, safety_checker=model.safety_checker, feature_extractor=model.feature_extractor)
+  pipeline.save_pretrained(path, params={k: v for k, v in model.params.items() if k != "scheduler"})
+
+
+def test_sd14_float32_and_bfloat16_match_pytorch(sd14):
+  reference, swapped, latents, path = sd14
+  model = load_sd(path, from_pt=True)
+  assert tuple(model.unet.config.block_out_channels) == (320, 640, 1280, 1280)
+  assert model.text_encoder.config.hidden_size == 768 and model.text_encoder.config.num_hidden_layers == 12
+  ours = _sample(model, latents)
+  error = np.abs(ours - reference).max()
+  print(f"SD v1.4 float32: max abs difference {error:.2e}")
+  assert error < FLOAT32_TOLERANCE
+  assert np.abs(reference - swapped).max() > 10 * FLOAT32_TOLERANCE
+  # bfloat16 through load_sd's Flax path (how SD v1.4's Flax weights load), from the converted weights
+  # saved once: a second PT->Flax conversion would cost another ~6 minutes.
+  flax_path = path.parent / "flax"
+  _save_flax(model, flax_path)
+  del model
+  gc.collect()
+  ours16 = _sample(load_sd(flax_path, dtype="bfloat16"), latents)
+  error16 = np.abs(ours16 - ours).max()
+  print(f"SD v1.4 bfloat16 vs float32: max abs difference {error16:.2e}")
+  assert 1e-4 < error16 < BFLOAT16_TOLERANCE  # bf16 did run, within its bound
