@@ -4,9 +4,9 @@ same uint8 images (PIL + CLIP image processor, as the PyTorch pipeline runs it);
 checker, replaces a flagged image by the next attempt's sample, deterministically, counts it in the
 manifest and metrics, and stops with a clear error at the attempt cap.
 
-Construction: image embeddings e_i of the known images by the PyTorch checker; concept 0 = e_t - mean(e_j)
-(the target's own direction) with its threshold halfway between the target's cosine and the largest other
-one; a special-care concept on a second image s, and concept 1 on s with a threshold 0.005 above s's
+Construction: image embeddings e_i of the known images by the PyTorch checker; concept 0 = the least-norm
+direction orthogonal to every other known image's embedding (pinv), with its threshold halfway between the
+target's cosine and the largest other one; a special-care concept on a second image s, and concept 1 on s with a threshold 0.005 above s's
 cosine, so s is flagged only through the special-care adjustment (+0.01) of both implementations. The
 other 15 concepts and 2 special-care rows keep the checker's own init (ones; cosine <= 1, never fire).
 """
@@ -62,7 +62,9 @@ def _fire_on(reference, model, images, target, special):
     unit = torch.nn.functional.normalize(embeds, dim=-1)
 
     def concept(i):
-      direction = embeds[i] - embeds[[j for j in range(len(images)) if j != i]].mean(0)
+      # The least-norm d with unit @ d = one-hot(i): orthogonal to every other known image, so image i stands
+      # apart however alike the tiny model's images are (its own direction minus the mean was not enough).
+      direction = torch.linalg.pinv(unit)[:, i]
       cos = unit @ torch.nn.functional.normalize(direction, dim=0)
       others = torch.cat([cos[:i], cos[i + 1:]])
       assert cos[i] - others.max() > 0.02, "known images too alike to separate"  # checks the construction

@@ -52,7 +52,7 @@ def test_empty_validation_split(tmp_path):
   subsets.write_manifest(splits / "validation.jsonl", [])
   (splits / "info.json").write_text(json.dumps({"wnids": [DEFAULT_WNIDS[0]]}))
   with pytest.raises(ValueError, match=r"validation.jsonl lists no images: fine-tuning stops on the validation loss"):
-    trainer._split_records(base_config(CONFIGS, "data", "tiny"), str(splits), tmp_path)
+    trainer.split_records(base_config(CONFIGS, "data", "tiny"), str(splits), tmp_path)
 
 
 def test_unknown_trainable_group():
