@@ -24,6 +24,7 @@ from ml_collections import ConfigDict
 
 from jax_aug.classifier import port
 from jax_aug.classifier.model import build_model, resnet50
+from test_classifier_torch_equivalence import random_torch_resnet50
 
 NUM_CLASSES = 1000
 RTOL = 1e-3
@@ -43,16 +44,7 @@ def per_element_error(ours, ref, rtol=RTOL) -> float:
 
 @pytest.fixture(scope="module")
 def torch_model():
-  torch.manual_seed(0)
-  model = torchvision.models.resnet50(num_classes=NUM_CLASSES)
-  with torch.no_grad():
-    for m in model.modules():
-      if isinstance(m, torch.nn.BatchNorm2d):
-        m.running_mean.uniform_(-0.5, 0.5)
-        m.running_var.uniform_(0.5, 2.0)
-        m.weight.uniform_(0.5, 1.5)
-        m.bias.uniform_(-0.2, 0.2)
-  return model.eval()
+  return random_torch_resnet50(NUM_CLASSES).eval()
 
 
 def _images(shape, batch=3, seed=0):

@@ -48,11 +48,11 @@ def to_torch(x):
   return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
 
 
-@pytest.fixture(scope="module")
-def torch_model():
+def random_torch_resnet50(num_classes: int) -> torch.nn.Module:
+  """torchvision's ResNet-50 (seed 0) with non-trivial BN running statistics and affine parameters, so eval
+  mode tests the port of all four."""
   torch.manual_seed(0)
-  model = torchvision.models.resnet50(num_classes=NUM_CLASSES)
-  # Non-trivial running statistics and BN affine parameters, so eval mode tests the port of all four.
+  model = torchvision.models.resnet50(num_classes=num_classes)
   with torch.no_grad():
     for m in model.modules():
       if isinstance(m, torch.nn.BatchNorm2d):
@@ -61,6 +61,11 @@ def torch_model():
         m.weight.uniform_(0.5, 1.5)
         m.bias.uniform_(-0.2, 0.2)
   return model
+
+
+@pytest.fixture(scope="module")
+def torch_model():
+  return random_torch_resnet50(NUM_CLASSES)
 
 
 def test_eval_logits_match(torch_model):
