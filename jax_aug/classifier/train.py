@@ -95,11 +95,10 @@ def evaluate(eval_step, variables: Any, records: Sequence[dict], *, wnids: Seque
   correct = np.zeros(len(wnids), np.int64)
   count = np.zeros(len(wnids), np.int64)
   skipped = 0
-  for batch in eval_loader(records, wnids=wnids, config=config):
+  keys = ("image", "label", "mask")
+  for batch in sharding.prefetch_to_device(eval_loader(records, wnids=wnids, config=config), mesh, keys):
     skipped += int(batch["skipped"].sum())  # unreadable images of this host's rows, masked out
-    batch = sharding.global_batch(
-        {"image": batch["image"], "label": batch["label"], "mask": batch["mask"]}, mesh)
-    out = eval_step(variables, batch)
+    out = eval_step(variables, {k: batch[k] for k in keys})
     correct += np.asarray(out["correct"])
     count += np.asarray(out["count"])
   return top1_summary(correct, count, wnids, skipped=skipped)
@@ -138,9 +137,9 @@ def _train_epoch(train_step, state, records, *, wnids, epoch: int, config: Confi
   first_losses = []
   progress = tqdm(total=num_steps, desc=f"epoch {epoch}", unit="step", leave=False,
                   disable=jax.process_index() != 0)
-  for step, batch in enumerate(train_loader(records, wnids=wnids, epoch=epoch, config=config)):
-    state, metrics = train_step(
-        state, sharding.global_batch({"image": batch["image"], "label": batch["label"]}, mesh))
+  batches = train_loader(records, wnids=wnids, epoch=epoch, config=config)
+  for step, batch in enumerate(sharding.prefetch_to_device(batches, mesh, ("image", "label"))):
+    state, metrics = train_step(state, {"image": batch["image"], "label": batch["label"]})
     loss_sum, correct_sum = loss_sum + metrics["loss"], correct_sum + metrics["correct"]
     if epoch * num_steps + step < LOGGED_FIRST_STEPS:
       first_losses.append(metrics["loss"])
