@@ -13,7 +13,8 @@ Pipeline: each loader reads every image once per round (train: random-resized-cr
 centre crop); the two alternate for --rounds so a drifting machine slows both alike; the first round is a
 warm-up. Ours yields uint8 pixels and normalises on the device inside the jitted step (what the trainer
 does); torchvision's yields normalised float32 (ToTensor + Normalize in the workers, as its recipe does).
-Printed: images/s once every worker has delivered a batch, per worker core, and the seconds to the first
+The decode-once cache (jax_aug/data/cache.py, stored side 500: the pixels unchanged) is read by the same
+loader as a third contestant. Printed: images/s once every worker has delivered a batch, per worker core, and the seconds to the first
 batch (grain spawns its workers, each importing grain, jax and the main module; torchvision forks).
 
 End to end: one epoch of a small ResNet (--e2e_stage_sizes, --e2e_filters) at --image_size on the CPU:
@@ -30,7 +31,7 @@ import numpy as np
 from absl import app, flags
 from PIL import Image
 
-from jax_aug.data import pipeline, sources
+from jax_aug.data import cache, pipeline, sources
 from jax_aug.data.synthetic import DEFAULT_WNIDS
 
 # torch, torchvision, flax and the twin are imported where used, not here: grain spawns its workers and
@@ -85,9 +86,9 @@ def _rates(batches, block=lambda x: x):
   return first, count / (time.perf_counter() - steady)
 
 
-def _ours(records, wnids, train: bool):
+def _ours(records, wnids, train: bool, cache_dir=None):
   common = dict(wnids=wnids, image_size=FLAGS.image_size, num_workers=FLAGS.workers, process_index=0,
-                process_count=1)
+                process_count=1, cache_dir=cache_dir)
   if train:
     loader = pipeline.make_train_loader(records, epoch=0, seed=0, global_batch_size=FLAGS.batch_size, **common)
   else:
@@ -114,18 +115,21 @@ def _print(name, start_and_rate):
         f"   ({start:.2f} s to the first batch)")
 
 
-def _pipelines(train_dir, records, wnids):
+def _pipelines(train_dir, records, wnids, cache_dir):
   indices = list(range(len(records)))  # ImageFolder sorts classes and files as folder_records: same images
   for train in (True, False):
-    ours, theirs = [], []
+    ours, cached, theirs = [], [], []
     for _ in range(FLAGS.rounds):
       ours.append(_rates(b["image"] for b in _ours(records, wnids, train)))
+      cached.append(_rates(b["image"] for b in _ours(records, wnids, train, cache_dir)))
       theirs.append(_rates(images for images, _ in _torchvision(str(train_dir), indices, train)))
-    ours, theirs = np.median(ours[1:] or ours, axis=0), np.median(theirs[1:] or theirs, axis=0)
+    ours, cached, theirs = (np.median(r[1:] or r, axis=0) for r in (ours, cached, theirs))
     print(f"{'train' if train else 'eval'} transform:")
     _print("ours (grain, uint8 out)", ours)
+    _print("ours from the decode-once cache", cached)
     _print("torchvision DataLoader (float32 out)", theirs)
-    print(f"  ratio ours / torchvision (steady state): {ours[1] / theirs[1]:.2f}")
+    print(f"  ratio ours / torchvision (steady state): {ours[1] / theirs[1]:.2f};"
+          f" cache / torchvision: {cached[1] / theirs[1]:.2f}")
 
 
 def _end_to_end(train_dir, records, wnids):
@@ -188,7 +192,11 @@ def main(argv):
     mean_kb = np.mean([os.path.getsize(r["path"]) for r in records]) / 1024
     print(f"{len(records)} JPEGs ({mean_kb:.0f} KB mean) in {train_dir}, crop {FLAGS.image_size} px,"
           f" batch {FLAGS.batch_size}, {FLAGS.workers} workers")
-    _pipelines(train_dir, records, wnids)
+    start = time.perf_counter()
+    # Stored side 500: ImageNet-sized images are kept as decoded (the pixels the crops see are unchanged).
+    cache_dir = str(cache.write_cache(records, Path(tmp) / "cache", max_side=500))
+    print(f"decode-once cache written in {time.perf_counter() - start:.1f} s (one process)")
+    _pipelines(train_dir, records, wnids, cache_dir)
     if FLAGS.e2e_stage_sizes:
       _end_to_end(train_dir, records, wnids)
 

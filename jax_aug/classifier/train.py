@@ -119,14 +119,16 @@ def train_loader(records: Sequence[dict], *, wnids: Sequence[str], epoch: int, c
       records, wnids=wnids, epoch=epoch, seed=config.seed, global_batch_size=config.global_batch_size,
       image_size=config.input.image_size, num_workers=config.input.num_workers,
       crop_scale=tuple(config.input.crop_scale), crop_ratio=tuple(config.input.crop_ratio),
-      tfds_data_dir=config.input.tfds_data_dir or None, tfds_name=config.input.tfds_name, **hosts)
+      tfds_data_dir=config.input.tfds_data_dir or None, tfds_name=config.input.tfds_name,
+      cache_dir=config.input.cache_dir or None, **hosts)
 
 
 def eval_loader(records: Sequence[dict], *, wnids: Sequence[str], config: ConfigDict, **hosts) -> Any:
   return pipeline.make_eval_loader(
       records, wnids=wnids, batch_size=config.eval_batch_size, image_size=config.input.image_size,
       crop_fraction=config.input.eval_crop_fraction, num_workers=config.input.num_workers,
-      tfds_data_dir=config.input.tfds_data_dir or None, tfds_name=config.input.tfds_name, **hosts)
+      tfds_data_dir=config.input.tfds_data_dir or None, tfds_name=config.input.tfds_name,
+      cache_dir=config.input.cache_dir or None, **hosts)
 
 
 def _train_epoch(train_step, state, records, *, wnids, epoch: int, config: ConfigDict, mesh):
