@@ -14,8 +14,9 @@ centre crop); the two alternate for --rounds so a drifting machine slows both al
 warm-up. Ours yields uint8 pixels and normalises on the device inside the jitted step (what the trainer
 does); torchvision's yields normalised float32 (ToTensor + Normalize in the workers, as its recipe does).
 The decode-once cache (jax_aug/data/cache.py, stored side 500: the pixels unchanged) is read by the same
-loader as a third contestant. Printed: images/s once every worker has delivered a batch, per worker core, and the seconds to the first
-batch (grain spawns its workers, each importing grain, jax and the main module; torchvision forks).
+loader as a third contestant. Printed: images/s once every worker has delivered a batch, per worker core,
+and the seconds to the first batch (grain spawns its workers, each importing grain, jax and the main
+module; torchvision forks).
 
 End to end: one epoch of a small ResNet (--e2e_stage_sizes, --e2e_filters) at --image_size on the CPU:
 ours = grain loader -> prefetch_to_device -> jitted train step (and without prefetch, to show what the
