@@ -76,3 +76,18 @@ def test_build_model_rejects_unknown_dtype():
   config = ConfigDict(dict(stage_sizes=(1,), num_filters=4, dtype="float16"))
   with pytest.raises(ValueError, match="model.dtype must be one of"):
     model_lib.build_model(config, num_classes=3)
+
+
+def test_uint8_batches_are_normalised_on_the_device_as_torchvision_does():
+  """The loaders send uint8; the jitted steps' model input is torchvision's ToTensor + Normalize."""
+  from torchvision import transforms as T  # pylint: disable=g-import-not-at-top
+  pixels = np.random.default_rng(0).integers(0, 256, (2, 5, 4, 3), dtype=np.uint8)
+  ours = np.asarray(jax.jit(steps.model_input)(pixels))
+  tv = T.Compose([T.ToTensor(), T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
+  theirs = np.stack([tv(p).permute(1, 2, 0).numpy() for p in pixels])
+  np.testing.assert_allclose(ours, theirs, atol=1e-5)
+  # Negative control: the pixels merely scaled to [0, 1] (a forgotten mean/std) are far off.
+  assert np.abs(pixels / 255.0 - theirs).max() > 0.5
+  # Float batches are taken as already normalised (what the PyTorch-equivalence tests feed).
+  floats = theirs.astype(np.float32)
+  np.testing.assert_array_equal(np.asarray(jax.jit(steps.model_input)(floats)), floats)

@@ -90,12 +90,11 @@ def test_loaders_with_two_workers(synthetic, source):
         tfds_data_dir=tfds_dir, process_index=0, process_count=1))
     assert len(batches) == len(train) // BATCH
     for batch in batches:
-      assert batch["image"].shape == (BATCH, SIZE, SIZE, 3) and batch["image"].dtype == np.float32
+      # uint8 pixels: the jitted steps normalise on the device (4x fewer bytes through the workers).
+      assert batch["image"].shape == (BATCH, SIZE, SIZE, 3) and batch["image"].dtype == np.uint8
       assert batch["label"].shape == (BATCH,) and batch["label"].dtype == np.int32
       assert batch["mask"].all()
       assert [WNIDS[label] for label in batch["label"]] == [train[i]["wnid"] for i in batch["index"]]
-      # Normalized: a float image, not 0..255 pixels.
-      assert -2.2 < batch["image"].min() < 0 < batch["image"].max() < 2.7
     order = np.concatenate([b["index"] for b in batches])
     assert sorted(order) == list(range(len(train)))  # every training example exactly once per epoch
     orders.append(order)
@@ -114,8 +113,8 @@ def test_loaders_with_two_workers(synthetic, source):
     for row in np.flatnonzero(batch["mask"])[::5]:
       record = val[batch["index"][row]]
       assert WNIDS[batch["label"][row]] == record["wnid"]
-      np.testing.assert_allclose(batch["image"][row], _torchvision_eval(reader(record["path"]), SIZE),
-                                 atol=1e-5)
+      np.testing.assert_allclose(pipeline.normalize(batch["image"][row]),
+                                 _torchvision_eval(reader(record["path"]), SIZE), atol=1e-5)
 
 
 def _batches(records, epoch=3, **kwargs):

@@ -25,7 +25,7 @@ from PIL import Image
 from jax_aug import io, sharding
 from jax_aug.classifier import model as model_lib
 from jax_aug.classifier import port, steps, train
-from jax_aug.data import subsets
+from jax_aug.data import pipeline, subsets
 from jax_aug.study import runner as study_runner
 from jax_aug.study import wiring
 from jax_aug.study.config_files import load_module
@@ -107,8 +107,8 @@ def test_twin_network_has_our_initial_weights(manifests):
   """Flax init -> port -> twin: the twin's eval logits equal ours at step 0 (float32, 1e-5 of scale)."""
   config = tiny_config(manifests)
   variables = twin.initial_variables(config, len(WNIDS))
-  images = np.random.default_rng(0).standard_normal((4, 32, 32, 3)).astype(np.float32)
-  ours = model_lib.build_model(config.model, len(WNIDS)).apply(variables, images, train=False)
+  images = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)  # a loader's pixels
+  ours = model_lib.build_model(config.model, len(WNIDS)).apply(variables, pipeline.normalize(images), train=False)
   model_t = twin.build_model(config.model, len(WNIDS), variables).eval()
   with torch.no_grad():
     theirs = model_t(twin.to_tensor(images, CPU)).numpy()

@@ -60,6 +60,10 @@ def get(scale: str) -> ml_collections.ConfigDict:
   # Only for records with tfds:// paths.
   config.input.tfds_data_dir = ""
   config.input.tfds_name = "imagenet2012"
+  # A decode-once cache (jax_aug.data.cache.write_cache of the training, validation and test records) to
+  # read pixels from instead of the JPEGs. Off (""): a cache with a stored side smaller than the images
+  # changes the pixels the crops see (docs/data.md).
+  config.input.cache_dir = ""
 
   # Run fields, filled per run (by the method config or the study runner).
   # Record manifests (JSON lines of {"wnid", "path", ...}) trained on together: the subset, plus one

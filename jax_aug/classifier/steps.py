@@ -3,6 +3,9 @@
 One `jax.jit` with NamedShardings from `jax_aug.sharding` (batch split on the data axis, state
 replicated): XLA inserts the gradient all-reduce, and BatchNorm statistics are over the global batch, so
 1 device, N devices and several hosts compute the same function of the global batch.
+
+The loaders send uint8 pixels; the steps normalise them on the device (`model_input`), so the host
+neither computes nor copies float32 images.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import optax
 from jax.sharding import Mesh
 
 from jax_aug import sharding
+from jax_aug.data.pipeline import normalize
 
 
 @flax.struct.dataclass
@@ -81,6 +85,12 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
       logits.astype(jnp.promote_types(logits.dtype, jnp.float32)), labels).mean()
 
 
+def model_input(images: jax.Array) -> jax.Array:
+  """uint8 pixels (the loaders' batches) normalised with torchvision's ImageNet mean/std; float images
+  are taken as already normalised (the PyTorch-equivalence tests feed those)."""
+  return normalize(images) if images.dtype == jnp.uint8 else images
+
+
 def loss_and_updates(model: nn.Module, params, batch_stats, images, labels):
   """(loss, (logits, new batch_stats)) of one train-mode forward pass."""
   logits, mutated = model.apply({"params": params, "batch_stats": batch_stats}, images, train=True,
@@ -91,7 +101,7 @@ def loss_and_updates(model: nn.Module, params, batch_stats, images, labels):
 def train_step(state: TrainState, batch: dict, *, model: nn.Module,
                tx: optax.GradientTransformation) -> tuple[TrainState, dict]:
   grad_fn = jax.value_and_grad(
-      lambda p: loss_and_updates(model, p, state.batch_stats, batch["image"], batch["label"]),
+      lambda p: loss_and_updates(model, p, state.batch_stats, model_input(batch["image"]), batch["label"]),
       has_aux=True)
   (loss, (logits, batch_stats)), grads = grad_fn(state.params)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -103,7 +113,7 @@ def train_step(state: TrainState, batch: dict, *, model: nn.Module,
 
 def eval_step(variables: dict, batch: dict, *, model: nn.Module, num_classes: int) -> dict:
   """Per-class counts of correct top-1 predictions and of images; padded rows (mask 0) count nothing."""
-  logits = model.apply(variables, batch["image"], train=False)
+  logits = model.apply(variables, model_input(batch["image"]), train=False)
   mask = batch.get("mask", jnp.ones_like(batch["label"])).astype(jnp.int32)
   correct = (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.int32) * mask
   one_hot = jax.nn.one_hot(batch["label"], num_classes, dtype=jnp.int32)

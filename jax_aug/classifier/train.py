@@ -95,11 +95,10 @@ def evaluate(eval_step, variables: Any, records: Sequence[dict], *, wnids: Seque
   correct = np.zeros(len(wnids), np.int64)
   count = np.zeros(len(wnids), np.int64)
   skipped = 0
-  for batch in eval_loader(records, wnids=wnids, config=config):
+  keys = ("image", "label", "mask")
+  for batch in sharding.prefetch_to_device(eval_loader(records, wnids=wnids, config=config), mesh, keys):
     skipped += int(batch["skipped"].sum())  # unreadable images of this host's rows, masked out
-    batch = sharding.global_batch(
-        {"image": batch["image"], "label": batch["label"], "mask": batch["mask"]}, mesh)
-    out = eval_step(variables, batch)
+    out = eval_step(variables, {k: batch[k] for k in keys})
     correct += np.asarray(out["correct"])
     count += np.asarray(out["count"])
   return top1_summary(correct, count, wnids, skipped=skipped)
@@ -120,14 +119,16 @@ def train_loader(records: Sequence[dict], *, wnids: Sequence[str], epoch: int, c
       records, wnids=wnids, epoch=epoch, seed=config.seed, global_batch_size=config.global_batch_size,
       image_size=config.input.image_size, num_workers=config.input.num_workers,
       crop_scale=tuple(config.input.crop_scale), crop_ratio=tuple(config.input.crop_ratio),
-      tfds_data_dir=config.input.tfds_data_dir or None, tfds_name=config.input.tfds_name, **hosts)
+      tfds_data_dir=config.input.tfds_data_dir or None, tfds_name=config.input.tfds_name,
+      cache_dir=config.input.cache_dir or None, **hosts)
 
 
 def eval_loader(records: Sequence[dict], *, wnids: Sequence[str], config: ConfigDict, **hosts) -> Any:
   return pipeline.make_eval_loader(
       records, wnids=wnids, batch_size=config.eval_batch_size, image_size=config.input.image_size,
       crop_fraction=config.input.eval_crop_fraction, num_workers=config.input.num_workers,
-      tfds_data_dir=config.input.tfds_data_dir or None, tfds_name=config.input.tfds_name, **hosts)
+      tfds_data_dir=config.input.tfds_data_dir or None, tfds_name=config.input.tfds_name,
+      cache_dir=config.input.cache_dir or None, **hosts)
 
 
 def _train_epoch(train_step, state, records, *, wnids, epoch: int, config: ConfigDict, mesh):
@@ -138,9 +139,9 @@ def _train_epoch(train_step, state, records, *, wnids, epoch: int, config: Confi
   first_losses = []
   progress = tqdm(total=num_steps, desc=f"epoch {epoch}", unit="step", leave=False,
                   disable=jax.process_index() != 0)
-  for step, batch in enumerate(train_loader(records, wnids=wnids, epoch=epoch, config=config)):
-    state, metrics = train_step(
-        state, sharding.global_batch({"image": batch["image"], "label": batch["label"]}, mesh))
+  batches = train_loader(records, wnids=wnids, epoch=epoch, config=config)
+  for step, batch in enumerate(sharding.prefetch_to_device(batches, mesh, ("image", "label"))):
+    state, metrics = train_step(state, {"image": batch["image"], "label": batch["label"]})
     loss_sum, correct_sum = loss_sum + metrics["loss"], correct_sum + metrics["correct"]
     if epoch * num_steps + step < LOGGED_FIRST_STEPS:
       first_losses.append(metrics["loss"])

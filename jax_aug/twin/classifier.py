@@ -107,8 +107,8 @@ def set_learning_rate(optimizer: torch.optim.Optimizer, learning_rate: float) ->
 
 
 def to_tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
-  """A loader's NHWC float32 batch as an NCHW tensor (the same values)."""
-  return torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).to(device)
+  """A loader's NHWC uint8 batch as a normalised NCHW float32 tensor (as the jitted steps normalise it)."""
+  return torch.from_numpy(np.ascontiguousarray(pipeline.normalize(images).transpose(0, 3, 1, 2))).to(device)
 
 
 def _autocast(device: torch.device, dtype: str):
