@@ -26,6 +26,10 @@ def get(scale: str) -> ml_collections.ConfigDict:
   # Compute precision; parameters stay float32. "bfloat16" on GPU/TPU.
   config.model.dtype = "float32"
 
+  # Parameters, batch statistics and SGD momentum "replicated" on every device, or "fsdp": split over the
+  # data axis (jax_aug/sharding.py), for models whose state does not fit one device. Same results.
+  config.parameter_sharding = "replicated"
+
   config.global_batch_size = 16 if tiny else 256
   config.eval_batch_size = 32 if tiny else 256
 
