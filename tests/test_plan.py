@@ -185,3 +185,44 @@ def test_fsdp_training_gives_the_parameters_of_replicated_training(run_jax):
   # Negative control: a sharded update that loses the momentum buffer (a realistic resharding bug) moves
   # the parameters far beyond the tolerance.
   assert out["bug_diff"] > 1e-3, out
+
+
+def test_target_names_map_to_cloud_tpu_topologies_and_bad_names_are_refused():
+  from jax_aug.plan import targets
+  # Cloud TPU slice names: v5e / v6e count chips, v4 / v5p count TensorCores (2 per chip).
+  assert targets.tpu_topology("tpu:v5e-4") == "v5e:2x2"
+  assert targets.tpu_topology("tpu:v5e-16") == "v5e:4x4"
+  assert targets.tpu_topology("tpu:v4-32") == "v4:2x2x4"
+  assert targets.tpu_topology("tpu:v5p-8") == "v5p:2x2x1"
+  for bad, says in [("tpu:v5e-3", "sizes"), ("tpu:v9-8", "expected 'local'"), ("gpu:h100", "expected 'local'"),
+                    ("tpu:v4-3", "sizes")]:
+    try:
+      targets.tpu_topology(bad)
+    except ValueError as e:
+      assert bad in str(e) and says in str(e)
+    else:
+      raise AssertionError(f"{bad} was accepted")
+
+
+HOLD_LIBTPU_CODE = """
+import sys, time, jax
+jax.devices()  # JAX_PLATFORMS unset: jax probes libtpu, which takes /tmp/libtpu_lockfile, then uses the CPU
+print(jax.default_backend(), flush=True)
+time.sleep(120)
+"""
+
+
+def test_plan_works_while_another_process_holds_libtpu(tmp_path):
+  env = {k: v for k, v in _jax_env(1).items() if k != "JAX_PLATFORMS"}
+  holder = subprocess.Popen([sys.executable, "-c", HOLD_LIBTPU_CODE], env=env, cwd=REPO_ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+  try:
+    # With libtpu installed and JAX_PLATFORMS unset, an ordinary run still computes on the CPU.
+    assert holder.stdout.readline().strip() == "cpu"
+    proc = subprocess.run([sys.executable, "-c", "from jax_aug.plan import targets;"
+                           " print(len(targets.resolve('tpu:v5e-4').devices))"],
+                          env=_jax_env(1), cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip() == "4", proc.stderr[-3000:]
+  finally:
+    holder.kill()
+    holder.wait()

@@ -9,6 +9,7 @@ docs/plan.md.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from typing import Sequence
 
@@ -116,6 +117,10 @@ def resolve(name: str, local_devices: Sequence[jax.Device] | None = None) -> Tar
   if name == "local":
     return Target(name, None, tuple(local_devices if local_devices is not None else jax.devices()))
   topology = tpu_topology(name)
+  # libtpu takes /tmp/libtpu_lockfile so that two processes never drive one TPU; describing a topology
+  # drives no chip, and without this a plan fails while any other process (e.g. a jax run with
+  # JAX_PLATFORMS unset, which probes libtpu) holds the lock.
+  os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
   from jax.experimental import topologies
   try:
     desc = topologies.get_topology_desc(topology_name=topology, platform="tpu")
