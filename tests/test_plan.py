@@ -12,6 +12,7 @@ import math
 import subprocess
 import sys
 
+import pytest
 from conftest import REPO_ROOT, _jax_env
 
 PLAN_FLOPS_CODE = """
@@ -174,6 +175,7 @@ emit({"devices": jax.device_count(), "diff": diff(replicated, fsdp), "bug_diff":
 """
 
 
+@pytest.mark.slow
 def test_fsdp_training_gives_the_parameters_of_replicated_training(run_jax):
   out = run_jax(FSDP_TRAIN_CODE, devices=4)
   assert out["devices"] == 4
