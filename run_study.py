@@ -6,6 +6,7 @@
 """
 
 import sys
+from pathlib import Path
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -23,9 +24,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 
 def plan(config, workdir: str) -> None:
-  from pathlib import Path
-
-  from jax_aug.plan import study as plan_lib
+  from jax_aug.plan import study as plan_lib  # only --plan needs it (and libtpu for TPU targets)
   out_dir = Path(workdir) / "plan" / _PLAN.value.replace(":", "_")
   result = plan_lib.plan_study(config, _PLAN.value, out_dir, utilization=_PLAN_UTILIZATION.value)
   print(plan_lib.table(result["steps"]))

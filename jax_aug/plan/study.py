@@ -1,6 +1,6 @@
 """The plan of a whole study config for one target: every planned hot step compiled (jax_aug.plan.compile),
 memory fit against the device's HBM, time per call at a stated utilization, and the study's chip-hours
-from its stage counts. Writes plan.json and returns the terminal table.
+from its stage counts. Writes plan.json; `table` and `summary` format it for the terminal.
 
 Stage counts (per classifier run, upper bounds: every run trains to the config's max_epochs):
   baseline_10pct / baseline_20pct   1 run on the 10% / 20% subset
