@@ -12,6 +12,7 @@ import math
 import subprocess
 import sys
 
+import jax
 import pytest
 from conftest import REPO_ROOT, _jax_env
 
@@ -61,6 +62,10 @@ def _run_study_plan(workdir, *overrides, target="tpu:v5e-4"):
        *overrides], env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
 
 
+FINETUNED = ("ft_conditioning", "ft_cluster_conditioning", "imagic", "textual_inversion", "pseudo_word_dm")
+
+
+@pytest.mark.slow
 def test_tiny_config_plans_end_to_end_for_v5e_4(tmp_path):
   proc = _run_study_plan(tmp_path)
   assert proc.returncode == 0, proc.stderr[-4000:]
@@ -69,14 +74,23 @@ def test_tiny_config_plans_end_to_end_for_v5e_4(tmp_path):
   assert plan["target"]["hbm_bytes_per_device"] == 16 * 2 ** 30
   assert plan["target"]["peak_bf16_flops_per_device"] == 197e12
   steps = {s["stage"]: s for s in plan["steps"]}
-  assert set(steps) == {"classifier/train", "classifier/eval"}
+  assert set(steps) == {"classifier/train", "classifier/eval"} | {f"finetune/{m}/train" for m in FINETUNED}
   for step in steps.values():
     assert step["fits"] is True and 0 < step["peak_bytes"] < 2 ** 30 and step["flops_per_device"] > 0
     assert math.isclose(step["seconds_per_call"], step["flops_per_device"] / (197e12 * 0.4), rel_tol=1e-12)
   # The donated train state comes back in place: its outputs alias its arguments.
   assert steps["classifier/train"]["alias_bytes"] > 0 and steps["classifier/eval"]["alias_bytes"] == 0
   assert "classifier/train" in proc.stdout and "fits" in proc.stdout
-  assert proc.stdout.count("plan: compiled") == 2
+  assert proc.stdout.count("plan: compiled") == 7
+
+  # Imagic trains the U-Net (float32 master weights + AdamW's two moments, replicated), FT conditioning keeps
+  # it frozen (one float32 copy): per device, Imagic's arguments are larger by at least 2 x 4 bytes per U-Net
+  # parameter (1.82x that seen: the TPU pads the tiny U-Net's many 32-wide vectors to whole tiles).
+  from jax_aug.diffusion.loading import load_sd
+  sd = load_sd(tmp_path / "plan" / "tpu_v5e-4" / "models" / "tiny_sd")
+  unet_params = sum(x.size for x in jax.tree.leaves(sd.params["unet"]))
+  extra = steps["finetune/imagic/train"]["argument_bytes"] - steps["finetune/ft_conditioning/train"]["argument_bytes"]
+  assert 2 * 4 * unet_params <= extra, (extra, unet_params)
 
   # Stage counts by hand (tiny config): 6 classes x 100 synthetic train images, 10% subset = 10 per class.
   # baseline_10pct: 1 run of 60 images -> 4 steps of 16, validation 60 -> 2 eval steps of 32, 8 epochs;
@@ -88,11 +102,17 @@ def test_tiny_config_plans_end_to_end_for_v5e_4(tmp_path):
   assert runs["simple_prompt"]["runs"] == 2 and runs["simple_prompt"]["train_steps_per_epoch"] == 8
   assert runs["imagic"]["runs"] == 2 + 5
   assert math.isclose(plan["study"]["classifier_chip_hours"], sum(r["chip_hours"] for r in runs.values()))
+  # Fine-tuning: the 60-image subset in batches of 4 = 15 steps, 3 epochs, 4 chips.
+  finetune = {r["method"]: r for r in plan["study"]["finetune_runs"]}
+  t_imagic = steps["finetune/imagic/train"]["seconds_per_call"]
+  assert math.isclose(finetune["imagic"]["chip_hours"], 3 * 15 * t_imagic * 4 / 3600, rel_tol=1e-9)
+  assert math.isclose(plan["study"]["chip_hours"],
+                      plan["study"]["classifier_chip_hours"] + sum(r["chip_hours"] for r in finetune.values()))
 
   # Second run: both steps come from the cache, and the plan is the same.
   again = _run_study_plan(tmp_path)
   assert again.returncode == 0, again.stderr[-4000:]
-  assert again.stdout.count("cached") == 2 and "plan: compiled" not in again.stdout
+  assert again.stdout.count("cached") == 7 and "plan: compiled" not in again.stdout
   replan = json.loads((tmp_path / "plan" / "tpu_v5e-4" / "plan.json").read_text())
   assert [{k: v for k, v in s.items() if k != "compile_seconds"} for s in replan["steps"]] == [
       {k: v for k, v in s.items() if k != "compile_seconds"} for s in plan["steps"]]
@@ -101,7 +121,7 @@ def test_tiny_config_plans_end_to_end_for_v5e_4(tmp_path):
 def test_config_that_cannot_fit_is_refused_naming_the_stage(tmp_path):
   # A 224 px batch of 65536 needs about 48 GiB of temporaries per v5e chip (16 GiB).
   proc = _run_study_plan(tmp_path, "--config.classifier.global_batch_size=65536",
-                         "--config.classifier.input.image_size=224")
+                         "--config.classifier.input.image_size=224", "--config.methods=baseline_10pct")
   assert proc.returncode != 0
   assert "classifier/train does not fit on tpu:v5e-4" in proc.stderr
   assert "DOES NOT FIT: classifier/train" in proc.stdout

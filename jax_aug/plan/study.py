@@ -8,7 +8,8 @@ Stage counts (per classifier run, upper bounds: every run trains to the config's
   fine-tuned methods                + one selection run per candidate checkpoint (the keep_epochs up to
                                     max_epochs + best train + best val) on resample 0
 Each epoch: ceil(train / batch) train steps and ceil(validation / eval batch) eval steps; the validation
-split is as large as the subset. Paper-scale image counts use ILSVRC2012's 1,281,167 train images.
+split is as large as the subset. Fine-tuning: one run per fine-tuned method, max_epochs epochs of
+ceil(subset / batch) steps (its per-epoch validation loss is not planned yet). Paper-scale image counts use ILSVRC2012's 1,281,167 train images.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ DEFAULT_UTILIZATION = 0.4
 ILSVRC2012_TRAIN_IMAGES = 1_281_167
 ILSVRC2012_CLASSES = 1000
 # Steps compiled by this module so far; the rest of the study's hot steps are listed as not yet planned.
-NOT_YET_PLANNED = ("finetune/<method>/train", "sample/txt2img denoise loop", "sample/img2img denoise loop",
+NOT_YET_PLANNED = ("finetune validation (eval_sums)", "sample/txt2img denoise loop", "sample/img2img denoise loop",
                    "inception_v3/features", "clip/text_query")
 
 
@@ -56,15 +57,18 @@ def _images_per_class(config: ConfigDict) -> float:
   return ILSVRC2012_TRAIN_IMAGES / ILSVRC2012_CLASSES
 
 
+def _split_images(config: ConfigDict, fraction: float) -> int:
+  return _num_classes(config) * subsets.fraction_size(round(_images_per_class(config)), fraction)
+
+
 def classifier_runs(config: ConfigDict) -> list[dict]:
   """{"method", "runs", "train_images", "validation_images"} per method of config.methods (see above)."""
-  classes, per_class = _num_classes(config), _images_per_class(config)
-  subset = classes * subsets.fraction_size(round(per_class), config.data.subset_fraction)
+  subset = _split_images(config, config.data.subset_fraction)
   rows = []
   for method in methods_lib.select(config.methods):
     if method.kind == "baseline":
       fraction = config.data.upper_bound_fraction if method.subset == "subset_20" else config.data.subset_fraction
-      runs, train = 1, classes * subsets.fraction_size(round(per_class), fraction)
+      runs, train = 1, _split_images(config, fraction)
     else:
       runs, train = config.n_resamples, 2 * subset
       if method.kind == "finetune":
@@ -75,7 +79,7 @@ def classifier_runs(config: ConfigDict) -> list[dict]:
 
 
 def study_hours(config: ConfigDict, costs: dict[str, StepCost], target: Target, utilization: float) -> dict:
-  """Chip-hours of the planned stages (classifier runs so far), from the step times at `utilization`."""
+  """Chip-hours of the planned stages (classifier runs, fine-tuning runs), from the step times at `utilization`."""
   peak = target.peak_flops()
   if peak is None:
     return {"note": f"no peak FLOP/s known for {target.devices[0].device_kind}: no time estimate"}
@@ -86,6 +90,18 @@ def study_hours(config: ConfigDict, costs: dict[str, StepCost], target: Target, 
   train_s = costs["classifier/train"].seconds(peak, utilization)
   eval_s = costs["classifier/eval"].seconds(peak, utilization)
   chips = len(target.devices) / target.devices_per_chip
+  finetune_rows, finetune_total = [], 0.0
+  for method in methods_lib.select(config.methods):
+    if method.kind != "finetune":
+      continue
+    ft = config.method[method.name].finetune
+    train = _split_images(config, config.data.subset_fraction)  # fine-tuning trains on the 10% subset
+    steps = math.ceil(train / ft.batch_size)
+    seconds = ft.policy.max_epochs * steps * costs[f"finetune/{method.name}/train"].seconds(peak, utilization)
+    hours = seconds * chips / 3600
+    finetune_total += hours
+    finetune_rows.append({"method": method.name, "train_images": train, "epochs_upper_bound": ft.policy.max_epochs,
+                          "train_steps_per_epoch": steps, "chip_hours": hours})
   rows, total = [], 0.0
   for run in classifier_runs(config):
     steps = math.ceil(run["train_images"] / classifier.global_batch_size)
@@ -97,7 +113,8 @@ def study_hours(config: ConfigDict, costs: dict[str, StepCost], target: Target, 
     rows.append({**run, "epochs_upper_bound": epochs, "train_steps_per_epoch": steps,
                  "eval_steps_per_epoch": evals, "chip_hours": hours})
   return {"utilization": utilization, "classifier_runs": rows, "classifier_chip_hours": total,
-          "not_yet_planned": list(NOT_YET_PLANNED)}
+          "finetune_runs": finetune_rows, "finetune_chip_hours": finetune_total,
+          "chip_hours": total + finetune_total, "not_yet_planned": list(NOT_YET_PLANNED)}
 
 
 def plan_rows(costs: dict[str, StepCost], target: Target, utilization: float) -> list[dict]:
@@ -134,8 +151,9 @@ def summary(plan: dict) -> str:
   target, study = plan["target"], plan["study"]
   lines = [f"target {target['name']} ({target['topology'] or 'local devices'}): {target['num_devices']} x"
            f" {target['device_kind']} on {target['num_hosts']} host(s); planned in {plan['plan_seconds']:.0f} s"]
-  if "classifier_chip_hours" in study:
-    lines.append(f"classifier runs of the study: {study['classifier_chip_hours']:.3g} chip-hours (upper bound:"
+  if "chip_hours" in study:
+    lines.append(f"planned stages of the study: {study['chip_hours']:.3g} chip-hours (classifiers"
+                 f" {study['classifier_chip_hours']:.3g}, fine-tuning {study['finetune_chip_hours']:.3g}; upper bounds:"
                  f" max_epochs every run) at {100 * plan['utilization']:.0f}% of peak bf16 FLOP/s")
     lines.append("not planned yet: " + ", ".join(study["not_yet_planned"]))
   else:
@@ -165,6 +183,10 @@ def plan_study(config: ConfigDict, target_name: str, out_dir: str | Path, *,
   start = time.time()
   target = resolve(target_name)
   steps = hot_steps.classifier_steps(config.classifier, _num_classes(config), target)
+  for method in methods_lib.select(config.methods):
+    if method.kind == "finetune":
+      steps.append(hot_steps.finetune_step(config.method[method.name], _num_classes(config), target,
+                                           out_dir / "models", stage=f"finetune/{method.name}"))
   costs = {s.stage: compile_step(s, target, cache_dir=out_dir / "plan_cache", log=log) for s in steps}
   plan = {
       "target": {"name": target.name, "topology": target.topology, "num_devices": len(target.devices),
