@@ -29,6 +29,10 @@ def get(scale: str) -> ml_collections.ConfigDict:
   # device count) or "per_device" (each device's shard alone, as the paper's 8-GPU DDP without SyncBN).
   config.model.batch_norm = "global"
 
+  # Parameters, batch statistics and SGD momentum "replicated" on every device, or "fsdp": split over the
+  # data axis (jax_aug/sharding.py), for models whose state does not fit one device. Same results.
+  config.parameter_sharding = "replicated"
+
   config.global_batch_size = 16 if tiny else 256
   config.eval_batch_size = 32 if tiny else 256
 

@@ -120,14 +120,27 @@ def eval_step(variables: dict, batch: dict, *, model: nn.Module, num_classes: in
   return {"correct": correct @ one_hot, "count": mask @ one_hot}
 
 
-def jit_train_step(model: nn.Module, tx: optax.GradientTransformation, mesh: Mesh) -> Callable:
+def state_shardings(model: nn.Module, tx: optax.GradientTransformation, mesh: Mesh, image_size: int,
+                    parameter_sharding: str = "replicated") -> TrainState:
+  """The train state's layout (a TrainState of NamedShardings): config.parameter_sharding's rule of
+  jax_aug.sharding ("replicated" or "fsdp") applied to its parameters, batch statistics and optimizer state."""
+  shapes = jax.eval_shape(lambda key: create_train_state(model, tx, key, image_size), jax.random.key(0))
+  return sharding.state_shardings(shapes, mesh, parameter_sharding)
+
+
+def jit_train_step(model: nn.Module, tx: optax.GradientTransformation, mesh: Mesh,
+                   state_sharding: Any = None) -> Callable:
+  """`state_sharding`: a TrainState of shardings (state_shardings); None replicates the state."""
   replicated, data = sharding.replicated_sharding(mesh), sharding.data_sharding(mesh)
+  state_sharding = replicated if state_sharding is None else state_sharding
   return jax.jit(lambda s, b: train_step(s, b, model=model, tx=tx),
-                 in_shardings=(replicated, data), out_shardings=(replicated, replicated),
+                 in_shardings=(state_sharding, data), out_shardings=(state_sharding, replicated),
                  donate_argnums=0)
 
 
-def jit_eval_step(model: nn.Module, num_classes: int, mesh: Mesh) -> Callable:
+def jit_eval_step(model: nn.Module, num_classes: int, mesh: Mesh, state_sharding: Any = None) -> Callable:
+  """The variables are laid out as the train state's (`state_sharding`, None: replicated)."""
   replicated, data = sharding.replicated_sharding(mesh), sharding.data_sharding(mesh)
+  variables = replicated if state_sharding is None else state_sharding.variables()
   return jax.jit(lambda v, b: eval_step(v, b, model=model, num_classes=num_classes),
-                 in_shardings=(replicated, data), out_shardings=replicated)
+                 in_shardings=(variables, data), out_shardings=replicated)

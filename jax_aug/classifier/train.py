@@ -174,10 +174,15 @@ def truncate_metrics(path: Path, last_epoch: int) -> None:
   io.atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
 
 
+def state_shardings(config: ConfigDict, model, tx, mesh) -> steps.TrainState:
+  """The train state's layout chosen by config.parameter_sharding (jax_aug.sharding)."""
+  return steps.state_shardings(model, tx, mesh, config.input.image_size, config.parameter_sharding)
+
+
 def initial_state(config: ConfigDict, model, tx, mesh) -> steps.TrainState:
   """The train state at step 0: parameters drawn from config.seed (the PyTorch twin starts from them)."""
   return jax.jit(lambda key: steps.create_train_state(model, tx, key, config.input.image_size),
-                 out_shardings=sharding.replicated_sharding(mesh))(jax.random.key(config.seed))
+                 out_shardings=state_shardings(config, model, tx, mesh))(jax.random.key(config.seed))
 
 
 def epoch_row(epoch: int, learning_rate: float, train_metrics: dict, val: dict, plateau, decision,
@@ -231,8 +236,9 @@ def train_and_evaluate(config: ConfigDict, workdir: str | os.PathLike) -> dict:
   model = model_lib.build_model(config.model, num_classes=len(wnids), num_devices=mesh.size)
   tx = steps.make_optimizer(config.optimizer)
   state = initial_state(config, model, tx, mesh)
-  train_step = steps.jit_train_step(model, tx, mesh)
-  eval_step = steps.jit_eval_step(model, len(wnids), mesh)
+  layout = state_shardings(config, model, tx, mesh)
+  train_step = steps.jit_train_step(model, tx, mesh, layout)
+  eval_step = steps.jit_eval_step(model, len(wnids), mesh, layout)
   checkpoints = RunCheckpoints(workdir)
   plateau = schedule.initial_state(config.optimizer.learning_rate)
   first_epoch, stop_reason = 0, None

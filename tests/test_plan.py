@@ -1,0 +1,250 @@
+"""The plan (jax_aug/plan): AOT compiles for a TPU topology described by libtpu on this CPU machine.
+
+References: FLOPs of matmuls counted by hand (2 per multiply-add), the study's stage counts worked out by
+hand from the protocol and the tiny config, a 4x cut of state bytes when state is split over 4 devices,
+and plain replicated training for the FSDP layout (same parameters within float32 rounding).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import jax
+import pytest
+from conftest import REPO_ROOT, _jax_env
+
+PLAN_FLOPS_CODE = """
+import jax, jax.numpy as jnp
+from jax_aug import sharding
+from jax_aug.plan import compile as plan_compile, targets
+
+target = targets.resolve("tpu:v5e-4")
+mesh = sharding.make_mesh(target.devices)
+B, K, N, TRIPS = 64, 256, 512, 10
+x = jax.ShapeDtypeStruct((B, K), jnp.bfloat16, sharding=sharding.data_sharding(mesh))
+w = jax.ShapeDtypeStruct((K, N), jnp.bfloat16, sharding=sharding.replicated_sharding(mesh))
+sq = jax.ShapeDtypeStruct((K, K), jnp.bfloat16, sharding=sharding.replicated_sharding(mesh))
+x_sq = jax.ShapeDtypeStruct((B, K), jnp.bfloat16, sharding=sharding.data_sharding(mesh))
+
+matmul = plan_compile.HotStep("matmul", jax.jit(lambda a, b: a @ b), (x, w), "one matmul")
+body = jax.jit(lambda a, b: a @ b)
+looped = jax.jit(lambda a, b: jax.lax.fori_loop(0, TRIPS, lambda i, a: a @ b, a))
+loop = plan_compile.HotStep("loop", looped, (x_sq, sq), "10 matmuls",
+                            loops=(plan_compile.LoopBody("matmul", body, (x_sq, sq), TRIPS),))
+uncorrected = plan_compile.HotStep("loop", looped, (x_sq, sq), "10 matmuls")
+emit({"matmul": plan_compile.compile_step(matmul, target).flops_per_device,
+      "loop": plan_compile.compile_step(loop, target).flops_per_device,
+      "uncorrected": plan_compile.compile_step(uncorrected, target).flops_per_device,
+      "num_devices": len(target.devices), "kind": target.devices[0].device_kind})
+"""
+
+
+def test_flops_of_matmul_steps_equal_the_hand_count(run_jax):
+  out = run_jax(PLAN_FLOPS_CODE)
+  assert out["num_devices"] == 4 and out["kind"] == "TPU v5 lite"
+  per_device_rows = 64 // 4  # the batch is split over the 4 chips, each does its rows' matmul
+  assert out["matmul"] == 2 * per_device_rows * 256 * 512
+  one = 2 * per_device_rows * 256 * 256
+  # The loop's counter (one add and one compare per body, counted in the body XLA reports) is the only
+  # non-matmul arithmetic: 2 FLOPs on top of 10 matmuls of 2.1e6 each.
+  assert math.isclose(out["loop"], 10 * one, rel_tol=1e-6)
+  # Negative control: XLA alone counts the body once, 10x too few; the declared trip count fixes it.
+  assert math.isclose(out["uncorrected"], one, rel_tol=1e-6)
+
+
+def _run_study_plan(workdir, *overrides, target="tpu:v5e-4"):
+  env = _jax_env(1)
+  return subprocess.run(
+      [sys.executable, "run_study.py", "--config=configs/tiny.py", f"--workdir={workdir}", f"--plan={target}",
+       *overrides], env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+
+
+FINETUNED = ("ft_conditioning", "ft_cluster_conditioning", "imagic", "textual_inversion", "pseudo_word_dm")
+
+
+@pytest.mark.slow
+def test_tiny_config_plans_end_to_end_for_v5e_4(tmp_path):
+  proc = _run_study_plan(tmp_path)
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  plan = json.loads((tmp_path / "plan" / "tpu_v5e-4" / "plan.json").read_text())
+  assert plan["target"]["topology"] == "v5e:2x2" and plan["target"]["num_devices"] == 4
+  assert plan["target"]["hbm_bytes_per_device"] == 16 * 2 ** 30
+  assert plan["target"]["peak_bf16_flops_per_device"] == 197e12
+  steps = {s["stage"]: s for s in plan["steps"]}
+  assert set(steps) == {"classifier/train", "classifier/eval"} | {f"finetune/{m}/train" for m in FINETUNED}
+  for step in steps.values():
+    assert step["fits"] is True and 0 < step["peak_bytes"] < 2 ** 30 and step["flops_per_device"] > 0
+    assert math.isclose(step["seconds_per_call"], step["flops_per_device"] / (197e12 * 0.4), rel_tol=1e-12)
+  # The donated train state comes back in place: its outputs alias its arguments.
+  assert steps["classifier/train"]["alias_bytes"] > 0 and steps["classifier/eval"]["alias_bytes"] == 0
+  assert "classifier/train" in proc.stdout and "fits" in proc.stdout
+  assert proc.stdout.count("plan: compiled") == 7
+
+  # Imagic trains the U-Net (float32 master weights + AdamW's two moments, replicated), FT conditioning keeps
+  # it frozen (one float32 copy): per device, Imagic's arguments are larger by at least 2 x 4 bytes per U-Net
+  # parameter (1.82x that seen: the TPU pads the tiny U-Net's many 32-wide vectors to whole tiles).
+  from jax_aug.diffusion.loading import load_sd
+  sd = load_sd(tmp_path / "plan" / "tpu_v5e-4" / "models" / "tiny_sd")
+  unet_params = sum(x.size for x in jax.tree.leaves(sd.params["unet"]))
+  extra = steps["finetune/imagic/train"]["argument_bytes"] - steps["finetune/ft_conditioning/train"]["argument_bytes"]
+  assert 2 * 4 * unet_params <= extra, (extra, unet_params)
+
+  # Stage counts by hand (tiny config): 6 classes x 100 synthetic train images, 10% subset = 10 per class.
+  # baseline_10pct: 1 run of 60 images -> 4 steps of 16, validation 60 -> 2 eval steps of 32, 8 epochs;
+  # a prompt method: 2 resamples of 120 images -> 8 steps; a fine-tuned one: 2 + (3 epochs + best train +
+  # best val) selection runs. Chip-hours = runs x epochs x (steps x t_train + evals x t_eval) x 4 chips.
+  t_train, t_eval = steps["classifier/train"]["seconds_per_call"], steps["classifier/eval"]["seconds_per_call"]
+  runs = {r["method"]: r for r in plan["study"]["classifier_runs"]}
+  assert math.isclose(runs["baseline_10pct"]["chip_hours"], 8 * (4 * t_train + 2 * t_eval) * 4 / 3600, rel_tol=1e-9)
+  assert runs["simple_prompt"]["runs"] == 2 and runs["simple_prompt"]["train_steps_per_epoch"] == 8
+  assert runs["imagic"]["runs"] == 2 + 5
+  assert math.isclose(plan["study"]["classifier_chip_hours"], sum(r["chip_hours"] for r in runs.values()))
+  # Fine-tuning: the 60-image subset in batches of 4 = 15 steps, 3 epochs, 4 chips.
+  finetune = {r["method"]: r for r in plan["study"]["finetune_runs"]}
+  t_imagic = steps["finetune/imagic/train"]["seconds_per_call"]
+  assert math.isclose(finetune["imagic"]["chip_hours"], 3 * 15 * t_imagic * 4 / 3600, rel_tol=1e-9)
+  assert math.isclose(plan["study"]["chip_hours"],
+                      plan["study"]["classifier_chip_hours"] + sum(r["chip_hours"] for r in finetune.values()))
+
+  # Second run: both steps come from the cache, and the plan is the same.
+  again = _run_study_plan(tmp_path)
+  assert again.returncode == 0, again.stderr[-4000:]
+  assert again.stdout.count("cached") == 7 and "plan: compiled" not in again.stdout
+  replan = json.loads((tmp_path / "plan" / "tpu_v5e-4" / "plan.json").read_text())
+  assert [{k: v for k, v in s.items() if k != "compile_seconds"} for s in replan["steps"]] == [
+      {k: v for k, v in s.items() if k != "compile_seconds"} for s in plan["steps"]]
+
+
+def test_config_that_cannot_fit_is_refused_naming_the_stage(tmp_path):
+  # A 224 px batch of 65536 needs about 48 GiB of temporaries per v5e chip (16 GiB).
+  proc = _run_study_plan(tmp_path, "--config.classifier.global_batch_size=65536",
+                         "--config.classifier.input.image_size=224", "--config.methods=baseline_10pct")
+  assert proc.returncode != 0
+  assert "classifier/train does not fit on tpu:v5e-4" in proc.stderr
+  assert "DOES NOT FIT: classifier/train" in proc.stdout
+  plan = json.loads((tmp_path / "plan" / "tpu_v5e-4" / "plan.json").read_text())
+  assert plan["does_not_fit"] == ["classifier/train"]
+
+
+FSDP_PLAN_CODE = """
+from configs.base import classifier
+from jax_aug.plan import compile as plan_compile, hot_steps, targets
+
+target = targets.resolve("tpu:v5e-4")
+out = {}
+for mode in ("replicated", "fsdp"):
+  config = classifier.get("tiny")
+  # 3 stages of 64..256 filters: the kernels hold most of the state's bytes, as in ResNet-50 (on the tiny
+  # 2-stage, 8-filter net TPU tile padding of replicated BN vectors would dominate).
+  config.model.num_filters, config.model.stage_sizes = 64, (1, 1, 1)
+  config.parameter_sharding = mode
+  train = hot_steps.classifier_steps(config, 8, target)[0]
+  out[mode] = plan_compile.compile_step(train, target).argument_bytes
+emit(out)
+"""
+
+
+def test_fsdp_cuts_per_device_argument_bytes_about_4x(run_jax):
+  out = run_jax(FSDP_PLAN_CODE)
+  ratio = out["replicated"] / out["fsdp"]
+  # Not exactly 4: the batch's share, BN vectors (replicated, too small to split) and tile padding remain.
+  assert 3.5 < ratio <= 4.0, out
+
+
+FSDP_TRAIN_CODE = """
+import jax, jax.numpy as jnp, numpy as np
+from configs.base import classifier
+from jax_aug import sharding
+from jax_aug.classifier import model as model_lib, steps
+
+config = classifier.get("tiny")
+config.model.num_filters = 32
+mesh = sharding.make_mesh()
+model = model_lib.build_model(config.model, num_classes=8)
+tx = steps.make_optimizer(config.optimizer)
+size = config.input.image_size
+rng = np.random.default_rng(0)
+batches = [{"image": rng.normal(size=(16, size, size, 3)).astype(np.float32),
+            "label": rng.integers(0, 8, 16).astype(np.int32)} for _ in range(3)]
+
+def train(mode, reset_optimizer=False):
+  layout = steps.state_shardings(model, tx, mesh, size, mode)
+  state = jax.jit(lambda k: steps.create_train_state(model, tx, k, size), out_shardings=layout)(jax.random.key(0))
+  fresh_opt = state.opt_state
+  step = steps.jit_train_step(model, tx, mesh, layout)
+  for b in batches:
+    if reset_optimizer:
+      state = state.replace(opt_state=jax.tree.map(jnp.copy, fresh_opt))
+    state, _ = step(state, sharding.global_batch(b, mesh))
+  counts = steps.jit_eval_step(model, 8, mesh, layout)(
+      state.variables(), sharding.global_batch({**batches[0], "mask": np.ones(16, np.int32)}, mesh))
+  kernels = [x for path, x in jax.tree_util.tree_leaves_with_path(state.params) if path[-1].key == "kernel"]
+  split = [x for x in kernels if x.sharding.spec != jax.sharding.PartitionSpec()]
+  return jax.device_get(state.params), jax.device_get(counts), len(split), len(kernels)
+
+replicated, counts_r, split_r, n = train("replicated")
+fsdp, counts_f, split_f, _ = train("fsdp")
+buggy, _, _, _ = train("fsdp", reset_optimizer=True)
+diff = lambda a, b: max(float(np.max(np.abs(x - y))) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+emit({"devices": jax.device_count(), "diff": diff(replicated, fsdp), "bug_diff": diff(replicated, buggy),
+      "counts_equal": all(np.array_equal(counts_r[k], counts_f[k]) for k in counts_r),
+      "split_replicated": split_r, "split_fsdp": split_f, "kernels": n})
+"""
+
+
+@pytest.mark.slow
+def test_fsdp_training_gives_the_parameters_of_replicated_training(run_jax):
+  out = run_jax(FSDP_TRAIN_CODE, devices=4)
+  assert out["devices"] == 4
+  # Every conv / fc kernel is split over the 4 devices (BN vectors and the fc bias are too small to be).
+  assert out["split_replicated"] == 0 and out["split_fsdp"] == out["kernels"] > 0
+  # Same math, different reduction order of the gathered gradients: float32 rounding only.
+  assert out["diff"] < 1e-5, out
+  assert out["counts_equal"]
+  # Negative control: a sharded update that loses the momentum buffer (a realistic resharding bug) moves
+  # the parameters far beyond the tolerance.
+  assert out["bug_diff"] > 1e-3, out
+
+
+def test_target_names_map_to_cloud_tpu_topologies_and_bad_names_are_refused():
+  from jax_aug.plan import targets
+  # Cloud TPU slice names: v5e / v6e count chips, v4 / v5p count TensorCores (2 per chip).
+  assert targets.tpu_topology("tpu:v5e-4") == "v5e:2x2"
+  assert targets.tpu_topology("tpu:v5e-16") == "v5e:4x4"
+  assert targets.tpu_topology("tpu:v4-32") == "v4:2x2x4"
+  assert targets.tpu_topology("tpu:v5p-8") == "v5p:2x2x1"
+  for bad, says in [("tpu:v5e-3", "sizes"), ("tpu:v9-8", "expected 'local'"), ("gpu:h100", "expected 'local'"),
+                    ("tpu:v4-3", "sizes")]:
+    try:
+      targets.tpu_topology(bad)
+    except ValueError as e:
+      assert bad in str(e) and says in str(e)
+    else:
+      raise AssertionError(f"{bad} was accepted")
+
+
+HOLD_LIBTPU_CODE = """
+import sys, time, jax
+jax.devices()  # JAX_PLATFORMS unset: jax probes libtpu, which takes /tmp/libtpu_lockfile, then uses the CPU
+print(jax.default_backend(), flush=True)
+time.sleep(120)
+"""
+
+
+def test_plan_works_while_another_process_holds_libtpu(tmp_path):
+  env = {k: v for k, v in _jax_env(1).items() if k != "JAX_PLATFORMS"}
+  holder = subprocess.Popen([sys.executable, "-c", HOLD_LIBTPU_CODE], env=env, cwd=REPO_ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+  try:
+    # With libtpu installed and JAX_PLATFORMS unset, an ordinary run still computes on the CPU.
+    assert holder.stdout.readline().strip() == "cpu"
+    proc = subprocess.run([sys.executable, "-c", "from jax_aug.plan import targets;"
+                           " print(len(targets.resolve('tpu:v5e-4').devices))"],
+                          env=_jax_env(1), cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip() == "4", proc.stderr[-3000:]
+  finally:
+    holder.kill()
+    holder.wait()
