@@ -40,8 +40,9 @@ def classifier_steps(config: ConfigDict, num_classes: int, target: Target, stage
                        f" of {target.name}")
 
   def batch(size_b: int, mask: bool) -> dict:
-    # As jax_aug.data.pipeline yields them: normalized float32 images, int32 labels (eval: a 0/1 mask).
-    fields = {"image": jax.ShapeDtypeStruct((size_b, size, size, 3), jnp.float32),
+    # As jax_aug.data.pipeline yields them: uint8 images (normalised inside the step), int32 labels
+    # (eval: a 0/1 mask).
+    fields = {"image": jax.ShapeDtypeStruct((size_b, size, size, 3), jnp.uint8),
               "label": jax.ShapeDtypeStruct((size_b,), jnp.int32)}
     if mask:
       fields["mask"] = jax.ShapeDtypeStruct((size_b,), jnp.int32)
