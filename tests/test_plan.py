@@ -100,12 +100,19 @@ def test_tiny_config_plans_end_to_end_for_v5e_4(tmp_path):
   runs = {r["method"]: r for r in plan["study"]["classifier_runs"]}
   assert math.isclose(runs["baseline_10pct"]["chip_hours"], 8 * (4 * t_train + 2 * t_eval) * 4 / 3600, rel_tol=1e-9)
   assert runs["simple_prompt"]["runs"] == 2 and runs["simple_prompt"]["train_steps_per_epoch"] == 8
-  assert runs["imagic"]["runs"] == 2 + 5
+  # Chosen on validation: one selection run per candidate, the chosen one reused as resample 0 (tiny: Imagic
+  # keeps epochs 1..3 of its 3; FT conditioning at most epochs 1..3 + best train + best validation, an upper
+  # bound as they may coincide; Boomerang's strength grid has 2 points).
+  assert runs["imagic"]["runs"] == 2 + 3 - 1
+  assert runs["ft_conditioning"]["runs"] == 2 + 5 - 1
+  assert runs["boomerang"]["runs"] == 2 + 2 - 1
   assert math.isclose(plan["study"]["classifier_chip_hours"], sum(r["chip_hours"] for r in runs.values()))
-  # Fine-tuning: the 60-image subset in batches of 4 = 15 steps, 3 epochs, 4 chips.
+  # Fine-tuning: the 60-image subset in batches of 4 = 15 steps, 3 epochs, 4 chips, per grid point.
   finetune = {r["method"]: r for r in plan["study"]["finetune_runs"]}
   t_imagic = steps["finetune/imagic/train"]["seconds_per_call"]
-  assert math.isclose(finetune["imagic"]["chip_hours"], 3 * 15 * t_imagic * 4 / 3600, rel_tol=1e-9)
+  # Two learning-rate grid points (tiny), each a full fine-tuning run.
+  assert finetune["imagic"]["runs"] == 2
+  assert math.isclose(finetune["imagic"]["chip_hours"], 2 * 3 * 15 * t_imagic * 4 / 3600, rel_tol=1e-9)
   assert math.isclose(plan["study"]["chip_hours"],
                       plan["study"]["classifier_chip_hours"] + sum(r["chip_hours"] for r in finetune.values()))
 

@@ -5,11 +5,13 @@ from its stage counts. Writes plan.json; `table` and `summary` format it for the
 Stage counts (per classifier run, upper bounds: every run trains to the config's max_epochs):
   baseline_10pct / baseline_20pct   1 run on the 10% / 20% subset
   every other method                n_resamples runs on the subset + an equally large augmentation set
-  fine-tuned methods                + one selection run per candidate checkpoint (the keep_epochs up to
-                                    max_epochs + best train + best val) on resample 0
+  methods chosen on validation      + one selection run per candidate (fine-tuned: the kept checkpoints,
+  (runner.selects_on_validation)    keep_epochs up to max_epochs + best train + best val; Boomerang: its
+                                    strength grid), - 1: the chosen candidate's run is reused as resample
+                                    `selection.resample`
 Each epoch: ceil(train / batch) train steps and ceil(validation / eval batch) eval steps; the validation
-split is as large as the subset. Fine-tuning: one run per fine-tuned method, max_epochs epochs of
-ceil(subset / batch) steps (its per-epoch validation loss is not planned yet). Paper-scale image counts use ILSVRC2012's 1,281,167 train images.
+split is as large as the subset. Fine-tuning: one run per point of the method's learning-rate grid
+(`finetune.lr_search.factors`), max_epochs epochs of ceil(subset / batch) steps (its per-epoch validation loss is not planned yet). Paper-scale image counts use ILSVRC2012's 1,281,167 train images.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from jax_aug.plan import hot_steps
 from jax_aug.plan.compile import StepCost, compile_step
 from jax_aug.plan.targets import GIB, Target, resolve
 from jax_aug.study import methods as methods_lib
+from jax_aug.study import runner
 
 PLAN_FILE = "plan.json"
 # Model FLOPs utilization assumed for time estimates (a well-tuned convnet / U-Net step reaches 0.3..0.5).
@@ -61,6 +64,14 @@ def _split_images(config: ConfigDict, fraction: float) -> int:
   return _num_classes(config) * subsets.fraction_size(round(_images_per_class(config)), fraction)
 
 
+def _selection_candidates(method_config: ConfigDict) -> int:
+  """How many candidates a method chosen on validation trains a selection classifier for."""
+  if method_config.get("finetune") is None:
+    return len(method_config.boomerang_strength_grid)
+  policy = method_config.finetune.policy
+  return len([e for e in policy.keep_epochs if e <= policy.max_epochs]) + (2 if policy.keep_best else 0)
+
+
 def classifier_runs(config: ConfigDict) -> list[dict]:
   """{"method", "runs", "train_images", "validation_images"} per method of config.methods (see above)."""
   subset = _split_images(config, config.data.subset_fraction)
@@ -71,9 +82,8 @@ def classifier_runs(config: ConfigDict) -> list[dict]:
       runs, train = 1, _split_images(config, fraction)
     else:
       runs, train = config.n_resamples, 2 * subset
-      if method.kind == "finetune":
-        policy = config.method[method.name].finetune.policy
-        runs += len([e for e in policy.keep_epochs if e <= policy.max_epochs]) + (2 if policy.keep_best else 0)
+      if runner.selects_on_validation(config, method):
+        runs += _selection_candidates(config.method[method.name]) - 1  # the chosen one is reused
     rows.append({"method": method.name, "runs": runs, "train_images": train, "validation_images": subset})
   return rows
 
@@ -97,11 +107,13 @@ def study_hours(config: ConfigDict, costs: dict[str, StepCost], target: Target, 
     ft = config.method[method.name].finetune
     train = _split_images(config, config.data.subset_fraction)  # fine-tuning trains on the 10% subset
     steps = math.ceil(train / ft.batch_size)
-    seconds = ft.policy.max_epochs * steps * costs[f"finetune/{method.name}/train"].seconds(peak, utilization)
+    grid = len(ft.lr_search.factors)
+    seconds = grid * ft.policy.max_epochs * steps * costs[f"finetune/{method.name}/train"].seconds(peak, utilization)
     hours = seconds * chips / 3600
     finetune_total += hours
-    finetune_rows.append({"method": method.name, "train_images": train, "epochs_upper_bound": ft.policy.max_epochs,
-                          "train_steps_per_epoch": steps, "chip_hours": hours})
+    finetune_rows.append({"method": method.name, "runs": grid, "train_images": train,
+                          "epochs_upper_bound": ft.policy.max_epochs, "train_steps_per_epoch": steps,
+                          "chip_hours": hours})
   rows, total = [], 0.0
   for run in classifier_runs(config):
     steps = math.ceil(run["train_images"] / classifier.global_batch_size)
