@@ -90,7 +90,17 @@ def test_train_mode_logits_running_stats_and_loss_match(torch_model):
   assert_close(logits, logits_t.detach().numpy(), "train-mode logits")
   assert_close(loss, loss_t.item(), "loss")
   ours = port.flax_to_torch({"params": variables["params"], "batch_stats": new_stats})
-  assert_state_dicts_close(ours, model_t.state_dict(), [k for k in ours if "running_" in k])
+  running = [k for k in ours if "running_" in k]
+  assert_state_dicts_close(ours, model_t.state_dict(), running)
+  # Negative control: flax's momentum convention read as torch's (batch weight 0.01 instead of 0.1, so a
+  # tenth of torch's update from the stats before the step) misses the tolerance by far on every running stat.
+  before = torch_model.state_dict()
+  margins = []
+  for k in running:
+    ref = model_t.state_dict()[k].numpy()
+    buggy = before[k].numpy() + (ref - before[k].numpy()) / 10
+    margins.append(np.abs(ours[k] - buggy).max() / (RTOL * np.abs(ref).max()))
+  assert min(margins) > 100, min(margins)
 
 
 def fresh_copy(torch_model, dtype=torch.float32):

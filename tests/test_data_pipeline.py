@@ -33,8 +33,13 @@ def _image(seed, width, height):
   return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8))
 
 
-def _torchvision_eval(image, size):
-  tv = T.Compose([T.Resize(int(size / 0.875)), T.CenterCrop(size), T.ToTensor(),
+def _crop_one_row_low(size):
+  """torchvision's CenterCrop with an off-by-one row offset: the eval test's negative control."""
+  return lambda im: TF.crop(im, int(round((im.height - size) / 2.0)) + 1, int(round((im.width - size) / 2.0)), size, size)
+
+
+def _torchvision_eval(image, size, crop=T.CenterCrop):
+  tv = T.Compose([T.Resize(int(size / 0.875)), crop(size), T.ToTensor(),
                   T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
   return tv(image).permute(1, 2, 0).numpy()
 
@@ -44,6 +49,8 @@ def test_eval_transform_matches_torchvision(width, height, size):
   image = _image(width * height, width, height)
   ours = pipeline.normalize(pipeline.eval_transform(image, size, 0.875))
   np.testing.assert_allclose(ours, _torchvision_eval(image, size), atol=1e-5)
+  # Negative control: the centre crop one row too low is caught.
+  assert np.abs(ours - _torchvision_eval(image, size, _crop_one_row_low)).max() > 1000 * 1e-5
 
 
 def test_resized_crop_matches_torchvision():

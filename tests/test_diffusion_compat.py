@@ -17,6 +17,9 @@ def test_safety_checker_cosine_and_flagging_run():
   expected = (a / np.linalg.norm(a, axis=1, keepdims=True)) @ (b / np.linalg.norm(b, axis=1, keepdims=True)).T
   got = safety_checker_flax.jax_cosine_distance(jnp.asarray(a), jnp.asarray(b))
   np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-5, atol=1e-6)
+  # Negative control: normalising b's columns instead of its rows (norm over the wrong axis) is caught.
+  wrong_axis = (a / np.linalg.norm(a, axis=1, keepdims=True)) @ (b / np.linalg.norm(b, axis=0, keepdims=True)).T
+  assert np.abs(wrong_axis - np.asarray(got)).max() > 100 * (1e-6 + 1e-5 * np.abs(expected).max())
 
   config = CLIPConfig(
       text_config=dict(hidden_size=8, intermediate_size=8, num_hidden_layers=1, num_attention_heads=2),
@@ -56,6 +59,9 @@ def test_ddpm_variance_and_step_match_pytorch():
       # PyTorch's "fixed_small_log" returns a standard deviation; Flax's the log variance.
       want = np.log(want) if variance_type == "fixed_small_log" else want
       np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-30)  # float32 cumprods near t=0
+      if variance_type == "fixed_small" and t == 1:
+        # Negative control: beta_t ("fixed_large", no posterior factor) instead of the posterior variance.
+        assert abs(float(pt_scheduler._get_variance(t, variance_type="fixed_large")) - got) > 100 * 1e-4 * got
 
   flax_scheduler = FlaxDDPMScheduler(variance_type="fixed_small")
   state = flax_scheduler.create_state()
@@ -68,6 +74,10 @@ def test_ddpm_variance_and_step_match_pytorch():
                            torch.tensor(sample, dtype=torch.float32)).prev_sample
   # PyTorch derives beta_0 as 1 - alpha_prod_0 (float32 cancellation, ~6e-4 relative), Flax reads it.
   np.testing.assert_allclose(np.asarray(got), want.numpy(), rtol=1e-3, atol=1e-5)
+  # Negative control: clipping the predicted x0 at the wrong bound (+-1.5 instead of +-1) is caught.
+  wrong_clip = DDPMScheduler(variance_type="fixed_small", clip_sample_range=1.5).step(
+      torch.tensor(eps, dtype=torch.float32), 0, torch.tensor(sample, dtype=torch.float32)).prev_sample.numpy()
+  assert np.abs(wrong_clip - np.asarray(got)).max() > 100 * (1e-5 + 1e-3 * np.abs(want.numpy()).max())
   noisy = flax_scheduler.step(state, jnp.asarray(eps, jnp.float32), 500, jnp.asarray(sample, jnp.float32),
                               key=jax.random.key(0)).prev_sample
   assert np.isfinite(np.asarray(noisy)).all()
@@ -88,6 +98,10 @@ def test_model_casts_with_and_without_mask():
   assert {x.dtype for x in jax.tree.leaves(back)} == {jnp.dtype(jnp.float32)}
   for orig, cast in zip(leaves, jax.tree.leaves(back)):
     np.testing.assert_allclose(np.asarray(cast), np.asarray(orig), rtol=2 ** -8)
+  # Negative control: a round trip through the wrong dtype (float8, 3 mantissa bits) exceeds that tolerance.
+  kernel = np.asarray(params["encoder"]["conv_in"]["kernel"])
+  wrong_cast = np.asarray(jnp.asarray(kernel).astype(jnp.float8_e4m3fn).astype(jnp.float32))
+  assert np.max(np.abs(wrong_cast - kernel) / np.abs(kernel)) > 4 * 2 ** -8
   from flax.traverse_util import flatten_dict, unflatten_dict
   flat = flatten_dict(params)
   mask = unflatten_dict({k: k[-1] == "kernel" for k in flat})

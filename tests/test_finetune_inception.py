@@ -48,6 +48,22 @@ def test_pool_features_match_torchvision(ported, size, batch):
   assert got.shape == (batch, inception.FEATURE_DIM)
   # float32 through ~95 conv layers: agreement to 1e-4 relative to the feature scale.
   np.testing.assert_allclose(np.asarray(got), expected, rtol=0, atol=1e-4 * np.abs(expected).max())
+  # Negative controls, each on torchvision's side of the same weights and input: without transform_input
+  # (~1e4x the tolerance), and BatchNorm eps 1e-5 instead of BasicConv2d's 1e-3 (~260x).
+  batch_norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+  try:
+    model.transform_input = False
+    no_transform_input = _torch_pool_features(model, torch.from_numpy(x.transpose(0, 3, 1, 2)))
+    model.transform_input = True
+    for m in batch_norms:
+      m.eps = 1e-5
+    wrong_eps = _torch_pool_features(model, torch.from_numpy(x.transpose(0, 3, 1, 2)))
+  finally:  # the model is shared by the module's other tests
+    model.transform_input = True
+    for m in batch_norms:
+      m.eps = 1e-3
+  for buggy in (no_transform_input, wrong_eps):
+    assert np.abs(np.asarray(got) - buggy).max() > 100 * 1e-4 * np.abs(expected).max()
 
 
 def test_weight_files_round_trip_without_pickle(ported, tmp_path):

@@ -77,11 +77,14 @@ def test_aesthetic_head_matches_pytorch_after_pth_conversion(tmp_path):
   model.eval()
   torch.save(model.state_dict(), tmp_path / "head.pth")
   head = load_aesthetic_head(convert_pth(tmp_path / "head.pth", tmp_path / "head.safetensors"))
-  x = np.random.default_rng(0).standard_normal((7, 16)).astype(np.float32)
-  x /= np.linalg.norm(x, axis=1, keepdims=True)
+  raw = np.random.default_rng(0).standard_normal((7, 16)).astype(np.float32)
+  x = raw / np.linalg.norm(raw, axis=1, keepdims=True)
   with torch.no_grad():
     expected = model.layers(torch.from_numpy(x))[:, 0].numpy()
+    unnormalised = model.layers(torch.from_numpy(raw))[:, 0].numpy()
   np.testing.assert_allclose(head(x), expected, rtol=1e-5, atol=1e-6)
+  # Negative control: the head applied to unnormalised CLIP embeddings is caught.
+  assert np.abs(unnormalised - head(x)).max() > 100 * (1e-6 + 1e-5 * np.abs(expected).max())
 
 
 def test_aesthetic_head_v1_linear_from_npz(tmp_path):

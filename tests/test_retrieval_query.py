@@ -42,6 +42,11 @@ def test_text_and_image_features_match_pytorch(tiny):
   expected = torch.nn.functional.normalize(expected, dim=-1).numpy()
   np.testing.assert_allclose(ours, expected, atol=2e-5)
   np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-6)
+  # Negative control: pooling the first token (<|startoftext|>) instead of the EOS token is caught.
+  with torch.no_grad():
+    first_token = reference.text_projection(reference.text_model(**tokens).last_hidden_state[:, 0])
+  first_token = torch.nn.functional.normalize(first_token, dim=-1).numpy()
+  assert np.abs(first_token - ours).max() > 100 * 2e-5
 
   rng = np.random.default_rng(0)
   images = [Image.fromarray(rng.integers(0, 256, (40, 56, 3), np.uint8)),
@@ -49,8 +54,11 @@ def test_text_and_image_features_match_pytorch(tiny):
   ours = clip_model.embed_images(clip, images, batch_size=4)
   pixels = clip.image_processor(images=images, return_tensors="pt")["pixel_values"]
   with torch.no_grad():
-    expected = torch.nn.functional.normalize(reference.get_image_features(pixel_values=pixels), dim=-1).numpy()
+    unnormalised = reference.get_image_features(pixel_values=pixels)
+  expected = torch.nn.functional.normalize(unnormalised, dim=-1).numpy()
   np.testing.assert_allclose(ours, expected, atol=2e-5)
+  # Negative control: features without the L2 normalisation are caught.
+  assert np.abs(unnormalised.numpy() - ours).max() > 100 * 2e-5
 
 
 def test_load_clip_refuses_a_missing_folder(tiny):
