@@ -143,7 +143,7 @@ def _end_to_end(train_dir, records, wnids):
   from jax_aug.twin import classifier as twin
   # pylint: enable=g-import-not-at-top
   config = ml_collections.ConfigDict({"stage_sizes": [int(s) for s in FLAGS.e2e_stage_sizes],
-                                      "num_filters": FLAGS.e2e_filters, "dtype": "float32"})
+                                      "num_filters": FLAGS.e2e_filters, "dtype": "float32", "batch_norm": "global"})
   optimizer = ml_collections.ConfigDict({"learning_rate": 0.01, "momentum": 0.9, "nesterov": False,
                                          "weight_decay": 1e-4, "weight_decay_applies_to": "all"})
   mesh = sharding.make_mesh()
