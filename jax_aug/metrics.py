@@ -125,6 +125,7 @@ class MetricsWriter:
     self.rows.append(dict(row))
     self._num_rows = None if self._num_rows is None else self._num_rows + 1
     self.write_scalars(step, {prefix + k: v for k, v in row.items() if _is_number(v) and k not in NOT_PLOTTED})
+    self.flush()  # a row is rare (an epoch, a batch of images, a class): on disk as soon as it is in the jsonl
 
   def flush(self) -> None:
     if self._events is not None:
@@ -157,6 +158,7 @@ class StepMetrics:
     pending, self._pending = jax.device_get(self._pending), []
     for step, metrics in pending:
       writer.write_scalars(step, {prefix + k: v for k, v in metrics.items()})
+    writer.flush()
 
 
 class StepProfiler:

@@ -11,11 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from jax_aug.diffusion import conditioning, engine, methods
 from jax_aug.diffusion.loading import load_sd
 from jax_aug.diffusion.tiny import build_tiny_sd
 from jax_aug.io import JsonlManifest
+from jax_aug.metrics import TENSORBOARD_DIR
 
 SETTINGS = engine.SamplerSettings(num_inference_steps=3)
 WNIDS = ("n01443537", "n01491361")  # goldfish, tiger shark
@@ -58,6 +60,11 @@ def test_one_compilation_for_all_prompts_with_the_models_own_checker(model, tmp_
   assert engine.get_sampler(model, SETTINGS).compilations() == 1
   metrics = JsonlManifest(tmp_path / engine.METRICS_FILE).read()
   assert [m["images"] for m in metrics] == [4, 2]
+  # The same rows as TensorBoard scalars at step = batch number (read with TensorBoard's own reader).
+  events = EventAccumulator(str(tmp_path / TENSORBOARD_DIR))
+  events.Reload()
+  for key in ("images", "flagged", "images_per_second"):
+    assert [(e.step, e.value) for e in events.Scalars(key)] == [(m["batch"], np.float32(m[key])) for m in metrics]
 
 
 def test_image_depends_only_on_its_key_not_on_the_batch(model):
