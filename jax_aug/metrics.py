@@ -105,7 +105,7 @@ class MetricsWriter:
 
   def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
     """TensorBoard scalars of one step; every value must be finite."""
-    check_finite(scalars, step=step, where=str(self.rows.path))
+    check_finite(scalars, step=step, where=str(self.rows.path.parent))
     if not self.enabled:
       return
     events = self._tensorboard()
@@ -119,7 +119,7 @@ class MetricsWriter:
       if self._num_rows is None:
         self._num_rows = len(self.rows.read()) if self.enabled else 0
       step = self._num_rows
-    check_finite(row, step=step, where=str(self.rows.path))
+    check_finite(row, step=step, where=str(self.rows.path.parent))
     if not self.enabled:
       return
     self.rows.append(dict(row))
