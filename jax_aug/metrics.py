@@ -19,8 +19,9 @@ them (jax_aug/study, jax_aug/twin, tests) is unaffected.
   one transfer and writes them (guarded) every `log_every_steps` and at the end of an epoch.
 - `global_norms(grads, updates, params) -> {"grad_norm", "update_norm", "param_norm"}`: pure, called inside a
   jitted train step as extra outputs (they read the step's values and change none).
-- `StepProfiler(logdir, first_step, num_steps)`: `with profiler.step(step, outputs_fn):` around each train
-  step; traces steps [first_step, first_step + num_steps) with `jax.profiler` into `<logdir>/plugins/profile`
+- `StepProfiler(logdir, first_step, num_steps, name="train")`: `with profiler.step(step, outputs_fn):` around
+  each train step (the sampling engine: each batch's generation); traces steps [first_step, first_step +
+  num_steps) with `jax.profiler` into `<logdir>/plugins/profile`, each step annotated `name` with its number
   (TensorBoard's profile plugin reads it; `perfetto_trace.json.gz` opens in ui.perfetto.dev).
 
 Fine-tuning (jax_aug/finetune/trainer.py) uses it as the classifier trainer does (jax_aug/classifier/train.py):
@@ -165,12 +166,14 @@ class StepProfiler:
   """A jax.profiler trace of steps [first_step, first_step + num_steps) (num_steps 0: off), as flax's imagenet
   example does; only the chief host traces. Steps before `first_step` (compilation) stay out of the trace."""
 
-  def __init__(self, logdir: str | os.PathLike, first_step: int, num_steps: int, *, enabled: bool = True):
+  def __init__(self, logdir: str | os.PathLike, first_step: int, num_steps: int, *, enabled: bool = True,
+               name: str = "train"):
     if num_steps < 0 or first_step < 0:
       raise ValueError(f"profile_first_step={first_step} and profile_steps={num_steps} must be >= 0")
     self.logdir = Path(logdir)
     self.first_step, self.last_step = first_step, first_step + num_steps - 1
     self.enabled = enabled and num_steps > 0
+    self.name = name
     self.active = False
 
   @contextlib.contextmanager
@@ -181,7 +184,7 @@ class StepProfiler:
       self.logdir.mkdir(parents=True, exist_ok=True)
       jax.profiler.start_trace(str(self.logdir), create_perfetto_trace=True)
       self.active = True
-    with jax.profiler.StepTraceAnnotation("train", step_num=step):
+    with jax.profiler.StepTraceAnnotation(self.name, step_num=step):
       yield
     if self.active and step >= self.last_step:
       jax.block_until_ready(outputs())

@@ -314,6 +314,8 @@ def sample_requests(
     max_attempts: int = 10,
     read_image: Callable[[str], Image.Image] | None = None,
     mesh=None,
+    profile_first_batch: int = 1,
+    profile_batches: int = 0,
 ) -> Path:
   """Generates every request not yet in `out_dir`'s augmentation set; returns `out_dir`.
 
@@ -321,7 +323,8 @@ def sample_requests(
   checker; pass `lambda x: np.zeros(len(x), bool)` only where no checker exists). Each host takes every
   process_count-th batch and writes its own manifest shard. Each finished batch adds a row to metrics.jsonl
   (images written, safety replacements, img/s) and the same numbers to `<out_dir>/tensorboard` at step = the
-  batch's number (jax_aug.metrics; a NaN/inf stops the run).
+  batch's number (jax_aug.metrics; a NaN/inf stops the run). `profile_batches` > 0: a jax.profiler trace of
+  the generation of batches [profile_first_batch, + profile_batches) under `<out_dir>/tensorboard/plugins/profile`.
   """
   check_requests(requests)
   if settings.boomerang_strength:
@@ -338,6 +341,7 @@ def sample_requests(
   events = out_dir / metrics_lib.TENSORBOARD_DIR
   metrics = (metrics_lib.MetricsWriter(out_dir / METRICS_FILE, events) if shard is None else
              metrics_lib.MetricsWriter(out_dir / f"metrics-{shard:05d}.jsonl", events / f"host-{shard:05d}"))
+  profiler = metrics_lib.StepProfiler(metrics.logdir, profile_first_batch, profile_batches, name="sample")
   batches = sharding.host_slice(_batches(list(requests), batch_size))
   todo = sum(not writer.has(r.key) for b in batches for r in b)
   progress = tqdm(total=todo, desc=f"sampling {method}", unit="img")
@@ -356,8 +360,9 @@ def sample_requests(
     current, attempts, written, flagged_total = batch, [0] * len(batch), 0, 0
     rejections = {r.key: 0 for r in pending}
     while current:
-      images = generate_batch(sampler, _pad(current, batch_size), _pad(attempts, batch_size), seed=seed,
-                              read_image=read_image)[:len(current)]
+      with profiler.step(number):  # generate_batch returns host arrays: the device work is done inside
+        images = generate_batch(sampler, _pad(current, batch_size), _pad(attempts, batch_size), seed=seed,
+                                read_image=read_image)[:len(current)]
       flags = np.asarray(safety_fn(images), dtype=bool)
       retry, retry_attempts = [], []
       for request, attempt, image, flagged in zip(current, attempts, images, flags):
@@ -385,6 +390,7 @@ def sample_requests(
     seconds = time.perf_counter() - started
     metrics.write_row({"batch": number, "images": written, "flagged": flagged_total, "seconds": seconds,
                        "images_per_second": written / seconds, "time": time.time()}, step=number)
+  profiler.close()
   metrics.close()
   progress.close()
   return out_dir
