@@ -1,6 +1,8 @@
 """The sampling engine on a tiny random SD: per-item keys, devices, kill-and-restart, safety replacement,
 one compilation, and bad input."""
 
+import gzip
+import json
 import os
 import signal
 import subprocess
@@ -11,11 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from jax_aug.diffusion import conditioning, engine, methods
 from jax_aug.diffusion.loading import load_sd
 from jax_aug.diffusion.tiny import build_tiny_sd
 from jax_aug.io import JsonlManifest
+from jax_aug.metrics import TENSORBOARD_DIR
 
 SETTINGS = engine.SamplerSettings(num_inference_steps=3)
 WNIDS = ("n01443537", "n01491361")  # goldfish, tiger shark
@@ -49,7 +53,7 @@ def test_one_compilation_for_all_prompts_with_the_models_own_checker(model, tmp_
   requests = _requests(3)  # 6 images in batches of 4: the last one padded to the compiled shape
   assert len({r.prompt for r in requests}) > 2
   engine.sample_requests(model, requests, tmp_path, method="clip_prompts", settings=SETTINGS, seed=0,
-                         batch_size=4)
+                         batch_size=4, profile_first_batch=1, profile_batches=1)
   rows, files = _read_set(tmp_path)
   assert [r["key"] for r in rows] == sorted(r.key for r in requests)
   assert all(r["safety_rejections"] == 0 and r["attempt"] == 0 for r in rows)
@@ -58,6 +62,15 @@ def test_one_compilation_for_all_prompts_with_the_models_own_checker(model, tmp_
   assert engine.get_sampler(model, SETTINGS).compilations() == 1
   metrics = JsonlManifest(tmp_path / engine.METRICS_FILE).read()
   assert [m["images"] for m in metrics] == [4, 2]
+  # The same rows as TensorBoard scalars at step = batch number (read with TensorBoard's own reader).
+  events = EventAccumulator(str(tmp_path / TENSORBOARD_DIR))
+  events.Reload()
+  for key in ("images", "flagged", "images_per_second"):
+    assert [(e.step, e.value) for e in events.Scalars(key)] == [(m["batch"], np.float32(m[key])) for m in metrics]
+  # The profiler traced batch 1 only (batch 0 compiles).
+  trace, = (tmp_path / TENSORBOARD_DIR / "plugins" / "profile").glob("*/perfetto_trace.json.gz")
+  trace_events = json.loads(gzip.decompress(trace.read_bytes()))["traceEvents"]
+  assert sorted(e["args"]["step_num"] for e in trace_events if e.get("name") == "sample") == ["1"]
 
 
 def test_image_depends_only_on_its_key_not_on_the_batch(model):

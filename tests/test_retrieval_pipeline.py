@@ -15,10 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from jax_aug.data.augmentation_set import load_augmentation_set
 from jax_aug.data.subsets import load_exclusions
 from jax_aug.io import JsonlManifest
+from jax_aug.metrics import TENSORBOARD_DIR
 from jax_aug.retrieval.pipeline import run_retrieval
 import retrieval_support as case
 
@@ -59,6 +61,11 @@ def test_gradual_k_grows_to_the_cap_and_excludes_with_a_reason(tmp_path):
   assert sorted(i for w, i in records if w == case.CLASS_B) == sorted(case.B_GOOD)
   metrics = JsonlManifest(tmp_path / "run" / "metrics.jsonl").read()
   assert [m["k"] for m in metrics if m["event"] == "k_step" and m["wnid"] == case.CLASS_B] == [7, 14, 21, 28, 35, 42]
+  # TensorBoard: each row's numbers as "<event>/<field>" at the row's line in metrics.jsonl.
+  events = EventAccumulator(str(tmp_path / "run" / TENSORBOARD_DIR))
+  events.Reload()
+  assert [(e.step, e.value) for e in events.Scalars("k_step/survivors")] == \
+      [(line, m["survivors"]) for line, m in enumerate(metrics) if m["event"] == "k_step"]
   # A finished run is not redone.
   calls.clear()
   run_retrieval(config, tmp_path / "run", case.case_components(config, calls=calls))

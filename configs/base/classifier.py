@@ -79,5 +79,9 @@ def get(scale: str) -> ml_collections.ConfigDict:
   config.wnids = ()
   config.resample_index = -1  # which resampled augmentation set (-1: none, a baseline)
   config.seed = 0             # parameter init and input order / augmentation
-  config.log_every_steps = 10
+  config.log_every_steps = 10  # per-step metrics (TensorBoard, NaN/inf guard) are read from the device this often
+  # A jax.profiler trace of train steps [profile_first_step, + profile_steps) under <workdir>/tensorboard
+  # (jax_aug.metrics.StepProfiler); 0 steps: off. After the first step, which compiles.
+  config.profile_steps = 0
+  config.profile_first_step = 10
   return config

@@ -36,6 +36,10 @@ def get(scale: str) -> ml_collections.ConfigDict:
   config.seed = 0
   config.safety_checker = True
   config.max_safety_attempts = 10  # per image; an image flagged this often stops the run with an error
+  # A jax.profiler trace of batches [profile_first_step, + profile_steps) under <workdir>/tensorboard (0: off);
+  # batch 0 compiles.
+  config.profile_steps = 0
+  config.profile_first_step = 1
   # Classes: empty = the study's classes from <splits_dir>/info.json.
   config.wnids = ()
   # Directory with subset.jsonl / info.json of the study; empty: prepare them from `data` into

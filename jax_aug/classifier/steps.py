@@ -20,6 +20,7 @@ import optax
 from jax.sharding import Mesh
 
 from jax_aug import sharding
+from jax_aug.metrics import global_norms
 from jax_aug.data.pipeline import normalize
 
 
@@ -100,13 +101,16 @@ def loss_and_updates(model: nn.Module, params, batch_stats, images, labels):
 
 def train_step(state: TrainState, batch: dict, *, model: nn.Module,
                tx: optax.GradientTransformation) -> tuple[TrainState, dict]:
+  """One SGD step; metrics: the loss, the number of correct predictions and the step's global norms
+  (jax_aug.metrics.global_norms: extra outputs, the parameters and the loss are computed as without them)."""
   grad_fn = jax.value_and_grad(
       lambda p: loss_and_updates(model, p, state.batch_stats, model_input(batch["image"]), batch["label"]),
       has_aux=True)
   (loss, (logits, batch_stats)), grads = grad_fn(state.params)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
-  metrics = {"loss": loss, "correct": jnp.sum(jnp.argmax(logits, -1) == batch["label"])}
+  metrics = {"loss": loss, "correct": jnp.sum(jnp.argmax(logits, -1) == batch["label"]),
+             **global_norms(grads, updates, params)}
   return TrainState(step=state.step + 1, params=params, batch_stats=batch_stats,
                     opt_state=opt_state), metrics
 

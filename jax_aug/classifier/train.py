@@ -22,6 +22,7 @@ from ml_collections import ConfigDict
 from tqdm import tqdm
 
 from jax_aug import io, sharding
+from jax_aug import metrics as metrics_lib
 from jax_aug.classifier import model as model_lib
 from jax_aug.classifier import schedule, steps
 from jax_aug.classifier.checkpoint import RunCheckpoints
@@ -35,6 +36,9 @@ STEP_LOSSES_FILE = "step_losses.jsonl"
 # The train loss of each of the first steps is logged (step_losses.jsonl) so a run can be compared with its
 # PyTorch twin step by step (jax_aug/twin); later steps are only summarised per epoch.
 LOGGED_FIRST_STEPS = 20
+# Written for every step to TensorBoard (tags "train_step/<name>"), NaN/inf-guarded in this order.
+STEP_METRICS = ("loss", "grad_norm", "update_norm", "param_norm")
+STEP_PREFIX = "train_step/"
 CONFIG_FILE = "config.json"
 
 
@@ -131,25 +135,34 @@ def eval_loader(records: Sequence[dict], *, wnids: Sequence[str], config: Config
       cache_dir=config.input.cache_dir or None, **hosts)
 
 
-def _train_epoch(train_step, state, records, *, wnids, epoch: int, config: ConfigDict, mesh):
+def _train_epoch(train_step, state, records, *, wnids, epoch: int, config: ConfigDict, mesh,
+                 writer: metrics_lib.MetricsWriter, profiler: metrics_lib.StepProfiler):
   """One epoch; returns the state, the epoch's mean metrics and the losses of its first steps (for the
-  step-by-step comparison with the PyTorch twin, jax_aug/twin)."""
+  step-by-step comparison with the PyTorch twin, jax_aug/twin). Every step's STEP_METRICS go to `writer`
+  every config.log_every_steps steps and at the epoch's end, where a NaN/inf one stops the run (before the
+  epoch's checkpoint)."""
   num_steps = pipeline.steps_per_epoch(len(records), config.global_batch_size)
   loss_sum, correct_sum, skipped = jnp.zeros(()), jnp.zeros((), jnp.int32), 0
   first_losses = []
+  per_step = metrics_lib.StepMetrics()
   progress = tqdm(total=num_steps, desc=f"epoch {epoch}", unit="step", leave=False,
                   disable=jax.process_index() != 0)
   batches = train_loader(records, wnids=wnids, epoch=epoch, config=config)
   for step, batch in enumerate(sharding.prefetch_to_device(batches, mesh, ("image", "label"))):
-    state, metrics = train_step(state, {"image": batch["image"], "label": batch["label"]})
+    global_step = epoch * num_steps + step
+    with profiler.step(global_step, lambda: state):
+      state, metrics = train_step(state, {"image": batch["image"], "label": batch["label"]})
+    per_step.add(global_step, {k: metrics[k] for k in STEP_METRICS})
     loss_sum, correct_sum = loss_sum + metrics["loss"], correct_sum + metrics["correct"]
-    if epoch * num_steps + step < LOGGED_FIRST_STEPS:
+    if global_step < LOGGED_FIRST_STEPS:
       first_losses.append(metrics["loss"])
     skipped += int(batch["skipped"].sum())  # unreadable images replaced by the next readable record
     progress.update()
     if (step + 1) % config.log_every_steps == 0:
+      per_step.flush(writer, STEP_PREFIX)
       progress.set_postfix(loss=f"{float(metrics['loss']):.3f}")
   progress.close()
+  per_step.flush(writer, STEP_PREFIX)
   return state, {"train_loss": float(loss_sum) / num_steps,
                  "train_top1": 100.0 * int(correct_sum) / (num_steps * config.global_batch_size),
                  "train_skipped_images": skipped}, [float(loss) for loss in first_losses]
@@ -183,6 +196,11 @@ def initial_state(config: ConfigDict, model, tx, mesh) -> steps.TrainState:
   """The train state at step 0: parameters drawn from config.seed (the PyTorch twin starts from them)."""
   return jax.jit(lambda key: steps.create_train_state(model, tx, key, config.input.image_size),
                  out_shardings=state_shardings(config, model, tx, mesh))(jax.random.key(config.seed))
+
+
+def epoch_last_step(epoch: int, num_train: int, config: ConfigDict) -> int:
+  """The TensorBoard step of an epoch's row: its last train step (steps count from 0 over the run)."""
+  return (epoch + 1) * pipeline.steps_per_epoch(num_train, config.global_batch_size) - 1
 
 
 def epoch_row(epoch: int, learning_rate: float, train_metrics: dict, val: dict, plateau, decision,
@@ -249,30 +267,41 @@ def train_and_evaluate(config: ConfigDict, workdir: str | os.PathLike) -> dict:
     log.info("resuming %s after epoch %d", workdir, last)
     if is_chief:
       truncate_metrics(metrics_path, last)
-  metrics_log = io.JsonlManifest(metrics_path)
+  # A resumed run's events start at its first step: TensorBoard drops what the killed run wrote from there.
+  writer = metrics_lib.MetricsWriter(
+      metrics_path, workdir / metrics_lib.TENSORBOARD_DIR, enabled=is_chief,
+      purge_step=epoch_last_step(first_epoch - 1, len(data["train"]), config) + 1 if first_epoch else None)
+  profiler = metrics_lib.StepProfiler(writer.logdir, config.profile_first_step, config.profile_steps,
+                                      enabled=is_chief)
 
   epoch = first_epoch
-  while not plateau.stop:
-    state = steps.set_learning_rate(state, plateau.learning_rate)
-    start = time.time()
-    state, train_metrics, first_losses = _train_epoch(train_step, state, data["train"], wnids=wnids,
-                                                      epoch=epoch, config=config, mesh=mesh)
-    train_seconds = time.time() - start
-    val = evaluate(eval_step, state.variables(), data["validation"], wnids=wnids, config=config, mesh=mesh)
-    learning_rate = plateau.learning_rate
-    plateau, decision = schedule.update(plateau, epoch, val["top1"], **config.schedule.to_dict())
-    if decision.improved:
-      checkpoints.save_best(epoch, state.variables(), {"epoch": epoch, "validation": val})
-    row = epoch_row(epoch, learning_rate, train_metrics, val, plateau, decision, train_seconds,
-                    num_train=len(data["train"]), config=config)
-    if is_chief:
-      append_step_losses(workdir / STEP_LOSSES_FILE, step_loss_rows(
-          epoch, pipeline.steps_per_epoch(len(data["train"]), config.global_batch_size), first_losses))
-      metrics_log.append(row)
-      log.info("epoch %d: %s", epoch, {k: row[k] for k in ("train_loss", "validation_top1")})
-    stop_reason = decision.stop_reason
-    checkpoints.save_latest(epoch, state, {"schedule": plateau.to_json(), "stop_reason": stop_reason})
-    epoch += 1
+  try:
+    while not plateau.stop:
+      state = steps.set_learning_rate(state, plateau.learning_rate)
+      start = time.time()
+      state, train_metrics, first_losses = _train_epoch(train_step, state, data["train"], wnids=wnids,
+                                                        epoch=epoch, config=config, mesh=mesh, writer=writer,
+                                                        profiler=profiler)
+      train_seconds = time.time() - start
+      val = evaluate(eval_step, state.variables(), data["validation"], wnids=wnids, config=config, mesh=mesh)
+      learning_rate = plateau.learning_rate
+      plateau, decision = schedule.update(plateau, epoch, val["top1"], **config.schedule.to_dict())
+      row = epoch_row(epoch, learning_rate, train_metrics, val, plateau, decision, train_seconds,
+                      num_train=len(data["train"]), config=config)
+      # The row first: a NaN/inf in it stops the run before any checkpoint of this epoch is written.
+      writer.write_row(row, step=epoch_last_step(epoch, len(data["train"]), config))
+      if decision.improved:
+        checkpoints.save_best(epoch, state.variables(), {"epoch": epoch, "validation": val})
+      if is_chief:
+        append_step_losses(workdir / STEP_LOSSES_FILE, step_loss_rows(
+            epoch, pipeline.steps_per_epoch(len(data["train"]), config.global_batch_size), first_losses))
+        log.info("epoch %d: %s", epoch, {k: row[k] for k in ("train_loss", "validation_top1")})
+      stop_reason = decision.stop_reason
+      checkpoints.save_latest(epoch, state, {"schedule": plateau.to_json(), "stop_reason": stop_reason})
+      epoch += 1
+  finally:
+    profiler.close()
+    writer.close()
 
   best_epoch, best_variables, best_meta = checkpoints.restore_best(state.variables())
   checkpoints.close()

@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from jax_aug import metrics as metrics_lib
 from jax_aug import sharding
 from jax_aug.data.augmentation_set import AugmentationSetWriter, item_key as augmentation_item_key
 from jax_aug.data.imagenet_classes import class_by_wnid
@@ -35,7 +36,6 @@ from jax_aug.diffusion import boomerang, conditioning
 from jax_aug.diffusion.loading import StableDiffusion
 from jax_aug.diffusion.safety import make_safety_fn
 from jax_aug.finetune import objective
-from jax_aug.io import JsonlManifest
 
 METRICS_FILE = "metrics.jsonl"
 # Only schedulers whose Flax implementation matches diffusers' PyTorch pipeline (tests/test_diffusion_equivalence.py).
@@ -314,12 +314,17 @@ def sample_requests(
     max_attempts: int = 10,
     read_image: Callable[[str], Image.Image] | None = None,
     mesh=None,
+    profile_first_batch: int = 1,
+    profile_batches: int = 0,
 ) -> Path:
   """Generates every request not yet in `out_dir`'s augmentation set; returns `out_dir`.
 
   `safety_fn(uint8 [B, H, W, 3]) -> bool [B]` flags images to replace (default: the model's safety
   checker; pass `lambda x: np.zeros(len(x), bool)` only where no checker exists). Each host takes every
-  process_count-th batch and writes its own manifest shard.
+  process_count-th batch and writes its own manifest shard. Each finished batch adds a row to metrics.jsonl
+  (images written, safety replacements, img/s) and the same numbers to `<out_dir>/tensorboard` at step = the
+  batch's number (jax_aug.metrics; a NaN/inf stops the run). `profile_batches` > 0: a jax.profiler trace of
+  the generation of batches [profile_first_batch, + profile_batches) under `<out_dir>/tensorboard/plugins/profile`.
   """
   check_requests(requests)
   if settings.boomerang_strength:
@@ -333,7 +338,10 @@ def sample_requests(
     safety_fn = make_safety_fn(model)
   shard = jax.process_index() if jax.process_count() > 1 else None
   writer = AugmentationSetWriter(out_dir, method, shard=shard)
-  metrics = JsonlManifest(out_dir / (METRICS_FILE if shard is None else f"metrics-{shard:05d}.jsonl"))
+  events = out_dir / metrics_lib.TENSORBOARD_DIR
+  metrics = (metrics_lib.MetricsWriter(out_dir / METRICS_FILE, events) if shard is None else
+             metrics_lib.MetricsWriter(out_dir / f"metrics-{shard:05d}.jsonl", events / f"host-{shard:05d}"))
+  profiler = metrics_lib.StepProfiler(metrics.logdir, profile_first_batch, profile_batches, name="sample")
   batches = sharding.host_slice(_batches(list(requests), batch_size))
   todo = sum(not writer.has(r.key) for b in batches for r in b)
   progress = tqdm(total=todo, desc=f"sampling {method}", unit="img")
@@ -352,8 +360,9 @@ def sample_requests(
     current, attempts, written, flagged_total = batch, [0] * len(batch), 0, 0
     rejections = {r.key: 0 for r in pending}
     while current:
-      images = generate_batch(sampler, _pad(current, batch_size), _pad(attempts, batch_size), seed=seed,
-                              read_image=read_image)[:len(current)]
+      with profiler.step(number):  # generate_batch returns host arrays: the device work is done inside
+        images = generate_batch(sampler, _pad(current, batch_size), _pad(attempts, batch_size), seed=seed,
+                                read_image=read_image)[:len(current)]
       flags = np.asarray(safety_fn(images), dtype=bool)
       retry, retry_attempts = [], []
       for request, attempt, image, flagged in zip(current, attempts, images, flags):
@@ -379,8 +388,10 @@ def sample_requests(
         progress.update(1)
       current, attempts = retry, retry_attempts
     seconds = time.perf_counter() - started
-    metrics.append({"batch": number, "images": written, "flagged": flagged_total, "seconds": seconds,
-                    "images_per_second": written / seconds, "time": time.time()})
+    metrics.write_row({"batch": number, "images": written, "flagged": flagged_total, "seconds": seconds,
+                       "images_per_second": written / seconds, "time": time.time()}, step=number)
+  profiler.close()
+  metrics.close()
   progress.close()
   return out_dir
 

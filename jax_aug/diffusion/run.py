@@ -65,4 +65,4 @@ def sample_augmentation_set(
   return engine.sample_requests(
       model, requests, workdir, method=config.method, settings=settings_from_config(config), seed=config.seed,
       batch_size=config.batch_size, safety_fn=safety_fn, max_attempts=config.max_safety_attempts,
-      read_image=read_image)
+      read_image=read_image, profile_first_batch=config.profile_first_step, profile_batches=config.profile_steps)

@@ -34,6 +34,7 @@ from jax_aug.data.augmentation_set import AugmentationSetWriter, item_key, valid
 from jax_aug.data.imagenet_classes import class_by_wnid, load_classes
 from jax_aug.data.prompts import build_prompt
 from jax_aug.data.subsets import EXCLUSIONS_FILE, write_exclusions
+from jax_aug import metrics as metrics_lib
 from jax_aug.io import JsonlManifest, atomic_write_bytes, load_image_file
 from jax_aug.retrieval import download, filters
 from jax_aug.retrieval.gradual_k import k_schedule
@@ -83,7 +84,9 @@ class _Run:
     self.c = components
     self.candidates = JsonlManifest(workdir / "candidates.jsonl")
     self.classes = JsonlManifest(workdir / "classes.jsonl")
-    self.metrics = JsonlManifest(workdir / "metrics.jsonl")
+    # metrics.jsonl's rows ("event": fetch, k_step, class) also go to <workdir>/tensorboard as "<event>/<field>",
+    # at step = the row's line in metrics.jsonl (a resumed run appends, so it continues the curves).
+    self.metrics = metrics_lib.MetricsWriter(workdir / "metrics.jsonl", workdir / metrics_lib.TENSORBOARD_DIR)
     # (wnid, id) -> record of every candidate fetched so far
     self.fetched = {(r["wnid"], r["id"]): r for r in self.candidates.read()}
     self.writer = AugmentationSetWriter(workdir / AUGMENTATION_DIR, METHOD)
@@ -157,8 +160,10 @@ class _Run:
     counts: dict[str, int] = {}
     for stage in stages:
       counts[stage] = counts.get(stage, 0) + 1
-    self.metrics.append({"event": "fetch", "wnid": wnid, "k": k, "fetched": len(records), **counts,
-                         "time": time.time()})
+    self.log({"event": "fetch", "wnid": wnid, "k": k, "fetched": len(records), **counts, "time": time.time()})
+
+  def log(self, row: dict) -> None:
+    self.metrics.write_row(row, prefix=f"{row['event']}/")
 
   def _safety(self, images: Sequence[Image.Image]) -> np.ndarray:
     # The checker takes one array, so images of different sizes are checked one by one.
@@ -195,9 +200,9 @@ class _Run:
         self.fetch(wnid, k, [neighbours[i] for i in chunk])
       survivors = [n for n, reason in zip(neighbours, reasons)
                    if reason is None and self.fetched.get((wnid, n.id), {}).get("kept")][:target]
-      self.metrics.append({"event": "k_step", "wnid": wnid, "k": k, "neighbours": len(neighbours),
-                           "dropped_by_metadata": sum(r is not None for r in reasons),
-                           "survivors": len(survivors), "time": time.time()})
+      self.log({"event": "k_step", "wnid": wnid, "k": k, "neighbours": len(neighbours),
+                "dropped_by_metadata": sum(r is not None for r in reasons), "survivors": len(survivors),
+                "time": time.time()})
       if len(survivors) >= target:
         self.write_class(wnid, k, survivors)
         return {"wnid": wnid, "status": "complete", "k": k, "images": target}
@@ -232,8 +237,9 @@ def run_retrieval(config, workdir: str | os.PathLike, components: Components) ->
     for wnid, query in zip(tqdm(todo, desc="retrieval", unit="class"), queries):
       result = run.run_class(wnid, query)
       run.classes.append(result)
-      run.metrics.append({"event": "class", **result, "time": time.time()})
+      run.log({"event": "class", **result, "time": time.time()})
       done[wnid] = result
+  run.metrics.close()
   excluded = {w: done[w]["reason"] for w in wnids if done[w]["status"] == "excluded"}
   for wnid, reason in excluded.items():
     log.warning("retrieval: class %s excluded: %s", wnid, reason)
