@@ -63,7 +63,7 @@ def jax_steps_per_s(shape, batch, steps, dtype, remat):
   from jax_aug import sharding
   from jax_aug.diffusion.loading import StableDiffusion
   from jax_aug.finetune import objective
-  from jax_aug.finetune.methods import MethodSpec
+  from jax_aug.finetune import trainables
   from jax_aug.finetune.trainer import make_loss_fn, make_optimizer, make_steps
 
   jdtype = jnp.dtype(dtype)
@@ -74,7 +74,7 @@ def jax_steps_per_s(shape, batch, steps, dtype, remat):
   sd = StableDiffusion(tokenizer=None, text_encoder=None, unet=unet, vae=vae, scheduler=None,
                        safety_checker=None, feature_extractor=None, params={}, checkpoint="benchmark",
                        dtype=dtype)
-  spec = MethodSpec("tensor", 1, True)
+  conditioning = trainables.build("tensor", [], clusters_per_class=1, tokenizer=None)
   trainable = {"conditioning": jnp.zeros((4, 77, shape["hidden"])), "unet": unet_params}
 
   class C(dict):
@@ -84,7 +84,7 @@ def jax_steps_per_s(shape, batch, steps, dtype, remat):
   tx = make_optimizer(config, trainable)
   mesh = sharding.make_mesh()
   abar = jnp.asarray(objective.alphas_cumprod())
-  train_step, _ = make_steps(make_loss_fn(spec, sd, None, abar, gradient_checkpointing=remat), tx, mesh)
+  train_step, _ = make_steps(make_loss_fn(conditioning, sd, abar, gradient_checkpointing=remat), tx, mesh)
   res = shape["resolution"]
   rng = np.random.default_rng(0)
   batch = sharding.global_batch({

@@ -206,12 +206,13 @@ def test_augmentation_manifest_rows_are_validated_naming_file_and_line(tmp_path,
 def test_finetune_reader_skips_an_unreadable_image_with_weight_zero(clean, tmp_path, caplog):
   from jax_aug.data.imagenet_classes import class_by_wnid
   from jax_aug.data.transforms import vae_image
+  from jax_aug.finetune import trainables
   from jax_aug.finetune.data import BatchReader, Example
   good = sorted((clean / "train" / W[0]).iterdir())[:2]
   paths = [str(good[0]), str(tmp_path / "gone.JPEG"), str(good[1])]
-  examples = [Example(path=p, label=0, index=i, conditioning_index=0) for i, p in enumerate(paths)]
-  reader = BatchReader(examples, [class_by_wnid(W[0])], read_image=sources.ImageReader(), resolution=16,
-                       tokenizer=None, placeholders=None, seed=0)
+  examples = [Example(path=p, label=0, index=i, cluster=0) for i, p in enumerate(paths)]
+  conditioning = trainables.build("tensor", [class_by_wnid(W[0])], clusters_per_class=1, tokenizer=None)
+  reader = BatchReader(examples, read_image=sources.ImageReader(), resolution=16, conditioning=conditioning, seed=0)
   batch = reader.batch(np.array([0, 1, 2, -1]), epoch=1)
   assert batch["weight"].tolist() == [1, 0, 1, 0] and reader.skipped == 1 and "gone.JPEG" in caplog.text
   assert not batch["image"][1].any()

@@ -16,13 +16,13 @@ from finetune_support import tiny_sd_path
 from jax_aug.data.augmentation_set import load_augmentation_set
 
 PROGRAM = """
-import json
 import jax, numpy as np
 from pathlib import Path
 jax.config.update("jax_compilation_cache_dir", str(Path(WORK) / "jax_cache"))
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)  # the train steps, not every small op
 from jax_aug.data.augmentation_set import load_augmentation_set
 from jax_aug.finetune import trainer
+from jax_aug.finetune.checkpoints import read_progress
 from jax_aug.finetune.sampling import sample_method
 from jax_aug.finetune.export import load_personalized
 from jax_aug.study.config_files import method_config
@@ -39,7 +39,7 @@ def config_for(method):
   config.finetune.policy.max_epochs = 2
   config.finetune.clusters.batch_size = 4
   if method == "ft_cluster_conditioning":
-    config.finetune.method.clusters_per_class = 2  # k <= the 2 subset images of a class
+    config.finetune.trainables.clusters_per_class = 2  # k <= the 2 subset images of a class
   config.images_per_class, config.batch_size, config.num_inference_steps = 2, 2, 2
   config.safety_checker = False
   return config
@@ -53,6 +53,7 @@ for method in METHODS:
   progress = trainer.finetune(config, run)
   result[method] = {"history": progress["history"], "kept": progress["kept"], "stopped": progress["stopped"],
                     "checkpoints": sorted(p.name for p in (run / "checkpoints").iterdir()),
+                    "resume": [sorted(p.name for p in step.iterdir()) for step in (run / "resume").iterdir()],
                     "metrics_lines": len((run / "metrics.jsonl").read_text().splitlines())}
   if method != SCRIPT_METHOD:  # that one samples through sample.py, run by the test
     config.finetune.workdir = str(run)
@@ -74,7 +75,7 @@ try:
   trainer.finetune(config, run)
 except KeyboardInterrupt:
   pass
-interrupted_history = json.loads((run / "progress.json").read_text())["history"]
+interrupted_history = read_progress(run)["history"]
 resumed_from = []
 def recording(self, order, epoch, start=0):
   resumed_from.append([epoch, start])
@@ -82,8 +83,8 @@ def recording(self, order, epoch, start=0):
 trainer.BatchReader.batches = recording
 progress = trainer.finetune(config, run)
 trainer.BatchReader.batches = original
-a = load_personalized(Path(WORK) / "ft_conditioning", "epoch_2").conditioning_table
-b = load_personalized(run, "epoch_2").conditioning_table
+a = load_personalized(Path(WORK) / "ft_conditioning", "epoch_2").learned
+b = load_personalized(run, "epoch_2").learned
 result["resume"] = {"history_before": interrupted_history, "history": progress["history"],
                     "resumed_from": resumed_from, "same_checkpoint": bool(np.array_equal(a, b))}
 emit(result)
@@ -114,7 +115,9 @@ def _check_method(r, method):
     assert set(r["kept"]) == {"epoch_1", "epoch_2"}
   else:
     assert set(r["kept"]) >= {"best_train", "best_val", "epoch_1", "epoch_2"}
-  assert r["checkpoints"] == sorted(f"epoch_{e}" for e in set(r["kept"].values()))  # state_* removed
+  assert r["checkpoints"] == sorted(f"epoch_{e}" for e in set(r["kept"].values()))
+  # One resume step left, holding the progress record and no longer the optimizer state.
+  assert len(r["resume"]) == 1 and "progress" in r["resume"][0] and "state" not in r["resume"][0]
   assert r["metrics_lines"] == 2 * 2 + 2  # one per step, one per epoch
   # 2 images for each of the 2 classes, written by the sampling engine, provenance names the checkpoint.
   rows = r["rows"]

@@ -12,17 +12,17 @@ from jax_aug.data import prompts
 from jax_aug.data.imagenet_classes import class_by_wnid
 from jax_aug.diffusion.loading import load_clip_tokenizer
 from jax_aug.finetune import export, objective, pseudo_word
-from jax_aug.finetune.methods import MethodSpec, initial_trainable, tokenize
+from jax_aug.finetune.trainables import Trainables, frozen_params, initial_trainable, tokenize
 from jax_aug.finetune.trainer import make_loss_fn, make_optimizer, make_steps
 
 # tiger shark ("shark": one BPE token) and tench ("tench" -> "ten" + "ch": two tokens).
 WNIDS = ("n01491361", "n01440764")
 METHODS = {
-    "ft_conditioning": MethodSpec("tensor", 1, False),
-    "ft_cluster_conditioning": MethodSpec("tensor", 2, False),
-    "imagic": MethodSpec("tensor", 1, True),
-    "textual_inversion": MethodSpec("pseudo_word", 1, False),
-    "pseudo_word_dm": MethodSpec("pseudo_word", 1, True),
+    "ft_conditioning": Trainables("tensor", 1, False),
+    "ft_cluster_conditioning": Trainables("tensor", 2, False),
+    "imagic": Trainables("tensor", 1, True),
+    "textual_inversion": Trainables("pseudo_word", 1, False),
+    "pseudo_word_dm": Trainables("pseudo_word", 1, True),
 }
 
 
@@ -58,21 +58,16 @@ def _fixed_batch(spec, sd, tokenizer):
 
 def _train(spec, steps=6):
   sd = tiny_sd()
-  classes = [class_by_wnid(w) for w in WNIDS]
-  trainable0 = initial_trainable(spec, classes, text_encoder=sd.text_encoder,
-                                 text_params=sd.params["text_encoder"], tokenizer=sd.tokenizer,
-                                 unet_params=sd.params["unet"])
-  frozen = {"vae": sd.params["vae"], "text_encoder": sd.params["text_encoder"]}
-  if not spec.train_unet:
-    frozen["unet"] = sd.params["unet"]
-  tokenizer = text_module = None
+  conditioning = spec.build([class_by_wnid(w) for w in WNIDS], sd.tokenizer)
+  trainable0 = initial_trainable(spec, conditioning, sd)
+  frozen = frozen_params(spec, sd)
+  tokenizer = None
   if spec.conditioning == "pseudo_word":
     tokenizer, _ = pseudo_word.extend_tokenizer(sd.tokenizer, WNIDS)
-    text_module = pseudo_word.extended_text_encoder(sd.text_encoder, len(WNIDS)).module
   mesh = sharding.make_mesh()
   tx = make_optimizer(_optimizer_config(), trainable0)
   abar = jnp.asarray(objective.schedule_from_scheduler_config(sd.scheduler.config))
-  train_step, _ = make_steps(make_loss_fn(spec, sd, text_module, abar), tx, mesh)
+  train_step, _ = make_steps(make_loss_fn(conditioning, sd, abar), tx, mesh)
   batch = sharding.global_batch(_fixed_batch(spec, sd, tokenizer), mesh)
   # The same batch and noise key at every step: the loss a step reports (before its update) is the
   # loss of the fixed set under the parameters of that moment.
@@ -102,8 +97,7 @@ def test_method_trains_exactly_its_parameters_and_lowers_the_loss(method):
   sd, trainable0, trainable, before, after = _train(spec)
   assert after < before, f"{method}: training loss on the fixed set went {before:.5f} -> {after:.5f}"
 
-  info = {"conditioning": spec.conditioning, "clusters_per_class": spec.clusters_per_class,
-          "wnids": list(WNIDS), "placeholders": [pseudo_word.placeholder(w) for w in WNIDS]}
+  info = {"conditioning": spec.conditioning, "clusters_per_class": spec.clusters_per_class, "wnids": list(WNIDS)}
   result = export.apply_trainable(sd, info, trainable).sd.params
   original = sd.params
   assert _same(result["vae"], original["vae"]), "the VAE must never change"
@@ -134,10 +128,8 @@ def test_method_trains_exactly_its_parameters_and_lowers_the_loss(method):
 
 def test_tensor_conditioning_starts_from_no_ws_prompt_encoding():
   sd = tiny_sd()
-  classes = [class_by_wnid(w) for w in WNIDS]
-  trainable = initial_trainable(METHODS["ft_cluster_conditioning"], classes, text_encoder=sd.text_encoder,
-                                text_params=sd.params["text_encoder"], tokenizer=sd.tokenizer,
-                                unet_params=sd.params["unet"])
+  spec = METHODS["ft_cluster_conditioning"]
+  trainable = initial_trainable(spec, spec.build([class_by_wnid(w) for w in WNIDS], sd.tokenizer), sd)
   # Independent reference: the tokenizer + text encoder called directly, as the SD pipeline does.
   # No-ws simple prompts written out by hand (class name = all lemmas joined by ", ", spaces removed).
   ids = sd.tokenizer(["A photo of tigershark,Galeocerdocuvieri.", "A photo of tench,Tincatinca."], padding="max_length",
@@ -169,10 +161,12 @@ def test_pseudo_word_init_on_real_clip_bpe():
     pseudo_word.extend_tokenizer(extended, WNIDS[:1])
 
 
-def test_method_spec_rejects_bad_configs():
+def test_trainables_reject_bad_configs():
   with pytest.raises(ValueError, match="unknown conditioning 'prompt'"):
-    MethodSpec("prompt", 1, False)
+    Trainables("prompt", 1, False)
   with pytest.raises(ValueError, match="clusters_per_class must be 1"):
-    MethodSpec("pseudo_word", 5, False)
+    Trainables("pseudo_word", 5, False)
+  with pytest.raises(ValueError, match="clusters_per_class must be >= 1, got 0"):
+    Trainables("tensor", 0, False)
   with pytest.raises(ValueError, match="beyond CLIP's 77 tokens"):
     tokenize(load_clip_tokenizer(), ["word " * 100])

@@ -26,7 +26,7 @@ from jax_aug.data import prompts
 from jax_aug.data.imagenet_classes import class_by_wnid
 from jax_aug.diffusion import tiny
 from jax_aug.finetune import objective, pseudo_word
-from jax_aug.finetune.methods import initial_trainable, tokenize
+from jax_aug.finetune.trainables import frozen_params, initial_trainable, tokenize
 from jax_aug.finetune.trainer import make_loss_fn, make_steps
 from test_finetune_methods import METHODS, WNIDS  # the five methods' trainable kinds, two classes
 
@@ -91,17 +91,11 @@ def _batch(spec, sd, tokenizer):
 
 def _ours(spec, sd, batch, key):
   """The loss and the gradient of the production train step (weighted mean of the per-example losses)."""
-  classes = [class_by_wnid(w) for w in WNIDS]
-  trainable = initial_trainable(spec, classes, text_encoder=sd.text_encoder, text_params=sd.params["text_encoder"],
-                                tokenizer=sd.tokenizer, unet_params=sd.params["unet"])
-  frozen = {"vae": sd.params["vae"], "text_encoder": sd.params["text_encoder"]}
-  if not spec.train_unet:
-    frozen["unet"] = sd.params["unet"]
-  text_module = None
-  if spec.conditioning == "pseudo_word":
-    text_module = pseudo_word.extended_text_encoder(sd.text_encoder, len(WNIDS)).module
+  conditioning = spec.build([class_by_wnid(w) for w in WNIDS], sd.tokenizer)
+  trainable = initial_trainable(spec, conditioning, sd)
+  frozen = frozen_params(spec, sd)
   abar = jnp.asarray(objective.schedule_from_scheduler_config(sd.scheduler.config))
-  per_example_loss = make_loss_fn(spec, sd, text_module, abar)
+  per_example_loss = make_loss_fn(conditioning, sd, abar)
   mesh = sharding.make_mesh()
   tx = _capture_gradients()
   train_step, _ = make_steps(per_example_loss, tx, mesh)

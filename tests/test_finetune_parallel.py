@@ -31,22 +31,21 @@ from jax_aug import sharding
 from jax_aug.data.imagenet_classes import class_by_wnid
 from jax_aug.diffusion.loading import load_sd
 from jax_aug.finetune import objective
-from jax_aug.finetune.methods import MethodSpec, initial_trainable
+from jax_aug.finetune.trainables import Trainables, frozen_params, initial_trainable
 from jax_aug.finetune.trainer import make_loss_fn, make_optimizer, make_steps
 from configs.base import finetune as finetune_config
 
 wnids = ["n01491361", "n01440764"]
 sd = load_sd(SD_PATH)
-spec = MethodSpec("tensor", 1, True)  # Imagic: conditioning gather and the U-Net in the step
-classes = [class_by_wnid(w) for w in wnids]
-trainable = initial_trainable(spec, classes, text_encoder=sd.text_encoder, text_params=sd.params["text_encoder"],
-                              tokenizer=sd.tokenizer, unet_params=sd.params["unet"])
-frozen = {"vae": sd.params["vae"], "text_encoder": sd.params["text_encoder"]}
+spec = Trainables("tensor", 1, True)  # Imagic: conditioning gather and the U-Net in the step
+conditioning = spec.build([class_by_wnid(w) for w in wnids], sd.tokenizer)
+trainable = initial_trainable(spec, conditioning, sd)
+frozen = frozen_params(spec, sd)
 config = finetune_config.get("tiny")  # the production optimizer and learning rates, untouched
 tx = make_optimizer(config, trainable)
 mesh = sharding.make_mesh()
 abar = jnp.asarray(objective.schedule_from_scheduler_config(sd.scheduler.config))
-per_example_loss = make_loss_fn(spec, sd, None, abar)
+per_example_loss = make_loss_fn(conditioning, sd, abar)
 train_step, _ = make_steps(per_example_loss, tx, mesh)
 rng = np.random.default_rng(0)
 batch = {"image": rng.uniform(-1, 1, (4, 3, sd.resolution, sd.resolution)).astype(np.float32),

@@ -176,13 +176,13 @@ def test_paper_boomerang_strength_grid_is_chosen_on_validation(paper, tmp_path):
 
 def test_ablations_are_ready_and_off_by_default(paper, tiny):
   assert paper.ablations == "" and tiny.ablations == ""
-  k = {n: paper.method[f"ft_cluster_conditioning_k{n}"].finetune.method.clusters_per_class for n in (1, 10, 15)}
-  assert k == {1: 1, 10: 10, 15: 15} and paper.method.ft_cluster_conditioning.finetune.method.clusters_per_class == 5
+  k = {n: paper.method[f"ft_cluster_conditioning_k{n}"].finetune.trainables.clusters_per_class for n in (1, 10, 15)}
+  assert k == {1: 1, 10: 10, 15: 15} and paper.method.ft_cluster_conditioning.finetune.trainables.clusters_per_class == 5
   assert paper.method.simple_prompt_first_lemma.prompt_lemmas == "first"
   assert paper.method.simple_prompt_first_lemma.method == "simple_prompt"
   # Everything else is the varied method's config.
   base, ablation = paper.method.ft_cluster_conditioning.to_dict(), paper.method.ft_cluster_conditioning_k10.to_dict()
-  ablation["finetune"]["method"]["clusters_per_class"] = 5
+  ablation["finetune"]["trainables"]["clusters_per_class"] = 5
   assert ablation == base
 
 

@@ -1,7 +1,7 @@
 """Choices the study makes on validation: the learning-rate grid search (lowest validation loss), the
 checkpoint and Boomerang-strength selection (best validation top-1), and the reuse of the chosen candidate's
 classifier as the method's resample-0 run. The areas' jobs are replaced by hand-built stand-ins that write
-what the real ones write (progress.json, augmentation sets, results.json), so the study's own logic runs
+what the real ones write (the fine-tuning progress record, augmentation sets, results.json), so the study's own logic runs
 end to end in seconds; the real jobs run in tests/test_study_end_to_end.py."""
 
 import json
@@ -14,6 +14,7 @@ from jax_aug.data import subsets
 from jax_aug.data.augmentation_set import AugmentationSetWriter, item_key
 from jax_aug.finetune import lr_search
 from jax_aug.finetune.checkpoint_policy import EpochLosses
+from jax_aug.finetune.checkpoints import RunCheckpoints
 from jax_aug.study import runner, wiring
 from jax_aug.study.config_files import load_module
 
@@ -66,9 +67,10 @@ def stand_ins(monkeypatch):
 
   def finetune(rc, out, *, data_dir, models_dir):
     history = HISTORIES[round(rc.finetune.base_learning_rate.conditioning, 6)]
-    (Path(out)).mkdir(parents=True, exist_ok=True)
-    (Path(out) / "progress.json").write_text(json.dumps(
-        {"history": [{"epoch": e, "train_loss": 1.0, "val_loss": v} for e, v in enumerate(history, start=1)]}))
+    checkpoints = RunCheckpoints(out)
+    checkpoints.save_resume(len(history), None, {
+        "history": [{"epoch": e, "train_loss": 1.0, "val_loss": v} for e, v in enumerate(history, start=1)]})
+    checkpoints.close()
 
   def finetune_checkpoints(finetune_dir):
     calls["finetune_checkpoints"].append(Path(finetune_dir).name)

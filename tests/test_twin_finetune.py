@@ -83,5 +83,5 @@ def test_twin_refuses_other_methods_and_flax_weights(tmp_path):
   config = load_module(REPO_ROOT / "configs" / "methods" / "textual_inversion.py").get_config("tiny")
   with pytest.raises(ValueError, match="reads PyTorch weights"):
     twin_finetune.prepare(config, tmp_path, torch.device("cpu"))
-  with pytest.raises(FileNotFoundError, match="progress.json is missing"):
+  with pytest.raises(FileNotFoundError, match="holds no fine-tuning progress"):
     twin_finetune.textual_inversion_twin(config, tmp_path, tmp_path / "twin")

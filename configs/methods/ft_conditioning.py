@@ -24,6 +24,6 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   config.data = base_config(configs_dir, "data", arg)
   config.method = "ft_conditioning"
   config.finetune = base_config(configs_dir, "finetune", arg)
-  config.finetune.method = ml_collections.ConfigDict({
+  config.finetune.trainables = ml_collections.ConfigDict({
       "conditioning": "tensor", "clusters_per_class": 1, "train_unet": False})
   return config

@@ -32,7 +32,7 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   config.data = base_config(configs_dir, "data", arg)
   config.method = "imagic"
   config.finetune = base_config(configs_dir, "finetune", arg)
-  config.finetune.method = ml_collections.ConfigDict({
+  config.finetune.trainables = ml_collections.ConfigDict({
       "conditioning": "tensor", "clusters_per_class": 1, "train_unet": True})
   config.finetune.policy.keep_epochs = tuple(range(1, IMAGIC_EPOCHS + 1))
   config.finetune.policy.keep_best = False

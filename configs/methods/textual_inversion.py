@@ -25,6 +25,6 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   config.data = base_config(configs_dir, "data", arg)
   config.method = "textual_inversion"
   config.finetune = base_config(configs_dir, "finetune", arg)
-  config.finetune.method = ml_collections.ConfigDict({
+  config.finetune.trainables = ml_collections.ConfigDict({
       "conditioning": "pseudo_word", "clusters_per_class": 1, "train_unet": False})
   return config

@@ -17,8 +17,6 @@ import jax
 import numpy as np
 from PIL import Image
 
-from jax_aug.data import prompts
-from jax_aug.data.imagenet_classes import ClassInfo
 from jax_aug.data.transforms import vae_image
 from jax_aug.io import ImageDecodeError
 
@@ -30,7 +28,7 @@ class Example:
   path: str
   label: int
   index: int  # position in its split's record list: the per-item key of its noise and template
-  conditioning_index: int
+  cluster: int  # its k-means cluster within its class (FT cluster conditioning), else 0
 
 
 def template_seed(seed: int, epoch: int) -> int:
@@ -54,20 +52,18 @@ def epoch_order(num_examples: int, global_batch_size: int, *, seed: int, epoch: 
 
 
 class BatchReader:
-  """Host-local batch dicts for the positions this process feeds (its block of each global batch).
+  """Host-local batch dicts for the positions this process feeds (its block of each global batch): image,
+  index, weight and the fields of the method's conditioning kind (`conditioning.batch_fields`).
 
   An image that cannot be read (a disk error, a file changed since the data check) is logged and skipped:
   its row gets weight 0, like padding, and `skipped` counts it (the trainer logs the count)."""
 
-  def __init__(self, examples: Sequence[Example], classes: Sequence[ClassInfo], *,
-               read_image: Callable[[str], Image.Image], resolution: int, tokenizer: Any | None,
-               placeholders: Sequence[str] | None, seed: int, num_threads: int = 8):
+  def __init__(self, examples: Sequence[Example], *, read_image: Callable[[str], Image.Image], resolution: int,
+               conditioning: Any, seed: int, num_threads: int = 8):
     self.examples = list(examples)
-    self.classes = list(classes)
     self.read_image = read_image
     self.resolution = resolution
-    self.tokenizer = tokenizer
-    self.placeholders = placeholders
+    self.conditioning = conditioning  # a jax_aug.finetune.trainables.ConditioningKind
     self.seed = seed
     self._pool = concurrent.futures.ThreadPoolExecutor(num_threads)
     # A separate thread for the prefetch, so it never waits on a pool its own image reads need.
@@ -98,14 +94,8 @@ class BatchReader:
         "image": np.stack([blank if image is None else image for image in images]),
         "index": np.asarray([self.examples[p].index for p in safe], np.int32),
         "weight": (real & ~unreadable).astype(np.float32),
-        "conditioning_index": np.asarray([self.examples[p].conditioning_index for p in safe], np.int32),
     }
-    if self.tokenizer is not None:
-      from jax_aug.finetune.methods import tokenize
-      texts = [prompts.build_prompt("textual_inversion", self.classes[self.examples[p].label],
-                                    self.examples[p].index, template_seed(self.seed, epoch),
-                                    placeholder=self.placeholders[self.examples[p].label]) for p in safe]
-      batch["input_ids"] = tokenize(self.tokenizer, texts)
+    batch.update(self.conditioning.batch_fields([self.examples[p] for p in safe], epoch=epoch, seed=self.seed))
     return batch
 
   def batches(self, order: Sequence[np.ndarray], epoch: int, start: int = 0) -> Iterator[dict]:

@@ -20,9 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jax_aug.data import prompts
 from jax_aug.data.imagenet_classes import class_by_wnid
-from jax_aug.finetune import kmeans, pseudo_word
+from jax_aug.finetune import kmeans, trainables
 from jax_aug.finetune.clusters import CLUSTERS_FILE, cluster_sizes
 from jax_aug.io import read_json
 
@@ -31,7 +30,8 @@ from jax_aug.io import read_json
 class Personalized:
   sd: Any                               # jax_aug.diffusion.loading.StableDiffusion
   info: dict                            # the run's finetune.json
-  conditioning_table: np.ndarray | None  # [num_classes * k, 77, hidden] for tensor methods
+  kind: trainables.ConditioningKind     # the method's conditioning kind, over the run's classes
+  learned: np.ndarray                   # its learned array (float32): conditioning table, pseudo-word rows
   sizes: dict[str, list[int]] | None    # cluster sizes per wnid (FT cluster conditioning)
 
   @functools.cached_property
@@ -52,42 +52,30 @@ class Personalized:
       raise KeyError(f"class {wnid} was not fine-tuned in this run (classes: {self.info['wnids'][:5]}...)")
     if not 0 <= image_index < num_images:
       raise ValueError(f"image index {image_index} is outside [0, {num_images})")
-    if self.info["conditioning"] == "pseudo_word":
-      return prompts.build_prompt("textual_inversion", class_by_wnid(wnid), image_index, seed,
-                                  placeholder=self.info["placeholders"][self._label[wnid]])
-    k = self.info["clusters_per_class"]
-    row = self._label[wnid] * k + self.cluster(wnid, image_index, num_images=num_images, seed=seed)
-    return self.conditioning_table[row]
+    return self.kind.conditioning(self.learned, label=self._label[wnid],
+                                  cluster=self.cluster(wnid, image_index, num_images=num_images, seed=seed),
+                                  image_index=image_index, seed=seed)
 
 
 def apply_trainable(sd: Any, info: dict, trainable: dict, *, sizes: dict | None = None,
                     checkpoint: str | None = None) -> Personalized:
   """SD with the trained parts of `trainable` in place of the originals (cast to SD's dtype)."""
-  cast = lambda tree: jax.tree.map(lambda x: jnp.asarray(x, dtype=jnp.dtype(sd.dtype)), tree)
-  overrides: dict[str, Any] = {"checkpoint": checkpoint}
+  kind = trainables.build(info["conditioning"], [class_by_wnid(w) for w in info["wnids"]],
+                          clusters_per_class=info["clusters_per_class"], tokenizer=sd.tokenizer)
+  learned = np.asarray(trainable[kind.group], np.float32)
+  unet_params = None
   if "unet" in trainable:
-    overrides["unet_params"] = cast(trainable["unet"])
-  table = None
-  if info["conditioning"] == "pseudo_word":
-    tokenizer, _ = pseudo_word.extend_tokenizer(sd.tokenizer, info["wnids"])
-    frozen_table = pseudo_word.get_token_table(sd.params["text_encoder"])
-    overrides["tokenizer"] = tokenizer
-    overrides["text_encoder_params"] = pseudo_word.with_token_table(
-        sd.params["text_encoder"], pseudo_word.extended_table(frozen_table, jnp.asarray(trainable["pseudo_words"])))
-  else:
-    table = np.asarray(trainable["conditioning"], np.float32)
-  personalized_sd = sd.with_overrides(**overrides)
-  if info["conditioning"] == "pseudo_word":
-    personalized_sd = dataclasses.replace(
-        personalized_sd, text_encoder=pseudo_word.extended_text_encoder(sd.text_encoder, len(info["wnids"])))
-  return Personalized(personalized_sd, info, table, sizes)
+    unet_params = jax.tree.map(lambda x: jnp.asarray(x, dtype=jnp.dtype(sd.dtype)), trainable["unet"])
+  personalized_sd = kind.export(sd, learned).with_overrides(unet_params=unet_params, checkpoint=checkpoint)
+  return Personalized(personalized_sd, info, kind, learned, sizes)
 
 
 def load_personalized(finetune_workdir: str | Path, checkpoint: str | Path, *, sd: Any | None = None) -> Personalized:
   """Loads a kept checkpoint of a fine-tuning run: `checkpoint` is a role ("best_val", "epoch_2", ...)
   or a checkpoint directory. `sd` defaults to the run's base model (finetune.json)."""
   from jax_aug.diffusion.loading import load_sd
-  from jax_aug.finetune.trainer import INFO_FILE, kept_checkpoints, restore_tree
+  from jax_aug.finetune.checkpoints import kept_checkpoints, restore_trainable
+  from jax_aug.finetune.trainer import INFO_FILE
   workdir = Path(finetune_workdir)
   info = read_json(workdir / INFO_FILE)
   path = Path(checkpoint)
@@ -99,6 +87,6 @@ def load_personalized(finetune_workdir: str | Path, checkpoint: str | Path, *, s
   if sd is None:
     model = info["model"]
     sd = load_sd(model["path"], dtype=model["dtype"], revision=model["revision"], from_pt=model["from_pt"])
-  trainable = restore_tree(path)["trainable"]
+  trainable = restore_trainable(path)
   sizes = cluster_sizes(workdir / CLUSTERS_FILE) if info["clusters_per_class"] > 1 else None
   return apply_trainable(sd, info, trainable, sizes=sizes, checkpoint=str(path))

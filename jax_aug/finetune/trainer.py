@@ -1,51 +1,56 @@
-"""THE fine-tuning loop shared by the five personalization methods (methods.py says what differs).
+"""THE fine-tuning loop shared by the five personalization methods (trainables/ says what differs).
 
-finetune(config, workdir):
-  1. loads SD (or builds the tiny random one), the study's subset / validation splits, and for FT cluster
-     conditioning the k-means clusters of each class (clusters.py);
-  2. trains the method's trainable tree with the latent-diffusion objective, data-parallel over all
-     devices (jit + NamedSharding from jax_aug.sharding; parameters replicated, batches split);
-  3. after each epoch: validation loss, checkpoint policy (best train, best val, fixed epochs), stopping
-     rule; `metrics.jsonl` gets one line per step and per epoch;
-  4. resumes from `progress.json` + the state checkpoint it names, repeating exactly the same batches and
-     noise (both are functions of (seed, epoch, example index)).
+finetune(config, workdir) = setup, restore, then per epoch train_epoch and end_epoch:
+  setup       loads SD (or builds the tiny random one), the study's subset / validation splits, for FT cluster
+              conditioning the k-means clusters of each class (clusters.py), the method's conditioning kind
+              (jax_aug.finetune.trainables), and jit-compiles the steps: data-parallel over all devices
+              (jax_aug.sharding; parameters replicated, batches split);
+  restore     the latest resume point of the workdir's orbax managers (checkpoints.py), if any: a resumed run
+              repeats exactly the same batches and noise (both are functions of (seed, epoch, example index));
+  train_epoch the latent-diffusion objective over the epoch's batches; each step's loss stays on the device
+              and is read every LOSS_READ_EVERY_STEPS steps (and before a resume point), one metrics.jsonl line
+              per step;
+  end_epoch   validation loss, checkpoint policy (best train, best val, fixed epochs), stopping rule, the
+              resume point; one metrics.jsonl line per epoch.
 
-Workdir layout: finetune.json (what the checkpoints mean), clusters.json, metrics.jsonl, progress.json,
-checkpoints/state_<step>/ (trainable + optimizer, for resuming), checkpoints/epoch_<e>/ (trainable only,
-the checkpoints the policy keeps; `kept_checkpoints` lists them by role).
+Workdir layout: finetune.json (what the checkpoints mean), clusters.json, metrics.jsonl, resume/<step>/
+(trainable + optimizer state and the progress record), checkpoints/epoch_<e>/ (trainable only, the checkpoints
+the policy keeps; `checkpoints.kept_checkpoints` lists them by role).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
-import re
-import shutil
 from pathlib import Path
 from typing import Any
 
+import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 from tqdm import tqdm
 
 from jax_aug import sharding
 from jax_aug.data import subsets
 from jax_aug.data.imagenet_classes import class_by_wnid
 from jax_aug.data.sources import ImageReader
-from jax_aug.finetune import checkpoint_policy, clusters, objective, pseudo_word
+from jax_aug.finetune import checkpoint_policy, clusters, objective
+from jax_aug.finetune.checkpoint_policy import EpochLosses
+from jax_aug.finetune.checkpoints import RunCheckpoints
 from jax_aug.finetune.data import BatchReader, Example, epoch_order
-from jax_aug.finetune.methods import MethodSpec, conditioning_index, encoder_hidden_states, initial_trainable
+from jax_aug.finetune.trainables import ConditioningKind, Trainables, frozen_params, initial_trainable
 from jax_aug.io import JsonlManifest, atomic_write_json, read_json
 
 log = logging.getLogger(__name__)
 
 INFO_FILE = "finetune.json"
-PROGRESS_FILE = "progress.json"
 METRICS_FILE = "metrics.jsonl"
-CHECKPOINT_DIR = "checkpoints"
+# The train loss stays on the device between reads: reading it every step would make the host wait for each
+# step to finish before it dispatches the next.
+LOSS_READ_EVERY_STEPS = 20
 TRAIN_KEY, VALIDATION_KEY = 0, 1  # folded into the seed: training and validation noise never coincide
 
 
@@ -80,35 +85,28 @@ def split_records(data_config: Any, splits_dir: str, workdir: Path
   return wnids, train, validation, ImageReader(tfds_dir)
 
 
-def make_examples(records: list[dict], wnids: list[str], cluster_of: dict[str, int] | None, k: int) -> list[Example]:
+def make_examples(records: list[dict], wnids: list[str], cluster_of: dict[str, int] | None) -> list[Example]:
   label_of = {w: i for i, w in enumerate(wnids)}
   examples = []
   for i, r in enumerate(records):
     if r["wnid"] not in label_of:
       raise ValueError(f"record {r['path']} has class {r['wnid']}, which is not among the study's classes")
-    label = label_of[r["wnid"]]
     cluster = cluster_of[r["path"]] if cluster_of is not None else 0
-    examples.append(Example(r["path"], label, i, conditioning_index(label, cluster, k)))
+    examples.append(Example(r["path"], label_of[r["wnid"]], i, cluster))
   return examples
 
 
 # --- the step --------------------------------------------------------------------------------------------
 
-def learning_rates(config: Any) -> dict[str, float]:
-  """Per trainable group: the config's learning rates, already scaled by sqrt(batch / base batch)."""
-  return {"conditioning": config.learning_rate.conditioning, "pseudo_words": config.learning_rate.pseudo_words,
-          "unet": config.learning_rate.unet}
-
-
 def make_optimizer(config: Any, trainable: dict) -> optax.GradientTransformation:
-  """AdamW per trainable group (own learning rate), after global-norm gradient clipping. The rates live in
-  the optimizer state, not in the compiled step, so the runs of a learning-rate grid share one compilation
-  (jax_aug/finetune/lr_search.py)."""
-  rates = learning_rates(config)
-  unknown = sorted(set(trainable) - set(rates))
+  """AdamW per trainable group with its own learning rate (config.learning_rate.<group>, already scaled by
+  sqrt(batch / base batch)), after global-norm gradient clipping. The rates live in the optimizer state, not
+  in the compiled step, so the runs of a learning-rate grid share one compilation (jax_aug/finetune/lr_search.py)."""
+  rates = config.learning_rate
+  unknown = sorted(set(trainable) - set(rates.keys()))
   if unknown:
-    raise ValueError(f"trainable group(s) {unknown} have no learning rate: expected groups among {sorted(rates)}"
-                     " (config.learning_rate.<group>)")
+    raise ValueError(f"trainable group(s) {unknown} have no learning rate: expected groups among"
+                     f" {sorted(rates.keys())} (config.learning_rate.<group>)")
   opt = config.optimizer
   groups = {name: optax.inject_hyperparams(optax.adamw)(learning_rate=rates[name], b1=opt.b1, b2=opt.b2, eps=opt.eps,
                                                         weight_decay=opt.weight_decay) for name in trainable}
@@ -135,10 +133,10 @@ def example_draws(key: jax.Array, indices: jax.Array, latent_shape: tuple[int, i
   return jax.tree.map(lambda x: x[:, 0], draws)
 
 
-def make_loss_fn(spec: MethodSpec, sd: Any, text_module: Any, abar: jax.Array, *,
-                 gradient_checkpointing: str = "") -> Any:
+def make_loss_fn(conditioning: ConditioningKind, sd: Any, abar: jax.Array, *, gradient_checkpointing: str = "") -> Any:
   """per_example_loss(trainable, frozen, batch, key) -> [B] noise-prediction MSE of each example,
   with each example's noise drawn from fold_in(key, its index)."""
+  hidden_states = conditioning.hidden_states_fn(sd)
   scaling = sd.vae.config.scaling_factor
   factor = sd.vae_scale_factor
   num_timesteps = len(abar)
@@ -156,7 +154,7 @@ def make_loss_fn(spec: MethodSpec, sd: Any, text_module: Any, abar: jax.Array, *
     shape = (sd.unet.config.in_channels, res, res)
     draws = example_draws(key, batch["index"], shape, num_timesteps)
     latents = objective.encode_latents(sd.vae, frozen["vae"], images, draws["latent_eps"], scaling)
-    hidden = encoder_hidden_states(spec, trainable, frozen, batch, text_module)
+    hidden = hidden_states(trainable[conditioning.group], frozen["text_encoder"], batch)
     unet_params = trainable.get("unet", frozen.get("unet"))
     noisy = objective.add_noise(abar, latents, draws["noise"].astype(latents.dtype), draws["timesteps"])
     prediction = unet_apply(unet_params, noisy, draws["timesteps"], hidden.astype(sd.unet.dtype))
@@ -198,167 +196,200 @@ def evaluate(eval_sums, trainable, frozen, reader: BatchReader, mesh, *, batch_s
   return float(total[0] / total[1])
 
 
-# --- checkpoints ---------------------------------------------------------------------------------------
+# --- state ---------------------------------------------------------------------------------------------
 
-def _checkpointer() -> ocp.StandardCheckpointer:
-  return ocp.StandardCheckpointer()
-
-
-def _save(path: Path, tree: Any) -> None:
-  checkpointer = _checkpointer()
-  checkpointer.save(path.absolute(), tree, force=True)
-  checkpointer.wait_until_finished()
+@flax.struct.dataclass
+class TrainState:
+  """The arrays a run updates (saved at every resume point)."""
+  trainable: Any
+  opt_state: Any
 
 
-def restore_tree(path: Path, target: Any | None = None) -> Any:
-  """The tree saved at `path`, laid out as `target`; without one, on this process's first device (as the
-  base model is), whatever devices saved it: a run trained on N devices samples on any machine."""
-  checkpointer, path = _checkpointer(), Path(path).absolute()
-  if target is None:
-    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    target = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device),
-                          checkpointer.metadata(path).item_metadata)
-  return checkpointer.restore(path, target)
+@dataclasses.dataclass(frozen=True)
+class Progress:
+  """Where a run stands (host values; the resume point's JSON record, and what `finetune` returns)."""
+  step: int = 0                                 # train steps done
+  epoch: int = 0                                # epochs finished
+  step_in_epoch: int = 0                        # steps done of epoch + 1
+  epoch_train_losses: tuple[float, ...] = ()    # their losses (the epoch's train loss is their mean)
+  history: tuple[EpochLosses, ...] = ()
+  kept: dict[str, int] = dataclasses.field(default_factory=dict)  # role -> epoch (checkpoint_policy)
+  stopped: str | None = None                    # "max_epochs" | "validation_loss" once training stopped
+
+  def to_json(self) -> dict:
+    return {"step": self.step, "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
+            "history": [dataclasses.asdict(h) for h in self.history], "kept": dict(self.kept),
+            "stopped": self.stopped, "epoch_train_losses": list(self.epoch_train_losses)}
+
+  @classmethod
+  def from_json(cls, data: dict) -> Progress:
+    return cls(step=data["step"], epoch=data["epoch"], step_in_epoch=data["step_in_epoch"],
+               epoch_train_losses=tuple(data["epoch_train_losses"]),
+               history=tuple(EpochLosses(**h) for h in data["history"]), kept=dict(data["kept"]),
+               stopped=data["stopped"])
 
 
-def kept_checkpoints(workdir: str | Path) -> dict[str, Path]:
-  """Role ("best_train", "best_val", "epoch_<e>") -> checkpoint directory of a fine-tuning run."""
-  workdir = Path(workdir)
-  progress = read_json(workdir / PROGRESS_FILE) if (workdir / PROGRESS_FILE).exists() else None
-  if progress is None:
-    return {}
-  return {role: workdir / CHECKPOINT_DIR / f"epoch_{epoch}" for role, epoch in progress["kept"].items()}
+@dataclasses.dataclass(frozen=True)
+class Run:
+  """What stays fixed over a run (`setup`'s result)."""
+  name: str                # the method
+  config: Any              # its fine-tuning block
+  mesh: Any
+  train_reader: BatchReader
+  val_reader: BatchReader
+  frozen: dict             # replicated on the mesh
+  train_step: Any
+  eval_sums: Any
+  val_key: jax.Array
+  checkpoints: RunCheckpoints
+  metrics: JsonlManifest
+  is_writer: bool          # files are written by one process; orbax coordinates all of them
 
 
-# --- the loop --------------------------------------------------------------------------------------------
+def write_metrics(run: Run, rows: list[dict]) -> None:
+  """THE place metrics leave the trainer: rows of metrics.jsonl (one per step, one per epoch)."""
+  if run.is_writer:
+    for row in rows:
+      run.metrics.append(row)
 
-def finetune(config: Any, workdir: str | Path) -> dict:
-  """Fine-tunes SD with the method config `config` (configs/methods/<method>.py: `model`, `data`,
-  `splits_dir`, and the fine-tuning block `finetune`) in `workdir`; returns the final progress record
-  (epochs run, loss history, kept checkpoints, why it stopped)."""
-  workdir = Path(workdir)
+
+# --- the run ---------------------------------------------------------------------------------------------
+
+def setup(config: Any, workdir: Path) -> tuple[Run, TrainState]:
+  """The run of method config `config` in `workdir` and its state at step 0 (on the default device)."""
   workdir.mkdir(parents=True, exist_ok=True)
   method_name, data_config, splits_dir = config.method, config.data, config.splits_dir
   sd, model_source = load_model(config, workdir)
   config = config.finetune
-  spec = MethodSpec.from_config(config.method)
+  spec = Trainables.from_config(config.trainables)
   mesh = sharding.make_mesh()
-  batch_size = config.batch_size
-  sharding.local_batch_size(batch_size, mesh)  # refuses a batch the devices cannot split
+  sharding.local_batch_size(config.batch_size, mesh)  # refuses a batch the devices cannot split
 
   wnids, train_records, val_records, read_image = split_records(data_config, splits_dir, workdir)
   classes = [class_by_wnid(w) for w in wnids]
-  k = spec.clusters_per_class
   cluster_of = None
-  if k > 1:
-    cluster_of = clusters.class_clusters(config.clusters, train_records, val_records, wnids, k,
+  if spec.clusters_per_class > 1:
+    cluster_of = clusters.class_clusters(config.clusters, train_records, val_records, wnids, spec.clusters_per_class,
                                          workdir / clusters.CLUSTERS_FILE, read_image)
-  train_examples = make_examples(train_records, wnids, cluster_of, k)
-  val_examples = make_examples(val_records, wnids, cluster_of, k)
-
-  tokenizer = text_module = placeholders = None
-  if spec.conditioning == "pseudo_word":
-    placeholders = [pseudo_word.placeholder(w) for w in wnids]
-    tokenizer, _ = pseudo_word.extend_tokenizer(sd.tokenizer, wnids)
-    text_module = pseudo_word.extended_text_encoder(sd.text_encoder, len(wnids)).module
-  is_writer = jax.process_index() == 0  # files are written by one process; orbax coordinates all of them
+  conditioning = spec.build(classes, sd.tokenizer)
+  is_writer = jax.process_index() == 0
   if is_writer:
     atomic_write_json(workdir / INFO_FILE, {
-        "method": method_name, "conditioning": spec.conditioning, "clusters_per_class": k,
-        "train_unet": spec.train_unet, "wnids": wnids, "placeholders": placeholders,
+        "method": method_name, "conditioning": spec.conditioning, "clusters_per_class": spec.clusters_per_class,
+        "train_unet": spec.train_unet, "wnids": wnids, **conditioning.info(),
         "model": model_source, "resolution": sd.resolution, "seed": config.seed})
 
-  reader_args = dict(read_image=read_image, resolution=sd.resolution, tokenizer=tokenizer,
-                     placeholders=placeholders, seed=config.seed)
-  train_reader = BatchReader(train_examples, classes, **reader_args)
-  val_reader = BatchReader(val_examples, classes, **reader_args)
-
-  trainable = initial_trainable(spec, classes, text_encoder=sd.text_encoder,
-                                text_params=sd.params["text_encoder"], tokenizer=sd.tokenizer,
-                                unet_params=sd.params["unet"])
-  frozen = {"vae": sd.params["vae"], "text_encoder": sd.params["text_encoder"]}
-  if not spec.train_unet:
-    frozen["unet"] = sd.params["unet"]
+  reader_args = dict(read_image=read_image, resolution=sd.resolution, conditioning=conditioning, seed=config.seed)
+  trainable = initial_trainable(spec, conditioning, sd)
   tx = make_optimizer(config, trainable)
-  opt_state = tx.init(trainable)
-
-  progress = {"step": 0, "epoch": 0, "step_in_epoch": 0, "history": [], "kept": {}, "stopped": None,
-              "state": None, "epoch_train_losses": []}
-  if (workdir / PROGRESS_FILE).exists():
-    progress = read_json(workdir / PROGRESS_FILE)
-    if progress["state"] is not None:
-      state = restore_tree(workdir / progress["state"], {"trainable": trainable, "opt_state": opt_state})
-      trainable, opt_state = state["trainable"], state["opt_state"]
-      log.info("resuming %s at epoch %d step %d", workdir, progress["epoch"], progress["step"])
-  if progress["stopped"] is not None:
-    return progress
-
-  trainable, opt_state, frozen = (sharding.replicate(t, mesh) for t in (trainable, opt_state, frozen))
   abar = jnp.asarray(objective.schedule_from_scheduler_config(sd.scheduler.config))
-  per_example_loss = make_loss_fn(spec, sd, text_module, abar,
-                                  gradient_checkpointing=config.gradient_checkpointing)
+  per_example_loss = make_loss_fn(conditioning, sd, abar, gradient_checkpointing=config.gradient_checkpointing)
   train_step, eval_sums = make_steps(per_example_loss, tx, mesh)
-  val_key = validation_key(config.seed)
-  metrics = JsonlManifest(workdir / METRICS_FILE)
-  checkpoints = workdir / CHECKPOINT_DIR
+  run = Run(name=method_name, config=config, mesh=mesh,
+            train_reader=BatchReader(make_examples(train_records, wnids, cluster_of), **reader_args),
+            val_reader=BatchReader(make_examples(val_records, wnids, cluster_of), **reader_args),
+            frozen=sharding.replicate(frozen_params(spec, sd), mesh), train_step=train_step, eval_sums=eval_sums,
+            val_key=validation_key(config.seed), checkpoints=RunCheckpoints(workdir),
+            metrics=JsonlManifest(workdir / METRICS_FILE), is_writer=is_writer)
+  return run, TrainState(trainable, tx.init(trainable))
 
-  def save_progress(new_state: str | None):
-    old_state = progress["state"]
-    if new_state is not None:
-      _save(workdir / new_state, {"trainable": trainable, "opt_state": opt_state})
-      progress["state"] = new_state
-    if is_writer:
-      atomic_write_json(workdir / PROGRESS_FILE, progress)
-      if new_state is not None and old_state not in (None, new_state):
-        shutil.rmtree(workdir / old_state, ignore_errors=True)
 
-  while progress["stopped"] is None:
-    epoch = progress["epoch"] + 1
-    order = epoch_order(len(train_examples), batch_size, seed=config.seed, epoch=epoch, shuffle=True)
-    bar = tqdm(train_reader.batches(order, epoch, start=progress["step_in_epoch"]), total=len(order),
-               initial=progress["step_in_epoch"], desc=f"{method_name} epoch {epoch}",
-               disable=not is_writer)
-    for batch in bar:
-      batch = sharding.global_batch(batch, mesh)
-      trainable, opt_state, loss = train_step(trainable, opt_state, frozen, batch,
-                                              train_step_key(config.seed, epoch, progress["step_in_epoch"]))
-      loss = float(loss)
-      progress["step"] += 1
-      progress["step_in_epoch"] += 1
-      progress["epoch_train_losses"].append(loss)
-      bar.set_postfix(loss=f"{loss:.4f}")
-      if is_writer:
-        metrics.append({"step": progress["step"], "epoch": epoch, "train_loss": loss,
-                        "skipped_images": train_reader.skipped})
-      every = config.checkpoint_every_steps
-      if every and progress["step"] % every == 0 and progress["step_in_epoch"] < len(order):
-        save_progress(f"{CHECKPOINT_DIR}/state_{progress['step']}")
+def restore(run: Run, initial: TrainState) -> tuple[TrainState, Progress]:
+  """The latest resume point (or `initial` and no progress). Kept checkpoints written after it (an epoch a
+  crash cut short, which is redone) are dropped."""
+  saved = run.checkpoints.progress()
+  if saved is None:
+    return initial, Progress()
+  progress = Progress.from_json(saved)
+  run.checkpoints.keep_only(set(progress.kept.values()))
+  state = run.checkpoints.restore_state(initial)
+  if state is None:
+    if progress.stopped is None:
+      raise RuntimeError(f"{run.checkpoints.resume.directory}: the latest resume point (step {progress.step}) has no"
+                         " state, but the run has not stopped")
+    return initial, progress
+  log.info("resuming %s at epoch %d step %d", run.name, progress.epoch + 1, progress.step)
+  return state, progress
 
-    val_loss = evaluate(eval_sums, trainable, frozen, val_reader, mesh, batch_size=batch_size, key=val_key)
-    train_loss = float(np.mean(progress["epoch_train_losses"]))
-    progress["history"].append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss})
-    history = [checkpoint_policy.EpochLosses(**h) for h in progress["history"]]
-    kept = checkpoint_policy.checkpoints_to_keep(history, config.policy.keep_epochs, config.policy.keep_best)
-    if epoch in kept.values():
-      _save(checkpoints / f"epoch_{epoch}", {"trainable": trainable})
-    stop = checkpoint_policy.should_stop(
-        [h.val_loss for h in history], patience=config.policy.patience, max_epochs=config.policy.max_epochs,
-        min_relative_improvement=config.policy.min_relative_improvement)
-    progress.update(epoch=epoch, step_in_epoch=0, epoch_train_losses=[], kept=kept,
-                    stopped=("max_epochs" if epoch >= config.policy.max_epochs else "validation_loss")
-                    if stop else None)
-    if is_writer:
-      metrics.append({"epoch": epoch, "step": progress["step"], "epoch_train_loss": train_loss,
-                      "val_loss": val_loss, "kept": kept, "stopped": progress["stopped"],
-                      "val_skipped_images": val_reader.skipped})
-    save_progress(None if stop else f"{CHECKPOINT_DIR}/state_{progress['step']}")
-    for stale in checkpoints.glob("epoch_*") if is_writer else ():
-      # Also clears orbax's `epoch_<e>.orbax-checkpoint-tmp` left by a save that a crash cut short.
-      match = re.fullmatch(r"epoch_(\d+)", stale.name)
-      if match is None or int(match.group(1)) not in kept.values():
-        shutil.rmtree(stale, ignore_errors=True)
-  if progress["state"] is not None and is_writer:
-    shutil.rmtree(workdir / progress["state"], ignore_errors=True)
-    progress["state"] = None
-    atomic_write_json(workdir / PROGRESS_FILE, progress)
+
+def _read_losses(run: Run, pending: list[tuple[int, jax.Array, int]], epoch: int, bar: tqdm) -> tuple[float, ...]:
+  """The losses of the pending (step, loss on the device, skipped images) in one transfer; writes their rows."""
+  if not pending:
+    return ()
+  losses = tuple(float(loss) for loss in jax.device_get([loss for _, loss, _ in pending]))
+  write_metrics(run, [{"step": step, "epoch": epoch, "train_loss": loss, "skipped_images": skipped}
+                      for (step, _, skipped), loss in zip(pending, losses)])
+  bar.set_postfix(loss=f"{losses[-1]:.4f}")
+  pending.clear()
+  return losses
+
+
+def train_epoch(run: Run, state: TrainState, progress: Progress) -> tuple[TrainState, Progress]:
+  """The rest of epoch progress.epoch + 1: its steps from progress.step_in_epoch on, with a resume point every
+  config.checkpoint_every_steps steps."""
+  config = run.config
+  epoch = progress.epoch + 1
+  order = epoch_order(len(run.train_reader.examples), config.batch_size, seed=config.seed, epoch=epoch, shuffle=True)
+  bar = tqdm(run.train_reader.batches(order, epoch, start=progress.step_in_epoch), total=len(order),
+             initial=progress.step_in_epoch, desc=f"{run.name} epoch {epoch}", disable=not run.is_writer)
+  pending = []
+  for batch in bar:
+    trainable, opt_state, loss = run.train_step(state.trainable, state.opt_state, run.frozen,
+                                                sharding.global_batch(batch, run.mesh),
+                                                train_step_key(config.seed, epoch, progress.step_in_epoch))
+    state = TrainState(trainable, opt_state)
+    progress = dataclasses.replace(progress, step=progress.step + 1, step_in_epoch=progress.step_in_epoch + 1)
+    pending.append((progress.step, loss, run.train_reader.skipped))
+    every = config.checkpoint_every_steps
+    resume_point = every and progress.step % every == 0 and progress.step_in_epoch < len(order)
+    if resume_point or len(pending) >= LOSS_READ_EVERY_STEPS:
+      progress = dataclasses.replace(
+          progress, epoch_train_losses=progress.epoch_train_losses + _read_losses(run, pending, epoch, bar))
+    if resume_point:
+      run.checkpoints.save_resume(progress.step, state, progress.to_json())
+  progress = dataclasses.replace(
+      progress, epoch_train_losses=progress.epoch_train_losses + _read_losses(run, pending, epoch, bar))
+  return state, progress
+
+
+def end_epoch(run: Run, state: TrainState, progress: Progress) -> Progress:
+  """After an epoch's last step: validation loss, the checkpoint policy (saves the epoch if a role names it,
+  deletes the checkpoints no role names any more), the stopping rule, and the resume point (the state too
+  unless training stops)."""
+  config, policy = run.config, run.config.policy
+  epoch = progress.epoch + 1
+  val_loss = evaluate(run.eval_sums, state.trainable, run.frozen, run.val_reader, run.mesh,
+                      batch_size=config.batch_size, key=run.val_key)
+  train_loss = float(np.mean(progress.epoch_train_losses))
+  history = progress.history + (EpochLosses(epoch, train_loss, val_loss),)
+  kept = checkpoint_policy.checkpoints_to_keep(history, policy.keep_epochs, policy.keep_best)
+  if epoch in kept.values():
+    run.checkpoints.save_epoch(epoch, state.trainable)
+  stop = checkpoint_policy.should_stop([h.val_loss for h in history], patience=policy.patience,
+                                       max_epochs=policy.max_epochs,
+                                       min_relative_improvement=policy.min_relative_improvement)
+  stopped = ("max_epochs" if epoch >= policy.max_epochs else "validation_loss") if stop else None
+  progress = Progress(step=progress.step, epoch=epoch, history=history, kept=kept, stopped=stopped)
+  write_metrics(run, [{"epoch": epoch, "step": progress.step, "epoch_train_loss": train_loss, "val_loss": val_loss,
+                       "kept": kept, "stopped": stopped, "val_skipped_images": run.val_reader.skipped}])
+  # The progress naming the new kept set is saved before the checkpoints it no longer names are deleted.
+  run.checkpoints.save_resume(progress.step, None if stop else state, progress.to_json())
+  run.checkpoints.keep_only(set(kept.values()))
   return progress
+
+
+def finetune(config: Any, workdir: str | Path) -> dict:
+  """Fine-tunes SD with the method config `config` (configs/methods/<method>.py: `model`, `data`,
+  `splits_dir`, and the fine-tuning block `finetune`) in `workdir`, resuming what is there; returns the final
+  progress record (Progress.to_json: epochs run, loss history, kept checkpoints, why it stopped)."""
+  run, state = setup(config, Path(workdir))
+  try:
+    state, progress = restore(run, state)
+    if progress.stopped is None:
+      state = sharding.replicate(state, run.mesh)
+    while progress.stopped is None:
+      state, progress = train_epoch(run, state, progress)
+      progress = end_epoch(run, state, progress)
+  finally:
+    run.checkpoints.close()
+  return progress.to_json()

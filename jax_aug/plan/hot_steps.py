@@ -18,8 +18,9 @@ from jax_aug import sharding
 from jax_aug.classifier import model as model_lib
 from jax_aug.classifier import steps
 from jax_aug.data.imagenet_classes import load_classes
-from jax_aug.finetune import objective, pseudo_word, trainer
-from jax_aug.finetune.methods import MethodSpec, initial_trainable
+from jax_aug.finetune import objective, trainer
+from jax_aug.finetune.data import Example
+from jax_aug.finetune.trainables import Trainables, frozen_params, initial_trainable
 from jax_aug.plan.compile import HotStep, with_sharding
 from jax_aug.plan.targets import Target
 
@@ -65,34 +66,29 @@ def finetune_step(config: ConfigDict, num_classes: int, target: Target, workdir:
   `workdir`), the method's trainable tree and AdamW, parameters replicated, the batch split."""
   sd, _ = trainer.load_model(config, Path(workdir))
   ft = config.finetune
-  spec = MethodSpec.from_config(ft.method)
+  spec = Trainables.from_config(ft.trainables)
   mesh = sharding.make_mesh(target.devices)
   replicated, data = sharding.replicated_sharding(mesh), sharding.data_sharding(mesh)
   sharding.local_batch_size(ft.batch_size, mesh)  # the trainer's own refusal of an unsplittable batch
+  classes = load_classes()[:num_classes]
+  conditioning = spec.build(classes, sd.tokenizer)
   # The trainable tree of one class from the production initializer; the plan only needs its shapes with
-  # num_classes (x clusters) rows, which are identical per class.
-  one = initial_trainable(spec, load_classes()[:1], text_encoder=sd.text_encoder,
-                          text_params=sd.params["text_encoder"], tokenizer=sd.tokenizer, unet_params=sd.params["unet"])
-  rows = num_classes * spec.clusters_per_class if spec.conditioning == "tensor" else num_classes
-  trainable = {name: (jax.ShapeDtypeStruct((rows,) + tree.shape[1:], tree.dtype) if name != "unet" else
-                      jax.eval_shape(lambda t: t, tree)) for name, tree in one.items()}
-  frozen = {"vae": sd.params["vae"], "text_encoder": sd.params["text_encoder"]}
-  if not spec.train_unet:
-    frozen["unet"] = sd.params["unet"]
-  text_module = None
-  if spec.conditioning == "pseudo_word":
-    text_module = pseudo_word.extended_text_encoder(sd.text_encoder, num_classes).module
+  # num_classes times that class's rows of the learned array, which are identical per class.
+  one = jax.eval_shape(lambda t: t, initial_trainable(spec, spec.build(classes[:1], sd.tokenizer), sd))
+  learned = one[conditioning.group]
+  trainable = {**one, conditioning.group: jax.ShapeDtypeStruct((num_classes * learned.shape[0],) + learned.shape[1:],
+                                                               learned.dtype)}
+  frozen = frozen_params(spec, sd)
   tx = trainer.make_optimizer(ft, trainable)
   abar = jnp.asarray(objective.schedule_from_scheduler_config(sd.scheduler.config))
-  per_example_loss = trainer.make_loss_fn(spec, sd, text_module, abar, gradient_checkpointing=ft.gradient_checkpointing)
+  per_example_loss = trainer.make_loss_fn(conditioning, sd, abar, gradient_checkpointing=ft.gradient_checkpointing)
   train_step, _ = trainer.make_steps(per_example_loss, tx, mesh)
   b, r = ft.batch_size, sd.resolution
-  # As jax_aug.finetune.data.BatchReader yields them.
+  # As jax_aug.finetune.data.BatchReader yields them: image, index, weight and the conditioning kind's fields.
+  fields = conditioning.batch_fields([Example("", i % num_classes, i, 0) for i in range(b)], epoch=1, seed=0)
   batch = {"image": jax.ShapeDtypeStruct((b, 3, r, r), jnp.float32), "index": jax.ShapeDtypeStruct((b,), jnp.int32),
            "weight": jax.ShapeDtypeStruct((b,), jnp.float32),
-           "conditioning_index": jax.ShapeDtypeStruct((b,), jnp.int32)}
-  if spec.conditioning == "pseudo_word":
-    batch["input_ids"] = jax.ShapeDtypeStruct((b, sd.tokenizer.model_max_length), jnp.int32)
+           **{name: jax.ShapeDtypeStruct(field.shape, field.dtype) for name, field in fields.items()}}
   args = (with_sharding(trainable, replicated), with_sharding(jax.eval_shape(tx.init, trainable), replicated),
           with_sharding(jax.eval_shape(lambda f: f, frozen), replicated), with_sharding(batch, data),
           with_sharding(jax.eval_shape(lambda: jax.random.key(0)), replicated))

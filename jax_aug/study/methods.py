@@ -71,11 +71,11 @@ def _ablation(name: str, base: str, display: str, overrides: dict, top1: float |
 # lemma of a synset", no number). k = 1: 60.9 - 0.1, no standard error given.
 ABLATIONS: tuple[Method, ...] = (
     _ablation("ft_cluster_conditioning_k1", "ft_cluster_conditioning", "FT cluster conditioning, k = 1",
-              {"finetune.method.clusters_per_class": 1}, 60.8),
+              {"finetune.trainables.clusters_per_class": 1}, 60.8),
     _ablation("ft_cluster_conditioning_k10", "ft_cluster_conditioning", "FT cluster conditioning, k = 10",
-              {"finetune.method.clusters_per_class": 10}, 60.8, 0.2),
+              {"finetune.trainables.clusters_per_class": 10}, 60.8, 0.2),
     _ablation("ft_cluster_conditioning_k15", "ft_cluster_conditioning", "FT cluster conditioning, k = 15",
-              {"finetune.method.clusters_per_class": 15}, 60.6, 0.3),
+              {"finetune.trainables.clusters_per_class": 15}, 60.6, 0.3),
     _ablation("simple_prompt_first_lemma", "simple_prompt", "Simple prompt, first lemma only",
               {"prompt_lemmas": "first"}),
 )

@@ -39,7 +39,7 @@ import ml_collections
 
 from jax_aug.data import subsets
 from jax_aug.finetune import lr_search
-from jax_aug.finetune.methods import MethodSpec
+from jax_aug.finetune.trainables import Trainables
 from jax_aug.io import atomic_write_json, read_json
 from jax_aug.study import methods as methods_lib
 from jax_aug.study import protocol
@@ -140,7 +140,7 @@ def plan(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> list[
         run_config = mc.copy_and_resolve_references()
         run_config.finetune = lr_search.run_config(mc.finetune, factor)
         name = f"finetune/{method.name}/lr{index}"
-        trained = MethodSpec.from_config(run_config.finetune.method).trainable_groups
+        trained = Trainables.from_config(run_config.finetune.trainables).trainable_groups
         runs[name] = {"factor": factor,
                       "base_learning_rate": {g: run_config.finetune.base_learning_rate[g] for g in trained},
                       "learning_rate": {g: run_config.finetune.learning_rate[g] for g in trained}}
@@ -224,10 +224,10 @@ def search_learning_rate(method: str, runs: dict[str, dict], workdir: Path, out:
   """Chooses among the learning-rate grid's fine-tuning runs ({stage name: its factor and learning rates})
   by validation loss; lr_search.json keeps every run's curve for the report."""
   from jax_aug.finetune.checkpoint_policy import EpochLosses
-  from jax_aug.finetune.trainer import PROGRESS_FILE
+  from jax_aug.finetune.checkpoints import read_progress
   histories, details = {}, {}
   for name, grid_point in runs.items():
-    history = read_json(workdir / name / PROGRESS_FILE)["history"]
+    history = read_progress(workdir / name)["history"]
     histories[name] = [EpochLosses(**h) for h in history]
     details[name] = {**grid_point, "history": history,
                      "best_validation_loss": lr_search.best_validation_loss(histories[name])}

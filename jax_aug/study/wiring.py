@@ -197,7 +197,7 @@ def sample_finetuned(method_config, out: Path, *, finetune_dir: Path, checkpoint
 def finetune_checkpoints(finetune_dir: Path) -> dict[str, dict]:
   """Distinct kept checkpoints of a fine-tuning run: {checkpoint name: {"path", "roles"}}; several roles
   (best_train, best_val, epoch_<e>) often name the same epoch, which is sampled and scored once."""
-  from jax_aug.finetune.trainer import kept_checkpoints
+  from jax_aug.finetune.checkpoints import kept_checkpoints
   unique: dict[str, dict] = {}
   for role, path in sorted(kept_checkpoints(finetune_dir).items()):
     entry = unique.setdefault(Path(path).name, {"path": str(path), "roles": []})

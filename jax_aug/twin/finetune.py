@@ -9,7 +9,7 @@ noise, diffusion noise and timestep come from `trainer.example_draws` under the 
 (`trainer.train_step_key`, `trainer.validation_key`), drawn by JAX and handed to PyTorch as tensors.
 PyTorch's own: the three networks, the forward diffusion, autograd, gradient clipping and AdamW.
 
-The twin runs as many epochs as our run did (its progress.json) and writes metrics.jsonl in the trainer's
+The twin runs as many epochs as our run did (its progress record, `checkpoints.read_progress`) and writes metrics.jsonl in the trainer's
 format (one row per step, one per epoch with the validation loss). It needs the base model as PyTorch
 weights (a diffusers folder; our run loads the same folder with `model.from_pt=True`).
 """
@@ -30,10 +30,11 @@ from tqdm import tqdm
 from jax_aug import io
 from jax_aug.data.imagenet_classes import class_by_wnid
 from jax_aug.finetune import pseudo_word, trainer
+from jax_aug.finetune.checkpoints import read_progress
 from jax_aug.finetune.data import BatchReader, epoch_order
-from jax_aug.finetune.methods import MethodSpec
+from jax_aug.finetune.trainables import Trainables
 
-TEXTUAL_INVERSION = MethodSpec("pseudo_word", 1, False)
+TEXTUAL_INVERSION = Trainables("pseudo_word", 1, False)
 
 
 class PseudoWordEmbedding(nn.Module):
@@ -120,17 +121,17 @@ def evaluate(models: dict, reader: BatchReader, *, batch_size: int, seed: int, d
 def prepare(config: Any, ours_workdir: Path, device: torch.device) -> dict:
   """The twin's models (text encoder with the pseudo-word rows), batch readers and AdamW, at step 0."""
   ft = config.finetune
-  if MethodSpec.from_config(ft.method) != TEXTUAL_INVERSION:
-    raise ValueError(f"the fine-tuning twin covers textual inversion ({TEXTUAL_INVERSION}); got {ft.method}")
+  if Trainables.from_config(ft.trainables) != TEXTUAL_INVERSION:
+    raise ValueError(f"the fine-tuning twin covers textual inversion ({TEXTUAL_INVERSION}); got {ft.trainables}")
   models = load_torch_sd(config.model)
   for name in ("unet", "vae", "text_encoder"):
     models[name].to(device)
   wnids, train_records, val_records, read_image = trainer.split_records(config.data, config.splits_dir, ours_workdir)
   classes = [class_by_wnid(w) for w in wnids]
-  tokenizer, _ = pseudo_word.extend_tokenizer(models["tokenizer"], wnids)
   resolution = models["unet"].config.sample_size * 2 ** (len(models["vae"].config.block_out_channels) - 1)
-  reader_args = dict(read_image=read_image, resolution=resolution, tokenizer=tokenizer,
-                     placeholders=[pseudo_word.placeholder(w) for w in wnids], seed=ft.seed)
+  # The trainer's own batch fields: the pseudo-word kind's templates, tokenized with its extended tokenizer.
+  reader_args = dict(read_image=read_image, resolution=resolution,
+                     conditioning=TEXTUAL_INVERSION.build(classes, models["tokenizer"]), seed=ft.seed)
   embeddings = models["text_encoder"].text_model.embeddings
   table = embeddings.token_embedding.weight.detach().cpu().numpy()
   embeddings.token_embedding = PseudoWordEmbedding(
@@ -140,8 +141,8 @@ def prepare(config: Any, ours_workdir: Path, device: torch.device) -> dict:
   opt = ft.optimizer
   return {
       "models": models, "pseudo_words": pseudo_words,
-      "train": BatchReader(trainer.make_examples(train_records, wnids, None, 1), classes, **reader_args),
-      "validation": BatchReader(trainer.make_examples(val_records, wnids, None, 1), classes, **reader_args),
+      "train": BatchReader(trainer.make_examples(train_records, wnids, None), **reader_args),
+      "validation": BatchReader(trainer.make_examples(val_records, wnids, None), **reader_args),
       "optimizer": torch.optim.AdamW([pseudo_words], lr=ft.learning_rate.pseudo_words, betas=(opt.b1, opt.b2),
                                      eps=opt.eps, weight_decay=opt.weight_decay),
   }
@@ -166,10 +167,10 @@ def textual_inversion_twin(config: Any, ours_workdir: str | os.PathLike, out: st
   scale; at paper scale limit the epochs with finetune.policy.max_epochs)."""
   ours_workdir, out = Path(ours_workdir), Path(out)
   ft = config.finetune
-  progress_path = ours_workdir / trainer.PROGRESS_FILE
-  if not progress_path.exists():
-    raise FileNotFoundError(f"{progress_path} is missing: run our fine-tuning trainer in {ours_workdir} first")
-  epochs = [h["epoch"] for h in io.read_json(progress_path)["history"]]
+  progress = read_progress(ours_workdir)
+  if progress is None:
+    raise FileNotFoundError(f"{ours_workdir} holds no fine-tuning progress: run our fine-tuning trainer there first")
+  epochs = [h["epoch"] for h in progress["history"]]
   device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
   twin = prepare(config, ours_workdir, device)
   rows, step = [], 0
