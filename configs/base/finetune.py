@@ -17,10 +17,10 @@ def get(scale: str) -> ml_collections.ConfigDict:
   # The base model is the method config's `model` block (configs/base/diffusion.py), shared with sampling;
   # in bfloat16 the frozen weights are stored and all compute runs in bfloat16 while the trainable
   # master weights and the optimizer stay float32 (docs/finetune.md: memory at SD v1.4 size).
-  # Set by configs/methods/<method>.py: conditioning ("tensor" | "pseudo_word"), clusters_per_class,
+  # What trains, set by configs/methods/<method>.py: conditioning ("tensor" | "pseudo_word"), clusters_per_class,
   # train_unet (jax_aug/finetune/methods.py).
-  config.method = ml_collections.ConfigDict({"conditioning": "tensor", "clusters_per_class": 1,
-                                             "train_unet": False})
+  config.trainables = ml_collections.ConfigDict({"conditioning": "tensor", "clusters_per_class": 1,
+                                                 "train_unet": False})
   # jax.checkpoint_policies name for rematerializing the U-Net in the backward pass ("" = off), e.g.
   # "dots_with_no_batch_dims_saveable" keeps only weight matmuls and recomputes the rest.
   config.gradient_checkpointing = ""

@@ -238,7 +238,7 @@ def finetune(config: Any, workdir: str | Path) -> dict:
   (epochs run, loss history, kept checkpoints, why it stopped)."""
   workdir = Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
-  method_name, data_config, splits_dir = config.method, config.data, config.splits_dir
+  method_name, data_config, splits_dir = config.method.name, config.data, config.splits_dir
   sd, model_source = load_model(config, workdir)
   config = config.finetune
   spec = MethodSpec.from_config(config.method)

@@ -12,7 +12,7 @@ NOT_GIVEN = "not given in the paper, our choice"
 def _first(config, kind_names: tuple[str, ...], field: str):
   """A field of the first selected method config that has it (the methods share their area blocks)."""
   for name in kind_names:
-    block = config.method.get(name)
+    block = config.method_configs.get(name)
     if block is not None:
       value = block
       for part in field.split("."):
@@ -69,7 +69,7 @@ def protocol_rows(config) -> list[dict]:
       ("fine-tuning: AdamW betas / eps / weight decay / clip", "{b1} / {b2} / {eps} / {weight_decay} / {max_grad_norm}"
        .format(**_first(config, tuned, "finetune.optimizer").to_dict()), NOT_GIVEN),
       ("FT cluster conditioning: k", _first(config, ("ft_cluster_conditioning",),
-                                            "finetune.method.clusters_per_class"), "Sec. 4.4: k = 5"),
+                                            "finetune.trainables.clusters_per_class"), "Sec. 4.4: k = 5"),
       ("checkpoint / strength selection: resampled set", config.selection.resample, NOT_GIVEN),
       ("retrieval: images per class, k schedule", f"{_first(config, ('retrieval',), 'images_per_class')},"
        f" {_first(config, ('retrieval',), 'k_factor')} x .. {_first(config, ('retrieval',), 'max_multiple')} x",
