@@ -91,7 +91,7 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: dict[str, str]
       if not isinstance(block, ml_collections.ConfigDict) or part not in block:
         where = ".".join(parents[:depth]) or "the config"
         valid = sorted(block.keys()) if isinstance(block, ml_collections.ConfigDict) else []
-        raise KeyError(f"config override {path!r}: {part!r} is not a field of {where}; valid keys: {valid}")
+        raise ValueError(f"config override {path!r}: {part!r} is not a field of {where}; valid keys: {valid}")
       if depth < len(parents):
         block = block[part]
     block[leaf] = _typed(path, text, block[leaf])
