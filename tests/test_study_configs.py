@@ -181,11 +181,13 @@ def test_paper_boomerang_strength_grid_is_chosen_on_validation(paper, tmp_path):
 def test_ablations_are_ready_and_off_by_default(paper, tiny):
   assert paper.ablations == "" and tiny.ablations == ""
   k = {n: paper.method_configs[f"ft_cluster_conditioning_k{n}"].finetune.trainables.clusters_per_class for n in (1, 10, 15)}
-  assert k == {1: 1, 10: 10, 15: 15} and paper.method_configs.ft_cluster_conditioning.finetune.trainables.clusters_per_class == 5
+  assert k == {1: 1, 10: 10, 15: 15}
+  assert paper.method_configs.ft_cluster_conditioning.finetune.trainables.clusters_per_class == 5
   assert paper.method_configs.simple_prompt_first_lemma.prompt_lemmas == "first"
   assert paper.method_configs.simple_prompt_first_lemma.method.name == "simple_prompt"
   # Everything else is the varied method's config.
-  base, ablation = paper.method_configs.ft_cluster_conditioning.to_dict(), paper.method_configs.ft_cluster_conditioning_k10.to_dict()
+  base = paper.method_configs.ft_cluster_conditioning.to_dict()
+  ablation = paper.method_configs.ft_cluster_conditioning_k10.to_dict()
   ablation["finetune"]["trainables"]["clusters_per_class"] = 5
   assert ablation == base
 
@@ -196,3 +198,39 @@ def test_paper_figure5_classes_include_crane(paper):
   assert names[:5] == ["tiger shark, Galeocerdo cuvieri", "papillon", "desktop computer", "motor scooter, scooter",
                        "mailbag, postbag"]
   assert names[5:] == ["crane", "crane"] and paper.report.figure5_max_classes == 7
+
+
+def test_every_method_config_is_one_call_of_the_shared_helper():
+  from jax_aug.study.config_files import method_config
+  for path in sorted((CONFIGS / "methods").glob("*.py")):
+    assert "common.method_config(__file__, arg," in path.read_text(), path
+    for scale in ("tiny", "paper"):
+      assert method_config(CONFIGS, path.stem, scale).method.name == path.stem
+
+
+def test_config_argument_overrides_are_typed_by_the_field_and_unknown_keys_refused():
+  from jax_aug.study.config_files import method_config
+  base = method_config(CONFIGS, "clip_prompts", "paper")
+  c = method_config(CONFIGS, "clip_prompts", "paper,images_per_class=50,guidance_scale=3,safety_checker=false,"
+                    "model.path=/weights/sd14,prompt_lemmas=first")
+  assert c.images_per_class == 50 and type(c.images_per_class) is int
+  assert c.guidance_scale == 3.0 and type(c.guidance_scale) is float
+  assert c.safety_checker is False and c.model.path == "/weights/sd14" and c.prompt_lemmas == "first"
+  # Nothing else changes.
+  changed = {k for k in base if base[k] != c[k]}
+  assert changed == {"images_per_class", "guidance_scale", "safety_checker", "model", "prompt_lemmas"}
+  # Sequences (commas inside brackets stay in the value), nested blocks.
+  b = method_config(CONFIGS, "boomerang", "tiny,boomerang_strength_grid=(0.25, 0.5, 0.75),data.split_seed=3")
+  assert b.boomerang_strength_grid == (0.25, 0.5, 0.75) and b.data.split_seed == 3
+  i = method_config(CONFIGS, "imagic", "paper,finetune.policy.max_epochs=40,finetune.trainables.train_unet=false")
+  assert i.finetune.policy.max_epochs == 40 and i.finetune.trainables.train_unet is False
+  with pytest.raises(ValueError, match=r"'images_per_clas' is not a field of the config; valid keys: \[.*'images_per_cl"):
+    method_config(CONFIGS, "clip_prompts", "paper,images_per_clas=50")
+  with pytest.raises(ValueError, match=r"'max_epoch' is not a field of finetune.policy; valid keys: \[.*'max_epochs'"):
+    method_config(CONFIGS, "imagic", "paper,finetune.policy.max_epoch=40")
+  with pytest.raises(ValueError, match=r"images_per_class='many': not a int"):
+    method_config(CONFIGS, "clip_prompts", "paper,images_per_class=many")
+  with pytest.raises(ValueError, match=r"'images_per_class' is not key=value"):
+    method_config(CONFIGS, "clip_prompts", "paper,images_per_class")
+  with pytest.raises(ValueError, match=r"unknown scale 'huge'"):
+    method_config(CONFIGS, "clip_prompts", "huge,images_per_class=1")
