@@ -39,7 +39,7 @@ def config_for(method):
   config.finetune.policy.max_epochs = 2
   config.finetune.clusters.batch_size = 4
   if method == "ft_cluster_conditioning":
-    config.finetune.method.clusters_per_class = 2  # k <= the 2 subset images of a class
+    config.finetune.trainables.clusters_per_class = 2  # k <= the 2 subset images of a class
   config.images_per_class, config.batch_size, config.num_inference_steps = 2, 2, 2
   config.safety_checker = False
   return config

@@ -241,7 +241,7 @@ def finetune(config: Any, workdir: str | Path) -> dict:
   method_name, data_config, splits_dir = config.method.name, config.data, config.splits_dir
   sd, model_source = load_model(config, workdir)
   config = config.finetune
-  spec = MethodSpec.from_config(config.method)
+  spec = MethodSpec.from_config(config.trainables)
   mesh = sharding.make_mesh()
   batch_size = config.batch_size
   sharding.local_batch_size(batch_size, mesh)  # refuses a batch the devices cannot split

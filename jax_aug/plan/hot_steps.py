@@ -65,7 +65,7 @@ def finetune_step(config: ConfigDict, num_classes: int, target: Target, workdir:
   `workdir`), the method's trainable tree and AdamW, parameters replicated, the batch split."""
   sd, _ = trainer.load_model(config, Path(workdir))
   ft = config.finetune
-  spec = MethodSpec.from_config(ft.method)
+  spec = MethodSpec.from_config(ft.trainables)
   mesh = sharding.make_mesh(target.devices)
   replicated, data = sharding.replicated_sharding(mesh), sharding.data_sharding(mesh)
   sharding.local_batch_size(ft.batch_size, mesh)  # the trainer's own refusal of an unsplittable batch

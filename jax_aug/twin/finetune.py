@@ -120,8 +120,8 @@ def evaluate(models: dict, reader: BatchReader, *, batch_size: int, seed: int, d
 def prepare(config: Any, ours_workdir: Path, device: torch.device) -> dict:
   """The twin's models (text encoder with the pseudo-word rows), batch readers and AdamW, at step 0."""
   ft = config.finetune
-  if MethodSpec.from_config(ft.method) != TEXTUAL_INVERSION:
-    raise ValueError(f"the fine-tuning twin covers textual inversion ({TEXTUAL_INVERSION}); got {ft.method}")
+  if MethodSpec.from_config(ft.trainables) != TEXTUAL_INVERSION:
+    raise ValueError(f"the fine-tuning twin covers textual inversion ({TEXTUAL_INVERSION}); got {ft.trainables}")
   models = load_torch_sd(config.model)
   for name in ("unet", "vae", "text_encoder"):
     models[name].to(device)
