@@ -148,8 +148,13 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
   if config.compilation_cache:
     _enable_compilation_cache(Path(config.compilation_cache_dir or workdir / ".jax_cache"))
   stage_patterns = stages_lib.comma_separated(config.stages) or ["*"]
-  runner = stages_lib.StageRunner(workdir, redo=stages_lib.comma_separated(config.redo), log=log, **_multihost())
+  redo = stages_lib.comma_separated(config.redo)
   all_stages = plan(config, workdir)
+  unmatched = [p for p in stage_patterns + redo if not any(fnmatch.fnmatchcase(s.name, p) for s in all_stages)]
+  if unmatched:
+    raise ValueError(f"config.stages / config.redo pattern(s) {unmatched} match no stage of this study (a typo?);"
+                     f" its stages: {[s.name for s in all_stages]}")
+  runner = stages_lib.StageRunner(workdir, redo=redo, log=log, **_multihost())
   start = time.perf_counter()
   blocked: set[str] = set()
   for index, stage in enumerate(all_stages, start=1):
