@@ -1,7 +1,7 @@
 """The paper's full study (Burg et al., 2023; protocol in ../shared/PROTOCOL.md).
 
   python run_study.py --config=configs/paper.py --workdir=runs/paper \
-      --config.data.<...>=<ImageNet location> --config.method.<m>.<...>=<SD v1.4 / ViT-L/14 weights>
+      --config.data.<...>=<ImageNet location> --config.method_configs.<m>.<...>=<SD v1.4 / ViT-L/14 weights>
 
 Real SD v1.4 and CLIP ViT-L/14 weights (local paths or hub ids), ILSVRC2012, 390 images per class per DM
 method (130 retrieved), 5 resampled sets per method, ResNet-50 with batch 256, lr 0.1, lr / 10 after 10

@@ -22,7 +22,7 @@ IMAGES_PER_CLASS = 12
 def get_config(arg: str | None = None):
   del arg
   config = study_config(Path(__file__).resolve().parent, "tiny")
-  for method in config.method.values():
+  for method in config.method_configs.values():
     if "images_per_class" in method:
       method.images_per_class = IMAGES_PER_CLASS
   return config

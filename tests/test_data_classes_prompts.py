@@ -130,7 +130,7 @@ def test_textual_inversion_templates_with_placeholder():
 def test_bad_strategy_and_arguments():
   with pytest.raises(ValueError, match="unknown prompt strategy 'clip'"):
     prompts.build_prompt("clip", SHARK, 0, 0)
-  with pytest.raises(ValueError, match="only used by 'textual_inversion'"):
+  with pytest.raises(ValueError, match="only used by strategies that take one, not by 'simple'"):
     prompts.build_prompt("simple", SHARK, 0, 0, placeholder="<x>")
   with pytest.raises(ValueError, match="image index"):
     prompts.build_prompt("clip_templates", SHARK, -1, 0)

@@ -108,3 +108,32 @@ def test_model_casts_with_and_without_mask():
   masked = flatten_dict(vae.to_bf16(params, mask=mask))
   for k, v in masked.items():
     assert v.dtype == (jnp.bfloat16 if k[-1] == "kernel" else jnp.float32), k
+
+
+def test_pinned_flax_classes_deprecation_notices_are_silenced_and_nothing_else():
+  import io
+  import logging
+
+  from diffusers import FlaxDDIMScheduler
+  from diffusers.utils import logging as diffusers_logging
+  from transformers.utils import logging as transformers_logging
+
+  # The libraries' own terminal handlers (not pytest's), written into a buffer for the test (they hold the
+  # stderr of import time).
+  handlers = [h for logger in (diffusers_logging.get_logger(), transformers_logging.get_logger())
+              for h in logger.handlers if type(h) is logging.StreamHandler]
+  assert len(handlers) == 2
+  buffer = io.StringIO()
+  streams = [handler.setStream(buffer) for handler in handlers]
+  try:
+    FlaxDDIMScheduler()  # diffusers logs its Flax deprecation notice in every Flax class's constructor
+    transformers_logging.get_logger("transformers.modeling_flax_utils").warning(
+        "TensorFlow and JAX classes are deprecated and will be removed in Transformers v5. We recommend ...")
+    assert buffer.getvalue() == ""
+    # Negative control: any other warning of either library still reaches the terminal.
+    diffusers_logging.get_logger("diffusers.schedulers").warning("a different diffusers warning")
+    transformers_logging.get_logger("transformers.models").warning("a different transformers warning")
+    assert buffer.getvalue() == "a different diffusers warning\na different transformers warning\n"
+  finally:
+    for handler, stream in zip(handlers, streams):
+      handler.setStream(stream)

@@ -26,7 +26,8 @@ WNIDS = ("n01443537", "n01491361")  # goldfish, tiger shark
 
 
 def _requests(n_per_class=4):
-  return methods.build_requests("clip_prompts", wnids=WNIDS, images_per_class=n_per_class, seed=0)
+  return methods.build_requests("prompt", prompt_strategy="clip_templates", wnids=WNIDS, images_per_class=n_per_class,
+                                seed=0)
 
 
 def _no_flags(images):
@@ -125,7 +126,7 @@ import sys
 from jax_aug.diffusion import engine, methods
 from jax_aug.diffusion.loading import load_sd
 model = load_sd({path!r})
-requests = methods.build_requests("clip_prompts", wnids={wnids!r}, images_per_class=4, seed=0)
+requests = methods.build_requests("prompt", prompt_strategy="clip_templates", wnids={wnids!r}, images_per_class=4, seed=0)
 engine.sample_requests(model, requests, {out!r}, method="clip_prompts",
                        settings=engine.SamplerSettings(num_inference_steps=3), seed=0, batch_size=4,
                        safety_fn=lambda x: __import__("numpy").zeros(len(x), bool))
@@ -183,9 +184,11 @@ def test_bad_input(model, tmp_path):
   with pytest.raises(ValueError, match="zero images requested"):
     engine.sample_requests(model, [], tmp_path, method="clip_prompts", settings=SETTINGS, seed=0, batch_size=2)
   with pytest.raises(ValueError, match="zero images requested: images_per_class is 0"):
-    methods.build_requests("simple_prompt", wnids=WNIDS, images_per_class=0, seed=0)
-  with pytest.raises(ValueError, match="unknown sampling method 'dreambooth'"):
-    methods.build_requests("dreambooth", wnids=WNIDS, images_per_class=1, seed=0)
+    methods.build_requests("prompt", prompt_strategy="simple", wnids=WNIDS, images_per_class=0, seed=0)
+  with pytest.raises(ValueError, match="unknown sampling kind 'finetuned'"):
+    methods.build_requests("finetuned", wnids=WNIDS, images_per_class=1, seed=0)
+  with pytest.raises(ValueError, match="unknown prompt strategy 'dreambooth'"):
+    methods.build_requests("prompt", prompt_strategy="dreambooth", wnids=WNIDS, images_per_class=1, seed=0)
   long_prompt = "a photo of " + "very " * 80 + "big cat"
   with pytest.raises(conditioning.PromptTooLongError, match=r"more than the text encoder's 77"):
     engine.get_sampler(model, SETTINGS).encode_prompts([long_prompt])

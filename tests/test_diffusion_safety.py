@@ -42,7 +42,7 @@ def setup(tmp_path_factory):
   reference.save_pretrained(path, safe_serialization=False)
   checker = FlaxStableDiffusionSafetyChecker.from_pretrained(path, from_pt=True)
   params = checker.params
-  requests = methods.build_requests("clip_prompts", wnids=WNIDS, images_per_class=2, seed=0)
+  requests = methods.build_requests("prompt", prompt_strategy="clip_templates", wnids=WNIDS, images_per_class=2, seed=0)
   sampler = engine.get_sampler(model, SETTINGS)
   first = engine.generate_batch(sampler, requests, [0] * 4, seed=0)
   second = engine.generate_batch(sampler, requests, [1] * 4, seed=0)

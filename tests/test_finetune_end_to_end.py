@@ -23,7 +23,7 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)  # the trai
 from jax_aug.data.augmentation_set import load_augmentation_set
 from jax_aug.finetune import trainer
 from jax_aug.finetune.checkpoints import read_progress
-from jax_aug.finetune.sampling import sample_method
+from jax_aug.method_kinds import make_augmentation_set
 from jax_aug.finetune.export import load_personalized
 from jax_aug.study.config_files import method_config
 
@@ -57,7 +57,7 @@ for method in METHODS:
                     "metrics_lines": len((run / "metrics.jsonl").read_text().splitlines())}
   if method != SCRIPT_METHOD:  # that one samples through sample.py, run by the test
     config.finetune.workdir = str(run)
-    result[method]["rows"] = load_augmentation_set(sample_method(config, Path(WORK) / (method + "_samples")))
+    result[method]["rows"] = load_augmentation_set(make_augmentation_set(config, Path(WORK) / (method + "_samples")))
 
 # Crash after 3 of the 4 steps (2 epochs x 2 steps), then run again: it resumes mid-epoch 2 (from the
 # state checkpoint of step 3) to the same result as the uninterrupted run.

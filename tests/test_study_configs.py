@@ -57,7 +57,7 @@ def test_paper_classifier_recipe(paper):
 
 @pytest.mark.parametrize("method", FINETUNE_METHODS)
 def test_paper_finetuning_epochs_and_checkpoint_sets(paper, method):
-  c = paper.method[method]
+  c = paper.method_configs[method]
   assert c.model.path == SD14 and c.resolution == 512 and c.images_per_class == 390
   p = c.finetune.policy
   # The epochs the trainer's loop runs (should_stop after each), then the checkpoints the policy keeps.
@@ -84,8 +84,8 @@ def test_paper_finetuning_epochs_and_checkpoint_sets(paper, method):
 
 @pytest.mark.parametrize("method", SAMPLING_METHODS)
 def test_paper_sampling_is_sd14_at_512px_390_per_class(paper, method):
-  c = paper.method[method]
-  assert c.method == method
+  c = paper.method_configs[method]
+  assert c.method.name == method and c.method.kind == ("boomerang" if method == "boomerang" else "prompt")
   assert c.model.path == SD14
   assert c.images_per_class == 390
   assert c.resolution == 512 and c.num_inference_steps == 50 and c.scheduler == "pndm"
@@ -95,7 +95,7 @@ def test_paper_sampling_is_sd14_at_512px_390_per_class(paper, method):
 
 
 def test_paper_retrieval_k_schedule_and_filters(paper):
-  c = paper.method.retrieval
+  c = paper.method_configs.retrieval
   assert c.images_per_class == 130
   assert c.clip.model == "openai/clip-vit-large-patch14"  # SD v1.4's text tower
   ks = k_schedule(c.images_per_class, c.k_factor, c.max_multiple)
@@ -110,21 +110,25 @@ def test_paper_retrieval_k_schedule_and_filters(paper):
 
 
 def test_every_method_has_a_config_block_and_tiny_mirrors_paper(paper, tiny):
-  for method in methods_lib.METHODS:
-    if method.kind != "baseline":
-      assert method.name in paper.method and method.name in tiny.method
+  # Every row of the paper's Table 1 is a method config file, with the kind its stages follow.
+  assert [m.name for m in methods_lib.select(paper, "all")] == list(methods_lib.TABLE1_NAMES)
+  assert {m.name: m.kind for m in methods_lib.select(paper, "all")} == {
+      "baseline_10pct": "baseline", "baseline_20pct": "baseline", "retrieval": "retrieval", "boomerang": "boomerang",
+      **{m: "prompt" for m in SAMPLING_METHODS if m != "boomerang"}, **{m: "finetuned" for m in FINETUNE_METHODS}}
+  for name in methods_lib.TABLE1_NAMES:
+    assert paper.method_configs[name].method.name == name and name in tiny.method_configs
   assert tiny.scale == "tiny" and tiny.report.tiny_random_init_models is True
   assert 2 <= tiny.n_resamples < paper.n_resamples
   # Same structure at both scales: tiny changes numbers, not the code path.
   assert sorted(tiny.to_dict()) == sorted(paper.to_dict())
-  assert sorted(tiny.method.to_dict()) == sorted(paper.method.to_dict())
+  assert sorted(tiny.method_configs.to_dict()) == sorted(paper.method_configs.to_dict())
 
 
-def test_method_selection_names_unknown_methods():
-  assert [m.name for m in methods_lib.select("retrieval,baseline_10pct")] == ["baseline_10pct", "retrieval"]
-  assert len(methods_lib.select("all")) == len(methods_lib.METHODS)
+def test_method_selection_names_unknown_methods(tiny):
+  assert [m.name for m in methods_lib.select(tiny, "retrieval,baseline_10pct")] == ["baseline_10pct", "retrieval"]
+  assert len(methods_lib.select(tiny, "all")) == len(methods_lib.TABLE1)
   with pytest.raises(ValueError, match=r"unknown method\(s\) \['simple'\]"):
-    methods_lib.select("simple,retrieval")
+    methods_lib.select(tiny, "simple,retrieval")
 
 
 def test_paper_prompts_use_all_lemmas_and_clip_prompts_fill_in_w_of_n(paper):
@@ -132,13 +136,13 @@ def test_paper_prompts_use_all_lemmas_and_clip_prompts_fill_in_w_of_n(paper):
   shark = "n01491361"  # lemmas: tiger shark, Galeocerdo cuvieri
   for name, first in (("simple_prompt", "A photo of tiger shark, Galeocerdo cuvieri."),
                       ("simple_prompt_no_ws", "A photo of tigershark,Galeocerdocuvieri.")):
-    c = paper.method[name]
-    requests = sampling_methods.build_requests(c.method, wnids=[shark], images_per_class=2, seed=c.seed,
-                                               lemmas=c.prompt_lemmas)
+    c = paper.method_configs[name]
+    requests = sampling_methods.build_requests(c.method.kind, wnids=[shark], images_per_class=2, seed=c.seed,
+                                               prompt_strategy=c.method.prompt_strategy, lemmas=c.prompt_lemmas)
     assert [r.prompt for r in requests] == [first, first]
-  c = paper.method.clip_prompts
-  requests = sampling_methods.build_requests(c.method, wnids=[shark], images_per_class=100, seed=c.seed,
-                                             lemmas=c.prompt_lemmas)
+  c = paper.method_configs.clip_prompts
+  requests = sampling_methods.build_requests(c.method.kind, wnids=[shark], images_per_class=100, seed=c.seed,
+                                             prompt_strategy=c.method.prompt_strategy, lemmas=c.prompt_lemmas)
   assert all(r.prompt.endswith("tigershark,Galeocerdocuvieri.") or "tigershark,Galeocerdocuvieri " in r.prompt
              for r in requests)
 
@@ -147,7 +151,7 @@ def test_paper_lr_grid_search_stages_per_finetuned_method(paper, tmp_path):
   from jax_aug.study import runner
   stages = {s.name: s for s in runner.plan(paper, tmp_path)}
   for method in FINETUNE_METHODS:
-    block = paper.method[method].finetune
+    block = paper.method_configs[method].finetune
     factors = tuple(block.lr_search.factors)
     # A fine grid (half-octave steps) around the base rates, at least 5 points per method.
     assert len(factors) >= 5 and 1.0 in factors and list(factors) == sorted(factors)
@@ -165,7 +169,7 @@ def test_paper_lr_grid_search_stages_per_finetuned_method(paper, tmp_path):
 def test_paper_boomerang_strength_grid_is_chosen_on_validation(paper, tmp_path):
   from jax_aug.diffusion import boomerang
   from jax_aug.study import runner
-  c = paper.method.boomerang
+  c = paper.method_configs.boomerang
   assert tuple(c.boomerang_strength_grid) == (0.1, 0.2, 0.3, 0.5)
   # Each strength re-runs a part of the 50-step schedule (start_step refuses one that re-runs none).
   assert [c.num_inference_steps - boomerang.start_step(c.num_inference_steps, s)
@@ -176,12 +180,14 @@ def test_paper_boomerang_strength_grid_is_chosen_on_validation(paper, tmp_path):
 
 def test_ablations_are_ready_and_off_by_default(paper, tiny):
   assert paper.ablations == "" and tiny.ablations == ""
-  k = {n: paper.method[f"ft_cluster_conditioning_k{n}"].finetune.trainables.clusters_per_class for n in (1, 10, 15)}
-  assert k == {1: 1, 10: 10, 15: 15} and paper.method.ft_cluster_conditioning.finetune.trainables.clusters_per_class == 5
-  assert paper.method.simple_prompt_first_lemma.prompt_lemmas == "first"
-  assert paper.method.simple_prompt_first_lemma.method == "simple_prompt"
+  k = {n: paper.method_configs[f"ft_cluster_conditioning_k{n}"].finetune.trainables.clusters_per_class for n in (1, 10, 15)}
+  assert k == {1: 1, 10: 10, 15: 15}
+  assert paper.method_configs.ft_cluster_conditioning.finetune.trainables.clusters_per_class == 5
+  assert paper.method_configs.simple_prompt_first_lemma.prompt_lemmas == "first"
+  assert paper.method_configs.simple_prompt_first_lemma.method.name == "simple_prompt"
   # Everything else is the varied method's config.
-  base, ablation = paper.method.ft_cluster_conditioning.to_dict(), paper.method.ft_cluster_conditioning_k10.to_dict()
+  base = paper.method_configs.ft_cluster_conditioning.to_dict()
+  ablation = paper.method_configs.ft_cluster_conditioning_k10.to_dict()
   ablation["finetune"]["trainables"]["clusters_per_class"] = 5
   assert ablation == base
 
@@ -192,3 +198,39 @@ def test_paper_figure5_classes_include_crane(paper):
   assert names[:5] == ["tiger shark, Galeocerdo cuvieri", "papillon", "desktop computer", "motor scooter, scooter",
                        "mailbag, postbag"]
   assert names[5:] == ["crane", "crane"] and paper.report.figure5_max_classes == 7
+
+
+def test_every_method_config_is_one_call_of_the_shared_helper():
+  from jax_aug.study.config_files import method_config
+  for path in sorted((CONFIGS / "methods").glob("*.py")):
+    assert "common.method_config(__file__, arg," in path.read_text(), path
+    for scale in ("tiny", "paper"):
+      assert method_config(CONFIGS, path.stem, scale).method.name == path.stem
+
+
+def test_config_argument_overrides_are_typed_by_the_field_and_unknown_keys_refused():
+  from jax_aug.study.config_files import method_config
+  base = method_config(CONFIGS, "clip_prompts", "paper")
+  c = method_config(CONFIGS, "clip_prompts", "paper,images_per_class=50,guidance_scale=3,safety_checker=false,"
+                    "model.path=/weights/sd14,prompt_lemmas=first")
+  assert c.images_per_class == 50 and type(c.images_per_class) is int
+  assert c.guidance_scale == 3.0 and type(c.guidance_scale) is float
+  assert c.safety_checker is False and c.model.path == "/weights/sd14" and c.prompt_lemmas == "first"
+  # Nothing else changes.
+  changed = {k for k in base if base[k] != c[k]}
+  assert changed == {"images_per_class", "guidance_scale", "safety_checker", "model", "prompt_lemmas"}
+  # Sequences (commas inside brackets stay in the value), nested blocks.
+  b = method_config(CONFIGS, "boomerang", "tiny,boomerang_strength_grid=(0.25, 0.5, 0.75),data.split_seed=3")
+  assert b.boomerang_strength_grid == (0.25, 0.5, 0.75) and b.data.split_seed == 3
+  i = method_config(CONFIGS, "imagic", "paper,finetune.policy.max_epochs=40,finetune.trainables.train_unet=false")
+  assert i.finetune.policy.max_epochs == 40 and i.finetune.trainables.train_unet is False
+  with pytest.raises(ValueError, match=r"'images_per_clas' is not a field of the config; valid keys: \[.*'images_per_cl"):
+    method_config(CONFIGS, "clip_prompts", "paper,images_per_clas=50")
+  with pytest.raises(ValueError, match=r"'max_epoch' is not a field of finetune.policy; valid keys: \[.*'max_epochs'"):
+    method_config(CONFIGS, "imagic", "paper,finetune.policy.max_epoch=40")
+  with pytest.raises(ValueError, match=r"images_per_class='many': not a int"):
+    method_config(CONFIGS, "clip_prompts", "paper,images_per_class=many")
+  with pytest.raises(ValueError, match=r"'images_per_class' is not key=value"):
+    method_config(CONFIGS, "clip_prompts", "paper,images_per_class")
+  with pytest.raises(ValueError, match=r"unknown scale 'huge'"):
+    method_config(CONFIGS, "clip_prompts", "huge,images_per_class=1")

@@ -3,13 +3,19 @@
 import csv
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from jax_aug.study import methods as methods_lib
 from jax_aug.study import report
+from jax_aug.study.config_files import load_module
 
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+# Every Table 1 row and ablation, as the method configs define them.
+METHODS = methods_lib.all_methods(load_module(CONFIGS / "tiny.py").get_config())
 CLASSES = ["n01440764", "n01443537", "n01484850"]
 
 
@@ -44,7 +50,7 @@ def test_table1_rows_and_csv_recompute_from_raw_runs(tmp_path):
   runs = _runs()
   images = _images(tmp_path, 3)
   paths = report.write_report(
-      tmp_path / "report", runs=runs, eval_split="val", tiny=True,
+      tmp_path / "report", runs=runs, methods=METHODS, eval_split="val", tiny=True,
       excluded=[{"wnid": "n09999999", "reason": "retrieval found 12 of 130 images"}],
       class_names={CLASSES[0]: "tench, Tinca tinca"},
       figure5={"subset": [(CLASSES[0], images), (CLASSES[1], images[:2])],
@@ -80,7 +86,7 @@ def test_table1_rows_and_csv_recompute_from_raw_runs(tmp_path):
 
 def test_figures_decode_and_figure6_uses_best_dm_vs_retrieval(tmp_path):
   images = _images(tmp_path, 4)
-  paths = report.write_report(tmp_path / "report", runs=_runs(), eval_split="val", tiny=False,
+  paths = report.write_report(tmp_path / "report", runs=_runs(), methods=METHODS, eval_split="val", tiny=False,
                               figure5={"retrieval": [(c, images) for c in CLASSES]})
   for name in ("figure5_retrieval.png", "figure6.png"):
     with Image.open(paths[name]) as image:
@@ -99,7 +105,7 @@ def test_figures_decode_and_figure6_uses_best_dm_vs_retrieval(tmp_path):
 
 def test_best_dm_method_ignores_baselines_and_retrieval():
   rows = report.table1_rows(_runs() + [_run("baseline_20pct", 0, {0: 99.0, 1: 99.0, 2: 99.0}),
-                                       _run("clip_prompts", 0, {0: 50.0, 1: 50.0, 2: 50.0})])
+                                       _run("clip_prompts", 0, {0: 50.0, 1: 50.0, 2: 50.0})], METHODS)
   assert report.best_dm_method(rows) == "simple_prompt"
   single = [r for r in rows if r["method"] == "clip_prompts"][0]
   assert single["n"] == 1 and math.isnan(single["top1_standard_error"])
@@ -108,14 +114,13 @@ def test_best_dm_method_ignores_baselines_and_retrieval():
 
 def test_bad_run_records_are_refused():
   with pytest.raises(ValueError, match="unknown method 'nope'"):
-    report.table1_rows([_run("nope", 0, {0: 1.0, 1: 1.0, 2: 1.0})])
+    report.table1_rows([_run("nope", 0, {0: 1.0, 1: 1.0, 2: 1.0})], METHODS)
   with pytest.raises(ValueError, match="resample indices repeat"):
-    report.table1_rows([_run("retrieval", 0, {0: 1.0, 1: 1.0, 2: 1.0})] * 2)
+    report.table1_rows([_run("retrieval", 0, {0: 1.0, 1: 1.0, 2: 1.0})] * 2, METHODS)
 
 
 def _protocol_table1() -> dict[str, tuple[float, float]]:
   """{method name without spaces, lower case: (mean, SE)} from the shared protocol's methods table."""
-  from pathlib import Path
   here = Path(__file__).resolve()
   # The project's shared/PROTOCOL.md where the checkout sits beside it, else its verbatim copy in docs/ (a
   # clean clone elsewhere, e.g. CI).
@@ -132,9 +137,8 @@ def _protocol_table1() -> dict[str, tuple[float, float]]:
 
 
 def test_paper_column_equals_the_protocol_and_rows_follow_the_paper_order(tmp_path):
-  from jax_aug.study import methods as methods_lib
-  runs = [_run(m.name, r, {0: 50.0 + r, 1: 60.0, 2: 40.0}) for m in methods_lib.METHODS for r in range(2)]
-  paths = report.write_report(tmp_path / "report", runs=runs, eval_split="val", tiny=False)
+  runs = [_run(m.name, r, {0: 50.0 + r, 1: 60.0, 2: 40.0}) for m in METHODS if not m.ablation_of for r in range(2)]
+  paths = report.write_report(tmp_path / "report", runs=runs, methods=METHODS, eval_split="val", tiny=False)
   with open(paths["table1.csv"]) as f:
     rows = list(csv.DictReader(f))
   protocol = _protocol_table1()
@@ -154,7 +158,7 @@ def test_ablation_rows_follow_their_method_marked_with_the_papers_numbers(tmp_pa
   runs = [_run(m, r, {0: 60.0, 1: 61.0, 2: 62.0 + r}) for m in (
       "ft_cluster_conditioning", "ft_cluster_conditioning_k15", "ft_cluster_conditioning_k10", "imagic",
       "simple_prompt_first_lemma", "simple_prompt") for r in range(2)]
-  rows = report.table1_rows(runs)
+  rows = report.table1_rows(runs, METHODS)
   assert [r["method"] for r in rows] == ["simple_prompt", "simple_prompt_first_lemma", "ft_cluster_conditioning",
                                          "ft_cluster_conditioning_k10", "ft_cluster_conditioning_k15", "imagic"]
   assert [r["ablation"] for r in rows] == [False, True, False, True, True, False]
@@ -168,14 +172,14 @@ def test_ablation_rows_follow_their_method_marked_with_the_papers_numbers(tmp_pa
   assert "| Simple prompt, first lemma only (ablation) | prompt | 61.2 ± 0.2 | not given |  | 2 |" in markdown
   # An ablation is never Figure 6's best DM method nor a Figure 1 bar, even when it scores highest.
   best = [_run("ft_cluster_conditioning_k10", r, {0: 99.0, 1: 99.0, 2: 99.0}) for r in range(2)]
-  rows = report.table1_rows(runs[:2] + best)
+  rows = report.table1_rows(runs[:2] + best, METHODS)
   assert report.best_dm_method(rows) == "ft_cluster_conditioning"
   assert [b["method"] for b in report.figure1_bars(rows)] == ["ft_cluster_conditioning"]
 
 
 def test_figure1_takes_the_best_method_of_each_family(tmp_path):
   rows = report.table1_rows(_runs() + [_run("clip_prompts", r, {0: 70.0, 1: 70.0, 2: 70.0 + r}) for r in range(2)]
-                            + [_run("imagic", r, {0: 10.0, 1: 10.0, 2: 10.0 + r}) for r in range(2)])
+                            + [_run("imagic", r, {0: 10.0, 1: 10.0, 2: 10.0 + r}) for r in range(2)], METHODS)
   bars = report.figure1_bars(rows)
   assert [b["method"] for b in bars] == ["baseline_10pct", "clip_prompts", "imagic", "retrieval"]
   with Image.open(io_bytes(report.figure1_chart(bars))) as image:
@@ -202,7 +206,8 @@ def test_figure5_row_d_shows_the_captions_four_clip_templates(tmp_path):
   assert report.clip_template_examples(records, shark) == [images[3], None, images[1], images[0]]
   augmentation = {"subset": [{"wnid": shark, "path": images[5]}], "clip_prompts": records,
                   "retrieval": [{"wnid": shark, "path": p} for p in images[:3]], "boomerang": records}
-  rows = report.figure5_paper_rows(augmentation, [shark], 2, {"clip_prompts": {"prompt_lemmas": "all"}})
+  rows = report.figure5_paper_rows(augmentation, [shark], 2, {"clip_prompts": {"prompt_lemmas": "all"}},
+                                   {m.name: m.display for m in METHODS})
   assert [label for label, _ in rows] == ["A. 10% ImageNet", "D. CLIP prompts", "I. Retrieval"]
   assert rows[2][1] == [(shark, sorted(images[:3])[:2])]
   with Image.open(io_bytes(report.figure5_paper(rows, {shark: "tiger shark"}))) as image:

@@ -27,13 +27,13 @@ def test_full_plan_orders_inputs_first_and_covers_every_method(tmp_path):
     for upstream in stage.upstream:
       assert upstream in names[:index], f"{stage.name} runs before its input {upstream}"
   assert names[:2] == ["check", "data"] and names[-1] == "report"
-  for method in methods_lib.METHODS:
+  for method in methods_lib.select(_tiny(), "all"):
     assert f"train/{method.name}/r0" in names and f"train/{method.name}/r1" in names
     if method.name == "boomerang":  # its strength is chosen on validation, like a checkpoint
       assert "select/boomerang" in names and "augment/boomerang" not in names
-    elif method.kind == "sample":
+    elif method.kind == "prompt":
       assert f"augment/{method.name}" in names
-    if method.kind == "finetune":
+    if method.kind == "finetuned":
       # The tiny learning-rate grid: 2 runs, then the choice, then the checkpoint selection on the winner.
       runs = [f"finetune/{method.name}/lr{i}" for i in range(2)]
       assert f"finetune/{method.name}/lr2" not in names
@@ -69,6 +69,11 @@ def test_stage_selection_runs_only_what_is_asked_and_refuses_missing_inputs(tmp_
   lines = []
   with pytest.raises(RuntimeError, match=r"'train/baseline_10pct/r0' needs \['data'\]"):
     runner.run_study(_tiny(methods="baseline_10pct", stages="train/*"), tmp_path, log=lines.append)
+  # A pattern that names no stage (a typo, or a method not selected) is refused before anything runs.
+  with pytest.raises(ValueError, match=r"pattern\(s\) \['chek', 'train/simple_prompt/\*'\] match no stage"):
+    runner.run_study(_tiny(methods="baseline_10pct", stages="chek,data", redo="train/simple_prompt/*"), tmp_path,
+                     log=lines.append)
+  assert not (tmp_path / "stages").exists()
   lines.clear()
   runner.run_study(_tiny(methods="baseline_10pct", stages="check,data"), tmp_path, log=lines.append)
   assert (tmp_path / "data" / "splits" / "subset.jsonl").is_file()

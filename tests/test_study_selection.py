@@ -16,6 +16,7 @@ from jax_aug.finetune import lr_search
 from jax_aug.finetune.checkpoint_policy import EpochLosses
 from jax_aug.finetune.checkpoints import RunCheckpoints
 from jax_aug.study import runner, wiring
+from jax_aug.study import selection as selection_lib
 from jax_aug.study.config_files import load_module
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -35,7 +36,7 @@ def test_lr_search_picks_the_run_with_the_lowest_validation_loss_of_any_epoch():
 
 def test_lr_grid_run_config_scales_every_group_and_drops_the_grid():
   paper = load_module(CONFIGS / "paper.py").get_config()
-  block = paper.method.imagic.finetune
+  block = paper.method_configs.imagic.finetune
   assert len(block.lr_search.factors) >= 5  # the paper's "fine-grained grid-search", our 5 points
   run = lr_search.run_config(block, 2.0)
   assert "lr_search" not in run and "lr_search" in block
@@ -78,10 +79,10 @@ def stand_ins(monkeypatch):
             "epoch_2": {"path": str(Path(finetune_dir) / "epoch_2"), "roles": ["best_val", "epoch_2"]}}
 
   def sample_finetuned(mc, out, *, finetune_dir, checkpoint, data_dir, models_dir):
-    _write_set(out, mc.method, wiring.study_data(data_dir, None).wnids, Path(checkpoint).name)
+    _write_set(out, mc.method.name, wiring.study_data(data_dir, None).wnids, Path(checkpoint).name)
 
   def sample(mc, out, *, data_dir, models_dir):
-    _write_set(out, mc.method, wiring.study_data(data_dir, None).wnids, f"strength_{mc.boomerang_strength:g}")
+    _write_set(out, mc.method.name, wiring.study_data(data_dir, None).wnids, f"strength_{mc.boomerang_strength:g}")
 
   def train_classifier(classifier_config, out, *, data_dir, exclusion, subset, augmentation, evaluate_on, seed,
                        resample_index=-1):
@@ -160,7 +161,7 @@ def test_reuse_refuses_a_different_resampled_set(stand_ins, tmp_path):
   lines = set0.read_text().splitlines()
   set0.write_text("\n".join(lines[1:] + lines[:1]) + "\n")  # same images, another order: not the same run
   with pytest.raises(RuntimeError, match="resampled set 0 .* differs from the one the selection trained on"):
-    runner.reuse_selection_classifier("boomerang", 0, config, tmp_path, tmp_path / "train" / "boomerang" / "r0")
+    selection_lib.reuse_selection_classifier("boomerang", 0, config, tmp_path, tmp_path / "train" / "boomerang" / "r0")
 
 
 def test_twin_of_a_reused_run_reruns_the_selection_classifier_that_trained(tmp_path, monkeypatch):

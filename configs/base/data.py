@@ -1,4 +1,5 @@
-"""Data block: where ImageNet comes from, the study's splits, and the input pipeline's numbers.
+"""Data block: where ImageNet comes from, the study's splits, and the data check (the input pipeline's crops,
+workers and image size are the classifier's `input` block, configs/base/classifier.py).
 
 Paper scale reads real ILSVRC2012 (either layout, see docs/data.md); tiny draws a synthetic ImageNet of a
 few real classes into the workdir and runs the very same code path in seconds on a CPU:
@@ -34,14 +35,6 @@ def get(scale: str) -> ml_collections.ConfigDict:
   config.subset_fraction = 0.1
   config.upper_bound_fraction = 0.2
   config.split_seed = 0
-  # Training crop (random-resized-crop, torchvision's scale/ratio) and evaluation (resize the shorter side
-  # to image_size / eval_crop_fraction, centre crop image_size), as in the PyTorch ImageNet recipe.
-  config.image_size = 32 if tiny else 224
-  config.eval_crop_fraction = 0.875
-  config.crop_scale = (0.08, 1.0)
-  config.crop_ratio = (3 / 4, 4 / 3)
-  config.num_workers = 2 if tiny else 16
-  config.pipeline_seed = 0
   # The data check (study stage `check`, or check_data.py alone): every image decoded once before any split
   # is drawn, in `num_workers` processes; undecodable ones are quarantined (strict: the check fails instead,
   # listing them). See docs/data.md, "Bad data".

@@ -13,7 +13,6 @@ def get(scale: str) -> ml_collections.ConfigDict:
     raise ValueError(f"unknown scale {scale!r}: expected 'tiny' or 'paper'")
   tiny = scale == "tiny"
   config = ml_collections.ConfigDict()
-  config.method = ""  # set by configs/methods/<method>.py
   config.model = ml_collections.ConfigDict()
   # Local diffusers folder or hub id; empty: build the tiny random SD into <workdir>/tiny_sd.
   config.model.path = "" if tiny else "CompVis/stable-diffusion-v1-4"

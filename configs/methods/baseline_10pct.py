@@ -12,19 +12,11 @@ from pathlib import Path
 
 import ml_collections
 
-from jax_aug.study.config_files import base_config
+from jax_aug.study.config_files import load_module
 
-CONFIGS = Path(__file__).resolve().parents[1]
-
-
-def baseline(arg: str, train_split: str) -> ml_collections.ConfigDict:
-  config = base_config(CONFIGS, "classifier", arg)
-  config.data = base_config(CONFIGS, "data", arg)
-  config.train_manifests = (train_split,)
-  config.validation_manifest = "validation"
-  config.test_manifest = "test"
-  return config
+common = load_module(Path(__file__).resolve().parents[1] / "common.py")
 
 
 def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
-  return baseline(arg, "subset")
+  return common.method_config(__file__, arg, kind="baseline", display_name="10% ImageNet", family="baseline",
+                               train_split="subset")

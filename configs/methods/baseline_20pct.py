@@ -10,8 +10,9 @@ import ml_collections
 
 from jax_aug.study.config_files import load_module
 
-_BASELINE_10 = load_module(Path(__file__).resolve().parent / "baseline_10pct.py")
+common = load_module(Path(__file__).resolve().parents[1] / "common.py")
 
 
 def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
-  return _BASELINE_10.baseline(arg, "subset_20")
+  return common.method_config(__file__, arg, kind="baseline", display_name="20% ImageNet", family="baseline",
+                               train_split="subset_20")

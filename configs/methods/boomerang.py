@@ -16,19 +16,21 @@ from pathlib import Path
 
 import ml_collections
 
-from jax_aug.study.config_files import base_config
+from jax_aug.study.config_files import load_module
+
+common = load_module(Path(__file__).resolve().parents[1] / "common.py")
 
 BOOMERANG_STRENGTH = 0.2
 PAPER_STRENGTH_GRID = (0.1, 0.2, 0.3, 0.5)
 
 
-def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
-  configs_dir = Path(__file__).resolve().parents[1]
-  config = base_config(configs_dir, "diffusion", arg)
-  config.data = base_config(configs_dir, "data", arg)
-  config.method = "boomerang"
+def _strength(config: ml_collections.ConfigDict, scale: str) -> None:
   # tiny has 4 steps: 0.5 re-runs 2 of them (0.2 would re-run none).
-  config.boomerang_strength = BOOMERANG_STRENGTH if arg == "paper" else 0.5
+  config.boomerang_strength = BOOMERANG_STRENGTH if scale == "paper" else 0.5
   # tiny: 2 of its 4 steps or 3 of them.
-  config.boomerang_strength_grid = PAPER_STRENGTH_GRID if arg == "paper" else (0.5, 0.75)
-  return config
+  config.boomerang_strength_grid = PAPER_STRENGTH_GRID if scale == "paper" else (0.5, 0.75)
+
+
+def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
+  return common.method_config(__file__, arg, kind="boomerang", display_name="Boomerang", family="unconditional DM",
+                               customize=_strength)

@@ -13,17 +13,11 @@ from pathlib import Path
 
 import ml_collections
 
-from jax_aug.study.config_files import base_config
+from jax_aug.study.config_files import load_module
+
+common = load_module(Path(__file__).resolve().parents[1] / "common.py")
 
 
 def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
-  configs_dir = Path(__file__).resolve().parents[1]
-  # The sampling block at the top (sample.py), the fine-tuning block under `finetune` (finetune_dm.py);
-  # both use the same `model` and `data`.
-  config = base_config(configs_dir, "diffusion", arg)
-  config.data = base_config(configs_dir, "data", arg)
-  config.method = "ft_conditioning"
-  config.finetune = base_config(configs_dir, "finetune", arg)
-  config.finetune.trainables = ml_collections.ConfigDict({
-      "conditioning": "tensor", "clusters_per_class": 1, "train_unet": False})
-  return config
+  return common.method_config(__file__, arg, kind="finetuned", display_name="FT conditioning", family="personalization",
+                               trainables={"conditioning": "tensor", "clusters_per_class": 1, "train_unet": False})

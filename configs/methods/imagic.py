@@ -19,21 +19,15 @@ from pathlib import Path
 
 import ml_collections
 
-from jax_aug.study.config_files import base_config
+from jax_aug.study.config_files import load_module
+
+common = load_module(Path(__file__).resolve().parents[1] / "common.py")
 
 IMAGIC_EPOCHS = 8
 
 
-def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
-  configs_dir = Path(__file__).resolve().parents[1]
-  # The sampling block at the top (sample.py), the fine-tuning block under `finetune` (finetune_dm.py);
-  # both use the same `model` and `data`.
-  config = base_config(configs_dir, "diffusion", arg)
-  config.data = base_config(configs_dir, "data", arg)
-  config.method = "imagic"
-  config.finetune = base_config(configs_dir, "finetune", arg)
-  config.finetune.trainables = ml_collections.ConfigDict({
-      "conditioning": "tensor", "clusters_per_class": 1, "train_unet": True})
+def _first_epochs(config: ml_collections.ConfigDict, scale: str) -> None:
+  del scale
   config.finetune.policy.keep_epochs = tuple(range(1, IMAGIC_EPOCHS + 1))
   config.finetune.policy.keep_best = False
   # tiny keeps its short runs (3 epochs); paper: exactly 8, never stopped earlier by the validation loss.
@@ -41,4 +35,9 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   config.finetune.policy.patience = config.finetune.policy.max_epochs
   # sample.py alone samples the last kept epoch (there is no best_val); the study chooses by validation.
   config.finetune.checkpoint = f"epoch_{config.finetune.policy.max_epochs}"
-  return config
+
+
+def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
+  return common.method_config(__file__, arg, kind="finetuned", display_name="Imagic (conditioning & DM)",
+                               family="personalization", customize=_first_epochs,
+                               trainables={"conditioning": "tensor", "clusters_per_class": 1, "train_unet": True})

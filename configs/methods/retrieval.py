@@ -11,10 +11,10 @@ from pathlib import Path
 
 import ml_collections
 
-from jax_aug.study.config_files import base_config
+from jax_aug.study.config_files import load_module
 
-CONFIGS = Path(__file__).resolve().parents[1]
+common = load_module(Path(__file__).resolve().parents[1] / "common.py")
 
 
 def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
-  return base_config(CONFIGS, "retrieval", arg)
+  return common.method_config(__file__, arg, kind="retrieval", display_name="Retrieval", family="retrieval")

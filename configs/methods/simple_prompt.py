@@ -10,12 +10,11 @@ from pathlib import Path
 
 import ml_collections
 
-from jax_aug.study.config_files import base_config
+from jax_aug.study.config_files import load_module
+
+common = load_module(Path(__file__).resolve().parents[1] / "common.py")
 
 
 def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
-  configs_dir = Path(__file__).resolve().parents[1]
-  config = base_config(configs_dir, "diffusion", arg)
-  config.data = base_config(configs_dir, "data", arg)
-  config.method = "simple_prompt"
-  return config
+  return common.method_config(__file__, arg, kind="prompt", display_name="Simple prompt", family="prompt",
+                               prompt_strategy="simple")

@@ -7,6 +7,9 @@ prompts. Templates are drawn with replacement, as the paper does.
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Callable
+
 import numpy as np
 
 from jax_aug.data.imagenet_classes import ClassInfo, places365_categories
@@ -65,7 +68,27 @@ SARIYILDIZ_TEMPLATES = (
     "{c}, {h} inside {b}",
 )
 
-STRATEGIES = ("simple", "simple_no_ws", "clip_templates", "sariyildiz", "textual_inversion")
+# Prompt strategies by name, each registered by `@strategy(name)` where it is defined (here, or in any module
+# imported before the strategy is used, e.g. a test's): a method config names one in `method.prompt_strategy`.
+PROMPT_STRATEGIES: dict[str, "Strategy"] = {}
+
+
+@dataclasses.dataclass(frozen=True)
+class Strategy:
+  """`fn(cls, image_index, seed, lemmas) -> prompt`, or with `placeholder` first when `takes_placeholder`."""
+  fn: Callable[..., str]
+  takes_placeholder: bool = False
+
+
+def strategy(name: str, *, takes_placeholder: bool = False) -> Callable[[Callable[..., str]], Callable[..., str]]:
+  """Registers a prompt strategy under `name` (a decorator); a name registered twice is refused."""
+  def register(fn: Callable[..., str]) -> Callable[..., str]:
+    if name in PROMPT_STRATEGIES:
+      raise ValueError(f"prompt strategy {name!r} is registered twice ({PROMPT_STRATEGIES[name].fn.__qualname__},"
+                       f" {fn.__qualname__})")
+    PROMPT_STRATEGIES[name] = Strategy(fn, takes_placeholder)
+    return fn
+  return register
 
 
 def _rng(seed: int, cls: ClassInfo, image_index: int) -> np.random.Generator:
@@ -91,16 +114,21 @@ def no_ws_name(cls: ClassInfo, lemmas: str = "all") -> str:
   return "".join(class_name(cls, lemmas).split())
 
 
-def simple(cls: ClassInfo, lemmas: str = "all") -> str:
+@strategy("simple")
+def simple(cls: ClassInfo, image_index: int = 0, seed: int = 0, lemmas: str = "all") -> str:
   """Method 1: 'A photo of n.' with n = all lemmas joined by ', ' ('A photo of tiger shark, ...')."""
+  del image_index, seed  # one prompt per class
   return f"A photo of {class_name(cls, lemmas)}."
 
 
-def simple_no_ws(cls: ClassInfo, lemmas: str = "all") -> str:
+@strategy("simple_no_ws")
+def simple_no_ws(cls: ClassInfo, image_index: int = 0, seed: int = 0, lemmas: str = "all") -> str:
   """Method 2 (also the retrieval query): 'A photo of w(n).' with w removing white space."""
+  del image_index, seed  # one prompt per class
   return f"A photo of {no_ws_name(cls, lemmas)}."
 
 
+@strategy("clip_templates")
 def clip_templates(cls: ClassInfo, image_index: int, seed: int, lemmas: str = "all") -> str:
   """Method 3: one of CLIP's 80 ImageNet templates filled with w(n), drawn with replacement (Sec. 3.1: "a
   photo of many w(n)", "a black and white photo of the w(n)"; the Figure 5 caption says the same)."""
@@ -114,16 +142,21 @@ def sariyildiz_category(image_index: int) -> int:
   return image_index % len(SARIYILDIZ_TEMPLATES)
 
 
-def sariyildiz(cls: ClassInfo, image_index: int, seed: int) -> str:
-  """Method 4: Sariyildiz et al.'s template categories with a random Places365 background."""
+@strategy("sariyildiz")
+def sariyildiz(cls: ClassInfo, image_index: int, seed: int, lemmas: str = "all") -> str:
+  """Method 4: Sariyildiz et al.'s template categories with a random Places365 background (c = all lemmas,
+  as Sariyildiz et al.'s class name; `lemmas` does not apply)."""
+  del lemmas
   scenes = places365_categories()
   background = scenes[_rng(seed, cls, image_index).integers(len(scenes))]
   return SARIYILDIZ_TEMPLATES[sariyildiz_category(image_index)].format(
       c=cls.name, h=cls.hypernyms[0], d=cls.definition, b=background)
 
 
-def textual_inversion(placeholder: str, cls: ClassInfo, image_index: int, seed: int) -> str:
-  """Methods 8-9: a textual-inversion template around the class's pseudo-word token."""
+@strategy("textual_inversion", takes_placeholder=True)
+def textual_inversion(placeholder: str, cls: ClassInfo, image_index: int, seed: int, lemmas: str = "all") -> str:
+  """Methods 8-9: a textual-inversion template around the class's pseudo-word token (`lemmas` does not apply)."""
+  del lemmas
   if not placeholder or not placeholder.strip():
     raise ValueError(f"textual_inversion needs a non-empty placeholder (pseudo-word) for {cls.wnid}")
   rng = _rng(seed, cls, image_index)
@@ -132,21 +165,15 @@ def textual_inversion(placeholder: str, cls: ClassInfo, image_index: int, seed: 
 
 def build_prompt(strategy: str, cls: ClassInfo, image_index: int, seed: int, *,
                  placeholder: str | None = None, lemmas: str = "all") -> str:
-  """The prompt of image `image_index` of class `cls` under `strategy` (one of STRATEGIES); `lemmas`
-  ("all" | "first") makes the class name n of the simple and CLIP prompts."""
+  """The prompt of image `image_index` of class `cls` under the registered `strategy` (PROMPT_STRATEGIES);
+  `lemmas` ("all" | "first") makes the class name n of the simple and CLIP prompts."""
   if image_index < 0:
     raise ValueError(f"image index must be >= 0, got {image_index} for {cls.wnid}")
-  if placeholder is not None and strategy != "textual_inversion":
-    raise ValueError(f"placeholder is only used by 'textual_inversion', not by {strategy!r}")
-  match strategy:
-    case "simple":
-      return simple(cls, lemmas)
-    case "simple_no_ws":
-      return simple_no_ws(cls, lemmas)
-    case "clip_templates":
-      return clip_templates(cls, image_index, seed, lemmas)
-    case "sariyildiz":
-      return sariyildiz(cls, image_index, seed)
-    case "textual_inversion":
-      return textual_inversion(placeholder or "", cls, image_index, seed)
-  raise ValueError(f"unknown prompt strategy {strategy!r}: expected one of {', '.join(STRATEGIES)}")
+  registered = PROMPT_STRATEGIES.get(strategy)
+  if registered is None:
+    raise ValueError(f"unknown prompt strategy {strategy!r}: expected one of {', '.join(PROMPT_STRATEGIES)}")
+  if registered.takes_placeholder:
+    return registered.fn(placeholder or "", cls, image_index, seed, lemmas)
+  if placeholder is not None:
+    raise ValueError(f"placeholder is only used by strategies that take one, not by {strategy!r}")
+  return registered.fn(cls, image_index, seed, lemmas)

@@ -13,10 +13,14 @@ A grep of diffusers' and transformers' Flax code on the paths we use (CLIP text/
 PNDM/DDIM/DDPM/Euler schedulers, safety checker, modeling utils) for the other removed names
 (`jax.tree_*` aliases, `tree_multimap`, `jax.random.KeyArray`, `jax.experimental.maps`, `clip`
 keywords) found nothing else. `apply()` runs on import of `jax_aug.diffusion` and is idempotent.
+
+It also silences the deprecation notices of those pinned Flax classes (`quiet_flax_deprecation_notices`), so a
+run's terminal output is its stage lines and progress bars.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import jax
@@ -81,11 +85,37 @@ def _cast_floating_to(self, params: Any, dtype: jnp.dtype, mask: Any = None) -> 
   return unflatten_dict(flat_params)
 
 
+# The deprecation notices of the Flax classes we pin on purpose (diffusers 0.39 is the last release with them,
+# transformers 4.57 the last before v5, see above): diffusers logs one per Flax layer or scheduler constructed
+# (about 190 lines per tiny sampling run), transformers one per process. We know, and chose the pin; every other
+# message of both libraries still shows.
+FLAX_DEPRECATION_NOTICES = ("Flax classes are deprecated and will be removed in Diffusers",
+                            "TensorFlow and JAX classes are deprecated and will be removed in Transformers")
+
+
+class _DropFlaxDeprecationNotices(logging.Filter):
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith(FLAX_DEPRECATION_NOTICES)
+
+
+def quiet_flax_deprecation_notices() -> None:
+  """Drops FLAX_DEPRECATION_NOTICES at the handlers of diffusers' and transformers' library loggers (their
+  child loggers log through them only: the libraries turn propagation off)."""
+  from diffusers.utils import logging as diffusers_logging
+  from transformers.utils import logging as transformers_logging
+  for library_logger in (diffusers_logging.get_logger(), transformers_logging.get_logger()):
+    for handler in library_logger.handlers:
+      if not any(isinstance(f, _DropFlaxDeprecationNotices) for f in handler.filters):
+        handler.addFilter(_DropFlaxDeprecationNotices())
+
+
 def apply() -> None:
-  """Installs the repairs into the diffusers modules (module attributes, so every caller sees them)."""
+  """Installs the repairs into the diffusers modules (module attributes, so every caller sees them) and
+  silences the pinned Flax classes' deprecation notices."""
   global _APPLIED
   if _APPLIED:
     return
+  quiet_flax_deprecation_notices()
   safety_checker_flax.jax_cosine_distance = jax_cosine_distance
   scheduling_ddpm_flax.FlaxDDPMScheduler._get_variance = _ddpm_get_variance
   modeling_flax_utils.FlaxModelMixin._cast_floating_to = _cast_floating_to

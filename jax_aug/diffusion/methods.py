@@ -1,31 +1,19 @@
-"""Request builders of the sampling methods (paper methods 1-4 and 10): which images, which conditioning."""
+"""Request builders of the sampling kinds (prompt methods 1-4, Boomerang): which images, which conditioning."""
 
 from __future__ import annotations
 
 from typing import Mapping, Sequence
 
+from jax_aug import method_kinds
 from jax_aug.data import prompts
 from jax_aug.data.imagenet_classes import class_by_wnid
 from jax_aug.diffusion.engine import Request
 
-# method -> prompt strategy of jax_aug.data.prompts (None: Boomerang, which conditions on no prompt).
-PROMPT_STRATEGIES: dict[str, str | None] = {
-    "simple_prompt": "simple",
-    "simple_prompt_no_ws": "simple_no_ws",
-    "clip_prompts": "clip_templates",
-    "sariyildiz_prompts": "sariyildiz",
-    "boomerang": None,
-}
 # Boomerang uses the model unconditionally ("guidance-free", paper Sec. 3.1): the empty prompt, whose
 # encoding is also the unconditional branch, so guidance has no effect.
 BOOMERANG_PROMPT = ""
-
-
-def check_method(method: str) -> str:
-  if method not in PROMPT_STRATEGIES:
-    raise ValueError(f"unknown sampling method {method!r}: expected one of {sorted(PROMPT_STRATEGIES)}"
-                     " (fine-tuned methods pass their own requests)")
-  return method
+# The kinds whose requests this module builds (fine-tuned methods pass their own requests).
+SAMPLING_KINDS = (method_kinds.PROMPT, method_kinds.BOOMERANG)
 
 
 def prompt_requests(strategy: str, wnids: Sequence[str], images_per_class: int, seed: int,
@@ -60,14 +48,20 @@ def boomerang_requests(subset_records: Sequence[Mapping], wnids: Sequence[str],
   return requests
 
 
-def build_requests(method: str, *, wnids: Sequence[str], images_per_class: int, seed: int,
+def build_requests(kind: str, *, wnids: Sequence[str], images_per_class: int, seed: int, prompt_strategy: str = "",
                    subset_records: Sequence[Mapping] = (), lemmas: str = "all") -> list[Request]:
-  strategy = PROMPT_STRATEGIES[check_method(method)]
+  """The requests of a method of `kind` (config.method.kind): a prompt method's from its `prompt_strategy`
+  (a name registered in jax_aug.data.prompts), Boomerang's from the subset images."""
+  if kind not in SAMPLING_KINDS:
+    raise ValueError(f"unknown sampling kind {kind!r}: expected one of {SAMPLING_KINDS}"
+                     " (fine-tuned methods pass their own requests)")
   if not wnids:
-    raise ValueError(f"{method}: zero images requested: no classes given")
-  if strategy is None:
+    raise ValueError(f"{kind}: zero images requested: no classes given")
+  if kind == method_kinds.BOOMERANG:
     return boomerang_requests(subset_records, wnids, images_per_class)
-  return prompt_requests(strategy, wnids, images_per_class, seed, lemmas)
+  if prompt_strategy not in prompts.PROMPT_STRATEGIES:
+    raise ValueError(f"unknown prompt strategy {prompt_strategy!r}: expected one of {sorted(prompts.PROMPT_STRATEGIES)}")
+  return prompt_requests(prompt_strategy, wnids, images_per_class, seed, lemmas)
 
 
 def _check_count(images_per_class: int) -> None:

@@ -8,6 +8,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from jax_aug import method_kinds
 from jax_aug.data import subsets
 from jax_aug.data.sources import ImageReader
 from jax_aug.diffusion import engine, methods
@@ -35,34 +36,38 @@ def sample_augmentation_set(
     requests: Sequence[engine.Request] | None = None,
     safety_fn: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> Path:
-  """Writes (or completes) the augmentation set of `config.method` into `workdir`; returns `workdir`.
+  """Writes (or completes) the augmentation set of the method `config.method` (its name, kind and prompt
+  strategy) into `workdir`; returns `workdir`.
 
   `model`: a loaded (e.g. fine-tuned, via `StableDiffusion.with_overrides`) model instead of
   `config.model`. `requests`: explicit requests (fine-tuned conditionings) instead of the method's
-  prompt/Boomerang builder; `config.method` then only names the set. `safety_fn` replaces SD's checker
+  prompt/Boomerang builder; `config.method.name` then only names the set. `safety_fn` replaces SD's checker
   (tests); `config.safety_checker=False` turns filtering off explicitly.
   """
   workdir = Path(workdir)
-  if requests is None:
-    methods.check_method(config.method)
+  method = config.method
+  if requests is None and method.kind not in methods.SAMPLING_KINDS:
+    raise ValueError(f"{method.name} is a {method.kind} method: sample_augmentation_set builds requests for"
+                     f" {methods.SAMPLING_KINDS} only (fine-tuned methods pass their own)")
   model = model if model is not None else load_configured(config.model, workdir)
   read_image = None
   if requests is None:
+    boomerang = method.kind == method_kinds.BOOMERANG
     wnids = list(config.wnids) if config.wnids else None
     subset_records = ()
-    if wnids is None or methods.PROMPT_STRATEGIES[config.method] is None:
+    if wnids is None or boomerang:
       split_dir = _splits_dir(config, workdir)
       wnids = wnids or list(read_json(split_dir / "info.json")["wnids"])
-      if methods.PROMPT_STRATEGIES[config.method] is None:
+      if boomerang:
         subset_records = subsets.read_manifest(split_dir / "subset.jsonl")
-    requests = methods.build_requests(config.method, wnids=wnids, images_per_class=config.images_per_class,
-                                      seed=config.seed, subset_records=subset_records,
-                                      lemmas=config.prompt_lemmas)
+    requests = methods.build_requests(method.kind, wnids=wnids, images_per_class=config.images_per_class,
+                                      seed=config.seed, prompt_strategy=method.prompt_strategy,
+                                      subset_records=subset_records, lemmas=config.prompt_lemmas)
   if config.boomerang_strength:
     read_image = ImageReader(subsets.dataset_dirs(config.data, workdir / "data")[1])
   if safety_fn is None and not config.safety_checker:
     safety_fn = lambda images: np.zeros(len(images), dtype=bool)
   return engine.sample_requests(
-      model, requests, workdir, method=config.method, settings=settings_from_config(config), seed=config.seed,
+      model, requests, workdir, method=method.name, settings=settings_from_config(config), seed=config.seed,
       batch_size=config.batch_size, safety_fn=safety_fn, max_attempts=config.max_safety_attempts,
       read_image=read_image, profile_first_batch=config.profile_first_step, profile_batches=config.profile_steps)

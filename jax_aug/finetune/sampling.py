@@ -1,10 +1,8 @@
 """A fine-tuned method's augmentation set: the sampling engine run with the fine-tuned model and one
 request per image whose conditioning the checkpoint decides (export.Personalized.conditioning).
 
-`sample_method(config, workdir)` is what sample.py runs: the five fine-tuned methods' configs (those with a
-`finetune` block) go to `sample_finetuned`, whose `config.finetune.workdir` is the fine-tuning run and
-`config.finetune.checkpoint` the kept checkpoint to sample from; every other method's config goes to
-`jax_aug.diffusion.run.sample_augmentation_set`.
+`sample_finetuned(config, workdir)` is what sample.py runs for the finetuned kind (jax_aug/method_kinds.py):
+`config.finetune.workdir` is the fine-tuning run and `config.finetune.checkpoint` the kept checkpoint.
 """
 
 from __future__ import annotations
@@ -40,7 +38,7 @@ def sample_finetuned(config, workdir: str | os.PathLike) -> Path:
   from jax_aug.diffusion.run import sample_augmentation_set
   finetune_dir = config.finetune.workdir
   if not finetune_dir:
-    raise ValueError(f"{config.method}: config.finetune.workdir is empty; expected the directory that "
+    raise ValueError(f"{config.method.name}: config.finetune.workdir is empty; expected the directory that "
                      "finetune_dm.py trained in")
   if not Path(finetune_dir, "finetune.json").is_file():
     raise FileNotFoundError(f"{finetune_dir} holds no fine-tuning run (no finetune.json)")
@@ -49,10 +47,3 @@ def sample_finetuned(config, workdir: str | os.PathLike) -> Path:
   requests = finetuned_requests(personalized, wnids, images_per_class=config.images_per_class, seed=config.seed)
   return sample_augmentation_set(config, workdir, model=personalized.sd, requests=requests)
 
-
-def sample_method(config, workdir: str | os.PathLike) -> Path:
-  """sample.py's one call: a method config's augmentation set, from its fine-tuned checkpoint if it has one."""
-  if "finetune" in config:
-    return sample_finetuned(config, workdir)
-  from jax_aug.diffusion.run import sample_augmentation_set
-  return sample_augmentation_set(config, workdir)

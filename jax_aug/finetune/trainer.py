@@ -258,7 +258,7 @@ def write_metrics(run: Run, rows: list[dict]) -> None:
 def setup(config: Any, workdir: Path) -> tuple[Run, TrainState]:
   """The run of method config `config` in `workdir` and its state at step 0 (on the default device)."""
   workdir.mkdir(parents=True, exist_ok=True)
-  method_name, data_config, splits_dir = config.method, config.data, config.splits_dir
+  method_name, data_config, splits_dir = config.method.name, config.data, config.splits_dir
   sd, model_source = load_model(config, workdir)
   config = config.finetune
   spec = Trainables.from_config(config.trainables)

@@ -6,7 +6,7 @@ Stage counts (per classifier run, upper bounds: every run trains to the config's
   baseline_10pct / baseline_20pct   1 run on the 10% / 20% subset
   every other method                n_resamples runs on the subset + an equally large augmentation set
   methods chosen on validation      + one selection run per candidate (fine-tuned: the kept checkpoints,
-  (runner.selects_on_validation)    keep_epochs up to max_epochs + best train + best val; Boomerang: its
+  (kinds.selects_on_validation)    keep_epochs up to max_epochs + best train + best val; Boomerang: its
                                     strength grid), - 1: the chosen candidate's run is reused as resample
                                     `selection.resample`
 Each epoch: ceil(train / batch) train steps and ceil(validation / eval batch) eval steps; the validation
@@ -23,13 +23,13 @@ from typing import Callable
 
 from ml_collections import ConfigDict
 
-from jax_aug import io
+from jax_aug import io, method_kinds
 from jax_aug.data import subsets
 from jax_aug.plan import hot_steps
 from jax_aug.plan.compile import StepCost, compile_step
 from jax_aug.plan.targets import GIB, Target, resolve
 from jax_aug.study import methods as methods_lib
-from jax_aug.study import runner
+from jax_aug.study import kinds
 
 PLAN_FILE = "plan.json"
 # Model FLOPs utilization assumed for time estimates (a well-tuned convnet / U-Net step reaches 0.3..0.5).
@@ -76,14 +76,14 @@ def classifier_runs(config: ConfigDict) -> list[dict]:
   """{"method", "runs", "train_images", "validation_images"} per method of config.methods (see above)."""
   subset = _split_images(config, config.data.subset_fraction)
   rows = []
-  for method in methods_lib.select(config.methods):
-    if method.kind == "baseline":
+  for method in methods_lib.select(config, config.methods):
+    if method.kind == method_kinds.BASELINE:
       fraction = config.data.upper_bound_fraction if method.subset == "subset_20" else config.data.subset_fraction
       runs, train = 1, _split_images(config, fraction)
     else:
       runs, train = config.n_resamples, 2 * subset
-      if runner.selects_on_validation(config, method):
-        runs += _selection_candidates(config.method[method.name]) - 1  # the chosen one is reused
+      if kinds.selects_on_validation(config, method):
+        runs += _selection_candidates(config.method_configs[method.name]) - 1  # the chosen one is reused
     rows.append({"method": method.name, "runs": runs, "train_images": train, "validation_images": subset})
   return rows
 
@@ -101,10 +101,10 @@ def study_hours(config: ConfigDict, costs: dict[str, StepCost], target: Target, 
   eval_s = costs["classifier/eval"].seconds(peak, utilization)
   chips = len(target.devices) / target.devices_per_chip
   finetune_rows, finetune_total = [], 0.0
-  for method in methods_lib.select(config.methods):
-    if method.kind != "finetune":
+  for method in methods_lib.select(config, config.methods):
+    if method.kind != method_kinds.FINETUNED:
       continue
-    ft = config.method[method.name].finetune
+    ft = config.method_configs[method.name].finetune
     train = _split_images(config, config.data.subset_fraction)  # fine-tuning trains on the 10% subset
     steps = math.ceil(train / ft.batch_size)
     grid = len(ft.lr_search.factors)
@@ -195,9 +195,9 @@ def plan_study(config: ConfigDict, target_name: str, out_dir: str | Path, *,
   start = time.time()
   target = resolve(target_name)
   steps = hot_steps.classifier_steps(config.classifier, _num_classes(config), target)
-  for method in methods_lib.select(config.methods):
-    if method.kind == "finetune":
-      steps.append(hot_steps.finetune_step(config.method[method.name], _num_classes(config), target,
+  for method in methods_lib.select(config, config.methods):
+    if method.kind == method_kinds.FINETUNED:
+      steps.append(hot_steps.finetune_step(config.method_configs[method.name], _num_classes(config), target,
                                            out_dir / "models", stage=f"finetune/{method.name}"))
   costs = {s.stage: compile_step(s, target, cache_dir=out_dir / "plan_cache", log=log) for s in steps}
   plan = {

@@ -8,6 +8,7 @@ tests, other configs) without putting the repository root on sys.path.
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import os
 from pathlib import Path
@@ -38,6 +39,65 @@ def _check_scale(scale: str) -> str:
   return scale
 
 
+def _split_top_level(text: str) -> list[str]:
+  """`text` split at the commas outside brackets ("paper,keep_epochs=(1, 2),seed=1" -> 3 parts)."""
+  parts, depth, start = [], 0, 0
+  for index, char in enumerate(text):
+    depth += {"(": 1, "[": 1, ")": -1, "]": -1}.get(char, 0)
+    if char == "," and depth == 0:
+      parts.append(text[start:index])
+      start = index + 1
+  return [p.strip() for p in parts + [text[start:]]]
+
+
+def parse_arg(arg: str) -> tuple[str, dict[str, str]]:
+  """big_vision-style config argument: "paper,images_per_class=50,finetune.policy.max_epochs=8" ->
+  ("paper", {"images_per_class": "50", "finetune.policy.max_epochs": "8"}); the values are typed later,
+  by the field they replace (`apply_overrides`)."""
+  scale, *pairs = _split_top_level(arg or "tiny")
+  overrides = {}
+  for pair in pairs:
+    key, sep, value = pair.partition("=")
+    if not sep or not key.strip():
+      raise ValueError(f"config argument {arg!r}: {pair!r} is not key=value")
+    overrides[key.strip()] = value.strip()
+  return _check_scale(scale), overrides
+
+
+def _typed(path: str, text: str, current):
+  """`text` as the type of the field it replaces (bool, int, float, str, tuple; None: a Python literal)."""
+  try:
+    if isinstance(current, bool):
+      if text.lower() not in ("true", "false"):
+        raise ValueError("expected true or false")
+      return text.lower() == "true"
+    if isinstance(current, (int, float)):
+      return type(current)(text)
+    if isinstance(current, str):
+      return text
+    value = ast.literal_eval(text)
+    return tuple(value) if isinstance(current, (tuple, list)) else value
+  except (ValueError, SyntaxError) as error:
+    raise ValueError(f"config override {path}={text!r}: not a {type(current).__name__} ({error})") from None
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: dict[str, str]) -> ml_collections.ConfigDict:
+  """Sets each dotted `path` of `overrides` (from `parse_arg`) in `config`, typed by the field it replaces; a
+  path that is not a field of `config` is refused, naming the valid keys where it went wrong."""
+  for path, text in overrides.items():
+    *parents, leaf = path.split(".")
+    block = config
+    for depth, part in enumerate(parents + [leaf]):
+      if not isinstance(block, ml_collections.ConfigDict) or part not in block:
+        where = ".".join(parents[:depth]) or "the config"
+        valid = sorted(block.keys()) if isinstance(block, ml_collections.ConfigDict) else []
+        raise ValueError(f"config override {path!r}: {part!r} is not a field of {where}; valid keys: {valid}")
+      if depth < len(parents):
+        block = block[part]
+    block[leaf] = _typed(path, text, block[leaf])
+  return config
+
+
 def base_config(configs_dir: str | os.PathLike, area: str, scale: str) -> ml_collections.ConfigDict:
   """`configs/base/<area>.py`'s get(scale)."""
   module = load_module(Path(configs_dir) / "base" / f"{area}.py")
@@ -46,24 +106,24 @@ def base_config(configs_dir: str | os.PathLike, area: str, scale: str) -> ml_col
   return module.get(_check_scale(scale))
 
 
-def method_config(configs_dir: str | os.PathLike, method: str, scale: str) -> ml_collections.ConfigDict:
-  """`configs/methods/<method>.py`'s get_config(scale)."""
+def method_config(configs_dir: str | os.PathLike, method: str, arg: str) -> ml_collections.ConfigDict:
+  """`configs/methods/<method>.py`'s get_config(arg); `arg` = "<scale>[,key=value,...]"."""
   module = load_module(Path(configs_dir) / "methods" / f"{method}.py")
   if not hasattr(module, "get_config"):
     raise AttributeError(f"{module.__file__} has no get_config(arg) function")
-  return module.get_config(_check_scale(scale))
+  return module.get_config(arg)
 
 
 def study_config(configs_dir: str | os.PathLike, scale: str) -> ml_collections.ConfigDict:
   """The whole study at one scale: study-level settings, the shared data and classifier blocks, and one
-  block per method (`config.method.<name>`, each the method's own config file)."""
+  block per method config file `configs/methods/<name>.py` (`config.method_configs.<name>`), no list of
+  them kept anywhere else; plus the paper's ablations, each its varied method's block with its overrides."""
   config = base_config(configs_dir, "study", scale)
   config.data = base_config(configs_dir, "data", scale)
   config.classifier = base_config(configs_dir, "classifier", scale)
-  config.method = ml_collections.ConfigDict()
-  for method in methods_lib.METHODS:
-    if method.kind != "baseline":
-      config.method[method.name] = method_config(configs_dir, method.name, scale)
+  config.method_configs = ml_collections.ConfigDict()
+  for path in sorted((Path(configs_dir) / "methods").glob("*.py")):
+    config.method_configs[path.stem] = method_config(configs_dir, path.stem, _check_scale(scale))
   # The paper's ablations: their base method's config with the settings they vary (run when named in
   # config.ablations).
   for ablation in methods_lib.ABLATIONS:
@@ -76,5 +136,5 @@ def study_config(configs_dir: str | os.PathLike, scale: str) -> ml_collections.C
       if leaf not in target:
         raise KeyError(f"ablation {ablation.name}: {path} is not a field of {ablation.ablation_of}'s config")
       target[leaf] = value
-    config.method[ablation.name] = block
+    config.method_configs[ablation.name] = block
   return config

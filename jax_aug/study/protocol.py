@@ -12,7 +12,7 @@ NOT_GIVEN = "not given in the paper, our choice"
 def _first(config, kind_names: tuple[str, ...], field: str):
   """A field of the first selected method config that has it (the methods share their area blocks)."""
   for name in kind_names:
-    block = config.method.get(name)
+    block = config.method_configs.get(name)
     if block is not None:
       value = block
       for part in field.split("."):

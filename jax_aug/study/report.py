@@ -1,7 +1,8 @@
 """The study's report: Table 1 (Markdown + CSV), every run's numbers (JSON), Figure 5 grids, Figure 6
 histogram and the excluded classes, all written atomically into `<workdir>/report/`.
 
-Inputs are plain run records, one per trained classifier:
+Inputs are the Table 1 rows of the run (`jax_aug.study.methods.Method`: name, display, family, the paper's
+numbers) and plain run records, one per trained classifier:
 
   {"method": str, "resample": int, "top1": float, "per_class_top1": {wnid: float}, ...}
 
@@ -39,17 +40,18 @@ TINY_NOTICE = (
     " diffusion models vs. retrieval.")
 
 
-def table1_rows(runs: Sequence[Mapping]) -> list[dict]:
-  """One row per method present in `runs`, in Table 1 order (ablations after the method they vary):
-  method, display, family, mean, SE, n, the paper's mean and SE (None where it gives none), ours - paper,
-  and whether the row is an ablation."""
+def table1_rows(runs: Sequence[Mapping], methods: Sequence[methods_lib.Method]) -> list[dict]:
+  """One row per method present in `runs`, in the order of `methods` (Table 1's: ablations after the method
+  they vary): method, display, family, mean, SE, n, the paper's mean and SE (None where it gives none),
+  ours - paper, and whether the row is an ablation."""
   by_method: dict[str, list[Mapping]] = {}
+  known = {m.name for m in methods}
   for run in runs:
-    if run["method"] not in methods_lib.ALL_BY_NAME:
-      raise ValueError(f"run record names unknown method {run['method']!r}")
+    if run["method"] not in known:
+      raise ValueError(f"run record names unknown method {run['method']!r}: expected one of {sorted(known)}")
     by_method.setdefault(run["method"], []).append(run)
   rows = []
-  for method in methods_lib.TABLE_ORDER:
+  for method in methods:
     if method.name not in by_method:
       continue
     method_runs = sorted(by_method[method.name], key=lambda r: r["resample"])
@@ -193,8 +195,9 @@ def clip_template_examples(records: Sequence[Mapping], wnid: str, lemmas: str = 
 
 
 def figure5_paper_rows(augmentation: Mapping[str, Sequence[Mapping]], wnids: Sequence[str], per_class: int,
-                       method_configs) -> list[tuple[str, list[tuple[str, list[str | None]]]]]:
-  """The rows A-I of the paper's Figure 5 the run has: (row label, [(wnid, image paths or None)])."""
+                       method_configs, display: Mapping[str, str]) -> list[tuple[str, list[tuple[str, list[str | None]]]]]:
+  """The rows A-I of the paper's Figure 5 the run has: (row label, [(wnid, image paths or None)]);
+  `display`: each method's Table 1 label."""
   rows = []
   for letter, name in FIGURE5_ROWS:
     if name not in augmentation:
@@ -205,8 +208,8 @@ def figure5_paper_rows(augmentation: Mapping[str, Sequence[Mapping]], wnids: Seq
       cells = [(w, clip_template_examples(records, w, lemmas)) for w in wnids]
     else:
       cells = [(w, _first_paths(records, w, per_class)) for w in wnids]
-    display = "10% ImageNet" if name == "subset" else methods_lib.BY_NAME[name].display
-    rows.append((f"{letter}. {display}", cells))
+    label = "10% ImageNet" if name == "subset" else display[name]
+    rows.append((f"{letter}. {label}", cells))
   return rows
 
 
@@ -285,7 +288,7 @@ def figure6_examples(changes: Mapping[str, Mapping[str, float]], class_images: M
   return _png(figure)
 
 
-def lr_search_chart(lr_searches: Mapping[str, Mapping]) -> bytes:
+def lr_search_chart(lr_searches: Mapping[str, Mapping], display: Mapping[str, str]) -> bytes:
   """Every grid run's validation loss per epoch, one panel per method; the chosen run drawn bold."""
   figure, axes = plt.subplots(1, len(lr_searches), figsize=(3.2 * len(lr_searches) + 0.5, 3), squeeze=False)
   for ax, (method, search) in zip(axes[0], lr_searches.items()):
@@ -293,7 +296,7 @@ def lr_search_chart(lr_searches: Mapping[str, Mapping]) -> bytes:
       epochs = [h["epoch"] for h in run["history"]]
       ax.plot(epochs, [h["val_loss"] for h in run["history"]], marker="o", linewidth=2.5 if name == search["chosen"] else 1,
               label=f"x{run['factor']:g}" + (" (chosen)" if name == search["chosen"] else ""))
-    ax.set_title(methods_lib.ALL_BY_NAME[method].display, fontsize=8)
+    ax.set_title(display[method], fontsize=8)
     ax.set_xlabel("epoch", fontsize=7)
     ax.set_ylabel("validation loss", fontsize=7)
     ax.legend(fontsize=6)
@@ -301,32 +304,32 @@ def lr_search_chart(lr_searches: Mapping[str, Mapping]) -> bytes:
   return _png(figure)
 
 
-def _lr_search_markdown(lr_searches: Mapping[str, Mapping]) -> list[str]:
+def _lr_search_markdown(lr_searches: Mapping[str, Mapping], display: Mapping[str, str]) -> list[str]:
   md = ["| Method | grid point (factor) | learning rates (batch-scaled) | best validation loss | chosen |",
         "|---|---|---|---|---|"]
   for method, search in lr_searches.items():
     for name, run in search["runs"].items():
       rates = ", ".join(f"{g} {v:.3g}" for g, v in sorted(run["learning_rate"].items()))
-      md.append(f"| {methods_lib.ALL_BY_NAME[method].display} | x{run['factor']:g} | {rates} |"
+      md.append(f"| {display[method]} | x{run['factor']:g} | {rates} |"
                 f" {run['best_validation_loss']:.5f} | {'yes' if name == search['chosen'] else ''} |")
   return md
 
 
-def _selection_markdown(selections: Mapping[str, Mapping]) -> list[str]:
+def _selection_markdown(selections: Mapping[str, Mapping], display: Mapping[str, str]) -> list[str]:
   md = []
   for method, selection in selections.items():
-    display = methods_lib.ALL_BY_NAME[method].display
     chosen = selection["chosen"]
     scores = ", ".join(f"{name} {top1:.2f}" for name, top1 in sorted(selection["validation_top1"].items()))
     what = (f"checkpoint {chosen} ({', '.join(selection['roles'][chosen])}) of run {selection['finetune_run']}"
             if "roles" in selection else f"{chosen}")
-    md.append(f"- {display}: {what} chosen by the validation top-1 (%) of a classifier on subset + its samples"
+    md.append(f"- {display[method]}: {what} chosen by the validation top-1 (%) of a classifier on subset + its samples"
               f" (resampled set {selection['resample']}): {scores}. That classifier is the method's run"
               f" r{selection['resample']} (reused, not retrained).")
   return md
 
 
-def write_report(report_dir: str | os.PathLike, *, runs: Sequence[Mapping], eval_split: str, tiny: bool,
+def write_report(report_dir: str | os.PathLike, *, runs: Sequence[Mapping], methods: Sequence[methods_lib.Method],
+                 eval_split: str, tiny: bool,
                  excluded: Sequence[Mapping] = (), class_names: Mapping[str, str] | None = None,
                  figure5: Mapping[str, Sequence[tuple[str, Sequence[str]]]] | None = None,
                  notes: Sequence[str] = (), figure5_rows: Sequence | None = None,
@@ -335,6 +338,7 @@ def write_report(report_dir: str | os.PathLike, *, runs: Sequence[Mapping], eval
                  protocol: Sequence[Mapping] = ()) -> dict[str, Path]:
   """Writes the whole report; returns {artifact name: path}.
 
+  `methods`: the run's Table 1 rows in their order (`jax_aug.study.methods.study_methods`);
   `excluded`: [{"wnid", "reason"}]; `figure5`: {method or 'subset': [(wnid, [image paths])]} for the
   classes to show (one grid per method); `figure5_rows`: the paper's rows A-I (`figure5_paper_rows`);
   `class_images`: {wnid: a real image} for Figure 6's examples; `selections` / `lr_searches`: the select
@@ -343,7 +347,8 @@ def write_report(report_dir: str | os.PathLike, *, runs: Sequence[Mapping], eval
   """
   report_dir = Path(report_dir)
   class_names = dict(class_names or {})
-  rows = table1_rows(runs)
+  rows = table1_rows(runs, methods)
+  display = {m.name: m.display for m in methods}
   paths: dict[str, Path] = {}
 
   def put(name: str, data: bytes | str) -> Path:
@@ -354,7 +359,7 @@ def write_report(report_dir: str | os.PathLike, *, runs: Sequence[Mapping], eval
 
   put("table1.csv", table1_csv(rows))
   put("table1.md", (TINY_NOTICE + "\n\n" if tiny else "") + table1_markdown(rows, eval_split))
-  order = [m.name for m in methods_lib.TABLE_ORDER]
+  order = [m.name for m in methods]
   runs_sorted = sorted(runs, key=lambda r: (order.index(r["method"]), r["resample"]))
   atomic_write_json(report_dir / "runs.json", {"table1": rows, "runs": runs_sorted, "excluded_classes": list(excluded),
                                                "eval_split": eval_split, "tiny_random_init_models": tiny,
@@ -382,7 +387,7 @@ def write_report(report_dir: str | os.PathLike, *, runs: Sequence[Mapping], eval
     improvements = {}
     for name in (best_dm, "retrieval"):
       mean = statistics.mean_per_class([r["per_class_top1"] for r in per_method[name]])
-      improvements[methods_lib.ALL_BY_NAME[name].display] = statistics.per_class_improvement(mean, baseline)
+      improvements[display[name]] = statistics.per_class_improvement(mean, baseline)
     put("figure6.png", figure6_histogram(improvements))
     atomic_write_json(report_dir / "figure6.json", improvements)
     paths["figure6.json"] = report_dir / "figure6.json"
@@ -393,7 +398,7 @@ def write_report(report_dir: str | os.PathLike, *, runs: Sequence[Mapping], eval
              "A real 10% ImageNet image of each class that loses most (left) and gains most (right).", ""]
     md += [
            f"Per-class top-1 of each method (mean over its resamples) minus that of the 10% baseline (mean over"
-           f" its runs), for Retrieval and the best DM method by Table 1 ({methods_lib.BY_NAME[best_dm].display})."
+           f" its runs), for Retrieval and the best DM method by Table 1 ({display[best_dm]})."
            f" Numbers: figure6.json.", ""]
     for label, series in improvements.items():
       ranked = sorted(series, key=lambda w: (series[w], w))
@@ -414,11 +419,11 @@ def write_report(report_dir: str | os.PathLike, *, runs: Sequence[Mapping], eval
            " set had that template), E FT conditioning, F textual inversion, G Imagic, H pseudoword + DM,"
            " I retrieval. Per-method grids follow.", ""]
   for method, grid_rows in (figure5 or {}).items():
-    display = "10% ImageNet (subset images)" if method == "subset" else methods_lib.ALL_BY_NAME[method].display
+    title = "10% ImageNet (subset images)" if method == "subset" else display[method]
     labelled = [(f"{class_names.get(w, w)}", p) for w, p in grid_rows]
     name = f"figure5_{method}.png"
-    put(name, figure5_grid(display, labelled))
-    md += [f"### {display}", "", f"![{display}]({name})", ""]
+    put(name, figure5_grid(title, labelled))
+    md += [f"### {title}", "", f"![{title}]({name})", ""]
 
   md += ["## Excluded classes", ""]
   if excluded:
@@ -429,14 +434,14 @@ def write_report(report_dir: str | os.PathLike, *, runs: Sequence[Mapping], eval
     md += ["None."]
   md += [""]
   if lr_searches:
-    put("lr_search.png", lr_search_chart(lr_searches))
+    put("lr_search.png", lr_search_chart(lr_searches, display))
     md += ["## Learning-rate grid search (fine-tuned methods)", "",
            "One fine-tuning run per grid point (every group's base learning rate times the factor); the run"
            " with the lowest validation loss wins (the paper trains by the validation loss), then its"
            " checkpoints are selected below. Every run's curve: lr_search.png.", "",
-           *_lr_search_markdown(lr_searches), "", "![learning-rate search](lr_search.png)", ""]
+           *_lr_search_markdown(lr_searches, display), "", "![learning-rate search](lr_search.png)", ""]
   if selections:
-    md += ["## Choices by downstream validation accuracy", "", *_selection_markdown(selections), ""]
+    md += ["## Choices by downstream validation accuracy", "", *_selection_markdown(selections, display), ""]
   if protocol:
     md += ["## Protocol", "", "Every setting this run used; 'not given in the paper' marks our choices.", "",
            "| setting | this run | paper |", "|---|---|---|"]

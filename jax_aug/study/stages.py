@@ -36,6 +36,20 @@ RECORDS_DIR = "stages"
 SUPERSEDED_DIR = "_superseded"
 
 
+def comma_separated(value) -> list[str]:
+  """The non-empty, stripped items of a comma-separated config string (stage patterns, method names)."""
+  return [item.strip() for item in str(value).split(",") if item.strip()]
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+  """A stage of the study's plan: its name (= its directory), what it depends on, and the job."""
+  name: str
+  config: Any  # what the stage's fingerprint covers: exactly the settings its output depends on
+  fn: Callable[[Path], None]
+  upstream: tuple[str, ...] = ()
+
+
 class StageConfigChanged(RuntimeError):
   """A finished or started stage is asked to run under a different config."""
 

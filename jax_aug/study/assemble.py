@@ -1,0 +1,62 @@
+"""The report stage: gathers the finished stages' outputs (every classifier's results, the augmentation sets,
+the selections and grid searches, the protocol) and hands them to the report writer (report.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from jax_aug import method_kinds
+from jax_aug.io import read_json
+from jax_aug.study import kinds, protocol, selection, wiring
+from jax_aug.study import methods as methods_lib
+from jax_aug.study import report as report_lib
+from jax_aug.study.stages import comma_separated
+
+
+def examples(records: list[dict], wnids: list[str], per_class: int) -> list[tuple[str, list[str]]]:
+  """Figure 5 rows: for each class the first `per_class` images by path (stable across reruns)."""
+  rows = []
+  for wnid in wnids:
+    paths = sorted(r["path"] for r in records if r["wnid"] == wnid)
+    rows.append((wnid, paths[:per_class]))
+  return rows
+
+
+def write_study_report(config, workdir: Path, out: Path, *, exclusion: Path | None) -> None:
+  """The study's report in `out` from the finished stages under `workdir`."""
+  selected = methods_lib.study_methods(config)
+  runs = []
+  for method in selected:
+    for r in range(config.n_resamples):
+      path = wiring.classifier_results_path(workdir / "train" / method.name / f"r{r}")
+      result = read_json(path)
+      runs.append({"method": method.name, "resample": r, "top1": result["top1"],
+                   "per_class_top1": result["per_class_top1"], "best_epoch": result["best_epoch"],
+                   "results": str(path.relative_to(workdir)), "reused_from": result.get("reused_from")})
+  data = wiring.study_data(workdir / "data", exclusion)
+  wanted = comma_separated(config.report.figure5_classes) or data.wnids
+  shown = [w for w in wanted if w in set(data.wnids)][:config.report.figure5_max_classes]
+  k = config.report.figure5_images_per_class
+  augmentation = {"subset": data.split("subset")}
+  selections, lr_searches = {}, {}
+  for method in selected:
+    if method.kind != method_kinds.BASELINE:
+      augmentation[method.name] = wiring.load_augmentation(kinds.augmentation_dir(config, workdir, method))
+    if kinds.selects_on_validation(config, method):
+      selections[method.name] = read_json(workdir / "select" / method.name / selection.SELECTION_FILE)
+    if method.kind == method_kinds.FINETUNED:
+      lr_searches[method.name] = read_json(workdir / "lr_search" / method.name / selection.LR_SEARCH_FILE)
+  figure5 = {name: examples(records, shown, k) for name, records in augmentation.items()}
+  notes = []
+  if exclusion is None:
+    notes.append("Retrieval was not selected, so no class was excluded (the exclusion list comes from retrieval).")
+  display = {m.name: m.display for m in selected}
+  report_lib.write_report(out, runs=runs, methods=selected, eval_split=wiring.EVAL_SPLIT_DESCRIPTION,
+                          tiny=config.report.tiny_random_init_models,
+                          excluded=wiring.read_exclusions(exclusion) if exclusion else [],
+                          class_names=data.class_names, figure5=figure5, notes=notes,
+                          figure5_rows=report_lib.figure5_paper_rows(augmentation, shown, k, config.method_configs,
+                                                                     display),
+                          class_images={w: paths[0] for w, paths in examples(augmentation["subset"], data.wnids, 1)},
+                          selections=selections, lr_searches=lr_searches,
+                          protocol=protocol.protocol_rows(config))
