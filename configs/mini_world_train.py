@@ -23,7 +23,8 @@ def get_config(arg: str | None = None):
                     checkpoint_every=100)
   # U-Net: SD's epsilon objective on VAE latents of corpus images, captions through the frozen tiny CLIP
   # text encoder, `uncond_p` of captions dropped to "" (classifier-free guidance).
-  config.unet = dict(steps=20000, batch_size=64, lr=5e-4, warmup=500, uncond_p=0.1, eval_every=2000)
+  config.unet = dict(steps=20000, batch_size=64, lr=5e-4, warmup=500, uncond_p=0.1, eval_every=1000, log_every=25,
+                     checkpoint_every=100)
   # Aesthetic head: ridge regression of the corpus's aesthetic score on tiny-CLIP image embeddings.
   config.aesthetic = dict(ridge=1e-3, holdout=5000)
   # Safety checker: threshold on cosine to the NSFW concept's mean embedding, chosen on the training part

@@ -35,6 +35,13 @@ def _cached(cache: Path, name: str, key: str, make) -> np.ndarray:
   return array
 
 
+def cached_embeddings(cache: str | os.PathLike, name: str, model_folder: Path, make) -> np.ndarray:
+  """Embeddings made by `make` and cached under a key of the model folder's file hashes."""
+  key = json.dumps(sorted((p.name, hashlib.sha256(p.read_bytes()).hexdigest())
+                          for p in Path(model_folder).iterdir() if p.is_file()))
+  return _cached(Path(cache), name, key, make)
+
+
 def load_images(paths: list[str], desc: str) -> np.ndarray:
   out = np.empty((len(paths), concepts.IMAGE_SIZE, concepts.IMAGE_SIZE, 3), np.uint8)
   for i, path in enumerate(tqdm(paths, desc=desc, unit="img", mininterval=5)):

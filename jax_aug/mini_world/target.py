@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -33,15 +34,20 @@ def target_item(wnid: str, split: str, index: int, seed: int = concepts.WORLD_SE
   return jpeg_bytes(image, quality)
 
 
-def split_counts(seed: int = concepts.WORLD_SEED) -> dict[str, dict[str, int]]:
-  return {"train": concepts.target_train_counts(seed),
-          "val": {w: concepts.TARGET_TEST_PER_CLASS for w in concepts.WNIDS}}
+def split_counts(seed: int = concepts.WORLD_SEED, wnids: Sequence[str] = concepts.WNIDS) -> dict[str, dict[str, int]]:
+  train = concepts.target_train_counts(seed)
+  return {"train": {w: train[w] for w in wnids}, "val": {w: concepts.TARGET_TEST_PER_CLASS for w in wnids}}
 
 
-def write_target(root: str | os.PathLike, *, seed: int = concepts.WORLD_SEED) -> Path:
-  """Writes (or completes) the target dataset under `root` and returns `root`."""
+def write_target(root: str | os.PathLike, *, seed: int = concepts.WORLD_SEED,
+                 wnids: Sequence[str] = concepts.WNIDS) -> Path:
+  """Writes (or completes) the target dataset of `wnids` (default: all the world's classes) under `root`
+  and returns `root`."""
   root = Path(root)
-  counts = split_counts(seed)
+  unknown = [w for w in wnids if w not in concepts.CONCEPT_BY_WNID]
+  if unknown:
+    raise ValueError(f"{unknown} are not classes of the mini world; expected some of {list(concepts.WNIDS)}")
+  counts = split_counts(seed, wnids)
   info = {"design_version": concepts.DESIGN_VERSION, "seed": seed, "counts": counts}
   if (root / COMPLETE_FILE).exists():
     found = read_json(root / COMPLETE_FILE)
@@ -49,7 +55,7 @@ def write_target(root: str | os.PathLike, *, seed: int = concepts.WORLD_SEED) ->
       raise ValueError(f"{root} holds a mini-world target dataset of {found}, not the requested {info}")
     return root
   for split in SPLITS:
-    for wnid in tqdm(concepts.WNIDS, desc=f"mini-world target {split}", unit="class"):
+    for wnid in tqdm(wnids, desc=f"mini-world target {split}", unit="class"):
       final = root / split / wnid
       if final.exists():
         continue
