@@ -9,7 +9,7 @@ import optax
 import pytest
 from flax import serialization
 
-from jax_aug.mini_world import heads
+from jax_aug.mini_world import heads, models
 from jax_aug.mini_world.stage_loop import CHECKPOINT, Stage, run_stage
 from jax_aug.mini_world.weights import load_params, save_params
 
@@ -92,6 +92,7 @@ def _random_clip(seed):
   return clip, dict(params, logit_scale=clip.params["logit_scale"])
 
 
+@pytest.mark.slow
 def test_safety_checker_params_flag_what_the_cosine_rule_flags(tmp_path):
   from jax_aug.mini_world.train_clip import pixel_values
   clip, params = _random_clip(0)
@@ -105,9 +106,58 @@ def test_safety_checker_params_flag_what_the_cosine_rule_flags(tmp_path):
   path = tmp_path / "safety.safetensors"
   save_params(path, heads.safety_checker_params(params, direction, threshold))
   checker = heads.build_safety_checker()
-  # the checker takes CLIP's channels-first pixel values, as the engine's feature extractor makes them
-  flags = np.asarray(checker(pixels, params=load_params(path)))
+  # as the engine runs it: the pipeline's feature extractor (x7 nearest upscaling to 224 px) then the checker
+  clip_input = models.safety_feature_extractor()(list(images), return_tensors="np").pixel_values
+  assert clip_input.shape == (6, 3, 224, 224)
+  safety_params = load_params(path)
+  flags = np.asarray(checker(clip_input, params=safety_params))
+
+  def checker_embeddings(p):
+    # the module takes channels-last pixels (the checker's __call__ transposes before applying it)
+    return np.asarray(checker.module.apply({"params": p}, jnp.transpose(jnp.asarray(clip_input), (0, 2, 3, 1)),
+                                           method=lambda m, x: m.visual_projection(m.vision_model(x)[1])))
+
+  # the 224 px tower computes the 32 px CLIP's image features (float32 summation order aside)
+  np.testing.assert_allclose(checker_embeddings(safety_params), features, rtol=1e-4, atol=1e-4)
+  # negative control: the patch kernel repeated without the 1/49 is far outside that tolerance
+  kernel = safety_params["vision_model"]["vision_model"]["embeddings"]["patch_embedding"]["kernel"]
+  wrong = jax.tree.map(lambda x: x, safety_params)
+  wrong["vision_model"]["vision_model"]["embeddings"]["patch_embedding"]["kernel"] = kernel * 49
+  assert np.max(np.abs(checker_embeddings(wrong) - features)) > 1e-2
   # independent: numpy cosine to the direction, diffusers' rounding of the score to 3 decimals
   expected = np.round(unit @ direction - threshold, 3) > 0
   np.testing.assert_array_equal(flags, expected)
   assert flags[0] and not flags.all()
+
+
+@pytest.mark.slow
+def test_assembled_sd_loads_through_load_sd_with_the_exported_weights(tmp_path):
+  """Exported weights (random here) -> assemble_sd -> load_sd gives back exactly those parameters."""
+  from flax.traverse_util import flatten_dict
+  from jax_aug.diffusion.loading import load_sd
+  from jax_aug.diffusion.tiny import random_params
+  from jax_aug.io import atomic_write_json
+  from jax_aug.mini_world.assemble import WEIGHTS, assemble_sd
+  from jax_aug.mini_world.train_clip import export_clip
+  from jax_aug.mini_world.train_unet import build_unet
+  from jax_aug.mini_world.train_vae import build_vae
+  from jax_aug.diffusion.loading import load_clip_tokenizer
+  export = tmp_path / "export"
+  clip, clip_params = _random_clip(3)
+  export_clip(clip, clip_params, load_clip_tokenizer(), export / "clip")
+  rng = np.random.default_rng(0)
+  vae, unet = build_vae(), build_unet()
+  vae_params = random_params(jax.eval_shape(vae.init_weights, jax.random.key(0)), rng)
+  unet_params = random_params(jax.eval_shape(unet.init_weights, jax.random.key(0)), rng)
+  save_params(export / "vae" / WEIGHTS, vae_params)
+  atomic_write_json(export / "vae" / "config.json", {k: v for k, v in dict(vae.config, scaling_factor=0.5).items()
+                                                      if not k.startswith("_")})
+  save_params(export / "unet" / WEIGHTS, unet_params)
+  save_params(export / "safety_checker" / WEIGHTS, heads.safety_checker_params(clip_params, np.ones(64, np.float32) / 8, 0.9))
+  sd = load_sd(assemble_sd(export, tmp_path / "sd"))
+  assert sd.resolution == 32 and sd.vae.config.scaling_factor == 0.5
+  for name, expected in (("unet", unet_params), ("vae", vae_params), ("text_encoder", {"text_model": clip_params["text_model"]})):
+    got = flatten_dict(sd.params[name])
+    for path, value in flatten_dict(expected).items():
+      np.testing.assert_array_equal(np.asarray(got[path]), np.asarray(value), err_msg=f"{name} {path}")
+  assert float(sd.params["safety_checker"]["concept_embeds_weights"][0]) == pytest.approx(0.9)

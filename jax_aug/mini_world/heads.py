@@ -12,9 +12,10 @@ The last `holdout` corpus items are never fitted on; the reported figures are on
 
 from __future__ import annotations
 
+import jax
 import numpy as np
 
-from jax_aug.mini_world import concepts, models
+from jax_aug.mini_world import models
 
 
 def fit_aesthetic(embeddings: np.ndarray, scores: np.ndarray, *, ridge: float, holdout: int) -> tuple[dict, dict]:
@@ -53,10 +54,15 @@ def checker_flags(cosine: np.ndarray, threshold: float) -> np.ndarray:
 
 
 def safety_checker_params(clip_params: dict, direction: np.ndarray, threshold: float) -> dict:
-  """The FlaxStableDiffusionSafetyChecker parameter tree: the tiny CLIP's vision tower and projection plus
-  the fitted concept."""
+  """The FlaxStableDiffusionSafetyChecker parameter tree: the tiny CLIP's vision tower (its patch kernel
+  spread over the checker's 28 px patches, models.SAFETY_VISION) and projection plus the fitted concept."""
+  vision = jax.tree.map(np.asarray, clip_params["vision_model"])
+  kernel = vision["embeddings"]["patch_embedding"]["kernel"]  # [4, 4, 3, width]
+  up = models.SAFETY_UPSCALE
+  vision["embeddings"] = dict(vision["embeddings"], patch_embedding={
+      "kernel": np.repeat(np.repeat(kernel, up, axis=0), up, axis=1) / up ** 2})
   return {
-      "vision_model": {"vision_model": clip_params["vision_model"]},
+      "vision_model": {"vision_model": vision},
       "visual_projection": clip_params["visual_projection"],
       "concept_embeds": np.tile(direction[None], (17, 1)),
       "concept_embeds_weights": np.full((17,), threshold, np.float32),
@@ -67,5 +73,4 @@ def safety_checker_params(clip_params: dict, direction: np.ndarray, threshold: f
 
 def build_safety_checker():
   from diffusers.pipelines.stable_diffusion.safety_checker_flax import FlaxStableDiffusionSafetyChecker
-  return FlaxStableDiffusionSafetyChecker(models.clip_config(), input_shape=(1, concepts.IMAGE_SIZE,
-                                                                              concepts.IMAGE_SIZE, 3), _do_init=False)
+  return FlaxStableDiffusionSafetyChecker(models.safety_config(), _do_init=False)

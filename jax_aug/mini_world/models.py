@@ -29,9 +29,34 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
+# diffusers' safety checker is always built at CLIP's 224 px input (FlaxStableDiffusionSafetyChecker's fixed
+# default input shape when a pipeline loads it). Its vision tower sees the 32 px image upscaled x7 by
+# nearest neighbour, in 28 px patches: each patch is one 4 px patch of the original with every pixel repeated
+# 7 x 7, so a patch kernel repeated 7 x 7 and divided by 49 computes exactly the tiny CLIP's patch embedding
+# (`jax_aug.mini_world.heads.safety_checker_params`), and the 8 x 8 + 1 positions are the same.
+SAFETY_UPSCALE = 224 // IMAGE_SIZE
+SAFETY_VISION: dict[str, Any] = dict(CLIP_VISION, image_size=IMAGE_SIZE * SAFETY_UPSCALE,
+                                     patch_size=CLIP_VISION["patch_size"] * SAFETY_UPSCALE)
+
+
 def clip_config():
   from transformers import CLIPConfig
   return CLIPConfig(text_config=dict(CLIP_TEXT), vision_config=dict(CLIP_VISION), projection_dim=PROJECTION_DIM)
+
+
+def safety_config():
+  from transformers import CLIPConfig
+  return CLIPConfig(text_config=dict(CLIP_TEXT), vision_config=dict(SAFETY_VISION), projection_dim=PROJECTION_DIM)
+
+
+def safety_feature_extractor():
+  """The safety checker's preprocessing: nearest-neighbour upscaling to 224 px (exact pixel repetition for
+  32 px images), CLIP mean/std."""
+  from PIL import Image
+  from transformers import CLIPImageProcessor
+  size = SAFETY_VISION["image_size"]
+  return CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size},
+                            resample=Image.Resampling.NEAREST, image_mean=list(CLIP_MEAN), image_std=list(CLIP_STD))
 
 
 def image_processor():

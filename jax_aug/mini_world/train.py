@@ -2,9 +2,11 @@
 
   clip       tiny CLIP, contrastive on the corpus          -> <out>/export/clip/ (load_clip's layout)
   vae        small AutoencoderKL on corpus images          -> <out>/export/vae/ (weights + config)
-  unet       text-conditional U-Net on corpus latents      -> <out>/export/unet.safetensors
+  unet       text-conditional U-Net on corpus latents      -> <out>/export/unet/weights.safetensors
   aesthetic  linear head on tiny-CLIP image embeddings     -> <out>/export/aesthetic.safetensors
-  safety     SD safety checker flagging the NSFW concept   -> <out>/export/safety_checker.safetensors
+  safety     SD safety checker flagging the NSFW concept   -> <out>/export/safety_checker/weights.safetensors
+
+`jax_aug.mini_world.assemble.assemble_sd(<out>/export, folder)` makes the diffusers folder load_sd reads.
 
 Each stage's curve is `<out>/<stage>/metrics.jsonl`; `<out>/export/manifest.json` has every exported
 file's sha256 and the stage's steps and wall time.
@@ -21,13 +23,13 @@ import jax
 from jax_aug.diffusion.loading import load_clip_tokenizer
 from jax_aug.io import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
 from jax_aug.mini_world import arrays, concepts
+from jax_aug.mini_world.assemble import WEIGHTS
 from jax_aug.mini_world.stage_loop import run_stage, stage_dir
 from jax_aug.mini_world.weights import load_params, save_params
 from jax_aug.retrieval.clip_model import load_clip
 
 STAGES = ("clip", "vae", "unet", "aesthetic", "safety")
 MANIFEST = "manifest.json"
-WEIGHTS = "weights.safetensors"
 
 
 def sha256(path: Path) -> str:
