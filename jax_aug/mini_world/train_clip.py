@@ -124,3 +124,14 @@ def export_clip(model, params, tokenizer, folder: str | Path) -> Path:
   tokenizer.save_pretrained(folder)
   models.image_processor().save_pretrained(folder)
   return folder
+
+
+def export_checkpoint(checkpoint: str | Path, folder: str | Path, seed: int = 0) -> tuple[Path, int]:
+  """Exports the CLIP parameters of a `clip` stage checkpoint (an unfinished run) like `export_clip`;
+  returns (folder, the checkpoint's step)."""
+  from flax import serialization
+  from jax_aug.diffusion.loading import load_clip_tokenizer
+  saved = serialization.msgpack_restore(Path(checkpoint).read_bytes())
+  model = build_clip(seed)
+  params = serialization.from_state_dict(model.params, saved["state"]["params"])
+  return export_clip(model, params, load_clip_tokenizer(), folder), int(saved["step"])
