@@ -161,3 +161,19 @@ def test_assembled_sd_loads_through_load_sd_with_the_exported_weights(tmp_path):
     for path, value in flatten_dict(expected).items():
       np.testing.assert_array_equal(np.asarray(got[path]), np.asarray(value), err_msg=f"{name} {path}")
   assert float(sd.params["safety_checker"]["concept_embeds_weights"][0]) == pytest.approx(0.9)
+
+
+def test_augment_is_a_flip_and_an_edge_padded_shift():
+  from jax_aug.mini_world.train_clip import augment
+  images = np.random.default_rng(0).integers(0, 256, (16, 8, 8, 3), dtype=np.uint8)
+  out = augment(images, np.random.default_rng(1), max_shift=2)
+  assert out.shape == images.shape and out.dtype == np.uint8
+  shifted_or_flipped = 0
+  for image, result in zip(images, out):
+    candidates = [np.pad(view, ((2, 2), (2, 2), (0, 0)), mode="edge")[dy:dy + 8, dx:dx + 8]
+                  for view in (image, image[:, ::-1]) for dy in range(5) for dx in range(5)]
+    assert any(np.array_equal(result, c) for c in candidates)
+    shifted_or_flipped += not np.array_equal(result, image)
+  assert shifted_or_flipped > 8  # 1 - 1/50 of the draws change the image
+  same = augment(images, np.random.default_rng(1), max_shift=2)
+  np.testing.assert_array_equal(out, same)  # a pure function of the generator's state
