@@ -1,0 +1,79 @@
+"""The resumable training loop every mini-world stage shares.
+
+A stage is (initial state, jitted step, batch of step s). Batches and per-step keys are pure functions of
+(seed, stage, step), so a stage killed and resumed from its last checkpoint continues exactly as an
+unbroken run. Writes under `<out>/<stage>/`: `metrics.jsonl` (step, mean loss since the last line, wall time summed over resumed runs, evaluations),
+`checkpoint.msgpack` (atomic, every `checkpoint_every` steps and at the end) and `done.json`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import numpy as np
+from flax import serialization
+from tqdm import tqdm
+
+from jax_aug.io import JsonlManifest, atomic_write_bytes, atomic_write_json
+
+CHECKPOINT = "checkpoint.msgpack"
+DONE = "done.json"
+
+
+@dataclasses.dataclass
+class Stage:
+  name: str
+  steps: int
+  init: Callable[[], Any]  # -> state pytree {"params", "opt_state"}
+  step: Callable[[Any, dict, jax.Array], tuple[Any, dict]]  # (state, batch, key) -> (state, metrics)
+  batch: Callable[[int], dict]  # step -> numpy batch
+  evaluate: Callable[[Any], dict] | None = None
+  log_every: int = 25
+  eval_every: int = 500
+  checkpoint_every: int = 200
+
+
+def stage_dir(out: str | Path, name: str) -> Path:
+  return Path(out) / name
+
+
+def run_stage(stage: Stage, out: str | Path, key: jax.Array) -> Any:
+  """Runs (or resumes, or just loads a finished) `stage`; returns its final state."""
+  folder = stage_dir(out, stage.name)
+  folder.mkdir(parents=True, exist_ok=True)
+  state = stage.init()
+  start, elapsed = 0, 0.0
+  if (folder / CHECKPOINT).exists():
+    saved = serialization.msgpack_restore((folder / CHECKPOINT).read_bytes())
+    start, elapsed = int(saved["step"]), float(saved["wall_s"])
+    state = serialization.from_state_dict(state, saved["state"])
+    print(f"{stage.name}: resumed at step {start}/{stage.steps}")
+  if (folder / DONE).exists() and start >= stage.steps:
+    return state
+  metrics_log = JsonlManifest(folder / "metrics.jsonl")
+  wall = time.perf_counter() - elapsed  # wall time accumulates over resumed runs
+  losses = []
+
+  def checkpoint(step):
+    atomic_write_bytes(folder / CHECKPOINT, serialization.msgpack_serialize(
+        {"step": step, "wall_s": time.perf_counter() - wall, "state": serialization.to_state_dict(jax.device_get(state))}))
+
+  for step in tqdm(range(start, stage.steps), desc=stage.name, initial=start, total=stage.steps, mininterval=10):
+    state, metrics = stage.step(state, stage.batch(step), jax.random.fold_in(key, step))
+    losses.append(float(metrics["loss"]))
+    done = step + 1
+    if done % stage.log_every == 0 or done == stage.steps:
+      record = {"step": done, "loss": float(np.mean(losses)), "wall_s": round(time.perf_counter() - wall, 2),
+                **{k: float(v) for k, v in metrics.items() if k != "loss"}}
+      losses = []
+      if stage.evaluate is not None and (done % stage.eval_every == 0 or done == stage.steps):
+        record.update(stage.evaluate(state))
+      metrics_log.append(record)
+    if done % stage.checkpoint_every == 0 or done == stage.steps:
+      checkpoint(done)
+  atomic_write_json(folder / DONE, {"steps": stage.steps})
+  return state

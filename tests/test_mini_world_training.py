@@ -1,0 +1,179 @@
+"""The mini world's training machinery: a stage resumed from its checkpoint equals an unbroken run; the
+fitted heads load through the project's loaders and act as fitted (aesthetic: a known linear function;
+safety checker: diffusers' own module flags what the cosine rule says)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import serialization
+
+from jax_aug.mini_world import heads, models
+from jax_aug.mini_world.stage_loop import CHECKPOINT, Stage, run_stage
+from jax_aug.mini_world.weights import load_params, save_params
+
+
+def _toy_stage(steps, checkpoint_every):
+  target = jnp.arange(3.0)
+  tx = optax.adam(0.1)
+
+  def init():
+    params = {"w": jnp.zeros(3)}
+    return {"params": params, "opt_state": tx.init(params)}
+
+  @jax.jit
+  def step(state, batch, key):
+    noise = jax.random.normal(key, (3,)) * 0.01
+
+    def loss_fn(p):
+      return jnp.sum((p["w"] * batch["x"] - target - noise) ** 2)
+
+    loss, grads = jax.value_and_grad(loss_fn)(state["params"])
+    updates, opt_state = tx.update(grads, state["opt_state"])
+    return {"params": optax.apply_updates(state["params"], updates), "opt_state": opt_state}, {"loss": loss}
+
+  def batch(step_index):
+    return {"x": np.random.default_rng([0, step_index]).uniform(0.5, 1.5, 3).astype(np.float32)}
+
+  return Stage(name="toy", steps=steps, init=init, step=step, batch=batch, log_every=2,
+               checkpoint_every=checkpoint_every)
+
+
+def test_resumed_stage_equals_unbroken_run(tmp_path):
+  key = jax.random.key(0)
+  unbroken = run_stage(_toy_stage(8, 100), tmp_path / "a", key)
+  run_stage(_toy_stage(4, 2), tmp_path / "b", key)  # "killed" after step 4 (its last checkpoint)
+  saved = serialization.msgpack_restore((tmp_path / "b" / "toy" / CHECKPOINT).read_bytes())
+  assert int(saved["step"]) == 4
+  resumed = run_stage(_toy_stage(8, 2), tmp_path / "b", key)
+  np.testing.assert_array_equal(np.asarray(resumed["params"]["w"]), np.asarray(unbroken["params"]["w"]))
+  lines = (tmp_path / "b" / "toy" / "metrics.jsonl").read_text().splitlines()
+  assert len(lines) == 4  # steps 2, 4 then 6, 8 after the resume
+  # negative control: a different key changes the result, so the equality above is not vacuous
+  other = run_stage(_toy_stage(8, 100), tmp_path / "c", jax.random.key(1))
+  assert not np.array_equal(np.asarray(other["params"]["w"]), np.asarray(unbroken["params"]["w"]))
+
+
+def test_aesthetic_head_recovers_a_linear_score_and_loads(tmp_path):
+  from safetensors.numpy import save
+  from jax_aug.retrieval.aesthetic import load_aesthetic_head
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(3000, 8)).astype(np.float32)
+  w, b = rng.normal(size=8), 5.0
+  y = (x @ w + b + rng.normal(0, 0.01, 3000)).astype(np.float32)
+  tensors, report = heads.fit_aesthetic(x, y, ridge=1e-6, holdout=500)
+  np.testing.assert_allclose(tensors["weight"][0], w, atol=2e-3)
+  assert report["holdout_r2"] > 0.999
+  path = tmp_path / "aesthetic.safetensors"
+  path.write_bytes(save(tensors))
+  np.testing.assert_allclose(load_aesthetic_head(path)(x[:5]), x[:5] @ w + b, atol=0.02)
+
+
+def test_fit_safety_on_hand_made_embeddings():
+  # NSFW along +x, the rest spread over the upper half plane; last 4 rows are the holdout
+  angles = np.array([0.0, 0.05, -0.05, 1.0, 1.5, 2.0, 2.5, 3.0, 0.02, 0.6, 1.2, 2.2])
+  embeddings = np.stack([np.cos(angles), np.sin(angles)], axis=1) * 3.0  # not unit: fit_safety normalises
+  is_nsfw = np.array([True, True, True, False, False, False, False, False, True, False, False, False])
+  direction, threshold, report = heads.fit_safety(embeddings, is_nsfw, false_alarm=0.0, holdout=4)
+  np.testing.assert_allclose(direction, [1.0, 0.0], atol=1e-6)
+  assert threshold == pytest.approx(np.cos(1.0))  # the largest cosine of a non-NSFW training row
+  # holdout: the NSFW row at 0.02 rad is flagged, the row at 0.6 rad (cos 0.825 > cos 1.0) too
+  assert report["holdout_nsfw_recall"] == 1.0 and report["holdout_false_alarm"] == pytest.approx(1 / 3)
+
+
+def _random_clip(seed):
+  """A tiny CLIP with LeCun-normal weights: the models' own init maps distinct images to nearly one
+  embedding (cosines ~0.9999), which diffusers' 3-decimal rounding cannot tell apart."""
+  from jax_aug.diffusion.tiny import random_params
+  from jax_aug.mini_world.train_clip import build_clip
+  clip = build_clip(seed=seed)
+  params = random_params({k: v for k, v in clip.params.items() if k != "logit_scale"}, np.random.default_rng(seed))
+  return clip, dict(params, logit_scale=clip.params["logit_scale"])
+
+
+@pytest.mark.slow
+def test_safety_checker_params_flag_what_the_cosine_rule_flags(tmp_path):
+  from jax_aug.mini_world.train_clip import pixel_values
+  clip, params = _random_clip(0)
+  rng = np.random.default_rng(1)
+  images = np.concatenate([np.broadcast_to(rng.integers(0, 256, (3, 1, 1, 3), dtype=np.uint8), (3, 32, 32, 3)),
+                           rng.integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)])
+  pixels = pixel_values(jnp.asarray(images))
+  features = np.asarray(clip.get_image_features(pixels, params=params))
+  unit = features / np.linalg.norm(features, axis=1, keepdims=True)
+  direction, threshold = unit[0], 0.9
+  path = tmp_path / "safety.safetensors"
+  save_params(path, heads.safety_checker_params(params, direction, threshold))
+  checker = heads.build_safety_checker()
+  # as the engine runs it: the pipeline's feature extractor (x7 nearest upscaling to 224 px) then the checker
+  clip_input = models.safety_feature_extractor()(list(images), return_tensors="np").pixel_values
+  assert clip_input.shape == (6, 3, 224, 224)
+  safety_params = load_params(path)
+  flags = np.asarray(checker(clip_input, params=safety_params))
+
+  def checker_embeddings(p):
+    # the module takes channels-last pixels (the checker's __call__ transposes before applying it)
+    return np.asarray(checker.module.apply({"params": p}, jnp.transpose(jnp.asarray(clip_input), (0, 2, 3, 1)),
+                                           method=lambda m, x: m.visual_projection(m.vision_model(x)[1])))
+
+  # the 224 px tower computes the 32 px CLIP's image features (float32 summation order aside)
+  np.testing.assert_allclose(checker_embeddings(safety_params), features, rtol=1e-4, atol=1e-4)
+  # negative control: the patch kernel repeated without the 1/49 is far outside that tolerance
+  kernel = safety_params["vision_model"]["vision_model"]["embeddings"]["patch_embedding"]["kernel"]
+  wrong = jax.tree.map(lambda x: x, safety_params)
+  wrong["vision_model"]["vision_model"]["embeddings"]["patch_embedding"]["kernel"] = kernel * 49
+  assert np.max(np.abs(checker_embeddings(wrong) - features)) > 1e-2
+  # independent: numpy cosine to the direction, diffusers' rounding of the score to 3 decimals
+  expected = np.round(unit @ direction - threshold, 3) > 0
+  np.testing.assert_array_equal(flags, expected)
+  assert flags[0] and not flags.all()
+
+
+@pytest.mark.slow
+def test_assembled_sd_loads_through_load_sd_with_the_exported_weights(tmp_path):
+  """Exported weights (random here) -> assemble_sd -> load_sd gives back exactly those parameters."""
+  from flax.traverse_util import flatten_dict
+  from jax_aug.diffusion.loading import load_sd
+  from jax_aug.diffusion.tiny import random_params
+  from jax_aug.io import atomic_write_json
+  from jax_aug.mini_world.assemble import WEIGHTS, assemble_sd
+  from jax_aug.mini_world.train_clip import export_clip
+  from jax_aug.mini_world.train_unet import build_unet
+  from jax_aug.mini_world.train_vae import build_vae
+  from jax_aug.diffusion.loading import load_clip_tokenizer
+  export = tmp_path / "export"
+  clip, clip_params = _random_clip(3)
+  export_clip(clip, clip_params, load_clip_tokenizer(), export / "clip")
+  rng = np.random.default_rng(0)
+  vae, unet = build_vae(), build_unet()
+  vae_params = random_params(jax.eval_shape(vae.init_weights, jax.random.key(0)), rng)
+  unet_params = random_params(jax.eval_shape(unet.init_weights, jax.random.key(0)), rng)
+  save_params(export / "vae" / WEIGHTS, vae_params)
+  atomic_write_json(export / "vae" / "config.json", {k: v for k, v in dict(vae.config, scaling_factor=0.5).items()
+                                                      if not k.startswith("_")})
+  save_params(export / "unet" / WEIGHTS, unet_params)
+  save_params(export / "safety_checker" / WEIGHTS, heads.safety_checker_params(clip_params, np.ones(64, np.float32) / 8, 0.9))
+  sd = load_sd(assemble_sd(export, tmp_path / "sd"))
+  assert sd.resolution == 32 and sd.vae.config.scaling_factor == 0.5
+  for name, expected in (("unet", unet_params), ("vae", vae_params), ("text_encoder", {"text_model": clip_params["text_model"]})):
+    got = flatten_dict(sd.params[name])
+    for path, value in flatten_dict(expected).items():
+      np.testing.assert_array_equal(np.asarray(got[path]), np.asarray(value), err_msg=f"{name} {path}")
+  assert float(sd.params["safety_checker"]["concept_embeds_weights"][0]) == pytest.approx(0.9)
+
+
+def test_augment_is_a_flip_and_an_edge_padded_shift():
+  from jax_aug.mini_world.train_clip import augment
+  images = np.random.default_rng(0).integers(0, 256, (16, 8, 8, 3), dtype=np.uint8)
+  out = augment(images, np.random.default_rng(1), max_shift=2)
+  assert out.shape == images.shape and out.dtype == np.uint8
+  shifted_or_flipped = 0
+  for image, result in zip(images, out):
+    candidates = [np.pad(view, ((2, 2), (2, 2), (0, 0)), mode="edge")[dy:dy + 8, dx:dx + 8]
+                  for view in (image, image[:, ::-1]) for dy in range(5) for dx in range(5)]
+    assert any(np.array_equal(result, c) for c in candidates)
+    shifted_or_flipped += not np.array_equal(result, image)
+  assert shifted_or_flipped > 8  # 1 - 1/50 of the draws change the image
+  same = augment(images, np.random.default_rng(1), max_shift=2)
+  np.testing.assert_array_equal(out, same)  # a pure function of the generator's state
