@@ -354,11 +354,6 @@ def _hot_steps(config: ConfigDict, target: Target) -> list:
 
   classes = _num_classes(config)
   add(["classifier/train", "classifier/eval"], lambda: hot_steps.classifier_steps(config.classifier, classes, target))
-  for method in methods_lib.select(config.methods):
-    if method.kind == "finetune":
-      stage = f"finetune/{method.name}"
-      add([f"{stage}/train"], lambda m=method.name, st=stage: [
-          hot_steps.finetune_step(config.method[m], classes, target, stage=st)])
   for stage, mc in dict(sampling_stages(config).values()).items():
     add([stage], lambda st=stage, mc=mc: [hot_steps.sampling_step(mc, target, stage=st)])
   clusters = _clusters_methods(config)
@@ -367,6 +362,12 @@ def _hot_steps(config: ConfigDict, target: Target) -> list:
                                                                      target)])
   if _retrieval(config):
     add(["retrieval/clip_text_query"], lambda: [hot_steps.clip_text_step(config.method["retrieval"], target)])
+  # Last: the fine-tuning steps are the biggest compiles (minutes each at SD v1.4 size on a CPU).
+  for method in methods_lib.select(config.methods):
+    if method.kind == "finetune":
+      stage = f"finetune/{method.name}"
+      add([f"{stage}/train"], lambda m=method.name, st=stage: [
+          hot_steps.finetune_step(config.method[m], classes, target, stage=st)])
   return steps
 
 
