@@ -204,7 +204,7 @@ def study_hours(config: ConfigDict, costs: dict[str, StepCost], target: Target, 
     sampling_total += set_hours
     sampling_rows.append({"method": method, "stage": stage, "sets": len(sets), "images_per_set": images,
                           "batch_size": mc.batch_size, "batches_per_set": batches, "chip_hours": set_hours})
-  other_rows, other_total = [], 0.0
+  other_rows = []
   for method in _clusters_methods(config):
     block = config.method[method].finetune.clusters
     calls = math.ceil(2 * subset / block.batch_size)  # subset + an equally large validation split
