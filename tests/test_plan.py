@@ -59,7 +59,7 @@ def _run_study_plan(workdir, *overrides, target="tpu:v5e-4"):
   env = _jax_env(1)
   return subprocess.run(
       [sys.executable, "run_study.py", "--config=configs/tiny.py", f"--workdir={workdir}", f"--plan={target}",
-       *overrides], env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+       *overrides], env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=1800)
 
 
 FINETUNED = ("ft_conditioning", "ft_cluster_conditioning", "imagic", "textual_inversion", "pseudo_word_dm")
