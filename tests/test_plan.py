@@ -360,3 +360,20 @@ def test_per_host_work_of_a_multi_host_target(run_jax):
   assert four["downloads"] == {"distributor": "multiprocessing", "candidates_at_least": 72, "candidates_at_most": 606,
                                "candidates_at_most_per_host": 606}
   assert out["pyspark"]["candidates_at_most_per_host"] == 152
+
+
+@pytest.mark.slow  # 80 s at load 12: three fresh processes, one compile
+def test_entry_scripts_plan_their_own_steps(tmp_path):
+  def run(script, config, *flags):
+    return subprocess.run([sys.executable, script, f"--config={config}", f"--workdir={tmp_path / script}",
+                           "--plan=tpu:v5e-4", *flags], env=_jax_env(1), cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=1800)
+  # sample.py: the tiny batch of 2 cannot be split over 4 chips; the engine's refusal, nothing compiled.
+  sample = run("sample.py", "configs/methods/simple_prompt.py:tiny")
+  assert sample.returncode != 0 and "plan: compil" not in sample.stdout
+  assert "sample.py --plan: sample/txt2img cannot run on tpu:v5e-4: the sampling engine refuses batch_size=2" in sample.stderr
+  # retrieve.py: the CLIP text query, 64 prompts on one chip.
+  retrieve = run("retrieve.py", "configs/methods/retrieval.py:tiny")
+  assert retrieve.returncode == 0, retrieve.stderr[-3000:]
+  plan = json.loads((tmp_path / "retrieve.py" / "plan" / "tpu_v5e-4" / "plan.json").read_text())
+  assert [(s["stage"], s["num_devices"], s["fits"]) for s in plan["steps"]] == [("retrieval/clip_text_query", 1, True)]
