@@ -14,6 +14,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from jax_aug.finetune.trainer import finetune
+from jax_aug.plan import cli as plan_cli  # defines --plan
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "configs/methods/<method>.py:tiny|paper")
 _WORKDIR = flags.DEFINE_string("workdir", None, "where checkpoints, metrics and progress go")
@@ -23,6 +24,8 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
   del argv
+  if plan_cli.requested():
+    return plan_cli.plan("finetune", _CONFIG.value, _WORKDIR.value)
   if _TWIN.value == "torch":
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # JAX and PyTorch share one GPU
     from jax_aug.twin import run  # pylint: disable=g-import-not-at-top  (imports torch)

@@ -12,6 +12,7 @@ import logging
 from absl import app, flags
 from ml_collections import config_flags
 
+from jax_aug.plan import cli as plan_cli  # defines --plan
 from jax_aug.retrieval import retrieve
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "retrieval config file", lock_config=False)
@@ -22,6 +23,8 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   del argv
   logging.getLogger("jax_aug").setLevel(logging.INFO)
+  if plan_cli.requested():
+    return plan_cli.plan("retrieval", _CONFIG.value, _WORKDIR.value)
   print(retrieve(_CONFIG.value, _WORKDIR.value))
 
 

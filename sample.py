@@ -10,6 +10,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from jax_aug.method_kinds import make_augmentation_set
+from jax_aug.plan import cli as plan_cli  # defines --plan
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "configs/methods/<method>.py:tiny|paper[,key=value,...]")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory: the augmentation set.")
@@ -18,6 +19,8 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
   del argv
+  if plan_cli.requested():
+    return plan_cli.plan("sample", _CONFIG.value, _WORKDIR.value)
   make_augmentation_set(_CONFIG.value, _WORKDIR.value)
 
 

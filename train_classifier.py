@@ -17,6 +17,7 @@ from ml_collections import config_flags
 
 from jax_aug import sharding
 from jax_aug.classifier import train
+from jax_aug.plan import cli as plan_cli  # defines --plan
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "classifier or method config file", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "run directory (checkpoints, metrics.jsonl, results.json)")
@@ -30,6 +31,8 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   del argv
   logging.getLogger("jax_aug").setLevel(logging.INFO)
+  if plan_cli.requested():
+    return plan_cli.plan("classifier", _CONFIG.value, _WORKDIR.value)
   if _TWIN.value == "torch":
     if _NUM_PROCESSES.value > 1:
       raise app.UsageError("--twin=torch runs on one host (the twin is a single-process PyTorch loop)")

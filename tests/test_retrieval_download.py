@@ -5,6 +5,8 @@ files: paths outside the image root are refused."""
 from __future__ import annotations
 
 import io
+import sys
+import types
 
 import ml_collections
 import numpy as np
@@ -17,7 +19,8 @@ from retrieval_support import http_server
 
 def _config(**overrides):
   c = ml_collections.ConfigDict(dict(processes=1, threads=8, timeout_s=2, retries=0, max_bytes=200_000,
-                                     max_pixels=300 * 300, image_size=32, background=(255, 255, 255)))
+                                     max_pixels=300 * 300, image_size=32, background=(255, 255, 255),
+                                     distributor="multiprocessing"))
   c.update(overrides)
   return c
 
@@ -86,3 +89,27 @@ def test_fetch_local_refuses_paths_outside_the_root(tmp_path):
                                           "failed_to_download", "failed_to_decode"]
   assert "outside the image root" in outcomes[1].error and "outside the image root" in outcomes[2].error
   assert outcomes[0].image.size == (51, 32) and outcomes[0].image.getpixel((0, 0)) == (1, 2, 3)
+
+
+def test_pyspark_distributor_is_refused_clearly_without_pyspark_and_reaches_img2dataset(tmp_path, monkeypatch):
+  import img2dataset
+  from configs.base import retrieval as retrieval_config
+  from jax_aug.retrieval.pipeline import retrieve
+  monkeypatch.setitem(sys.modules, "pyspark", None)  # import pyspark fails, as where it is not installed
+  with pytest.raises(ImportError, match="download.distributor='pyspark' needs pyspark, which is not installed"):
+    fetch_urls([(1, "http://127.0.0.1:9/a.png")], _config(distributor="pyspark"), scratch=tmp_path / "scratch")
+  # The study's retrieval refuses before it builds an index or embeds a query: nothing is written.
+  config = retrieval_config.get("tiny")
+  config.download.source, config.download.distributor = "url", "pyspark"
+  with pytest.raises(ImportError, match="pip install pyspark"):
+    retrieve(config, tmp_path / "run")
+  assert not (tmp_path / "run").exists()
+  with pytest.raises(ValueError, match="unknown download.distributor 'dask'"):
+    fetch_urls([(1, "http://127.0.0.1:9/a.png")], _config(distributor="dask"), scratch=tmp_path / "scratch")
+  # Where pyspark imports, img2dataset gets the distributor (its own pyspark_distributor then runs).
+  monkeypatch.setitem(sys.modules, "pyspark", types.ModuleType("pyspark"))
+  calls = []
+  monkeypatch.setattr(img2dataset, "download", lambda **kwargs: calls.append(kwargs))
+  outcomes = fetch_urls([(1, "http://127.0.0.1:9/a.png")], _config(distributor="pyspark"), scratch=tmp_path / "scratch")
+  assert [c["distributor"] for c in calls] == ["pyspark"]
+  assert [o.status for o in outcomes] == ["failed_to_download"]

@@ -77,6 +77,9 @@ def get(scale: str) -> ml_collections.ConfigDict:
   c.download.max_bytes = 32 * 1024 * 1024
   c.download.max_pixels = 64 * 1024 * 1024
   c.download.background = (255, 255, 255)  # under transparent pixels (RGBA, LA, palette transparency)
+  # img2dataset's distributor: "multiprocessing" (processes x threads on this host) or "pyspark" (Spark
+  # tasks over a cluster's hosts, for LAION-scale downloads; needs pyspark installed: docs/retrieval.md).
+  c.download.distributor = "multiprocessing"
   c.download.processes = 1 if tiny else 4
   c.download.threads = 8 if tiny else 64
   c.download.timeout_s = 10

@@ -16,6 +16,7 @@ images and never lists a half-written file.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import time
 from pathlib import Path
@@ -195,18 +196,7 @@ class Sampler:
     else:
       latents = noise * state.init_noise_sigma
     context = jnp.concatenate([uncond, cond]).astype(dtype)
-
-    def step(i, carry):
-      latents, state = carry
-      t = timesteps[i]
-      model_input = scheduler.scale_model_input(state, jnp.concatenate([latents] * 2), t)
-      eps = model.unet.apply({"params": params["unet"]}, model_input.astype(dtype),
-                             jnp.broadcast_to(t, (model_input.shape[0],)), context).sample
-      eps_uncond, eps_cond = jnp.split(eps.astype(jnp.float32), 2)
-      eps = eps_uncond + guidance_scale * (eps_cond - eps_uncond)
-      latents, state = scheduler.step(state, eps, t, latents).to_tuple()
-      return latents, state
-
+    step = functools.partial(self._denoise_step, params, context, guidance_scale, timesteps)
     # Every entry of the schedule, as diffusers' PyTorch pipelines do (PNDM has steps + 1 entries; the
     # Flax pipeline stops one short).
     latents, _ = jax.lax.fori_loop(self.start, timesteps.shape[0], step, (latents, state))
@@ -214,6 +204,25 @@ class Sampler:
     image = model.vae.apply({"params": params["vae"]}, latents.astype(dtype), method=model.vae.decode).sample
     image = jnp.clip(image.astype(jnp.float32) / 2 + 0.5, 0, 1)
     return image.transpose(0, 2, 3, 1)
+
+  def _denoise_step(self, params, context, guidance_scale, timesteps, i, carry):
+    """One iteration of the denoising loop: classifier-free guided U-Net call + scheduler step. A method of
+    its own so that the plan (jax_aug/plan) can compile it alone: XLA counts a loop body once."""
+    model, scheduler = self.model, self.scheduler
+    latents, state = carry
+    t = timesteps[i]
+    model_input = scheduler.scale_model_input(state, jnp.concatenate([latents] * 2), t)
+    eps = model.unet.apply({"params": params["unet"]}, model_input.astype(model.unet.dtype),
+                           jnp.broadcast_to(t, (model_input.shape[0],)), context).sample
+    eps_uncond, eps_cond = jnp.split(eps.astype(jnp.float32), 2)
+    eps = eps_uncond + guidance_scale * (eps_cond - eps_uncond)
+    return scheduler.step(state, eps, t, latents).to_tuple()
+
+  def loop_trip_count(self) -> int:
+    """Iterations of the denoising loop per call: the schedule's entries from the (Boomerang) start step."""
+    state = jax.eval_shape(lambda s: self.scheduler.set_timesteps(s, self.settings.num_inference_steps,
+                                                                   (1,) + self.latent_shape), self.scheduler_state)
+    return state.timesteps.shape[0] - self.start
 
   def generate(self, noise: np.ndarray, cond: np.ndarray, uncond: np.ndarray | None = None,
                init_images: np.ndarray | None = None, posterior_noise: np.ndarray | None = None,

@@ -24,6 +24,9 @@ from jax_aug.io import atomic_write_json, read_json
 log = logging.getLogger(__name__)
 
 CLUSTERS_FILE = "clusters.json"
+# Pool features of one batch (variables, images [B, H, W, 3]) -> [B, 2048]; one jitted function for every
+# call, which the plan (jax_aug/plan) also compiles.
+inception_features = jax.jit(inception.InceptionV3Features().apply)
 
 
 def inception_variables(config: Any) -> dict:
@@ -40,8 +43,6 @@ def inception_variables(config: Any) -> dict:
 def image_features(variables: dict, paths: Sequence[str], read_image: Callable[[str], Image.Image], *,
                    image_size: int, batch_size: int) -> np.ndarray:
   """[len(paths), 2048] pool features."""
-  model = inception.InceptionV3Features()
-  apply = jax.jit(model.apply)
   features = []
   for start in tqdm(range(0, len(paths), batch_size), desc="Inception-v3 features", unit="batch",
                     disable=jax.process_index() != 0):
@@ -49,7 +50,7 @@ def image_features(variables: dict, paths: Sequence[str], read_image: Callable[[
     x = np.stack([inception.preprocess(read_image(p), image_size) for p in chunk])
     pad = batch_size - len(chunk)  # one compiled shape for every batch
     x = np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)]) if pad else x
-    features.append(np.asarray(apply(variables, x))[:len(chunk)])
+    features.append(np.asarray(inception_features(variables, x))[:len(chunk)])
   return np.concatenate(features) if features else np.zeros((0, inception.FEATURE_DIM), np.float32)
 
 

@@ -43,6 +43,7 @@ class HotStep:
   args: tuple
   unit: str
   loops: tuple[LoopBody, ...] = ()
+  kwargs: dict = dataclasses.field(default_factory=dict)  # static keyword arguments of `fn`
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,7 +51,8 @@ class StepCost:
   """Per device, as XLA's memory_analysis and cost_analysis report them for the partitioned program.
 
   When the TPU compiler itself refuses the program for lack of HBM, `refused` holds its message and the
-  sizes are None: the step does not fit.
+  sizes are None: the step does not fit. When the production code refuses the config on the target
+  (`cannot_run`), `refused` holds its error.
   """
   stage: str
   unit: str
@@ -65,6 +67,13 @@ class StepCost:
   loops: tuple[dict, ...]  # {"name", "trip_count", "flops_per_device"} of each declared loop body
   compile_seconds: float
   refused: str | None = None
+  cannot_run: bool = False  # `refused` is the production code's own refusal of the config, not the compiler's
+
+  @classmethod
+  def cannot_run_on(cls, stage: str, target: str, why: str) -> "StepCost":
+    return cls(stage=stage, unit="", target=target, num_devices=0, argument_bytes=None, output_bytes=None,
+               alias_bytes=None, temp_bytes=None, code_bytes=None, flops_per_device=None, loops=(),
+               compile_seconds=0.0, refused=why, cannot_run=True)
 
   @property
   def peak_bytes(self) -> int | None:
@@ -100,13 +109,19 @@ def _flops(compiled) -> float:
   return float(analysis.get("flops", 0.0))
 
 
-def _compile(fn: Callable, args: Sequence, label: str, log: Callable[[str], None]):
+def _compile(lowered, label: str, log: Callable[[str], None]):
   log(f"plan: compiling {label} ...")
   start = time.time()
-  compiled = fn.lower(*args).compile()
+  compiled = lowered.compile()
   seconds = time.time() - start
   log(f"plan: compiled {label} in {seconds:.1f} s")
   return compiled, seconds
+
+
+def _num_devices(args: Sequence) -> int:
+  """How many devices the step runs on: those its arguments are laid out over."""
+  return max(len(leaf.sharding.device_set) for leaf in jax.tree.leaves(args)
+             if getattr(leaf, "sharding", None) is not None)
 
 
 def _cache_key(lowered_text: str, target: Target) -> str:
@@ -119,25 +134,26 @@ def _cache_key(lowered_text: str, target: Target) -> str:
 
 def compile_step(step: HotStep, target: Target, *, cache_dir: str | Path | None = None,
                  log: Callable[[str], None] = print) -> StepCost:
-  """The step's per-device cost on `target` (its args must carry shardings on a mesh of target.devices)."""
+  """The step's per-device cost on `target` (its args must carry shardings on devices of target.devices)."""
   label = f"{step.stage} ({step.unit}) for {target.name}"
-  lowered = step.fn.lower(*step.args)
+  lowered = step.fn.lower(*step.args, **step.kwargs)
+  bodies = [loop.fn.lower(*loop.args) for loop in step.loops]
+  num_devices = _num_devices(step.args)
   cache_path = None
   if cache_dir is not None:
-    text = lowered.as_text() + "".join(loop.fn.lower(*loop.args).as_text() + str(loop.trip_count)
-                                       for loop in step.loops)
+    text = lowered.as_text() + "".join(body.as_text() + str(loop.trip_count) for body, loop in zip(bodies, step.loops))
     cache_path = Path(cache_dir) / f"{_cache_key(text, target)}.json"
     if cache_path.exists():
       log(f"plan: {label}: cached ({cache_path.name})")
       record = io.read_json(cache_path)
       return StepCost(**{**record, "loops": tuple(record["loops"])})
   try:
-    compiled, seconds = _compile(step.fn, step.args, label, log)
+    compiled, seconds = _compile(lowered, label, log)
   except jax.errors.JaxRuntimeError as e:
     if "RESOURCE_EXHAUSTED" not in str(e):
       raise
     log(f"plan: {label}: the compiler refused it: {e}")
-    cost = StepCost(stage=step.stage, unit=step.unit, target=target.name, num_devices=len(target.devices),
+    cost = StepCost(stage=step.stage, unit=step.unit, target=target.name, num_devices=num_devices,
                     argument_bytes=None, output_bytes=None, alias_bytes=None, temp_bytes=None, code_bytes=None,
                     flops_per_device=None, loops=(), compile_seconds=0.0, refused=str(e))
     _write_cache(cache_path, cost)
@@ -145,20 +161,35 @@ def compile_step(step: HotStep, target: Target, *, cache_dir: str | Path | None 
   memory = compiled.memory_analysis()
   flops = _flops(compiled)
   loops = []
-  for loop in step.loops:
-    body, body_seconds = _compile(loop.fn, loop.args, f"{step.stage} loop body {loop.name}", log)
+  for body, loop in zip(bodies, step.loops):
+    body_flops, body_seconds = _body_flops(body, f"{step.stage} loop body {loop.name}", target, cache_dir, log)
     seconds += body_seconds
-    body_flops = _flops(body)
     flops += (loop.trip_count - 1) * body_flops
     loops.append({"name": loop.name, "trip_count": loop.trip_count, "flops_per_device": body_flops})
   cost = StepCost(
-      stage=step.stage, unit=step.unit, target=target.name, num_devices=len(target.devices),
+      stage=step.stage, unit=step.unit, target=target.name, num_devices=num_devices,
       argument_bytes=int(memory.argument_size_in_bytes), output_bytes=int(memory.output_size_in_bytes),
       alias_bytes=int(memory.alias_size_in_bytes), temp_bytes=int(memory.temp_size_in_bytes),
       code_bytes=int(memory.generated_code_size_in_bytes), flops_per_device=flops, loops=tuple(loops),
       compile_seconds=seconds)
   _write_cache(cache_path, cost)
   return cost
+
+
+def _body_flops(lowered, label: str, target: Target, cache_dir: str | Path | None,
+                log: Callable[[str], None]) -> tuple[float, float]:
+  """FLOPs per device of one loop iteration and the seconds its compile took (cached on its own: txt2img
+  and img2img share their denoise step)."""
+  path = None if cache_dir is None else Path(cache_dir) / f"body-{_cache_key(lowered.as_text(), target)}.json"
+  if path is not None and path.exists():
+    log(f"plan: {label}: cached ({path.name})")
+    return io.read_json(path)["flops_per_device"], 0.0
+  compiled, seconds = _compile(lowered, label, log)
+  flops = _flops(compiled)
+  if path is not None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    io.atomic_write_json(path, {"flops_per_device": flops})
+  return flops, seconds
 
 
 def _write_cache(cache_path: Path | None, cost: StepCost) -> None:

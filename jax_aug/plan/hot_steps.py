@@ -2,13 +2,15 @@
 
 Each builder returns `HotStep`s whose function is the very jitted step the trainer runs (built by the
 trainer's own factory on a mesh of the target's devices), with ShapeDtypeStruct arguments laid out as the
-trainer lays them out. Covered so far: the classifier's train and eval steps and each fine-tuning method's
-train step. Not yet: sampling, Inception-v3 features, CLIP text query (docs/plan.md).
+trainer lays them out: the classifier's train and eval steps, each fine-tuning method's train step, the
+sampling engine's denoise-and-decode function (txt2img and img2img, its loop body declared with the
+loop's trip count), FT cluster conditioning's Inception-v3 features and the retrieval's CLIP text query.
+Models come as shapes only (jax_aug.plan.models): no weights are read.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -18,17 +20,21 @@ from jax_aug import sharding
 from jax_aug.classifier import model as model_lib
 from jax_aug.classifier import steps
 from jax_aug.data.imagenet_classes import load_classes
-from jax_aug.finetune import objective, trainer
+from jax_aug.diffusion import engine
+from jax_aug.diffusion.run import settings_from_config
+from jax_aug.finetune import clusters, inception, objective, trainer
 from jax_aug.finetune.data import Example
 from jax_aug.finetune.trainables import Trainables, frozen_params, initial_trainable
-from jax_aug.plan.compile import HotStep, with_sharding
+from jax_aug.plan import models
+from jax_aug.plan.compile import HotStep, LoopBody, with_sharding
 from jax_aug.plan.targets import Target
+from jax_aug.retrieval import clip_model
 
 
 def classifier_steps(config: ConfigDict, num_classes: int, target: Target, stage: str = "classifier") -> list[HotStep]:
   """Train and eval step of `config` (a configs/base/classifier.py block) for `num_classes` classes."""
   mesh = sharding.make_mesh(target.devices)
-  model = model_lib.build_model(config.model, num_classes=num_classes)
+  model = model_lib.build_model(config.model, num_classes=num_classes, num_devices=mesh.size)
   tx = steps.make_optimizer(config.optimizer)
   size = config.input.image_size
   layout = steps.state_shardings(model, tx, mesh, size, config.parameter_sharding)
@@ -59,12 +65,11 @@ def classifier_steps(config: ConfigDict, num_classes: int, target: Target, stage
   ]
 
 
-def finetune_step(config: ConfigDict, num_classes: int, target: Target, workdir: str | Path,
-                  stage: str = "finetune") -> HotStep:
+def finetune_step(config: ConfigDict, num_classes: int, target: Target, stage: str = "finetune") -> HotStep:
   """The train step of the method config `config` (configs/methods/<method>.py) as jax_aug.finetune.trainer
-  builds it: its base SD from the trainer's loader (an empty model path builds the tiny SD into
-  `workdir`), the method's trainable tree and AdamW, parameters replicated, the batch split."""
-  sd, _ = trainer.load_model(config, Path(workdir))
+  builds it: its base SD's shapes (jax_aug.plan.models), the method's trainable tree and AdamW,
+  parameters replicated, the batch split."""
+  sd = models.stable_diffusion(config.model)
   ft = config.finetune
   spec = Trainables.from_config(ft.trainables)
   mesh = sharding.make_mesh(target.devices)
@@ -73,8 +78,16 @@ def finetune_step(config: ConfigDict, num_classes: int, target: Target, workdir:
   classes = load_classes()[:num_classes]
   conditioning = spec.build(classes, sd.tokenizer)
   # The trainable tree of one class from the production initializer; the plan only needs its shapes with
-  # num_classes times that class's rows of the learned array, which are identical per class.
-  one = jax.eval_shape(lambda t: t, initial_trainable(spec, spec.build(classes[:1], sd.tokenizer), sd))
+  # num_classes times that class's rows of the learned array, which are identical per class. The
+  # initializer encodes a prompt with the text encoder: zeros stand in for its weights (SD v1.4's: 0.25 GB in
+  # bfloat16), evaluated eagerly, while the U-Net's master copy stays a shape.
+  text_params = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), sd.params["text_encoder"])
+
+  def initial(unet_params):
+    with jax.ensure_compile_time_eval():
+      with_weights = dataclasses.replace(sd, params={**sd.params, "text_encoder": text_params, "unet": unet_params})
+      return initial_trainable(spec, spec.build(classes[:1], sd.tokenizer), with_weights)
+  one = jax.eval_shape(initial, sd.params["unet"])
   learned = one[conditioning.group]
   trainable = {**one, conditioning.group: jax.ShapeDtypeStruct((num_classes * learned.shape[0],) + learned.shape[1:],
                                                                learned.dtype)}
@@ -93,3 +106,69 @@ def finetune_step(config: ConfigDict, num_classes: int, target: Target, workdir:
           with_sharding(jax.eval_shape(lambda f: f, frozen), replicated), with_sharding(batch, data),
           with_sharding(jax.eval_shape(lambda: jax.random.key(0)), replicated))
   return HotStep(f"{stage}/train", train_step, args, f"train step, batch {b}, {r} px")
+
+
+def host_mesh(target: Target) -> jax.sharding.Mesh:
+  """The devices of one host: the sampling engine splits its batches over `jax.local_devices()`, and
+  hosts take disjoint batches."""
+  return sharding.make_mesh([d for d in target.devices if d.process_index == target.devices[0].process_index])
+
+
+def sampling_step(config: ConfigDict, target: Target, stage: str = "sample/txt2img") -> HotStep:
+  """The sampling engine's jitted denoise + decode (`Sampler._denoise`) for the sampling config `config`
+  (configs/base/diffusion.py or a method config's top level): txt2img, or img2img when
+  `config.boomerang_strength` > 0; on one host's devices as the engine places them (parameters replicated,
+  the batch split). Its loop body (`Sampler._denoise_step`) is declared with the loop's trip count."""
+  sd = models.stable_diffusion(config.model)
+  mesh = host_mesh(target)
+  b = config.batch_size
+  if b % mesh.size:
+    raise ValueError(f"the sampling engine refuses batch_size={b}: not a multiple of the {mesh.size}"
+                     f" devices of one {target.name} host")
+  sampler = engine.Sampler(sd, settings_from_config(config), mesh)
+  img2img = bool(sampler.settings.boomerang_strength)
+  replicated, data = sharding.replicated_sharding(mesh), sharding.data_sharding(mesh)
+  latent, size, hidden, length = sampler.latent_shape, sampler.resolution, sampler.hidden, sampler.max_length
+  params = with_sharding(jax.eval_shape(lambda p: p, {**sd.params, "scheduler": sampler.scheduler_state}), replicated)
+  f32 = lambda *shape: jax.ShapeDtypeStruct(shape, jnp.float32)
+  # As Sampler.generate passes them: float32 arrays with the data sharding (txt2img: 1x1x1 zeros for the
+  # unused init images and posterior noise), the guidance scale a scalar.
+  init, posterior = (f32(b, 3, size, size), f32(b, *latent)) if img2img else (f32(b, 1, 1, 1), f32(b, 1, 1, 1))
+  args = (params, *with_sharding((f32(b, *latent), f32(b, length, hidden), f32(b, length, hidden)), data),
+          with_sharding(f32(), replicated), *with_sharding((init, posterior), data))
+  # One iteration alone, with the loop's carry: latents and the scheduler state after set_timesteps.
+  state = jax.eval_shape(lambda s: sampler.scheduler.set_timesteps(
+      s, sampler.settings.num_inference_steps, (b,) + latent), sampler.scheduler_state)
+  body_args = (params, with_sharding(jax.ShapeDtypeStruct((2 * b, length, hidden), sd.unet.dtype), data),
+               with_sharding(f32(), replicated), with_sharding(state.timesteps, replicated),
+               with_sharding(jax.ShapeDtypeStruct((), jnp.int32), replicated),
+               (with_sharding(f32(b, *latent), data), with_sharding(state, replicated)))
+  trips = sampler.loop_trip_count()
+  unit = f"batch {b}, {size} px, {trips} steps" + (f", strength {sampler.settings.boomerang_strength:g}" if img2img else "")
+  return HotStep(stage, sampler._denoise, args, unit, kwargs={"img2img": img2img},
+                 loops=(LoopBody("denoise step", jax.jit(sampler._denoise_step), body_args, trips),))
+
+
+def inception_step(config: ConfigDict, target: Target, stage: str = "finetune/inception_v3") -> HotStep:
+  """FT cluster conditioning's Inception-v3 pool features (`clusters.inception_features`) for the
+  clusters block `config` (configs/base/finetune.py): a batch of `batch_size` float32 images on one
+  device, as `clusters.image_features` calls it."""
+  device = jax.sharding.SingleDeviceSharding(target.devices[0])
+  size, b = config.image_size, config.batch_size
+  variables = jax.eval_shape(inception.InceptionV3Features().init, jax.random.key(0),
+                             jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32))
+  images = jax.ShapeDtypeStruct((b, size, size, 3), jnp.float32)
+  return HotStep(stage, clusters.inception_features, with_sharding((variables, images), device),
+                 f"features, batch {b}, {size} px")
+
+
+def clip_text_step(config: ConfigDict, target: Target, stage: str = "retrieval/clip_text_query") -> HotStep:
+  """The retrieval's query embedding (`clip_model._text_features`, called by `embed_texts` with its default
+  batch of 64 prompts of 77 tokens) on one device, for the retrieval config `config`."""
+  model = models.clip(config.clip)
+  device = jax.sharding.SingleDeviceSharding(target.devices[0])
+  b = clip_model.EMBED_TEXTS_BATCH
+  length = model.model.config.text_config.max_position_embeddings
+  tokens = jax.ShapeDtypeStruct((b, length), jnp.int32)
+  return HotStep(stage, clip_model._text_features, (model.model, *with_sharding((model.params, tokens, tokens), device)),
+                 f"query embedding, batch {b}")

@@ -84,7 +84,11 @@ def _image_features(model, params, pixel_values):
   return _normalize(model.get_image_features(pixel_values, params=params))
 
 
-def embed_texts(clip: ClipModel, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+# Prompts per call of the text tower: one compiled shape for every batch (the plan compiles this one).
+EMBED_TEXTS_BATCH = 64
+
+
+def embed_texts(clip: ClipModel, texts: Sequence[str], batch_size: int = EMBED_TEXTS_BATCH) -> np.ndarray:
   """L2-normalized text features [N, D] (float32) of `texts`, padded to CLIP's 77 tokens."""
   if isinstance(texts, str):
     raise TypeError("embed_texts takes a list of strings, got one string")

@@ -10,6 +10,11 @@ our limits before any pixel is decompressed. The memory of one oversized body is
 server; img2dataset keeps at most 2 x thread_count bodies in flight.
 
 File names never come from a URL or caption: the caller names each item by its index id.
+
+`download.distributor` picks img2dataset's distributor: "multiprocessing" (processes on this host) or
+"pyspark", which runs the downloads as Spark tasks over a cluster's hosts, as img2dataset documents for
+LAION-scale downloads (it uses the active SparkSession, e.g. under spark-submit, or starts a local one).
+pyspark is not a dependency of this package: install it on the cluster.
 """
 
 from __future__ import annotations
@@ -34,6 +39,25 @@ class Fetched:
   error: str | None
   status: str  # "success", "failed_to_download", "failed_to_decode"
   size: tuple[int, int] | None = None  # (width, height) as decoded (EXIF-upright), before the resize
+
+
+DISTRIBUTORS = ("multiprocessing", "pyspark")
+
+
+def distributor(config) -> str:
+  """The configured img2dataset distributor, refused early (before any query) when unknown or when
+  pyspark is asked for but not installed."""
+  name = config.distributor
+  if name not in DISTRIBUTORS:
+    raise ValueError(f"unknown download.distributor {name!r}: expected one of {DISTRIBUTORS}")
+  if name == "pyspark":
+    try:
+      import pyspark  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+    except ImportError as e:
+      raise ImportError("download.distributor='pyspark' needs pyspark, which is not installed: pip install pyspark"
+                        " (on every host of the Spark cluster), or set download.distributor='multiprocessing'"
+                        " to download on this host") from e
+  return name
 
 
 def _options(config) -> dict:
@@ -71,6 +95,7 @@ def fetch_urls(items: Sequence[tuple[int, str]], config, *, scratch: str | os.Pa
   each body with our limits. One outcome per input item, in input order; failures never raise."""
   # albumentations (imported by img2dataset) otherwise asks PyPI for a newer version on import.
   os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+  spread = distributor(config)
   import img2dataset
   import pyarrow as pa
   import pyarrow.parquet as pq
@@ -90,7 +115,7 @@ def fetch_urls(items: Sequence[tuple[int, str]], config, *, scratch: str | os.Pa
         output_folder=str(output), save_additional_columns=["candidate"], disable_all_reencoding=True,
         processes_count=config.processes, thread_count=config.threads, timeout=config.timeout_s,
         retries=config.retries, number_sample_per_shard=max(len(items), 10), compute_hash=None,
-        extract_exif=False, incremental_mode="incremental", enable_wandb=False)
+        extract_exif=False, incremental_mode="incremental", enable_wandb=False, distributor=spread)
     # img2dataset installs a SIGINT handler that exits with status 0; give Ctrl-C back to the caller.
     signal.signal(signal.SIGINT, previous_sigint)
     rows = {}

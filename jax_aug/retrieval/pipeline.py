@@ -282,5 +282,7 @@ def retrieve(config, workdir: str | os.PathLike) -> Path:
   """The study's retrieval stage: returns `<workdir>/augmentation_set` (method "retrieval") and leaves
   the exclusion list in `<workdir>/excluded_classes.json`."""
   workdir = Path(workdir)
+  if config.download.source == "url":
+    download.distributor(config.download)  # a missing pyspark stops here, not after the first queries
   config, components = components_from_config(config, workdir)
   return run_retrieval(config, workdir, components)
