@@ -188,7 +188,8 @@ def test_finetune_events_equal_metrics_jsonl_and_nan_stops_before_checkpoint(tmp
   """ft_conditioning on the tiny SD, 2 epochs of 2 steps (steps count from 1). Step 4 (epoch 2's second) gets a
   NaN image through the production reader and train step: the run stops naming step 4 and its metric, the epoch-1
   checkpoint is byte-identical to what it was when epoch 2 began, and no epoch-2 checkpoint exists. TensorBoard
-  holds the numbers of metrics.jsonl's rows, and a resumed run would purge the events from step 3 on."""
+  holds the numbers of metrics.jsonl's rows, and a resumed run would purge the events from step 3 on. Step 2 is
+  traced by the profiler."""
   config = method_config(REPO_ROOT / "configs", "ft_conditioning", "tiny")
   config.model.path = str(tiny_sd_path())
   config.data.wnids = ("n01491361", "n01440764")
@@ -196,6 +197,7 @@ def test_finetune_events_equal_metrics_jsonl_and_nan_stops_before_checkpoint(tmp
   config.splits_dir = str(tmp_path / "data" / "splits")
   config.finetune.batch_size = 2
   config.finetune.policy.max_epochs = 2
+  config.finetune.profile_first_step, config.finetune.profile_steps = 2, 1  # the block's, not sampling's
   subsets.prepare_splits(config.data, tmp_path / "data")
   workdir = tmp_path / "run"
   real_batches = trainer.BatchReader.batches
@@ -247,3 +249,7 @@ def test_finetune_events_equal_metrics_jsonl_and_nan_stops_before_checkpoint(tmp
   run, _ = trainer.setup(config, workdir)
   run.checkpoints.close()
   assert run.writer.purge_step == 3
+  traces = list((workdir / metrics.TENSORBOARD_DIR / "plugins" / "profile").glob("*/perfetto_trace.json.gz"))
+  assert len(traces) == 1
+  trace_events = json.loads(gzip.decompress(traces[0].read_bytes()))["traceEvents"]
+  assert sorted(e["args"]["step_num"] for e in trace_events if e.get("name") == "train") == ["2"]
