@@ -77,8 +77,8 @@ def _train(spec, steps=6):
   losses = []
   for _ in range(steps + 1):
     trainable_before = jax.tree.map(jnp.copy, trainable)  # the step donates (deletes) its input
-    trainable, opt_state, loss = train_step(trainable, opt_state, frozen, batch, key)
-    losses.append(float(loss))
+    trainable, opt_state, metrics = train_step(trainable, opt_state, frozen, batch, key)
+    losses.append(float(metrics["loss"]))
   return sd, trainable0, trainable_before, losses[0], losses[-1]
 
 

@@ -101,9 +101,9 @@ def _ours(spec, sd, batch, key):
   train_step, _ = make_steps(per_example_loss, tx, mesh)
   start = jax.tree.map(np.asarray, trainable)
   placed = sharding.replicate(trainable, mesh)
-  _, grads, loss = train_step(placed, sharding.replicate(tx.init(trainable), mesh), frozen,
-                              sharding.global_batch(batch, mesh), key)
-  return start, float(loss), jax.tree.map(np.asarray, grads)
+  _, grads, metrics = train_step(placed, sharding.replicate(tx.init(trainable), mesh), frozen,
+                                 sharding.global_batch(batch, mesh), key)
+  return start, float(metrics["loss"]), jax.tree.map(np.asarray, grads)
 
 
 def _draws(sd, batch, key):

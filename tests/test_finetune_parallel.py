@@ -59,8 +59,8 @@ batch = sharding.global_batch(batch, mesh)
 assert batch["image"].sharding.spec[0] == sharding.DATA_AXIS
 losses = []
 for step in range(N_STEPS):
-  trainable, opt_state, loss = train_step(trainable, opt_state, frozen, batch, jax.random.key(step))
-  losses.append(float(loss))
+  trainable, opt_state, metrics = train_step(trainable, opt_state, frozen, batch, jax.random.key(step))
+  losses.append(float(metrics["loss"]))
 np.savez(OUT + ".npz", **{"/".join(k): np.asarray(v) for k, v in flatten_dict(trainable).items()})
 emit({"devices": jax.device_count(), "losses": losses, "optimizer": config.optimizer.to_dict(),
       "learning_rate": config.learning_rate.to_dict()})

@@ -1,8 +1,10 @@
 """jax_aug.metrics through the classifier trainer: TensorBoard events equal to metrics.jsonl (read back with
 tensorboard's own reader, not the tensorboardX that wrote them), the NaN guard on a poisoned batch, exact
-resume of the events, the train step's global norms against numpy, and a profiler trace of the configured step."""
+resume of the events, the train step's global norms against numpy, and a profiler trace of the configured step.
+The same through the fine-tuning trainer (one test on the tiny SD of the fine-tuning tests)."""
 
 import gzip
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -17,9 +19,12 @@ from jax_aug.classifier import model as model_lib
 from jax_aug.classifier import steps, train
 from jax_aug.classifier.checkpoint import RunCheckpoints
 from jax_aug.data import sources, subsets, synthetic
-from jax_aug.study.config_files import base_config
+from jax_aug.finetune import checkpoints as finetune_checkpoints
+from jax_aug.finetune import trainer
+from jax_aug.study.config_files import base_config, method_config
 
 from conftest import REPO_ROOT
+from finetune_support import tiny_sd_path
 
 WNIDS = synthetic.DEFAULT_WNIDS[:4]
 POISONED_STEP = 3  # epoch 1's second step: epoch 1's first step is already in the events when it fails
@@ -169,3 +174,82 @@ def test_writer_refuses_non_finite_rows_before_writing(tmp_path):
     writer.write_row({"batch": 1, "images": 4, "images_per_second": float("inf")}, step=1)
   writer.close()
   assert [json.loads(line)["batch"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [0]
+
+
+def _tree_digest(directory: Path) -> str:
+  digest = hashlib.sha256()
+  for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+    digest.update(path.relative_to(directory).as_posix().encode() + b"\0" + path.read_bytes())
+  return digest.hexdigest()
+
+
+@pytest.mark.slow
+def test_finetune_events_equal_metrics_jsonl_and_nan_stops_before_checkpoint(tmp_path):
+  """ft_conditioning on the tiny SD, 2 epochs of 2 steps (steps count from 1). Step 4 (epoch 2's second) gets a
+  NaN image through the production reader and train step: the run stops naming step 4 and its metric, the epoch-1
+  checkpoint is byte-identical to what it was when epoch 2 began, and no epoch-2 checkpoint exists. TensorBoard
+  holds the numbers of metrics.jsonl's rows, and a resumed run would purge the events from step 3 on. Step 2 is
+  traced by the profiler."""
+  config = method_config(REPO_ROOT / "configs", "ft_conditioning", "tiny")
+  config.model.path = str(tiny_sd_path())
+  config.data.wnids = ("n01491361", "n01440764")
+  config.data.synthetic.train_per_class = 20  # subset: 2 per class, validation: 2 per class
+  config.splits_dir = str(tmp_path / "data" / "splits")
+  config.finetune.batch_size = 2
+  config.finetune.policy.max_epochs = 2
+  config.finetune.profile_first_step, config.finetune.profile_steps = 2, 1  # the block's, not sampling's
+  subsets.prepare_splits(config.data, tmp_path / "data")
+  workdir = tmp_path / "run"
+  real_batches = trainer.BatchReader.batches
+  epoch_1_digest = []
+
+  def poisoned(self, order, epoch, start=0):
+    for position, batch in enumerate(real_batches(self, order, epoch, start), start):
+      if epoch == 2 and position == 1:
+        epoch_1_digest.append(_tree_digest(finetune_checkpoints.epoch_dir(workdir, 1)))
+        batch = {**batch, "image": np.full(batch["image"].shape, np.nan, batch["image"].dtype)}
+      yield batch
+
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(trainer.BatchReader, "batches", poisoned)
+    with pytest.raises(metrics.NonFiniteMetricError) as failure:
+      trainer.finetune(config, workdir)
+  # The NaN image makes the loss and the gradient NaN; the norms are read before the loss rows.
+  assert re.search(r"metric 'train_step/grad_norm' is nan at step 4\b", str(failure.value)), str(failure.value)
+  assert str(workdir) in str(failure.value)
+  assert epoch_1_digest and _tree_digest(finetune_checkpoints.epoch_dir(workdir, 1)) == epoch_1_digest[0]
+  assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == ["epoch_1"]
+  after_failure = finetune_checkpoints.read_progress(workdir)
+  assert after_failure["step"] == 2 and after_failure["epoch"] == 1 and after_failure["stopped"] is None
+
+  rows = [json.loads(line) for line in (workdir / trainer.METRICS_FILE).read_text().splitlines()]
+  step_rows, epoch_rows = [r for r in rows if "train_loss" in r], [r for r in rows if "val_loss" in r]
+  assert [r["step"] for r in step_rows] == [1, 2] and [r["step"] for r in epoch_rows] == [2]
+  events = event_accumulator.EventAccumulator(str(workdir / metrics.TENSORBOARD_DIR), size_guidance={
+      event_accumulator.SCALARS: 0})
+  events.Reload()
+  scalars = lambda tag: [(e.step, e.value) for e in events.Scalars(tag)]
+  for key, of in (("train_loss", step_rows), ("skipped_images", step_rows), ("epoch_train_loss", epoch_rows),
+                  ("val_loss", epoch_rows), ("val_skipped_images", epoch_rows)):
+    assert scalars(key) == [(r["step"], np.float32(r[key])) for r in of], key
+  assert not {"step", "epoch", "kept", "stopped"} & set(events.Tags()["scalars"])
+  for name in ("grad_norm", "update_norm", "param_norm"):  # step 3's too: written before step 4 failed
+    steps_and_values = scalars(trainer.STEP_PREFIX + name)
+    assert [s for s, _ in steps_and_values] == [1, 2, 3], name
+    assert all(np.isfinite(v) and v > 0 for _, v in steps_and_values), name
+  # param_norm is the norm of the parameters after the step: step 2's equals epoch 1's checkpoint (float64 numpy).
+  kept = finetune_checkpoints.restore_trainable(finetune_checkpoints.epoch_dir(workdir, 1))
+  expected = np.sqrt(sum(np.sum(np.square(np.asarray(x, np.float64))) for x in jax.tree.leaves(kept)))
+  param_norm = dict(scalars(trainer.STEP_PREFIX + "param_norm"))
+  np.testing.assert_allclose(param_norm[2], expected, rtol=1e-6)
+  # Negative control: the norm of the parameters before step 2 (step 1's), a plausible mix-up, is caught.
+  assert abs(param_norm[1] - expected) > 1e-6 * expected
+  # The run resumed from step 2 drops the failed run's events from step 3 on (MetricsWriter's purge, tested
+  # through the classifier above).
+  run, _ = trainer.setup(config, workdir)
+  run.checkpoints.close()
+  assert run.writer.purge_step == 3
+  traces = list((workdir / metrics.TENSORBOARD_DIR / "plugins" / "profile").glob("*/perfetto_trace.json.gz"))
+  assert len(traces) == 1
+  trace_events = json.loads(gzip.decompress(traces[0].read_bytes()))["traceEvents"]
+  assert sorted(e["args"]["step_num"] for e in trace_events if e.get("name") == "train") == ["2"]

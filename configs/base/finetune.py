@@ -60,6 +60,11 @@ def get(scale: str) -> ml_collections.ConfigDict:
   config.policy.min_relative_improvement = 1e-3
   # Resumable state every N steps inside an epoch (0: only at epoch ends).
   config.checkpoint_every_steps = 0 if tiny else 500
+  # A jax.profiler trace of train steps [profile_first_step, + profile_steps) under <workdir>/tensorboard
+  # (0: off). Steps count from 1 as in metrics.jsonl; step 1 compiles, so the default starts later.
+  # (A method config's top-level profile_* fields are the sampling block's, not these.)
+  config.profile_steps = 0
+  config.profile_first_step = 10
 
   # FT cluster conditioning: k-means on Inception-v3 pool features.
   config.clusters = ml_collections.ConfigDict()

@@ -7,13 +7,17 @@ finetune(config, workdir) = setup, restore, then per epoch train_epoch and end_e
               (jax_aug.sharding; parameters replicated, batches split);
   restore     the latest resume point of the workdir's orbax managers (checkpoints.py), if any: a resumed run
               repeats exactly the same batches and noise (both are functions of (seed, epoch, example index));
-  train_epoch the latent-diffusion objective over the epoch's batches; each step's loss stays on the device
-              and is read every LOSS_READ_EVERY_STEPS steps (and before a resume point), one metrics.jsonl line
-              per step;
+  train_epoch the latent-diffusion objective over the epoch's batches; each step's loss and global norms
+              (gradient, update, parameters) stay on the device and are read every LOSS_READ_EVERY_STEPS steps
+              (and before a resume point), one metrics.jsonl line per step; an optional jax.profiler trace of
+              config.profile_steps steps from config.profile_first_step;
   end_epoch   validation loss, checkpoint policy (best train, best val, fixed epochs), stopping rule, the
               resume point; one metrics.jsonl line per epoch.
+Metrics leave through jax_aug.metrics (write_metrics): metrics.jsonl plus TensorBoard events, and a NaN/inf
+value stops the run (NonFiniteMetricError naming the step and the metric) before a checkpoint is written.
 
-Workdir layout: finetune.json (what the checkpoints mean), clusters.json, metrics.jsonl, resume/<step>/
+Workdir layout: finetune.json (what the checkpoints mean), clusters.json, metrics.jsonl, tensorboard/ (events,
+the profiler's traces under plugins/profile), resume/<step>/
 (trainable + optimizer state and the progress record), checkpoints/epoch_<e>/ (trainable only, the checkpoints
 the policy keeps; `checkpoints.kept_checkpoints` lists them by role).
 """
@@ -33,6 +37,7 @@ import numpy as np
 import optax
 from tqdm import tqdm
 
+from jax_aug import metrics as metrics_lib
 from jax_aug import sharding
 from jax_aug.data import subsets
 from jax_aug.data.imagenet_classes import class_by_wnid
@@ -42,15 +47,16 @@ from jax_aug.finetune.checkpoint_policy import EpochLosses
 from jax_aug.finetune.checkpoints import RunCheckpoints
 from jax_aug.finetune.data import BatchReader, Example, epoch_order
 from jax_aug.finetune.trainables import ConditioningKind, Trainables, frozen_params, initial_trainable
-from jax_aug.io import JsonlManifest, atomic_write_json, read_json
+from jax_aug.io import atomic_write_json, read_json
 
 log = logging.getLogger(__name__)
 
 INFO_FILE = "finetune.json"
 METRICS_FILE = "metrics.jsonl"
-# The train loss stays on the device between reads: reading it every step would make the host wait for each
-# step to finish before it dispatches the next.
+# The train loss and norms stay on the device between reads: reading them every step would make the host wait
+# for each step to finish before it dispatches the next.
 LOSS_READ_EVERY_STEPS = 20
+STEP_PREFIX = "train_step/"  # TensorBoard tags of the per-step norms (as the classifier's)
 TRAIN_KEY, VALIDATION_KEY = 0, 1  # folded into the seed: training and validation noise never coincide
 
 
@@ -165,7 +171,9 @@ def make_loss_fn(conditioning: ConditioningKind, sd: Any, abar: jax.Array, *, gr
 
 
 def make_steps(per_example_loss: Any, tx: optax.GradientTransformation, mesh: Any):
-  """jit-compiled train and eval steps; parameters replicated, batches split over the data axis."""
+  """jit-compiled train and eval steps; parameters replicated, batches split over the data axis.
+  train_step(trainable, opt_state, frozen, batch, key) -> (trainable, opt_state, {"loss", "grad_norm",
+  "update_norm", "param_norm"}): the norms are extra outputs that change no other value."""
   replicated = sharding.replicated_sharding(mesh)
 
   def weighted_mean(losses, weight):
@@ -177,7 +185,8 @@ def make_steps(per_example_loss: Any, tx: optax.GradientTransformation, mesh: An
       return weighted_mean(per_example_loss(t, frozen, batch, key), batch["weight"])
     value, grads = jax.value_and_grad(loss)(trainable)
     updates, opt_state = tx.update(grads, opt_state, trainable)
-    return optax.apply_updates(trainable, updates), opt_state, value
+    new_trainable = optax.apply_updates(trainable, updates)
+    return new_trainable, opt_state, {"loss": value, **metrics_lib.global_norms(grads, updates, new_trainable)}
 
   @functools.partial(jax.jit, out_shardings=replicated)
   def eval_sums(trainable, frozen, batch, key):
@@ -242,15 +251,16 @@ class Run:
   eval_sums: Any
   val_key: jax.Array
   checkpoints: RunCheckpoints
-  metrics: JsonlManifest
+  writer: metrics_lib.MetricsWriter    # metrics.jsonl + tensorboard/ (writes on one process, checks on all)
+  profiler: metrics_lib.StepProfiler
   is_writer: bool          # files are written by one process; orbax coordinates all of them
 
 
 def write_metrics(run: Run, rows: list[dict]) -> None:
-  """THE place metrics leave the trainer: rows of metrics.jsonl (one per step, one per epoch)."""
-  if run.is_writer:
-    for row in rows:
-      run.metrics.append(row)
+  """THE place rows leave the trainer: metrics.jsonl (one per step, one per epoch) and their numbers as
+  TensorBoard scalars at the row's step; a NaN/inf raises NonFiniteMetricError before the row is written."""
+  for row in rows:
+    run.writer.write_row(row, step=row["step"])
 
 
 # --- the run ---------------------------------------------------------------------------------------------
@@ -285,12 +295,19 @@ def setup(config: Any, workdir: Path) -> tuple[Run, TrainState]:
   abar = jnp.asarray(objective.schedule_from_scheduler_config(sd.scheduler.config))
   per_example_loss = make_loss_fn(conditioning, sd, abar, gradient_checkpointing=config.gradient_checkpointing)
   train_step, eval_sums = make_steps(per_example_loss, tx, mesh)
+  checkpoints = RunCheckpoints(workdir)
+  saved = checkpoints.progress()
+  # A resumed run's events start after its resume point: TensorBoard drops what a killed run wrote from there.
+  writer = metrics_lib.MetricsWriter(workdir / METRICS_FILE, workdir / metrics_lib.TENSORBOARD_DIR,
+                                     purge_step=saved["step"] + 1 if saved else None, enabled=is_writer)
   run = Run(name=method_name, config=config, mesh=mesh,
             train_reader=BatchReader(make_examples(train_records, wnids, cluster_of), **reader_args),
             val_reader=BatchReader(make_examples(val_records, wnids, cluster_of), **reader_args),
             frozen=sharding.replicate(frozen_params(spec, sd), mesh), train_step=train_step, eval_sums=eval_sums,
-            val_key=validation_key(config.seed), checkpoints=RunCheckpoints(workdir),
-            metrics=JsonlManifest(workdir / METRICS_FILE), is_writer=is_writer)
+            val_key=validation_key(config.seed), checkpoints=checkpoints, writer=writer,
+            profiler=metrics_lib.StepProfiler(writer.logdir, config.profile_first_step, config.profile_steps,
+                                              enabled=is_writer),
+            is_writer=is_writer)
   return run, TrainState(trainable, tx.init(trainable))
 
 
@@ -312,10 +329,13 @@ def restore(run: Run, initial: TrainState) -> tuple[TrainState, Progress]:
   return state, progress
 
 
-def _read_losses(run: Run, pending: list[tuple[int, jax.Array, int]], epoch: int, bar: tqdm) -> tuple[float, ...]:
-  """The losses of the pending (step, loss on the device, skipped images) in one transfer; writes their rows."""
+def _read_losses(run: Run, pending: list[tuple[int, jax.Array, int]], norms: metrics_lib.StepMetrics, epoch: int,
+                 bar: tqdm) -> tuple[float, ...]:
+  """The losses of the pending (step, loss on the device, skipped images) in one transfer; writes the norms of
+  the same steps (TensorBoard; the first NaN/inf of them stops the run), then the losses' rows."""
   if not pending:
     return ()
+  norms.flush(run.writer, STEP_PREFIX)
   losses = tuple(float(loss) for loss in jax.device_get([loss for _, loss, _ in pending]))
   write_metrics(run, [{"step": step, "epoch": epoch, "train_loss": loss, "skipped_images": skipped}
                       for (step, _, skipped), loss in zip(pending, losses)])
@@ -332,23 +352,25 @@ def train_epoch(run: Run, state: TrainState, progress: Progress) -> tuple[TrainS
   order = epoch_order(len(run.train_reader.examples), config.batch_size, seed=config.seed, epoch=epoch, shuffle=True)
   bar = tqdm(run.train_reader.batches(order, epoch, start=progress.step_in_epoch), total=len(order),
              initial=progress.step_in_epoch, desc=f"{run.name} epoch {epoch}", disable=not run.is_writer)
-  pending = []
+  pending, norms = [], metrics_lib.StepMetrics()
   for batch in bar:
-    trainable, opt_state, loss = run.train_step(state.trainable, state.opt_state, run.frozen,
-                                                sharding.global_batch(batch, run.mesh),
-                                                train_step_key(config.seed, epoch, progress.step_in_epoch))
-    state = TrainState(trainable, opt_state)
+    with run.profiler.step(progress.step + 1, lambda: state):
+      trainable, opt_state, metrics = run.train_step(state.trainable, state.opt_state, run.frozen,
+                                                     sharding.global_batch(batch, run.mesh),
+                                                     train_step_key(config.seed, epoch, progress.step_in_epoch))
+      state = TrainState(trainable, opt_state)
     progress = dataclasses.replace(progress, step=progress.step + 1, step_in_epoch=progress.step_in_epoch + 1)
-    pending.append((progress.step, loss, run.train_reader.skipped))
+    pending.append((progress.step, metrics["loss"], run.train_reader.skipped))
+    norms.add(progress.step, {k: v for k, v in metrics.items() if k != "loss"})
     every = config.checkpoint_every_steps
     resume_point = every and progress.step % every == 0 and progress.step_in_epoch < len(order)
     if resume_point or len(pending) >= LOSS_READ_EVERY_STEPS:
       progress = dataclasses.replace(
-          progress, epoch_train_losses=progress.epoch_train_losses + _read_losses(run, pending, epoch, bar))
+          progress, epoch_train_losses=progress.epoch_train_losses + _read_losses(run, pending, norms, epoch, bar))
     if resume_point:
       run.checkpoints.save_resume(progress.step, state, progress.to_json())
   progress = dataclasses.replace(
-      progress, epoch_train_losses=progress.epoch_train_losses + _read_losses(run, pending, epoch, bar))
+      progress, epoch_train_losses=progress.epoch_train_losses + _read_losses(run, pending, norms, epoch, bar))
   return state, progress
 
 
@@ -363,8 +385,6 @@ def end_epoch(run: Run, state: TrainState, progress: Progress) -> Progress:
   train_loss = float(np.mean(progress.epoch_train_losses))
   history = progress.history + (EpochLosses(epoch, train_loss, val_loss),)
   kept = checkpoint_policy.checkpoints_to_keep(history, policy.keep_epochs, policy.keep_best)
-  if epoch in kept.values():
-    run.checkpoints.save_epoch(epoch, state.trainable)
   stop = checkpoint_policy.should_stop([h.val_loss for h in history], patience=policy.patience,
                                        max_epochs=policy.max_epochs,
                                        min_relative_improvement=policy.min_relative_improvement)
@@ -372,6 +392,9 @@ def end_epoch(run: Run, state: TrainState, progress: Progress) -> Progress:
   progress = Progress(step=progress.step, epoch=epoch, history=history, kept=kept, stopped=stopped)
   write_metrics(run, [{"epoch": epoch, "step": progress.step, "epoch_train_loss": train_loss, "val_loss": val_loss,
                        "kept": kept, "stopped": stopped, "val_skipped_images": run.val_reader.skipped}])
+  # After the row: a NaN/inf in it stops the run before this epoch writes any checkpoint.
+  if epoch in kept.values():
+    run.checkpoints.save_epoch(epoch, state.trainable)
   # The progress naming the new kept set is saved before the checkpoints it no longer names are deleted.
   run.checkpoints.save_resume(progress.step, None if stop else state, progress.to_json())
   run.checkpoints.keep_only(set(kept.values()))
@@ -391,5 +414,7 @@ def finetune(config: Any, workdir: str | Path) -> dict:
       state, progress = train_epoch(run, state, progress)
       progress = end_epoch(run, state, progress)
   finally:
+    run.profiler.close()
+    run.writer.close()
     run.checkpoints.close()
   return progress.to_json()
