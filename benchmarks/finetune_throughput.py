@@ -95,8 +95,8 @@ def jax_steps_per_s(shape, batch, steps, dtype, remat):
   state["o"] = tx.init(state["t"])
 
   def step():
-    state["t"], state["o"], loss = train_step(state["t"], state["o"], state["f"], batch, jax.random.key(0))
-    loss.block_until_ready()
+    state["t"], state["o"], metrics = train_step(state["t"], state["o"], state["f"], batch, jax.random.key(0))
+    metrics["loss"].block_until_ready()
   return _time(step, steps)
 
 
