@@ -31,8 +31,12 @@ def main(argv):
   del argv
   logging.getLogger("jax_aug").setLevel(logging.INFO)
   reader = sources.ImageReader(options=io.DecodeOptions(max_bytes=_MAX_BYTES.value, max_pixels=_MAX_PIXELS.value))
-  print(json.dumps(check.check_path(_DATA.value, _WORKDIR.value, num_workers=_NUM_WORKERS.value,
-                                    strict=_STRICT.value, reader=reader), indent=2))
+  print(
+    json.dumps(
+      check.check_path(_DATA.value, _WORKDIR.value, num_workers=_NUM_WORKERS.value, strict=_STRICT.value, reader=reader),
+      indent=2,
+    )
+  )
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ def main(argv):
   if _TWIN.value == "torch":
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # JAX and PyTorch share one GPU
     from jax_aug.twin import run  # pylint: disable=g-import-not-at-top  (imports torch)
+
     print(run.finetune_with_twin(_CONFIG.value, _WORKDIR.value)["report"])
     return
   finetune(_CONFIG.value, _WORKDIR.value)

@@ -1,8 +1,8 @@
 """Runs (or resumes) the whole study and writes the report; or, with --plan, only plans it.
 
-  python run_study.py --config=configs/tiny.py --workdir=runs/tiny
-  python run_study.py --config=configs/paper.py --workdir=runs/paper --config.methods=baseline_10,retrieval
-  python run_study.py --config=configs/paper.py --workdir=runs/plan --plan=tpu:v5e-16   (docs/plan.md)
+python run_study.py --config=configs/tiny.py --workdir=runs/tiny
+python run_study.py --config=configs/paper.py --workdir=runs/paper --config.methods=baseline_10,retrieval
+python run_study.py --config=configs/paper.py --workdir=runs/plan --plan=tpu:v5e-16   (docs/plan.md)
 """
 
 import sys

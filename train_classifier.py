@@ -40,6 +40,7 @@ def main(argv):
     # JAX's first use, which starts its backend.
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     from jax_aug.twin import run  # pylint: disable=g-import-not-at-top  (imports torch)
+
     print(run.train_with_twin(_CONFIG.value, _WORKDIR.value)["report"])
     return
   if _COORDINATOR.value:

@@ -42,16 +42,22 @@ _NUM_CLASSES = 1000
 
 
 def jax_runner(batch_size: int, image_size: int, bfloat16: bool):
-  config = ConfigDict(dict(learning_rate=0.1, momentum=0.9, nesterov=False, weight_decay=1e-4,
-                           weight_decay_applies_to="all"))
+  config = ConfigDict(
+    dict(learning_rate=0.1, momentum=0.9, nesterov=False, weight_decay=1e-4, weight_decay_applies_to="all")
+  )
   model = resnet50(_NUM_CLASSES, dtype=jnp.bfloat16 if bfloat16 else jnp.float32)
   tx, mesh = steps.make_optimizer(config), sharding.make_mesh()
-  state = jax.jit(lambda k: steps.create_train_state(model, tx, k, image_size),
-                  out_shardings=sharding.replicated_sharding(mesh))(jax.random.key(0))
+  state = jax.jit(
+    lambda k: steps.create_train_state(model, tx, k, image_size), out_shardings=sharding.replicated_sharding(mesh)
+  )(jax.random.key(0))
   rng = np.random.default_rng(0)
-  batch = sharding.global_batch({
+  batch = sharding.global_batch(
+    {
       "image": rng.standard_normal((batch_size, image_size, image_size, 3), np.float32),
-      "label": rng.integers(0, _NUM_CLASSES, batch_size).astype(np.int32)}, mesh)
+      "label": rng.integers(0, _NUM_CLASSES, batch_size).astype(np.int32),
+    },
+    mesh,
+  )
   step = steps.jit_train_step(model, tx, mesh)
   holder = {"state": state}
 
@@ -98,12 +104,21 @@ def pipeline_images_per_second(num_images: int, image_size: int, batch_size: int
   random resized crop, flip, normalise, batch."""
   wnids = synthetic.DEFAULT_WNIDS
   with tempfile.TemporaryDirectory() as root:
-    synthetic.make_synthetic_imagenet(root, wnids=wnids, train_per_class=-(-num_images // len(wnids)),
-                                      val_per_class=1, image_size=320, seed=0)
+    synthetic.make_synthetic_imagenet(
+      root, wnids=wnids, train_per_class=-(-num_images // len(wnids)), val_per_class=1, image_size=320, seed=0
+    )
     records = sources.folder_records(os.path.join(root, "train"), wnids)
-    loader = pipeline.make_train_loader(records, wnids=wnids, epoch=0, seed=0,
-                                        global_batch_size=batch_size, image_size=image_size,
-                                        num_workers=workers, process_index=0, process_count=1)
+    loader = pipeline.make_train_loader(
+      records,
+      wnids=wnids,
+      epoch=0,
+      seed=0,
+      global_batch_size=batch_size,
+      image_size=image_size,
+      num_workers=workers,
+      process_index=0,
+      process_count=1,
+    )
     iterator = iter(loader)
     next(iterator)  # worker start-up is not throughput
     start, seen = time.perf_counter(), 0
@@ -121,8 +136,7 @@ def main(argv):
   if gpu and not torch.cuda.is_available():
     raise SystemExit("--device=gpu but PyTorch sees no CUDA device")
   print(f"JAX devices: {jax.devices()}; torch threads: {torch.get_num_threads()}")
-  print(f"ResNet-50 train step, batch {batch}, {size} px, "
-        f"{'bfloat16 / AMP channels_last' if gpu else 'float32'}")
+  print(f"ResNet-50 train step, batch {batch}, {size} px, {'bfloat16 / AMP channels_last' if gpu else 'float32'}")
   ours = jax_runner(batch, size, bfloat16=gpu)
   reference = torch_runner(batch, size, gpu)
   start = time.perf_counter()
@@ -135,12 +149,16 @@ def main(argv):
     b = images_per_second(reference, _STEPS.value, batch)
     print(f"round {r}: jax {a:.1f} img/s, torch {b:.1f} img/s, ratio {a / b:.2f}")
     best_ours, best_reference = max(best_ours, a), max(best_reference, b)
-  print(f"train step: jax {best_ours:.1f} img/s, torchvision {best_reference:.1f} img/s, "
-        f"ratio jax/torch {best_ours / best_reference:.2f}x (best of {_ROUNDS.value} rounds)")
+  print(
+    f"train step: jax {best_ours:.1f} img/s, torchvision {best_reference:.1f} img/s, "
+    f"ratio jax/torch {best_ours / best_reference:.2f}x (best of {_ROUNDS.value} rounds)"
+  )
   if _PIPELINE_IMAGES.value:
     rate = pipeline_images_per_second(_PIPELINE_IMAGES.value, size, batch, _PIPELINE_WORKERS.value)
-    print(f"grain pipeline alone: {rate:.1f} img/s with {_PIPELINE_WORKERS.value} workers"
-          f" ({rate / best_ours:.1f}x the jax train step)")
+    print(
+      f"grain pipeline alone: {rate:.1f} img/s with {_PIPELINE_WORKERS.value} workers"
+      f" ({rate / best_ours:.1f}x the jax train step)"
+    )
 
 
 if __name__ == "__main__":

@@ -32,12 +32,14 @@ def main(argv):
   del argv
   # Imported here, not at the top: the check's spawned workers import this module, and only need absl.
   from torchvision.datasets.folder import pil_loader  # pylint: disable=g-import-not-at-top
+
   with tempfile.TemporaryDirectory() as tmp:
     if FLAGS.root:
       folder = Path(FLAGS.root)
     else:
-      root = make_synthetic_imagenet(Path(tmp) / "imagenet", train_per_class=FLAGS.images_per_class,
-                                     val_per_class=1, image_size=FLAGS.image_size, seed=0)
+      root = make_synthetic_imagenet(
+        Path(tmp) / "imagenet", train_per_class=FLAGS.images_per_class, val_per_class=1, image_size=FLAGS.image_size, seed=0
+      )
       folder = root / "train"
     records, _ = sources.folder_listing(folder)
     ours, reference = [], []
@@ -48,9 +50,11 @@ def main(argv):
       reference.append(len(records) / (time.perf_counter() - start))
       summary = check.check_path(folder, Path(tmp) / f"check_{round_index}", num_workers=FLAGS.workers)
       ours.append(summary["images_per_second"])
-  print(f"{len(records)} images, check with {FLAGS.workers} workers: {max(ours):.1f} images/s;"
-        f" torchvision pil_loader loop (1 process): {max(reference):.1f} images/s;"
-        f" ratio {max(ours) / max(reference):.2f}")
+  print(
+    f"{len(records)} images, check with {FLAGS.workers} workers: {max(ours):.1f} images/s;"
+    f" torchvision pil_loader loop (1 process): {max(reference):.1f} images/s;"
+    f" ratio {max(ours) / max(reference):.2f}"
+  )
 
 
 if __name__ == "__main__":

@@ -82,14 +82,22 @@ def _rates(batches, block=lambda x: x):
     elif steady:
       count += images.shape[0]
   if not count:
-    raise ValueError(f"--images={FLAGS.images} makes too few batches of {FLAGS.batch_size} for"
-                     f" {FLAGS.workers} workers and a steady-state rate")
+    raise ValueError(
+      f"--images={FLAGS.images} makes too few batches of {FLAGS.batch_size} for"
+      f" {FLAGS.workers} workers and a steady-state rate"
+    )
   return first, count / (time.perf_counter() - steady)
 
 
 def _ours(records, wnids, train: bool, cache_dir=None):
-  common = dict(wnids=wnids, image_size=FLAGS.image_size, num_workers=FLAGS.workers, process_index=0,
-                process_count=1, cache_dir=cache_dir)
+  common = dict(
+    wnids=wnids,
+    image_size=FLAGS.image_size,
+    num_workers=FLAGS.workers,
+    process_index=0,
+    process_count=1,
+    cache_dir=cache_dir,
+  )
   if train:
     loader = pipeline.make_train_loader(records, epoch=0, seed=0, global_batch_size=FLAGS.batch_size, **common)
   else:
@@ -99,21 +107,25 @@ def _ours(records, wnids, train: bool, cache_dir=None):
 
 def _torchvision(folder, indices, train: bool):
   import torch  # pylint: disable=g-import-not-at-top  (see the imports)
-  from torchvision import datasets, transforms as T  # pylint: disable=g-import-not-at-top
+  from torchvision import datasets  # pylint: disable=g-import-not-at-top
+  from torchvision import transforms as T
+
   normalize = [T.ToTensor(), T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])]
   if train:
     transform = T.Compose([T.RandomResizedCrop(FLAGS.image_size), T.RandomHorizontalFlip()] + normalize)
   else:
     transform = T.Compose([T.Resize(int(FLAGS.image_size / 0.875)), T.CenterCrop(FLAGS.image_size)] + normalize)
   dataset = torch.utils.data.Subset(datasets.ImageFolder(folder, transform=transform), indices)
-  return torch.utils.data.DataLoader(dataset, batch_size=FLAGS.batch_size, shuffle=train,
-                                     num_workers=FLAGS.workers, drop_last=train)
+  return torch.utils.data.DataLoader(
+    dataset, batch_size=FLAGS.batch_size, shuffle=train, num_workers=FLAGS.workers, drop_last=train
+  )
 
 
 def _print(name, start_and_rate):
   start, rate = start_and_rate
-  print(f"  {name:34s} {rate:8.1f} images/s = {rate / FLAGS.workers:7.1f} per worker core"
-        f"   ({start:.2f} s to the first batch)")
+  print(
+    f"  {name:34s} {rate:8.1f} images/s = {rate / FLAGS.workers:7.1f} per worker core   ({start:.2f} s to the first batch)"
+  )
 
 
 def _pipelines(train_dir, records, wnids, cache_dir):
@@ -129,23 +141,34 @@ def _pipelines(train_dir, records, wnids, cache_dir):
     _print("ours (grain, uint8 out)", ours)
     _print("ours from the decode-once cache", cached)
     _print("torchvision DataLoader (float32 out)", theirs)
-    print(f"  ratio ours / torchvision (steady state): {ours[1] / theirs[1]:.2f};"
-          f" cache / torchvision: {cached[1] / theirs[1]:.2f}")
+    print(
+      f"  ratio ours / torchvision (steady state): {ours[1] / theirs[1]:.2f};"
+      f" cache / torchvision: {cached[1] / theirs[1]:.2f}"
+    )
 
 
 def _end_to_end(train_dir, records, wnids):
   # pylint: disable=g-import-not-at-top  (see the imports)
   import jax
   import ml_collections
+
   from jax_aug import sharding
   from jax_aug.classifier import model as model_lib
   from jax_aug.classifier import steps
   from jax_aug.twin import classifier as twin
+
   # pylint: enable=g-import-not-at-top
-  config = ml_collections.ConfigDict({"stage_sizes": [int(s) for s in FLAGS.e2e_stage_sizes],
-                                      "num_filters": FLAGS.e2e_filters, "dtype": "float32", "batch_norm": "global"})
-  optimizer = ml_collections.ConfigDict({"learning_rate": 0.01, "momentum": 0.9, "nesterov": False,
-                                         "weight_decay": 1e-4, "weight_decay_applies_to": "all"})
+  config = ml_collections.ConfigDict(
+    {
+      "stage_sizes": [int(s) for s in FLAGS.e2e_stage_sizes],
+      "num_filters": FLAGS.e2e_filters,
+      "dtype": "float32",
+      "batch_norm": "global",
+    }
+  )
+  optimizer = ml_collections.ConfigDict(
+    {"learning_rate": 0.01, "momentum": 0.9, "nesterov": False, "weight_decay": 1e-4, "weight_decay_applies_to": "all"}
+  )
   mesh = sharding.make_mesh()
   model, tx = model_lib.build_model(config, len(wnids)), steps.make_optimizer(optimizer)
   # On the host: the jitted step donates its state, so each run starts from its own device copy.
@@ -156,8 +179,11 @@ def _end_to_end(train_dir, records, wnids):
   def ours(prefetch: bool):
     state = sharding.replicate(initial, mesh)
     loader = _ours(records, wnids, train=True)
-    batches = (sharding.prefetch_to_device(loader, mesh, ("image", "label")) if prefetch else
-               (sharding.global_batch({"image": b["image"], "label": b["label"]}, mesh) for b in loader))
+    batches = (
+      sharding.prefetch_to_device(loader, mesh, ("image", "label"))
+      if prefetch
+      else (sharding.global_batch({"image": b["image"], "label": b["label"]}, mesh) for b in loader)
+    )
     for batch in batches:
       state, metrics = train_step(state, {"image": batch["image"], "label": batch["label"]})
       yield batch["image"]
@@ -171,8 +197,10 @@ def _end_to_end(train_dir, records, wnids):
       yield images
 
   block = lambda images: jax.block_until_ready(images) if isinstance(images, jax.Array) else images
-  print(f"classifier epoch end to end (ResNet stages {config.stage_sizes}, {config.num_filters} filters,"
-        f" {jax.devices()[0].platform}; the first batch includes compilation):")
+  print(
+    f"classifier epoch end to end (ResNet stages {config.stage_sizes}, {config.num_filters} filters,"
+    f" {jax.devices()[0].platform}; the first batch includes compilation):"
+  )
   _print("ours: grain + prefetch_to_device", _rates(ours(prefetch=True), block))
   _print("ours: grain, no prefetch", _rates(ours(prefetch=False), block))
   _print("torchvision DataLoader + PyTorch", _rates(theirs()))
@@ -181,18 +209,22 @@ def _end_to_end(train_dir, records, wnids):
 def main(argv):
   del argv
   load = os.getloadavg()
-  print(f"load average (1/5/15 min): {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} cores"
-        " (figures are only meaningful when it is near 0)")
+  print(
+    f"load average (1/5/15 min): {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} cores"
+    " (figures are only meaningful when it is near 0)"
+  )
   with tempfile.TemporaryDirectory() as tmp:
     if FLAGS.root:
       train_dir = Path(FLAGS.root) / "train"
     else:
       train_dir = draw_imagenet_sized_folder(Path(tmp), FLAGS.images)
-    records = sources.folder_records(train_dir)[:FLAGS.images]
+    records = sources.folder_records(train_dir)[: FLAGS.images]
     wnids = sorted({r["wnid"] for r in records})
     mean_kb = np.mean([os.path.getsize(r["path"]) for r in records]) / 1024
-    print(f"{len(records)} JPEGs ({mean_kb:.0f} KB mean) in {train_dir}, crop {FLAGS.image_size} px,"
-          f" batch {FLAGS.batch_size}, {FLAGS.workers} workers")
+    print(
+      f"{len(records)} JPEGs ({mean_kb:.0f} KB mean) in {train_dir}, crop {FLAGS.image_size} px,"
+      f" batch {FLAGS.batch_size}, {FLAGS.workers} workers"
+    )
     start = time.perf_counter()
     # Stored side 500: ImageNet-sized images are kept as decoded (the pixels the crops see are unchanged).
     cache_dir = str(cache.write_cache(records, Path(tmp) / "cache", max_side=500))

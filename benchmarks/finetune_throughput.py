@@ -25,23 +25,44 @@ _STEPS = flags.DEFINE_integer("steps", 5, "timed steps (after 2 warm-up steps)")
 _REMAT = flags.DEFINE_string("gradient_checkpointing", "", "jax.checkpoint_policies name, or empty")
 
 SHAPES = {
-    # A few-million-parameter SD look-alike that steps in seconds on a CPU.
-    "small": dict(
-        resolution=64, hidden=128,
-        unet=dict(sample_size=8, block_out_channels=(64, 128), layers_per_block=1, attention_head_dim=8,
-                  down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-                  up_block_types=("UpBlock2D", "CrossAttnUpBlock2D")),
-        vae=dict(block_out_channels=(32, 64, 64, 64), layers_per_block=1,
-                 down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)),
-    # Stable Diffusion v1.4's unet/config.json and vae/config.json.
-    "sd14": dict(
-        resolution=512, hidden=768,
-        unet=dict(sample_size=64, block_out_channels=(320, 640, 1280, 1280), layers_per_block=2,
-                  attention_head_dim=8,
-                  down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-                  up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3),
-        vae=dict(block_out_channels=(128, 256, 512, 512), layers_per_block=2,
-                 down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)),
+  # A few-million-parameter SD look-alike that steps in seconds on a CPU.
+  "small": dict(
+    resolution=64,
+    hidden=128,
+    unet=dict(
+      sample_size=8,
+      block_out_channels=(64, 128),
+      layers_per_block=1,
+      attention_head_dim=8,
+      down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+      up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+    ),
+    vae=dict(
+      block_out_channels=(32, 64, 64, 64),
+      layers_per_block=1,
+      down_block_types=("DownEncoderBlock2D",) * 4,
+      up_block_types=("UpDecoderBlock2D",) * 4,
+    ),
+  ),
+  # Stable Diffusion v1.4's unet/config.json and vae/config.json.
+  "sd14": dict(
+    resolution=512,
+    hidden=768,
+    unet=dict(
+      sample_size=64,
+      block_out_channels=(320, 640, 1280, 1280),
+      layers_per_block=2,
+      attention_head_dim=8,
+      down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+      up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+    ),
+    vae=dict(
+      block_out_channels=(128, 256, 512, 512),
+      layers_per_block=2,
+      down_block_types=("DownEncoderBlock2D",) * 4,
+      up_block_types=("UpDecoderBlock2D",) * 4,
+    ),
+  ),
 }
 
 
@@ -62,8 +83,7 @@ def jax_steps_per_s(shape, batch, steps, dtype, remat):
 
   from jax_aug import sharding
   from jax_aug.diffusion.loading import StableDiffusion
-  from jax_aug.finetune import objective
-  from jax_aug.finetune import trainables
+  from jax_aug.finetune import objective, trainables
   from jax_aug.finetune.trainer import make_loss_fn, make_optimizer, make_steps
 
   jdtype = jnp.dtype(dtype)
@@ -71,53 +91,71 @@ def jax_steps_per_s(shape, batch, steps, dtype, remat):
   vae = FlaxAutoencoderKL(latent_channels=4, sample_size=shape["resolution"], dtype=jdtype, **shape["vae"])
   unet_params = unet.init_weights(jax.random.key(0))
   vae_params = jax.tree.map(lambda x: x.astype(jdtype), vae.init_weights(jax.random.key(1)))
-  sd = StableDiffusion(tokenizer=None, text_encoder=None, unet=unet, vae=vae, scheduler=None,
-                       safety_checker=None, feature_extractor=None, params={}, checkpoint="benchmark",
-                       dtype=dtype)
+  sd = StableDiffusion(
+    tokenizer=None,
+    text_encoder=None,
+    unet=unet,
+    vae=vae,
+    scheduler=None,
+    safety_checker=None,
+    feature_extractor=None,
+    params={},
+    checkpoint="benchmark",
+    dtype=dtype,
+  )
   conditioning = trainables.build("tensor", [], clusters_per_class=1, tokenizer=None)
   trainable = {"conditioning": jnp.zeros((4, 77, shape["hidden"])), "unet": unet_params}
 
   class C(dict):
     __getattr__ = dict.__getitem__
-  config = C(learning_rate=C(conditioning=1e-3, pseudo_words=0.0, unet=1e-5),
-             optimizer=C(b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, max_grad_norm=1.0))
+
+  config = C(
+    learning_rate=C(conditioning=1e-3, pseudo_words=0.0, unet=1e-5),
+    optimizer=C(b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, max_grad_norm=1.0),
+  )
   tx = make_optimizer(config, trainable)
   mesh = sharding.make_mesh()
   abar = jnp.asarray(objective.alphas_cumprod())
   train_step, _ = make_steps(make_loss_fn(conditioning, sd, abar, gradient_checkpointing=remat), tx, mesh)
   res = shape["resolution"]
   rng = np.random.default_rng(0)
-  batch = sharding.global_batch({
+  batch = sharding.global_batch(
+    {
       "image": rng.uniform(-1, 1, (batch, 3, res, res)).astype(np.float32),
-      "index": np.arange(batch, dtype=np.int32), "weight": np.ones(batch, np.float32),
-      "conditioning_index": (np.arange(batch) % 4).astype(np.int32)}, mesh)
+      "index": np.arange(batch, dtype=np.int32),
+      "weight": np.ones(batch, np.float32),
+      "conditioning_index": (np.arange(batch) % 4).astype(np.int32),
+    },
+    mesh,
+  )
   state = {"t": sharding.replicate(trainable, mesh), "o": None, "f": sharding.replicate({"vae": vae_params}, mesh)}
   state["o"] = tx.init(state["t"])
 
   def step():
     state["t"], state["o"], metrics = train_step(state["t"], state["o"], state["f"], batch, jax.random.key(0))
     metrics["loss"].block_until_ready()
+
   return _time(step, steps)
 
 
 def torch_steps_per_s(shape, batch, steps, dtype):
   import torch
   from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+
   device = "cuda" if torch.cuda.is_available() else "cpu"
   unet = UNet2DConditionModel(cross_attention_dim=shape["hidden"], **shape["unet"]).to(device).train()
   vae = AutoencoderKL(latent_channels=4, sample_size=shape["resolution"], **shape["vae"]).to(device).eval()
   vae.requires_grad_(False)
   conditioning = torch.zeros(4, 77, shape["hidden"], device=device, requires_grad=True)
-  optimizer = torch.optim.AdamW([{"params": [conditioning], "lr": 1e-3}, {"params": unet.parameters(), "lr": 1e-5}],
-                                weight_decay=0.0)
-  scheduler = DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
-                            beta_schedule="scaled_linear")
+  optimizer = torch.optim.AdamW(
+    [{"params": [conditioning], "lr": 1e-3}, {"params": unet.parameters(), "lr": 1e-5}], weight_decay=0.0
+  )
+  scheduler = DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
   res = shape["resolution"]
   images = torch.rand(batch, 3, res, res, device=device) * 2 - 1
   index = torch.arange(batch, device=device) % 4
   # The reference recipe of diffusers' training scripts: fp16 autocast on GPU for a low-precision run.
-  autocast = torch.autocast(device, dtype=torch.float16 if device == "cuda" else torch.bfloat16,
-                            enabled=dtype == "bfloat16")
+  autocast = torch.autocast(device, dtype=torch.float16 if device == "cuda" else torch.bfloat16, enabled=dtype == "bfloat16")
 
   def step():
     with autocast:
@@ -133,6 +171,7 @@ def torch_steps_per_s(shape, batch, steps, dtype):
     optimizer.step()
     if device == "cuda":
       torch.cuda.synchronize()
+
   return _time(step, steps), device
 
 
@@ -140,10 +179,10 @@ def main(argv):
   del argv
   shape = SHAPES[_SHAPE.value]
   import jax
+
   ours = jax_steps_per_s(shape, _BATCH.value, _STEPS.value, _DTYPE.value, _REMAT.value)
   theirs, device = torch_steps_per_s(shape, _BATCH.value, _STEPS.value, _DTYPE.value)
-  print(f"shape={_SHAPE.value} batch={_BATCH.value} dtype={_DTYPE.value} jax devices={jax.devices()} "
-        f"torch device={device}")
+  print(f"shape={_SHAPE.value} batch={_BATCH.value} dtype={_DTYPE.value} jax devices={jax.devices()} torch device={device}")
   print(f"jax (ours):       {ours:8.3f} train steps/s  ({ours * _BATCH.value:.2f} images/s)")
   print(f"pytorch diffusers:{theirs:8.3f} train steps/s  ({theirs * _BATCH.value:.2f} images/s)")
   print(f"ratio jax/pytorch: {ours / theirs:.2f}x")

@@ -55,11 +55,16 @@ def timed(fn, repeats: int = 3) -> float:
 def write_metadata(folder: Path, n: int) -> None:
   import pyarrow as pa
   import pyarrow.parquet as pq
+
   (folder / METADATA_DIR).mkdir(parents=True)
   ids = np.arange(n)
-  table = pa.table({"url": pa.array([f"https://images.example/{i}.jpg" for i in ids]),
-                    "caption": pa.array([f"a synthetic caption number {i}" for i in ids]),
-                    "aesthetic": pa.array(np.random.default_rng(1).uniform(3, 8, n))})
+  table = pa.table(
+    {
+      "url": pa.array([f"https://images.example/{i}.jpg" for i in ids]),
+      "caption": pa.array([f"a synthetic caption number {i}" for i in ids]),
+      "aesthetic": pa.array(np.random.default_rng(1).uniform(3, 8, n)),
+    }
+  )
   pq.write_table(table, folder / METADATA_DIR / "00000.parquet", row_group_size=100_000)
 
 
@@ -67,8 +72,10 @@ def main(argv):
   del argv
   torch.set_num_threads(torch.get_num_threads())
   n, dim, k, nq = _N.value, _DIM.value, _K.value, _QUERIES.value
-  print(f"synthetic index: {n} x {dim} float32 ({n * dim * 4 / 2**30:.2f} GiB), k={k}, batch of {nq} queries,"
-        f" {torch.get_num_threads()} threads")
+  print(
+    f"synthetic index: {n} x {dim} float32 ({n * dim * 4 / 2**30:.2f} GiB), k={k}, batch of {nq} queries,"
+    f" {torch.get_num_threads()} threads"
+  )
   x = synthetic_embeddings(n, dim)
   queries = synthetic_embeddings(nq, dim, seed=1)
   reference = torch.from_numpy(x)
@@ -90,16 +97,18 @@ def main(argv):
       write_metadata(folder, n)
       build_s = time.perf_counter() - start
       index = LocalIndex(folder, nprobe=_NPROBE.value if factory != "Flat" else None)
-      t_batch = timed(lambda: index.search_batch(queries, k))
-      t_single = timed(lambda: index.search_batch(queries[:1], k))
+      t_batch = timed(lambda index=index: index.search_batch(queries, k))
+      t_single = timed(lambda index=index: index.search_batch(queries[:1], k))
       _, found = index.search_batch(queries, k)
       recall = np.mean([len(set(a) & set(b)) / k for a, b in zip(found, exact)])
-      t_full = timed(lambda: [index.search(q, k, deduplicate=True) for q in queries[:8]], repeats=1)
-      print(f"faiss {name:6s} ({factory}, built in {build_s:.0f} s): {nq / t_batch:9.1f} queries/s batched"
-            f" ({t_torch_batch / t_batch:5.2f}x pytorch), {1 / t_single:7.1f} single"
-            f" ({t_torch_single / t_single:5.2f}x pytorch), recall@{k} {recall:.3f};"
-            f" LocalIndex.search with dedup + metadata: {8 * k / t_full:8.0f} images/s"
-            f" ({8 / t_full:.1f} queries/s)")
+      t_full = timed(lambda index=index: [index.search(q, k, deduplicate=True) for q in queries[:8]], repeats=1)
+      print(
+        f"faiss {name:6s} ({factory}, built in {build_s:.0f} s): {nq / t_batch:9.1f} queries/s batched"
+        f" ({t_torch_batch / t_batch:5.2f}x pytorch), {1 / t_single:7.1f} single"
+        f" ({t_torch_single / t_single:5.2f}x pytorch), recall@{k} {recall:.3f};"
+        f" LocalIndex.search with dedup + metadata: {8 * k / t_full:8.0f} images/s"
+        f" ({8 / t_full:.1f} queries/s)"
+      )
       del index
 
 

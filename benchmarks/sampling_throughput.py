@@ -23,8 +23,12 @@ _BATCH = flags.DEFINE_integer("batch", 0, "Images per batch (0: 4 on cpu, 8 on g
 _BATCHES = flags.DEFINE_integer("batches", 3, "Timed batches per side.")
 _STEPS = flags.DEFINE_integer("steps", 0, "Denoising steps (0: 10 on cpu, 50 on gpu).")
 
-PROMPTS = ("A photo of goldfish, Carassius auratus.", "a photo of many tigershark.",
-           "A photo of desktopcomputer.", "a sketch of a papillon.")
+PROMPTS = (
+  "A photo of goldfish, Carassius auratus.",
+  "a photo of many tigershark.",
+  "A photo of desktopcomputer.",
+  "a sketch of a papillon.",
+)
 
 
 def sd14_pair(workdir: Path):
@@ -35,14 +39,23 @@ def sd14_pair(workdir: Path):
   from transformers import CLIPTextConfig, CLIPTextModel
 
   from jax_aug.diffusion import loading, tiny
+
   pipeline = StableDiffusionPipeline(
-      vae=AutoencoderKL(**tiny.SD14_VAE), text_encoder=CLIPTextModel(CLIPTextConfig(**tiny.SD14_TEXT)),
-      tokenizer=loading.load_clip_tokenizer(), unet=UNet2DConditionModel(**tiny.SD14_UNET),
-      scheduler=PNDMScheduler(**tiny.SD14_SCHEDULER_CONFIG),
-      safety_checker=StableDiffusionSafetyChecker(tiny.safety_clip_config(tiny.SD14_TEXT, tiny.SD14_SAFETY_VISION)),
-      feature_extractor=tiny.feature_extractor()).to("cuda", torch.float16)
-  path = tiny.build_random_sd(workdir / "sd14", unet_config=tiny.SD14_UNET, vae_config=tiny.SD14_VAE,
-                              text_config=tiny.SD14_TEXT, vision_config=tiny.SD14_SAFETY_VISION)
+    vae=AutoencoderKL(**tiny.SD14_VAE),
+    text_encoder=CLIPTextModel(CLIPTextConfig(**tiny.SD14_TEXT)),
+    tokenizer=loading.load_clip_tokenizer(),
+    unet=UNet2DConditionModel(**tiny.SD14_UNET),
+    scheduler=PNDMScheduler(**tiny.SD14_SCHEDULER_CONFIG),
+    safety_checker=StableDiffusionSafetyChecker(tiny.safety_clip_config(tiny.SD14_TEXT, tiny.SD14_SAFETY_VISION)),
+    feature_extractor=tiny.feature_extractor(),
+  ).to("cuda", torch.float16)
+  path = tiny.build_random_sd(
+    workdir / "sd14",
+    unet_config=tiny.SD14_UNET,
+    vae_config=tiny.SD14_VAE,
+    text_config=tiny.SD14_TEXT,
+    vision_config=tiny.SD14_SAFETY_VISION,
+  )
   return pipeline, loading.load_sd(path, dtype="bfloat16")
 
 
@@ -50,6 +63,7 @@ def tiny_pair(workdir: Path):
   """(PyTorch pipeline, our model) with identical tiny weights."""
   from jax_aug.diffusion.loading import load_sd
   from jax_aug.diffusion.tiny import build_tiny_sd_pt
+
   pipeline = build_tiny_sd_pt(workdir / "tiny", seed=0)
   return pipeline, load_sd(workdir / "tiny", from_pt=True)
 
@@ -70,6 +84,7 @@ def main(argv):
 
   from jax_aug.diffusion import engine
   from jax_aug.diffusion.safety import make_safety_fn
+
   gpu = _MODE.value == "gpu"
   batch = _BATCH.value or (8 if gpu else 4)
   steps = _STEPS.value or (50 if gpu else 10)
@@ -86,14 +101,23 @@ def main(argv):
 
   def pytorch(b):
     generator = torch.Generator("cuda" if gpu else "cpu").manual_seed(b + 1)
-    pipeline(prompts, num_inference_steps=steps, guidance_scale=7.5, height=model.resolution,
-             width=model.resolution, generator=generator, output_type="np")
+    pipeline(
+      prompts,
+      num_inference_steps=steps,
+      guidance_scale=7.5,
+      height=model.resolution,
+      width=model.resolution,
+      generator=generator,
+      output_type="np",
+    )
 
   sync = torch.cuda.synchronize if gpu else (lambda: None)
   ours_rate = images_per_second(ours, batch, _BATCHES.value)
   pytorch_rate = images_per_second(pytorch, batch, _BATCHES.value, sync)
-  print(f"mode={_MODE.value} resolution={model.resolution} steps={steps} batch={batch} guidance=7.5"
-        f" timed_batches={_BATCHES.value} dtype={model.dtype} compilations={sampler.compilations()}")
+  print(
+    f"mode={_MODE.value} resolution={model.resolution} steps={steps} batch={batch} guidance=7.5"
+    f" timed_batches={_BATCHES.value} dtype={model.dtype} compilations={sampler.compilations()}"
+  )
   print(f"  ours (JAX/Flax)     {ours_rate:9.3f} images/s")
   print(f"  diffusers PyTorch   {pytorch_rate:9.3f} images/s")
   print(f"  ratio ours/PyTorch  {ours_rate / pytorch_rate:9.2f}x")

@@ -22,16 +22,25 @@ from absl import app, flags
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("repeats", 10, "runs per setting")
-flags.DEFINE_string("code", "import jax_aug.classifier.train, jax; jax.devices()",
-                    "what each fresh Python runs (the import of an entry script's code + the first jax.devices())")
+flags.DEFINE_string(
+  "code",
+  "import jax_aug.classifier.train, jax; jax.devices()",
+  "what each fresh Python runs (the import of an entry script's code + the first jax.devices())",
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def _run(env: dict) -> float:
   start = time.perf_counter()
-  subprocess.run([sys.executable, "-c", FLAGS.code], env=env, cwd=REPO_ROOT, check=True,
-                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  subprocess.run(
+    [sys.executable, "-c", FLAGS.code],
+    env=env,
+    cwd=REPO_ROOT,
+    check=True,
+    stdout=subprocess.DEVNULL,
+    stderr=subprocess.DEVNULL,
+  )
   return time.perf_counter() - start
 
 
@@ -43,9 +52,9 @@ def main(argv):
     (Path(tmp) / "libtpu").mkdir()
     (Path(tmp) / "libtpu" / "__init__.py").write_text("raise ImportError('libtpu masked by startup_time.py')\n")
     settings = {
-        "libtpu importable, JAX_PLATFORMS unset": base,
-        "libtpu importable, JAX_PLATFORMS=cpu": {**base, "JAX_PLATFORMS": "cpu"},
-        "libtpu masked, JAX_PLATFORMS unset": {**base, "PYTHONPATH": tmp},
+      "libtpu importable, JAX_PLATFORMS unset": base,
+      "libtpu importable, JAX_PLATFORMS=cpu": {**base, "JAX_PLATFORMS": "cpu"},
+      "libtpu masked, JAX_PLATFORMS unset": {**base, "PYTHONPATH": tmp},
     }
     times = {name: [] for name in settings}
     for _ in range(FLAGS.repeats):

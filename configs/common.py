@@ -44,23 +44,35 @@ def _area_blocks(kind: str, scale: str, train_split: str) -> ml_collections.Conf
   return config
 
 
-def method_config(config_file: str, arg: str, *, kind: str, display_name: str, family: str,
-                  prompt_strategy: str = "", trainables: dict | None = None, train_split: str = "subset",
-                  customize=None) -> ml_collections.ConfigDict:
+def method_config(
+  config_file: str,
+  arg: str,
+  *,
+  kind: str,
+  display_name: str,
+  family: str,
+  prompt_strategy: str = "",
+  trainables: dict | None = None,
+  train_split: str = "subset",
+  customize=None,
+) -> ml_collections.ConfigDict:
   """The config of the method defined in `config_file` at `arg`; `trainables` (fine-tuned kind) is
   `finetune.trainables`, `train_split` the baseline's split, `customize(config, scale)` the method's own
   settings, applied before the argument's overrides."""
   name = Path(config_file).stem
   method_kinds.check_kind(kind, name)
   if (kind == method_kinds.PROMPT) != bool(prompt_strategy):
-    raise ValueError(f"{config_file}: a prompt_strategy is given for the prompt kind and only for it (kind {kind!r},"
-                     f" prompt_strategy {prompt_strategy!r})")
+    raise ValueError(
+      f"{config_file}: a prompt_strategy is given for the prompt kind and only for it (kind {kind!r},"
+      f" prompt_strategy {prompt_strategy!r})"
+    )
   if (kind == method_kinds.FINETUNED) != (trainables is not None):
     raise ValueError(f"{config_file}: trainables are given for the finetuned kind and only for it (kind {kind!r})")
   scale, overrides = parse_arg(arg)
   config = _area_blocks(kind, scale, train_split)
-  config.method = ml_collections.ConfigDict({"name": name, "kind": kind, "display_name": display_name,
-                                             "family": family, "prompt_strategy": prompt_strategy})
+  config.method = ml_collections.ConfigDict(
+    {"name": name, "kind": kind, "display_name": display_name, "family": family, "prompt_strategy": prompt_strategy}
+  )
   if trainables is not None:
     config.finetune.trainables = ml_collections.ConfigDict(trainables)
   if customize is not None:

@@ -15,16 +15,27 @@ def get_config(arg: str | None = None):
   config.seed = 0
   config.stages = "clip,vae,unet,aesthetic,safety"
   # CLIP: symmetric InfoNCE on corpus (image, caption) pairs, AdamW with warm-up and cosine decay.
-  config.clip = dict(steps=8000, batch_size=128, lr=1e-3, warmup=300, weight_decay=0.1, eval_every=500,
-                     eval_per_class=20, max_shift=2, log_every=25,
-                     checkpoint_every=100)
+  config.clip = dict(
+    steps=8000,
+    batch_size=128,
+    lr=1e-3,
+    warmup=300,
+    weight_decay=0.1,
+    eval_every=500,
+    eval_per_class=20,
+    max_shift=2,
+    log_every=25,
+    checkpoint_every=100,
+  )
   # VAE: L1 reconstruction + KL; small and fast.
-  config.vae = dict(steps=3000, batch_size=64, lr=1e-3, warmup=100, kl_weight=1e-6, eval_every=250, log_every=25,
-                    checkpoint_every=100)
+  config.vae = dict(
+    steps=3000, batch_size=64, lr=1e-3, warmup=100, kl_weight=1e-6, eval_every=250, log_every=25, checkpoint_every=100
+  )
   # U-Net: SD's epsilon objective on VAE latents of corpus images, captions through the frozen tiny CLIP
   # text encoder, `uncond_p` of captions dropped to "" (classifier-free guidance).
-  config.unet = dict(steps=20000, batch_size=64, lr=5e-4, warmup=500, uncond_p=0.1, eval_every=1000, log_every=25,
-                     checkpoint_every=100)
+  config.unet = dict(
+    steps=20000, batch_size=64, lr=5e-4, warmup=500, uncond_p=0.1, eval_every=1000, log_every=25, checkpoint_every=100
+  )
   # Aesthetic head: ridge regression of the corpus's aesthetic score on tiny-CLIP image embeddings.
   config.aesthetic = dict(ridge=1e-3, holdout=5000)
   # Safety checker: threshold on cosine to the NSFW concept's mean embedding, chosen on the training part

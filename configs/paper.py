@@ -13,7 +13,8 @@ chosen by downstream validation accuracy; CLIP prompts filled with w(n); retriev
 prompt with the first lemma only) run as extra Table 1 rows with `--config.ablations=all`.
 Expected Table 1 (top-1 %): 10% ImageNet 57.2 ± 0.2 ... Retrieval 62.6 ± 0.1. Cost: thousands of
 accelerator hours (11 methods x 5 classifiers of up to 270 epochs, 5 fine-tuning runs per fine-tuned method,
-plus sampling 390 x 990 images per DM method and per selection candidate); stages resume, so it can run in pieces (`--config.stages=...`, `--config.methods=...`).
+plus sampling 390 x 990 images per DM method and per selection candidate); stages resume, so it can run in pieces
+(`--config.stages=...`, `--config.methods=...`).
 """
 
 from pathlib import Path

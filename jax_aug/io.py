@@ -14,8 +14,9 @@ import logging
 import os
 import tempfile
 import warnings
+from collections.abc import Callable, Hashable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Hashable, Iterable
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -124,7 +125,7 @@ class JsonlManifest:
       except json.JSONDecodeError as e:
         is_partial_tail = number == len(lines) and not text.endswith("\n")
         if is_partial_tail:
-          warnings.warn(f"{self.path}: ignoring a partial last line left by an interrupted write")
+          warnings.warn(f"{self.path}: ignoring a partial last line left by an interrupted write", stacklevel=2)
           continue
         raise ValueError(f"{self.path}:{number}: not a JSON object ({e.msg})") from e
     return records
@@ -164,6 +165,7 @@ class DecodeOptions:
   """How untrusted bytes become pixels: size limits, the background under transparency, and whether EXIF
   orientation is applied (downloads: yes, and they are stored upright; ImageNet: no, as torchvision reads
   it; generated images are written by us without EXIF)."""
+
   max_bytes: int = DEFAULT_MAX_IMAGE_BYTES
   max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
   background: tuple[int, int, int] = WHITE
@@ -174,13 +176,13 @@ class DecodeOptions:
 
 
 def decode_image(
-    data: bytes,
-    *,
-    source: str,
-    max_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
-    max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
-    background: tuple[int, int, int] = WHITE,
-    exif_orientation: bool = False,
+  data: bytes,
+  *,
+  source: str,
+  max_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
+  max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+  background: tuple[int, int, int] = WHITE,
+  exif_orientation: bool = False,
 ) -> Image.Image:
   """Decodes untrusted image bytes into an RGB image (`to_rgb`), or raises ImageDecodeError naming `source`.
 
@@ -194,8 +196,8 @@ def decode_image(
     width, height = image.size
     if width * height > max_pixels:
       raise ImageDecodeError(
-          f"{source}: {width}x{height} pixels exceeds the limit of {max_pixels} pixels"
-          " (decompression bomb guard)")
+        f"{source}: {width}x{height} pixels exceeds the limit of {max_pixels} pixels (decompression bomb guard)"
+      )
     image.load()
     if exif_orientation:
       image = ImageOps.exif_transpose(image)

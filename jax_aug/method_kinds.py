@@ -8,21 +8,21 @@ and the study ask this registry instead of testing method names. The functions a
 from __future__ import annotations
 
 import importlib
-from typing import Callable
+from collections.abc import Callable
 
-BASELINE = "baseline"      # the real subset alone, no augmentation set
-PROMPT = "prompt"          # SD sampled from a prompt strategy (jax_aug.data.prompts)
-BOOMERANG = "boomerang"    # SD img2img from the subset images, no prompt
-FINETUNED = "finetuned"    # SD fine-tuned on the subset (config.finetune), sampled from a kept checkpoint
-RETRIEVAL = "retrieval"    # nearest neighbours in the DM's training data
+BASELINE = "baseline"  # the real subset alone, no augmentation set
+PROMPT = "prompt"  # SD sampled from a prompt strategy (jax_aug.data.prompts)
+BOOMERANG = "boomerang"  # SD img2img from the subset images, no prompt
+FINETUNED = "finetuned"  # SD fine-tuned on the subset (config.finetune), sampled from a kept checkpoint
+RETRIEVAL = "retrieval"  # nearest neighbours in the DM's training data
 
 # kind -> "module:function(config, workdir)" writing the method's augmentation set ("" : the kind has none).
 AUGMENTATION_SET_MAKERS: dict[str, str] = {
-    BASELINE: "",
-    PROMPT: "jax_aug.diffusion.run:sample_augmentation_set",
-    BOOMERANG: "jax_aug.diffusion.run:sample_augmentation_set",
-    FINETUNED: "jax_aug.finetune.sampling:sample_finetuned",
-    RETRIEVAL: "jax_aug.retrieval.pipeline:retrieve",
+  BASELINE: "",
+  PROMPT: "jax_aug.diffusion.run:sample_augmentation_set",
+  BOOMERANG: "jax_aug.diffusion.run:sample_augmentation_set",
+  FINETUNED: "jax_aug.finetune.sampling:sample_finetuned",
+  RETRIEVAL: "jax_aug.retrieval.pipeline:retrieve",
 }
 KINDS = tuple(AUGMENTATION_SET_MAKERS)
 # Kinds whose images Stable Diffusion samples (they share the study's one tiny SD at tiny scale).

@@ -44,8 +44,9 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import jax
 import numpy as np
@@ -65,8 +66,11 @@ class NonFiniteMetricError(FloatingPointError):
 def global_norms(grads: Any, updates: Any, params: Any) -> dict:
   """L2 norms over whole trees: the gradient, the optimizer's update (new params - old params) and the
   parameters after the update. Pure; inside a jitted step they only add outputs."""
-  return {"grad_norm": optax.tree.norm(grads), "update_norm": optax.tree.norm(updates),
-          "param_norm": optax.tree.norm(params)}
+  return {
+    "grad_norm": optax.tree.norm(grads),
+    "update_norm": optax.tree.norm(updates),
+    "param_norm": optax.tree.norm(params),
+  }
 
 
 def _is_number(value: Any) -> bool:
@@ -82,15 +86,17 @@ def check_finite(scalars: Mapping[str, Any], *, step: int, where: str) -> None:
   for name, value in scalars.items():
     if _is_number(value) and not math.isfinite(float(value)):
       raise NonFiniteMetricError(
-          f"{where}: metric {name!r} is {float(value)} at step {step}; stopping the run (the last checkpoint"
-          " written before this step is kept)")
+        f"{where}: metric {name!r} is {float(value)} at step {step}; stopping the run (the last checkpoint"
+        " written before this step is kept)"
+      )
 
 
 class MetricsWriter:
   """metrics.jsonl (the rows as before) + TensorBoard events in `logdir`, both behind the NaN/inf guard."""
 
-  def __init__(self, jsonl_path: str | os.PathLike, logdir: str | os.PathLike, *, purge_step: int | None = None,
-               enabled: bool = True):
+  def __init__(
+    self, jsonl_path: str | os.PathLike, logdir: str | os.PathLike, *, purge_step: int | None = None, enabled: bool = True
+  ):
     self.rows = io.JsonlManifest(jsonl_path)
     self.logdir = Path(logdir)
     self.purge_step = purge_step
@@ -101,6 +107,7 @@ class MetricsWriter:
   def _tensorboard(self):
     if self._events is None:
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+
       self._events = SummaryWriter(str(self.logdir), purge_step=self.purge_step, flush_secs=30)
     return self._events
 
@@ -166,8 +173,9 @@ class StepProfiler:
   """A jax.profiler trace of steps [first_step, first_step + num_steps) (num_steps 0: off), as flax's imagenet
   example does; only the chief host traces. Steps before `first_step` (compilation) stay out of the trace."""
 
-  def __init__(self, logdir: str | os.PathLike, first_step: int, num_steps: int, *, enabled: bool = True,
-               name: str = "train"):
+  def __init__(
+    self, logdir: str | os.PathLike, first_step: int, num_steps: int, *, enabled: bool = True, name: str = "train"
+  ):
     if num_steps < 0 or first_step < 0:
       raise ValueError(f"profile_first_step={first_step} and profile_steps={num_steps} must be >= 0")
     self.logdir = Path(logdir)

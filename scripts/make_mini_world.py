@@ -29,8 +29,10 @@ def examples_grid(corpus: Path, target: Path, path: Path, corpus_items: int = 72
   """Corpus items 0..corpus_items-1 (12 per row), then `per_class` target train images of each class (4 classes
   per row), 2x enlarged."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
+
   from jax_aug.io import load_image_file  # pylint: disable=g-import-not-at-top
   from jax_aug.mini_world.corpus import image_path  # pylint: disable=g-import-not-at-top
+
   tiles = [load_image_file(corpus / "images" / image_path(i)) for i in range(corpus_items)]
   tiles += [load_image_file(target / "train" / w / f"{w}_{i}.JPEG") for w in concepts.WNIDS for i in range(per_class)]
   side, cols = concepts.IMAGE_SIZE + 2, 12

@@ -21,8 +21,10 @@ EVALUATIONS = {"clip": "monitor_zero_shot_top1", "vae": "holdout_l1", "unet": "h
 def main(argv):
   del argv
   import matplotlib  # pylint: disable=g-import-not-at-top
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
   stages = [s for s in EVALUATIONS if (Path(_TRAIN.value) / s / "metrics.jsonl").exists()]
   if not stages:
     raise FileNotFoundError(f"no <stage>/metrics.jsonl under {_TRAIN.value}")
@@ -33,8 +35,13 @@ def main(argv):
     evaluated = [r for r in rows if EVALUATIONS[stage] in r]
     if evaluated:
       twin = ax.twinx()
-      twin.plot([r["step"] for r in evaluated], [r[EVALUATIONS[stage]] for r in evaluated], "o-", color="C1",
-                label=EVALUATIONS[stage])
+      twin.plot(
+        [r["step"] for r in evaluated],
+        [r[EVALUATIONS[stage]] for r in evaluated],
+        "o-",
+        color="C1",
+        label=EVALUATIONS[stage],
+      )
       twin.set_ylabel(EVALUATIONS[stage], color="C1")
     ax.set_title(f"{stage}: {rows[-1]['step']} steps, {rows[-1]['wall_s'] / 60:.0f} min wall")
     ax.set_xlabel("step")

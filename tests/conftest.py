@@ -27,17 +27,14 @@ def _jax_env(devices: int) -> dict:
 
 def _program(code: str) -> str:
   """Wraps test code so that `emit(obj)` sends a JSON result back to the test."""
-  prelude = (
-      "import json as _json\n"
-      f"def emit(obj):\n    print({RESULT_MARKER!r} + _json.dumps(obj), flush=True)\n"
-  )
+  prelude = f"import json as _json\ndef emit(obj):\n    print({RESULT_MARKER!r} + _json.dumps(obj), flush=True)\n"
   return prelude + textwrap.dedent(code)
 
 
 def _parse_result(stdout: str):
   for line in stdout.splitlines():
     if line.startswith(RESULT_MARKER):
-      return json.loads(line[len(RESULT_MARKER):])
+      return json.loads(line[len(RESULT_MARKER) :])
   return None
 
 
@@ -54,11 +51,17 @@ def run_jax():
 
   def run(code: str, devices: int = 1, timeout: float = 600, cwd: str | os.PathLike | None = None):
     proc = subprocess.run(
-        [sys.executable, "-c", _program(code)], env=_jax_env(devices), cwd=cwd or REPO_ROOT,
-        capture_output=True, text=True, timeout=timeout)
+      [sys.executable, "-c", _program(code)],
+      env=_jax_env(devices),
+      cwd=cwd or REPO_ROOT,
+      capture_output=True,
+      text=True,
+      timeout=timeout,
+    )
     if proc.returncode != 0:
-      pytest.fail(f"subprocess with {devices} devices failed (rc={proc.returncode}):\n"
-                  f"{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
+      pytest.fail(
+        f"subprocess with {devices} devices failed (rc={proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}"
+      )
     return _parse_result(proc.stdout)
 
   return run
@@ -75,10 +78,16 @@ def run_multihost():
     procs = []
     for pid in range(processes):
       header = f"PROCESS_ID = {pid}\nNUM_PROCESSES = {processes}\nCOORDINATOR = {coordinator!r}\n"
-      procs.append(subprocess.Popen(
+      procs.append(
+        subprocess.Popen(
           [sys.executable, "-c", _program(header + textwrap.dedent(code))],
-          env=_jax_env(devices_per_process), cwd=REPO_ROOT,
-          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+          env=_jax_env(devices_per_process),
+          cwd=REPO_ROOT,
+          stdout=subprocess.PIPE,
+          stderr=subprocess.PIPE,
+          text=True,
+        )
+      )
     results = []
     try:
       for pid, proc in enumerate(procs):

@@ -11,6 +11,7 @@ from pathlib import Path
 def tiny_sd_path() -> Path:
   """Folder of the tiny SD (subprocess tests load it from there)."""
   from jax_aug.diffusion import tiny
+
   return tiny.build_tiny_sd(Path(tempfile.mkdtemp(prefix="jax_aug_finetune_tiny_sd_")), seed=3)
 
 
@@ -18,4 +19,5 @@ def tiny_sd_path() -> Path:
 def tiny_sd():
   """The tiny SD of `tiny_sd_path()`, loaded in this process."""
   from jax_aug.diffusion.loading import load_sd
+
   return load_sd(tiny_sd_path())

@@ -29,8 +29,11 @@ def ensure_clip_back_venv() -> Path:
     return CLIP_BACK_PYTHON
   subprocess.run(["python3.11", "-m", "venv", str(CLIP_BACK_VENV)], check=True)
   # Without the setuptools cap clip-retrieval's dependencies miss pkg_resources.
-  install = subprocess.run([str(CLIP_BACK_VENV / "bin" / "pip"), "install", "-q", "clip-retrieval==2.45.0",
-                            "setuptools<81"], capture_output=True, text=True)
+  install = subprocess.run(
+    [str(CLIP_BACK_VENV / "bin" / "pip"), "install", "-q", "clip-retrieval==2.45.0", "setuptools<81"],
+    capture_output=True,
+    text=True,
+  )
   if install.returncode != 0:
     pytest.fail(f"installing clip-retrieval into {CLIP_BACK_VENV} failed:\n{install.stderr[-4000:]}")
   subprocess.run(probe, check=True)
@@ -48,8 +51,12 @@ def clip_back_server(indices: dict[str, str], workdir: Path, port: int, columns:
   log_path = workdir / "clip_back.log"
   with open(log_path, "w") as log:
     proc = subprocess.Popen(
-        [str(python), str(LAUNCHER), f"--indices_paths={indices_json}", f"--port={port}", f"--columns={columns}"],
-        stdout=log, stderr=subprocess.STDOUT, cwd=workdir, env=env)
+      [str(python), str(LAUNCHER), f"--indices_paths={indices_json}", f"--port={port}", f"--columns={columns}"],
+      stdout=log,
+      stderr=subprocess.STDOUT,
+      cwd=workdir,
+      env=env,
+    )
   url = f"http://127.0.0.1:{port}"
   try:
     deadline = time.monotonic() + timeout_s
@@ -138,6 +145,7 @@ def build_case(root: Path) -> tuple[Path, Path]:
   from PIL import Image
 
   from jax_aug.retrieval.builder import write_index
+
   eye = np.eye(DIM)
   vectors, meta = [], {"image_path": [], "caption": [], "url": [], "aesthetic": [], "NSFW": []}
   images = root / "images"
@@ -163,6 +171,7 @@ def build_case(root: Path) -> tuple[Path, Path]:
 
 def case_config(index_folder: Path, image_root: Path):
   from jax_aug.study.config_files import base_config
+
   config = base_config(REPO_ROOT / "configs", "retrieval", "tiny")
   config.classes = (CLASS_A, CLASS_B)
   config.images_per_class = IMAGES_PER_CLASS
@@ -188,6 +197,7 @@ def red_safety_fn(delay_s: float = 0.0):
 def case_components(config, delay_s: float = 0.0, calls: list | None = None):
   from jax_aug.retrieval.index import LocalIndex
   from jax_aug.retrieval.pipeline import Components
+
   queries = case_queries()
   index = LocalIndex(config.index.folder, columns=list(config.index.columns))
 
@@ -201,5 +211,4 @@ def case_components(config, delay_s: float = 0.0, calls: list | None = None):
     # The prompts are the classes' no-ws prompts, in class order.
     return np.stack([queries[CLASS_A] if "tench" in p else queries[CLASS_B] for p in prompts])
 
-  return Components(embed_queries=embed, backend=Recording(), safety_fn=red_safety_fn(delay_s),
-                    aesthetic_fn=None)
+  return Components(embed_queries=embed, backend=Recording(), safety_fn=red_safety_fn(delay_s), aesthetic_fn=None)

@@ -43,8 +43,7 @@ def test_a_method_defined_by_one_function_and_one_config_runs_through_the_study(
   config = load_module(CONFIGS / "tiny.py").get_config()
   # The smallest study the runner allows: two classes of 20 synthetic training images (subset: 2 per class),
   # one resampled set, one classifier epoch of one batch; the method's own setting through its config argument.
-  config.method_configs.numbered_prompt = load_module(tmp_path / "numbered_prompt.py").get_config(
-      "tiny,images_per_class=2")
+  config.method_configs.numbered_prompt = load_module(tmp_path / "numbered_prompt.py").get_config("tiny,images_per_class=2")
   config.methods = "baseline_10pct,numbered_prompt"
   config.data.wnids = (GOLDFISH, ORANGE)
   config.data.synthetic.train_per_class = 20
@@ -57,14 +56,28 @@ def test_a_method_defined_by_one_function_and_one_config_runs_through_the_study(
   runner.run_study(config, tmp_path / "study", log=lines.append)
 
   stages = [line.split("] ")[1].split(":")[0] for line in lines if line.startswith("[") and "running" in line]
-  assert stages == ["check", "data", "models", "augment/numbered_prompt", "train/baseline_10pct/r0",
-                    "resample/numbered_prompt", "train/numbered_prompt/r0", "report"]
+  assert stages == [
+    "check",
+    "data",
+    "models",
+    "augment/numbered_prompt",
+    "train/baseline_10pct/r0",
+    "resample/numbered_prompt",
+    "train/numbered_prompt/r0",
+    "report",
+  ]
   rows = load_augmentation_set(tmp_path / "study" / "augment" / "numbered_prompt")
-  assert sorted(r["prompt"] for r in rows) == ["Picture 0 of a goldfish.", "Picture 0 of a orange.",
-                                               "Picture 1 of a goldfish.", "Picture 1 of a orange."]
+  assert sorted(r["prompt"] for r in rows) == [
+    "Picture 0 of a goldfish.",
+    "Picture 0 of a orange.",
+    "Picture 1 of a goldfish.",
+    "Picture 1 of a orange.",
+  ]
   assert {(r["method"], r["prompt_strategy"]) for r in rows} == {("numbered_prompt", "test_numbered_first_lemma")}
   report = json.loads((tmp_path / "study" / "report" / "runs.json").read_text())
   assert [(r["method"], r["display"], r["family"], r["paper_top1_mean"]) for r in report["table1"]] == [
-      ("baseline_10pct", "10% ImageNet", "baseline", 57.2), ("numbered_prompt", "Numbered prompt", "prompt", None)]
+    ("baseline_10pct", "10% ImageNet", "baseline", 57.2),
+    ("numbered_prompt", "Numbered prompt", "prompt", None),
+  ]
   assert [(r["method"], r["resample"]) for r in report["runs"]] == [("baseline_10pct", 0), ("numbered_prompt", 0)]
   assert "| Numbered prompt | prompt |" in (tmp_path / "study" / "report" / "table1.md").read_text()

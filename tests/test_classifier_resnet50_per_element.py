@@ -21,10 +21,10 @@ import pytest
 import torch
 import torchvision
 from ml_collections import ConfigDict
+from test_classifier_torch_equivalence import random_torch_resnet50
 
 from jax_aug.classifier import port
 from jax_aug.classifier.model import build_model, resnet50
-from test_classifier_torch_equivalence import random_torch_resnet50
 
 NUM_CLASSES = 1000
 RTOL = 1e-3
@@ -119,7 +119,7 @@ def test_per_device_batch_norm_is_ddp_without_sync_bn():
   # Two DDP ranks, each with its own half; rank 0's buffers are the ones DDP keeps (broadcast_buffers).
   ranks = [_copy(reference, 10).train() for _ in range(2)]
   with torch.no_grad():
-    ref_logits = np.concatenate([rank(_nchw(x[4 * r:4 * r + 4])).numpy() for r, rank in enumerate(ranks)])
+    ref_logits = np.concatenate([rank(_nchw(x[4 * r : 4 * r + 4])).numpy() for r, rank in enumerate(ranks)])
   # Float32 through 53 layers with BN over 4 examples (amplified rounding, as above): 1e-2 per element on
   # logits and running statistics (measured: statistics at 0.45 of it).
   assert per_element_error(logits, ref_logits, TRAIN_RTOL) <= 1

@@ -77,8 +77,7 @@ def test_state_round_trips_through_json_and_resumes_identically():
     state, decision = schedule.update(state, epoch, curve[epoch], **PAPER)
     resumed.append(decision)
   assert resumed == full[12:]
-  assert schedule.PlateauState.from_json(schedule.initial_state(0.1).to_json()) == \
-      schedule.initial_state(0.1)
+  assert schedule.PlateauState.from_json(schedule.initial_state(0.1).to_json()) == schedule.initial_state(0.1)
 
 
 def test_rejects_skipped_epochs_and_updates_after_stop():

@@ -20,18 +20,18 @@ class _FixedLogits:
 
 
 def test_eval_step_counts_per_class_and_ignores_padding():
-  logits = jnp.array([[5., 0, 0], [0, 5., 0], [0, 5., 0], [0, 0, 5.], [5., 0, 0]])
+  logits = jnp.array([[5.0, 0, 0], [0, 5.0, 0], [0, 5.0, 0], [0, 0, 5.0], [5.0, 0, 0]])
   labels = jnp.array([0, 1, 0, 2, 2], jnp.int32)
   mask = jnp.array([1, 1, 1, 1, 0], bool)  # the last row is padding (its wrong answer must not count)
-  out = steps.eval_step({}, {"image": logits, "label": labels, "mask": mask}, model=_FixedLogits(),
-                        num_classes=3)
+  out = steps.eval_step({}, {"image": logits, "label": labels, "mask": mask}, model=_FixedLogits(), num_classes=3)
   np.testing.assert_array_equal(out["correct"], [1, 1, 1])
   np.testing.assert_array_equal(out["count"], [2, 1, 1])
 
 
 def _sgd_config(applies_to):
-  return ConfigDict(dict(learning_rate=0.5, momentum=0.9, nesterov=False, weight_decay=0.1,
-                         weight_decay_applies_to=applies_to))
+  return ConfigDict(
+    dict(learning_rate=0.5, momentum=0.9, nesterov=False, weight_decay=0.1, weight_decay_applies_to=applies_to)
+  )
 
 
 def test_sgd_matches_hand_computed_torch_update_and_lr_can_change():
@@ -39,8 +39,7 @@ def test_sgd_matches_hand_computed_torch_update_and_lr_can_change():
   params = {"conv": {"kernel": jnp.array([1.0, -2.0])}, "bn": {"bias": jnp.array([3.0])}}
   grads = {"conv": {"kernel": jnp.array([0.5, 0.5])}, "bn": {"bias": jnp.array([-1.0])}}
   tx = steps.make_optimizer(_sgd_config("all"))
-  state = steps.TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats={},
-                           opt_state=tx.init(params))
+  state = steps.TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats={}, opt_state=tx.init(params))
   updates, opt_state = tx.update(grads, state.opt_state, params)
   p1 = optax.apply_updates(params, updates)
   np.testing.assert_allclose(p1["conv"]["kernel"], [1 - 0.5 * 0.6, -2 - 0.5 * 0.3], rtol=1e-6)
@@ -50,8 +49,7 @@ def test_sgd_matches_hand_computed_torch_update_and_lr_can_change():
   updates, _ = tx.update(grads, state.opt_state, p1)
   p2 = optax.apply_updates(p1, updates)
   buf = 0.9 * 0.6 + (0.5 + 0.1 * float(p1["conv"]["kernel"][0]))
-  np.testing.assert_allclose(p2["conv"]["kernel"][0], float(p1["conv"]["kernel"][0]) - 0.05 * buf,
-                             rtol=1e-6)
+  np.testing.assert_allclose(p2["conv"]["kernel"][0], float(p1["conv"]["kernel"][0]) - 0.05 * buf, rtol=1e-6)
 
 
 def test_weight_decay_on_kernels_only_skips_biases_and_bn():
@@ -81,6 +79,7 @@ def test_build_model_rejects_unknown_dtype():
 def test_uint8_batches_are_normalised_on_the_device_as_torchvision_does():
   """The loaders send uint8; the jitted steps' model input is torchvision's ToTensor + Normalize."""
   from torchvision import transforms as T  # pylint: disable=g-import-not-at-top
+
   pixels = np.random.default_rng(0).integers(0, 256, (2, 5, 4, 3), dtype=np.uint8)
   ours = np.asarray(jax.jit(steps.model_input)(pixels))
   tv = T.Compose([T.ToTensor(), T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])

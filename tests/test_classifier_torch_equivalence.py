@@ -33,8 +33,7 @@ def assert_state_dicts_close(ours: dict, ref: dict, keys=None, rtol=RTOL):
   keys = keys if keys is not None else [k for k in ref if not k.endswith("num_batches_tracked")]
   assert keys
   for key in keys:
-    assert_close(ours[key], ref[key].detach().numpy() if hasattr(ref[key], "detach") else ref[key],
-                 key, rtol)
+    assert_close(ours[key], ref[key].detach().numpy() if hasattr(ref[key], "detach") else ref[key], key, rtol)
 
 
 def images(seed):
@@ -86,7 +85,8 @@ def test_train_mode_logits_running_stats_and_loss_match(torch_model):
   loss_t = torch.nn.functional.cross_entropy(logits_t, torch.from_numpy(y).long())
 
   loss, (logits, new_stats) = steps.loss_and_updates(
-      resnet50(NUM_CLASSES), variables["params"], variables["batch_stats"], x, y)
+    resnet50(NUM_CLASSES), variables["params"], variables["batch_stats"], x, y
+  )
   assert_close(logits, logits_t.detach().numpy(), "train-mode logits")
   assert_close(loss, loss_t.item(), "loss")
   ours = port.flax_to_torch({"params": variables["params"], "batch_stats": new_stats})
@@ -157,28 +157,25 @@ def test_gradients_and_three_sgd_steps_match_torch_in_float64(torch_model, run_j
   for i, (x, y) in enumerate(batches):
     data[f"x{i}"], data[f"y{i}"] = x.astype(np.float64), y
   np.savez(tmp_path / "in.npz", **data)
-  result = run_jax(_FLOAT64_PROGRAM.format(data=str(tmp_path / "in.npz"), num_classes=NUM_CLASSES,
-                                           result=str(tmp_path / "out.npz")))
+  result = run_jax(
+    _FLOAT64_PROGRAM.format(data=str(tmp_path / "in.npz"), num_classes=NUM_CLASSES, result=str(tmp_path / "out.npz"))
+  )
   assert result == {"steps": 3}
   ours = dict(np.load(tmp_path / "out.npz"))
 
   model_t = fresh_copy(torch_model, torch.float64).train()
   x, y = batches[0]
-  torch.nn.functional.cross_entropy(
-      model_t(to_torch(x).double()), torch.from_numpy(y).long()).backward()
+  torch.nn.functional.cross_entropy(model_t(to_torch(x).double()), torch.from_numpy(y).long()).backward()
   ref_grads = {k: p.grad for k, p in model_t.named_parameters()}
-  assert_state_dicts_close({k[5:]: v for k, v in ours.items() if k.startswith("grad.")}, ref_grads,
-                           keys=list(ref_grads))
+  assert_state_dicts_close({k[5:]: v for k, v in ours.items() if k.startswith("grad.")}, ref_grads, keys=list(ref_grads))
 
   model_t = fresh_copy(torch_model, torch.float64).train()
   opt_t = torch.optim.SGD(model_t.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
   for x, y in batches[1:]:
     opt_t.zero_grad()
-    torch.nn.functional.cross_entropy(
-        model_t(to_torch(x).double()), torch.from_numpy(y).long()).backward()
+    torch.nn.functional.cross_entropy(model_t(to_torch(x).double()), torch.from_numpy(y).long()).backward()
     opt_t.step()
-  assert_state_dicts_close({k[4:]: v for k, v in ours.items() if k.startswith("sgd.")},
-                           model_t.state_dict())
+  assert_state_dicts_close({k[4:]: v for k, v in ours.items() if k.startswith("sgd.")}, model_t.state_dict())
 
 
 def test_round_trip_flax_torch_flax_is_exact():
@@ -187,8 +184,7 @@ def test_round_trip_flax_torch_flax_is_exact():
   rng = np.random.default_rng(3)
   variables = jax.tree.map(lambda s: rng.standard_normal(s.shape).astype(np.float32), shapes)
   model_t = torchvision.models.resnet50(num_classes=NUM_CLASSES)
-  model_t.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in port.flax_to_torch(variables).items()},
-                          strict=True)
+  model_t.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in port.flax_to_torch(variables).items()}, strict=True)
   back = port.torch_to_flax(model_t.state_dict())
   flat, flat_back = (dict(jax.tree_util.tree_flatten_with_path(v)[0]) for v in (variables, back))
   assert flat.keys() == flat_back.keys()

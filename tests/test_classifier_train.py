@@ -12,12 +12,11 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+from conftest import REPO_ROOT, _jax_env, _program
 
 from jax_aug.classifier import train
 from jax_aug.data import sources, subsets, synthetic
 from jax_aug.study.config_files import base_config
-
-from conftest import REPO_ROOT, _jax_env, _program
 
 WNIDS = synthetic.DEFAULT_WNIDS[:4]
 TIMING_FIELDS = {"train_seconds", "train_images_per_second"}
@@ -26,8 +25,9 @@ TIMING_FIELDS = {"train_seconds", "train_images_per_second"}
 @pytest.fixture(scope="module")
 def manifests(tmp_path_factory):
   """train: 20 images per class, validation: the other 8 of the train folder, test: the val folder."""
-  root = synthetic.make_synthetic_imagenet(tmp_path_factory.mktemp("synthetic"), wnids=WNIDS,
-                                           train_per_class=28, val_per_class=8, image_size=40, seed=0)
+  root = synthetic.make_synthetic_imagenet(
+    tmp_path_factory.mktemp("synthetic"), wnids=WNIDS, train_per_class=28, val_per_class=8, image_size=40, seed=0
+  )
   records = sources.folder_records(root / "train", WNIDS)
   split = {"train": [], "validation": []}
   for wnid in WNIDS:
@@ -77,8 +77,7 @@ def final_params(workdir):
   path = latest / str(step) / "state"
   checkpointer = ocp.PyTreeCheckpointer()
   # As numpy arrays: the checkpoint may come from another device topology than this test process's.
-  as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray),
-                          checkpointer.metadata(path).item_metadata.tree)
+  as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), checkpointer.metadata(path).item_metadata.tree)
   state = checkpointer.restore(path, restore_args=as_numpy)
   return {"params": state["params"], "batch_stats": state["batch_stats"]}, step
 
@@ -112,8 +111,14 @@ def reference(manifests, tmp_path_factory):
   config = tiny_config(manifests, max_epochs=5)
   workdir = tmp_path_factory.mktemp("reference")
   env = _jax_env(1)
-  proc = subprocess.run([sys.executable, "-c", _program(run_program(config, workdir))], env=env,
-                        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+  proc = subprocess.run(
+    [sys.executable, "-c", _program(run_program(config, workdir))],
+    env=env,
+    cwd=REPO_ROOT,
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
   assert proc.returncode == 0, proc.stderr[-6000:]
   return config, workdir
 
@@ -149,8 +154,7 @@ def test_four_devices_and_two_hosts_match_one_device(reference, run_jax, run_mul
   assert step == ref_step
   assert_trees_close(params, ref_params, rtol=1e-4)
 
-  run_multihost(run_program(config, tmp_path / "hosts", multihost=True), processes=2,
-                devices_per_process=2)
+  run_multihost(run_program(config, tmp_path / "hosts", multihost=True), processes=2, devices_per_process=2)
   params, step = final_params(tmp_path / "hosts")
   assert step == ref_step
   assert_trees_close(params, ref_params, rtol=1e-4)
@@ -163,9 +167,13 @@ def test_four_devices_and_two_hosts_match_one_device(reference, run_jax, run_mul
 def test_killed_run_resumes_to_identical_results(reference, manifests, tmp_path, run_jax):
   config, ref_dir = reference
   workdir = tmp_path / "killed"
-  proc = subprocess.Popen([sys.executable, "-c", _program(run_program(config, workdir))],
-                          env=_jax_env(1), cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL)
+  proc = subprocess.Popen(
+    [sys.executable, "-c", _program(run_program(config, workdir))],
+    env=_jax_env(1),
+    cwd=REPO_ROOT,
+    stdout=subprocess.DEVNULL,
+    stderr=subprocess.DEVNULL,
+  )
   latest = workdir / "checkpoints" / "latest"
   try:
     deadline = time.time() + 300
@@ -178,8 +186,7 @@ def test_killed_run_resumes_to_identical_results(reference, manifests, tmp_path,
     proc.wait()
   assert not (workdir / train.RESULTS_FILE).exists()
   run_jax(run_program(config, workdir))
-  assert json.loads((workdir / train.RESULTS_FILE).read_text()) == \
-      json.loads((ref_dir / train.RESULTS_FILE).read_text())
+  assert json.loads((workdir / train.RESULTS_FILE).read_text()) == json.loads((ref_dir / train.RESULTS_FILE).read_text())
   assert metrics_rows(workdir) == metrics_rows(ref_dir)
   params, _ = final_params(workdir)
   ref_params, _ = final_params(ref_dir)

@@ -26,8 +26,16 @@ def test_add_writes_png_then_manifest_row_and_load_returns_it(tmp_path):
   png = tmp_path / "images" / WNIDS[0] / f"{key}.png"
   assert np.array_equal(np.asarray(Image.open(png)), _image(7))  # PNG is lossless
   rows = [json.loads(line) for line in (tmp_path / "manifest.jsonl").read_text().splitlines()]
-  assert rows == [{"wnid": WNIDS[0], "key": key, "path": f"images/{WNIDS[0]}/{key}.png",
-                   "method": "simple", "prompt": "A photo of tiger shark.", "seed": 0}]
+  assert rows == [
+    {
+      "wnid": WNIDS[0],
+      "key": key,
+      "path": f"images/{WNIDS[0]}/{key}.png",
+      "method": "simple",
+      "prompt": "A photo of tiger shark.",
+      "seed": 0,
+    }
+  ]
   loaded = aug.load_augmentation_set(tmp_path)
   assert loaded[0]["path"] == str(png.resolve())
   # A new writer (a resumed job) sees what is done.
@@ -66,14 +74,14 @@ def test_sharded_writers_are_read_together(tmp_path):
   for shard in range(2):
     writer = aug.AugmentationSetWriter(tmp_path, "clip", shard=shard)
     writer.add(_image(shard), {"wnid": WNIDS[0], "key": aug.item_key(WNIDS[0], shard)})
-  assert sorted(r["key"] for r in aug.load_augmentation_set(tmp_path)) == [
-      "n01491361_000000", "n01491361_000001"]
+  assert sorted(r["key"] for r in aug.load_augmentation_set(tmp_path)) == ["n01491361_000000", "n01491361_000001"]
   assert aug.AugmentationSetWriter(tmp_path, "clip", shard=0).has("n01491361_000001")
 
 
 def _records(per_class):
-  return [{"wnid": w, "key": aug.item_key(w, i), "path": f"/x/{w}/{i:06d}.png"}
-          for w, n in per_class.items() for i in range(n)]
+  return [
+    {"wnid": w, "key": aug.item_key(w, i), "path": f"/x/{w}/{i:06d}.png"} for w, n in per_class.items() for i in range(n)
+  ]
 
 
 def test_resample_counts_determinism_and_independence():

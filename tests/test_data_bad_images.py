@@ -10,7 +10,6 @@ import zlib
 
 import numpy as np
 import pytest
-import torch
 import torchvision.transforms as T
 from PIL import Image
 from torchvision.datasets.folder import pil_loader
@@ -28,10 +27,11 @@ def encode(image: Image.Image, fmt: str = "PNG", **params) -> bytes:
 
 def png_header_only(width: int, height: int) -> bytes:
   """A PNG whose header claims width x height and holds no pixel data (a decompression bomb's header)."""
+
   def chunk(kind, data):
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-  return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)) + chunk(
-      b"IEND", b"")
+
+  return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)) + chunk(b"IEND", b"")
 
 
 def decode(data: bytes, **options) -> np.ndarray:
@@ -39,6 +39,7 @@ def decode(data: bytes, **options) -> np.ndarray:
 
 
 # -- correct pixels (expected values computed by hand) ------------------------------------------------------
+
 
 def test_16_bit_grayscale_is_scaled_not_clipped():
   values = np.array([[0, 257, 1000, 32896, 65535]], np.uint16)
@@ -105,9 +106,13 @@ def test_exif_orientation_applied_only_when_asked():
 
 # -- one pixel limit: ours, with our message, configurable both ways ----------------------------------------
 
+
 def test_bomb_header_is_refused_with_our_message_before_decoding():
-  with pytest.raises(jio.ImageDecodeError, match=r"test-item: 20000x20000 pixels exceeds the limit of"
-                     r" 268435456 pixels \(decompression bomb guard\)"):
+  with pytest.raises(
+    jio.ImageDecodeError,
+    match=r"test-item: 20000x20000 pixels exceeds the limit of"
+    r" 268435456 pixels \(decompression bomb guard\)",
+  ):
     decode(png_header_only(20000, 20000))
 
 
@@ -123,13 +128,15 @@ def test_pixel_limit_can_be_raised_above_pillows_and_lowered():
 
 # -- one bounded resize + centre crop, against torchvision --------------------------------------------------
 
+
 def _random_image(width, height, seed=0):
   return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8))
 
 
 @pytest.mark.parametrize("width,height", [(500, 375), (375, 500), (333, 333), (47, 160), (640, 161)])
-@pytest.mark.parametrize("resize,crop,mode", [(256, 224, "BILINEAR"), (342, 299, "BILINEAR"), (64, 64, "BICUBIC"),
-                                              (37, 32, "BILINEAR")])
+@pytest.mark.parametrize(
+  "resize,crop,mode", [(256, 224, "BILINEAR"), (342, 299, "BILINEAR"), (64, 64, "BICUBIC"), (37, 32, "BILINEAR")]
+)
 def test_resize_center_crop_equals_torchvision_on_normal_images(width, height, resize, crop, mode):
   image = _random_image(width, height, width * height)
   reference = T.Compose([T.Resize(resize, interpolation=T.InterpolationMode[mode]), T.CenterCrop(crop)])(image)
@@ -145,8 +152,14 @@ def test_every_caller_uses_the_torchvision_transform():
   expected = T.Compose([T.Resize(256), T.CenterCrop(224)] + to_tensor_norm)(image).permute(1, 2, 0).numpy()
   np.testing.assert_allclose(pipeline.normalize(pipeline.eval_transform(image, 224, 0.875)), expected, atol=1e-5)
   # SD's VAE input (fine-tuning examples and Boomerang's init images): bicubic, scaled to [-1, 1].
-  sd = T.Compose([T.Resize(64, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(64), T.ToTensor(),
-                  T.Normalize([0.5] * 3, [0.5] * 3)])
+  sd = T.Compose(
+    [
+      T.Resize(64, interpolation=T.InterpolationMode.BICUBIC),
+      T.CenterCrop(64),
+      T.ToTensor(),
+      T.Normalize([0.5] * 3, [0.5] * 3),
+    ]
+  )
   np.testing.assert_allclose(transforms.vae_image(image, 64), sd(image).numpy(), atol=1e-6)
   # Negative control: bilinear where bicubic is due differs far beyond that tolerance.
   bilinear = T.Compose([T.Resize(64), T.CenterCrop(64), T.ToTensor(), T.Normalize([0.5] * 3, [0.5] * 3)])

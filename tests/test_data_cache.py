@@ -26,13 +26,17 @@ def records(tmp_path_factory):
 
 
 def _train(records, **kwargs):
-  return list(pipeline.make_train_loader(records, wnids=WNIDS, epoch=1, seed=3, global_batch_size=8, image_size=24,
-                                         process_index=0, process_count=1, **kwargs))
+  return list(
+    pipeline.make_train_loader(
+      records, wnids=WNIDS, epoch=1, seed=3, global_batch_size=8, image_size=24, process_index=0, process_count=1, **kwargs
+    )
+  )
 
 
 def _eval(records, **kwargs):
-  return list(pipeline.make_eval_loader(records, wnids=WNIDS, batch_size=8, image_size=24, process_index=0,
-                                        process_count=1, **kwargs))
+  return list(
+    pipeline.make_eval_loader(records, wnids=WNIDS, batch_size=8, image_size=24, process_index=0, process_count=1, **kwargs)
+  )
 
 
 def _assert_same(batches, reference):

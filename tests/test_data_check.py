@@ -34,14 +34,15 @@ def _encode(image, fmt, **params):
 def _bomb_header(width, height):
   def chunk(kind, data):
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-  return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)) + chunk(
-      b"IEND", b"")
+
+  return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)) + chunk(b"IEND", b"")
 
 
 @pytest.fixture(scope="module")
 def clean(tmp_path_factory):
-  return make_synthetic_imagenet(tmp_path_factory.mktemp("clean"), train_per_class=TRAIN, val_per_class=VAL,
-                                 image_size=24, seed=0)
+  return make_synthetic_imagenet(
+    tmp_path_factory.mktemp("clean"), train_per_class=TRAIN, val_per_class=VAL, image_size=24, seed=0
+  )
 
 
 def _splits(root, quarantine=()):
@@ -58,11 +59,11 @@ def _with_bad_files(clean, target):
   splits = _splits(clean)
   by_class = lambda split, wnid: [r for r in splits[split] if r["wnid"] == wnid]
   victims = {
-      by_class("subset", W[0])[0]["path"]: ("undecodable", lambda d: d[:len(d) // 2]),      # truncated JPEG
-      by_class("validation", W[0])[1]["path"]: ("undecodable", lambda d: b""),              # zero bytes
-      by_class("subset", W[1])[1]["path"]: ("undecodable", lambda d: b"<html>404</html>"),  # HTML as .JPEG
-      by_class("subset_20", W[2])[-1]["path"]: ("too_many_pixels", lambda d: _bomb_header(20000, 20000)),
-      sorted((clean / "val" / W[3]).iterdir())[0]: ("undecodable", lambda d: d[:100]),
+    by_class("subset", W[0])[0]["path"]: ("undecodable", lambda d: d[: len(d) // 2]),  # truncated JPEG
+    by_class("validation", W[0])[1]["path"]: ("undecodable", lambda d: b""),  # zero bytes
+    by_class("subset", W[1])[1]["path"]: ("undecodable", lambda d: b"<html>404</html>"),  # HTML as .JPEG
+    by_class("subset_20", W[2])[-1]["path"]: ("too_many_pixels", lambda d: _bomb_header(20000, 20000)),
+    sorted((clean / "val" / W[3]).iterdir())[0]: ("undecodable", lambda d: d[:100]),
   }
   expected = {}
   for path, (reason, damage) in victims.items():
@@ -75,8 +76,9 @@ def _with_bad_files(clean, target):
 
 
 def test_tfds_records_are_checked_in_worker_processes(tmp_path):
-  root = make_synthetic_imagenet(tmp_path / "synthetic", wnids=W[:2], train_per_class=40, val_per_class=1,
-                                 image_size=16, seed=0, tfds=True)
+  root = make_synthetic_imagenet(
+    tmp_path / "synthetic", wnids=W[:2], train_per_class=40, val_per_class=1, image_size=16, seed=0, tfds=True
+  )
   records = sources.tfds_records(root / "tfds", "train")  # the parent opens the data source first
   summary = check.check_records(records, tmp_path / "check", reader=sources.ImageReader(root / "tfds"), num_workers=2)
   assert summary["checked"] == 80 and summary["passed"] == 80
@@ -112,7 +114,7 @@ def test_check_quarantines_exactly_the_bad_files_resumes_and_runs_in_processes(c
   # Resume: a rerun decodes nothing; a run killed after its first chunk decodes only the rest.
   assert check.check_path(folder, out)["decoded_this_run"] == 0
   scanned = out / check.SCANNED_FILE
-  scanned.write_text("".join(scanned.read_text().splitlines(keepends=True)[:check.CHUNK]))
+  scanned.write_text("".join(scanned.read_text().splitlines(keepends=True)[: check.CHUNK]))
   again = check.check_path(folder, out)
   assert again["decoded_this_run"] == n_images - check.CHUNK and again["quarantined"] == 5
   assert check.read_quarantine(out) == expected
@@ -130,8 +132,7 @@ def test_strict_check_fails_listing_every_bad_file_and_missing_files_are_unreada
   records.append({"wnid": W[0], "path": str(big)})
   reader = sources.ImageReader(options=jio.DecodeOptions(max_bytes=4096))
   check.check_records(records, tmp_path / "small", reader=reader)
-  assert check.read_quarantine(tmp_path / "small") == {str(tmp_path / "gone.JPEG"): "unreadable",
-                                                        str(big): "too_many_bytes"}
+  assert check.read_quarantine(tmp_path / "small") == {str(tmp_path / "gone.JPEG"): "unreadable", str(big): "too_many_bytes"}
 
 
 def test_splits_skip_quarantined_files_and_keep_everything_else(clean, tmp_path):
@@ -144,52 +145,66 @@ def test_splits_skip_quarantined_files_and_keep_everything_else(clean, tmp_path)
   config.data.root, config.data.synthetic = str(folder), None
   runner.run_study(config, tmp_path / "study", log=lambda line: None)
   assert check.read_quarantine(tmp_path / "study" / "check") == bad
-  ours = {name: subsets.read_manifest(tmp_path / "study" / "data" / "splits" / f"{name}.jsonl")
-          for name in subsets.SPLIT_NAMES}
+  ours = {
+    name: subsets.read_manifest(tmp_path / "study" / "data" / "splits" / f"{name}.jsonl") for name in subsets.SPLIT_NAMES
+  }
   reference = _splits(clean)
   reference["test"] = sources.folder_records(clean / "val")
   bad_relative = {str(Path(p).relative_to(folder)) for p in bad}
   for wnid in W:
-    of = lambda splits, name: _relative([r for r in splits[name] if r["wnid"] == wnid], folder if splits is ours else clean)
+    of = lambda splits, name, wnid=wnid: _relative(
+      [r for r in splits[name] if r["wnid"] == wnid], folder if splits is ours else clean
+    )
     # The clean folder's order with the bad files taken out is the start of ours: nothing reshuffled.
     clean_order = [p for p in of(reference, "subset") + of(reference, "validation") if p not in bad_relative]
-    assert (of(ours, "subset") + of(ours, "validation"))[:len(clean_order)] == clean_order
+    assert (of(ours, "subset") + of(ours, "validation"))[: len(clean_order)] == clean_order
     for name in subsets.SPLIT_NAMES:
       assert not set(of(ours, name)) & bad_relative
       if name != "test":
         assert len(of(ours, name)) == len(of(reference, name))  # per-class counts kept
     assert set(of(ours, "subset")) <= set(of(ours, "subset_20")) and not set(of(ours, "subset_20")) & set(
-        of(ours, "validation"))
+      of(ours, "validation")
+    )
     assert of(ours, "test") == [p for p in of(reference, "test") if p not in bad_relative]
   untouched = [w for w in W if not any(f"/{w}/" in f"/{p}" for p in bad_relative)]
   assert len(untouched) == 2
   for wnid in untouched:
     for name in ("subset", "validation", "subset_20"):
       assert _relative([r for r in ours[name] if r["wnid"] == wnid], folder) == _relative(
-          [r for r in reference[name] if r["wnid"] == wnid], clean)
+        [r for r in reference[name] if r["wnid"] == wnid], clean
+      )
   info = json.loads((tmp_path / "study" / "data" / "splits" / "info.json").read_text())
   assert info["quarantined_per_class"] == {W[0]: 2, W[1]: 1, W[2]: 1, W[3]: 1}
   # A training epoch over the checked splits meets no bad file; over the unchecked listing it still
   # completes, skipping (and counting) the 4 bad train files.
   from jax_aug.data import pipeline
+
   def skipped(records):
-    batches = list(pipeline.make_train_loader(records, wnids=W, epoch=0, seed=0, global_batch_size=len(records),
-                                              image_size=16, process_index=0, process_count=1))
+    batches = list(
+      pipeline.make_train_loader(
+        records, wnids=W, epoch=0, seed=0, global_batch_size=len(records), image_size=16, process_index=0, process_count=1
+      )
+    )
     return int(sum(b["skipped"].sum() for b in batches))
+
   assert skipped(ours["subset_20"] + ours["validation"]) == 0
   assert skipped(sources.folder_records(folder / "train")) == 4
 
 
-@pytest.mark.parametrize("row, match", [
+@pytest.mark.parametrize(
+  "row, match",
+  [
     ({"wnid": W[0], "key": "n01443537_000009", "path": "../outside.png"}, r"resolves to .*outside the set folder"),
     ({"wnid": W[0], "key": "k", "path": "/etc/passwd"}, "must be relative to the set folder"),
     ({"wnid": "n99999999", "key": "k", "path": "images/a.png"}, "unknown WordNet id 'n99999999'"),
     ({"wnid": W[0], "key": "../../evil", "path": "images/a.png"}, "bad augmentation item key '../../evil'"),
     ({"wnid": W[0], "path": "images/a.png"}, r"the row lacks \['key'\]"),
     (["not", "a", "row"], "expected a JSON object"),
-])
+  ],
+)
 def test_augmentation_manifest_rows_are_validated_naming_file_and_line(tmp_path, row, match):
   from jax_aug.data import augmentation_set as aug
+
   writer = aug.AugmentationSetWriter(tmp_path / "set", "retrieval")
   for i in range(2):
     writer.add(np.full((8, 8, 3), i, np.uint8), {"wnid": W[0], "key": aug.item_key(W[0], i)})
@@ -208,6 +223,7 @@ def test_finetune_reader_skips_an_unreadable_image_with_weight_zero(clean, tmp_p
   from jax_aug.data.transforms import vae_image
   from jax_aug.finetune import trainables
   from jax_aug.finetune.data import BatchReader, Example
+
   good = sorted((clean / "train" / W[0]).iterdir())[:2]
   paths = [str(good[0]), str(tmp_path / "gone.JPEG"), str(good[1])]
   examples = [Example(path=p, label=0, index=i, cluster=0) for i, p in enumerate(paths)]

@@ -22,9 +22,9 @@ def test_classes_follow_the_standard_ilsvrc2012_order():
 
 def test_first_lemmas_match_torchvision_category_names():
   from torchvision.models import ResNet50_Weights  # pylint: disable=g-import-not-at-top
+
   categories = ResNet50_Weights.IMAGENET1K_V1.meta["categories"]
-  mismatches = {c.index: (c.lemmas, categories[c.index]) for c in load_classes()
-                if c.lemmas[0] != categories[c.index]}
+  mismatches = {c.index: (c.lemmas, categories[c.index]) for c in load_classes() if c.lemmas[0] != categories[c.index]}
   # torchvision renamed exactly two duplicate names to tell them apart.
   assert mismatches == {134: (("crane",), "crane bird"), 639: (("maillot", "tank suit"), "maillot tank suit")}
 
@@ -73,7 +73,8 @@ def test_clip_prompts_fill_the_templates_with_w_of_n():
   # The four templates of the Figure 5 caption, at image indices where the seeded draw picks them.
   assert prompts.build_prompt("clip_templates", SHARK, 78, 0) == "a photo of many tigershark,Galeocerdocuvieri."
   assert prompts.build_prompt("clip_templates", SHARK, 17, 0) == (
-      "a black and white photo of the tigershark,Galeocerdocuvieri.")
+    "a black and white photo of the tigershark,Galeocerdocuvieri."
+  )
   assert prompts.build_prompt("clip_templates", DESKTOP, 73, 0) == "a bad photo of a desktopcomputer."
   assert prompts.build_prompt("clip_templates", DESKTOP, 272, 0) == "a cartoon desktopcomputer."
   assert prompts.build_prompt("clip_templates", MAILBAG, 1, 0) == "a photo of many mailbag,postbag."
@@ -111,7 +112,7 @@ def test_sariyildiz_categories_equal_counts_and_exact_strings():
   assert drawn[3] == f"multiple different {name}, {hypernym}"
   assert drawn[4] == f"{name}, large dangerous warm-water shark with striped or spotted body"
   prefix = f"{name}, {hypernym} inside "
-  backgrounds = [p[len(prefix):] for p in drawn[5::6]]
+  backgrounds = [p[len(prefix) :] for p in drawn[5::6]]
   assert all(p.startswith(prefix) for p in drawn[5::6])
   assert set(backgrounds) <= set(places365_categories()) and len(set(backgrounds)) > 40
   assert prompts.build_prompt("sariyildiz", SHARK, 299, seed=0) == drawn[299]
@@ -120,8 +121,7 @@ def test_sariyildiz_categories_equal_counts_and_exact_strings():
 def test_textual_inversion_templates_with_placeholder():
   assert len(prompts.TEXTUAL_INVERSION_TEMPLATES) == 27
   expected = {t.format("<n01491361>") for t in prompts.TEXTUAL_INVERSION_TEMPLATES}
-  drawn = {prompts.build_prompt("textual_inversion", SHARK, i, 3, placeholder="<n01491361>")
-           for i in range(200)}
+  drawn = {prompts.build_prompt("textual_inversion", SHARK, i, 3, placeholder="<n01491361>") for i in range(200)}
   assert drawn <= expected and "a photo of a <n01491361>" in expected and len(drawn) > 20
   with pytest.raises(ValueError, match="placeholder"):
     prompts.build_prompt("textual_inversion", SHARK, 0, 0)

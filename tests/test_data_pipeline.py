@@ -19,8 +19,9 @@ WNIDS = list(DEFAULT_WNIDS)
 
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
-  return make_synthetic_imagenet(tmp_path_factory.mktemp("synthetic"), train_per_class=TRAIN,
-                                 val_per_class=VAL, image_size=40, seed=0, tfds=True)
+  return make_synthetic_imagenet(
+    tmp_path_factory.mktemp("synthetic"), train_per_class=TRAIN, val_per_class=VAL, image_size=40, seed=0, tfds=True
+  )
 
 
 def _records(synthetic, source, split):
@@ -39,8 +40,9 @@ def _crop_one_row_low(size):
 
 
 def _torchvision_eval(image, size, crop=T.CenterCrop):
-  tv = T.Compose([T.Resize(int(size / 0.875)), crop(size), T.ToTensor(),
-                  T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
+  tv = T.Compose(
+    [T.Resize(int(size / 0.875)), crop(size), T.ToTensor(), T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])]
+  )
   return tv(image).permute(1, 2, 0).numpy()
 
 
@@ -73,14 +75,15 @@ def test_random_resized_crop_box_follows_torchvision():
   ours = np.array([pipeline.random_resized_crop_box(rng, width, height) for _ in range(n)], float)
   torch.manual_seed(0)
   image = _image(0, width, height)
-  theirs = np.array([T.RandomResizedCrop.get_params(image, (0.08, 1.0), (3 / 4, 4 / 3)) for _ in range(n)],
-                    float)
+  theirs = np.array([T.RandomResizedCrop.get_params(image, (0.08, 1.0), (3 / 4, 4 / 3)) for _ in range(n)], float)
   for boxes in (ours, theirs):
     assert (boxes[:, 0] >= 0).all() and (boxes[:, 0] + boxes[:, 2] <= height).all()
     assert (boxes[:, 1] >= 0).all() and (boxes[:, 1] + boxes[:, 3] <= width).all()
+
   def stats(boxes):
     area = boxes[:, 2] * boxes[:, 3] / (width * height)
     return area.mean(), np.log(boxes[:, 3] / boxes[:, 2]).mean(), (boxes[:, 0] + boxes[:, 2] / 2).mean()
+
   np.testing.assert_allclose(stats(ours), stats(theirs), atol=0.02 * height)
   np.testing.assert_allclose(stats(ours)[:2], stats(theirs)[:2], atol=0.02)
 
@@ -92,9 +95,20 @@ def test_loaders_with_two_workers(synthetic, source):
   assert len(train) == TRAIN * len(WNIDS) and len(train) % BATCH == 0
   orders = []
   for epoch in (0, 1):
-    batches = list(pipeline.make_train_loader(
-        train, wnids=WNIDS, epoch=epoch, seed=0, global_batch_size=BATCH, image_size=SIZE, num_workers=2,
-        tfds_data_dir=tfds_dir, process_index=0, process_count=1))
+    batches = list(
+      pipeline.make_train_loader(
+        train,
+        wnids=WNIDS,
+        epoch=epoch,
+        seed=0,
+        global_batch_size=BATCH,
+        image_size=SIZE,
+        num_workers=2,
+        tfds_data_dir=tfds_dir,
+        process_index=0,
+        process_count=1,
+      )
+    )
     assert len(batches) == len(train) // BATCH
     for batch in batches:
       # uint8 pixels: the jitted steps normalise on the device (4x fewer bytes through the workers).
@@ -109,9 +123,18 @@ def test_loaders_with_two_workers(synthetic, source):
 
   val = _records(synthetic, source, "val")
   reader = sources.ImageReader(tfds_dir)
-  batches = list(pipeline.make_eval_loader(val, wnids=WNIDS, batch_size=BATCH, image_size=SIZE,
-                                           num_workers=2, tfds_data_dir=tfds_dir, process_index=0,
-                                           process_count=1))
+  batches = list(
+    pipeline.make_eval_loader(
+      val,
+      wnids=WNIDS,
+      batch_size=BATCH,
+      image_size=SIZE,
+      num_workers=2,
+      tfds_data_dir=tfds_dir,
+      process_index=0,
+      process_count=1,
+    )
+  )
   assert len(batches) == math.ceil(len(val) / BATCH)
   mask = np.concatenate([b["mask"] for b in batches])
   index = np.concatenate([b["index"] for b in batches])
@@ -120,13 +143,15 @@ def test_loaders_with_two_workers(synthetic, source):
     for row in np.flatnonzero(batch["mask"])[::5]:
       record = val[batch["index"][row]]
       assert WNIDS[batch["label"][row]] == record["wnid"]
-      np.testing.assert_allclose(pipeline.normalize(batch["image"][row]),
-                                 _torchvision_eval(reader(record["path"]), SIZE), atol=1e-5)
+      np.testing.assert_allclose(
+        pipeline.normalize(batch["image"][row]), _torchvision_eval(reader(record["path"]), SIZE), atol=1e-5
+      )
 
 
 def _batches(records, epoch=3, **kwargs):
-  return list(pipeline.make_train_loader(records, wnids=WNIDS, epoch=epoch, seed=7, global_batch_size=BATCH,
-                                         image_size=SIZE, **kwargs))
+  return list(
+    pipeline.make_train_loader(records, wnids=WNIDS, epoch=epoch, seed=7, global_batch_size=BATCH, image_size=SIZE, **kwargs)
+  )
 
 
 def test_train_batches_are_the_same_for_any_worker_and_host_count(synthetic):
@@ -150,8 +175,10 @@ def test_train_batches_are_the_same_for_any_worker_and_host_count(synthetic):
 
 def test_eval_loader_splits_hosts_and_pads(synthetic):
   val = _records(synthetic, "folder", "val")[:21]
-  hosts = [list(pipeline.make_eval_loader(val, wnids=WNIDS, batch_size=8, image_size=SIZE, process_index=h,
-                                          process_count=2)) for h in range(2)]
+  hosts = [
+    list(pipeline.make_eval_loader(val, wnids=WNIDS, batch_size=8, image_size=SIZE, process_index=h, process_count=2))
+    for h in range(2)
+  ]
   assert [len(h) for h in hosts] == [3, 3] and all(b["image"].shape[0] == 4 for h in hosts for b in h)
   index = np.concatenate([np.concatenate([hosts[0][s]["index"], hosts[1][s]["index"]]) for s in range(3)])
   mask = np.concatenate([np.concatenate([hosts[0][s]["mask"], hosts[1][s]["mask"]]) for s in range(3)])
@@ -161,22 +188,22 @@ def test_eval_loader_splits_hosts_and_pads(synthetic):
 def test_bad_records_raise_errors_naming_them(synthetic, tmp_path):
   records = _records(synthetic, "folder", "train")[:BATCH]
   with pytest.raises(ValueError, match=r"class 'n01443537', which is not in the study's class list"):
-    pipeline.make_train_loader(records, wnids=WNIDS[1:], epoch=0, seed=0, global_batch_size=BATCH,
-                               image_size=SIZE, process_index=0, process_count=1)
+    pipeline.make_train_loader(
+      records, wnids=WNIDS[1:], epoch=0, seed=0, global_batch_size=BATCH, image_size=SIZE, process_index=0, process_count=1
+    )
   with pytest.raises(ValueError, match="no full global batch"):
     _batches(records[:3], process_index=0, process_count=1)
   with pytest.raises(ValueError, match="relative"):
     _batches([{"wnid": WNIDS[0], "path": "a.JPEG"}] * BATCH, process_index=0, process_count=1)
 
 
-
 def test_unreadable_images_are_skipped_and_counted_not_fatal(synthetic, tmp_path, caplog):
-  records = _records(synthetic, "folder", "train")[:2 * BATCH]
+  records = _records(synthetic, "folder", "train")[: 2 * BATCH]
   corrupt = tmp_path / "corrupt.JPEG"
   corrupt.write_bytes(open(records[0]["path"], "rb").read()[:40])
   broken = [dict(r) for r in records]
   broken[3]["path"] = str(tmp_path / "gone.JPEG")  # vanished since the check (a disk error)
-  broken[4]["path"] = str(corrupt)                 # changed since the check
+  broken[4]["path"] = str(corrupt)  # changed since the check
   clean = _batches(records, process_index=0, process_count=1)
   batches = _batches(broken, process_index=0, process_count=1)
   assert "gone.JPEG" in caplog.text and "corrupt.JPEG" in caplog.text
@@ -191,8 +218,9 @@ def test_unreadable_images_are_skipped_and_counted_not_fatal(synthetic, tmp_path
   clean_images = np.concatenate([c["image"] for c in clean])
   np.testing.assert_array_equal(images[~skipped], clean_images[~skipped])
   np.testing.assert_array_equal(images[skipped][0], clean_images[list(order).index(5)])
-  evaluation = list(pipeline.make_eval_loader(broken, wnids=WNIDS, batch_size=BATCH, image_size=SIZE,
-                                              process_index=0, process_count=1))
+  evaluation = list(
+    pipeline.make_eval_loader(broken, wnids=WNIDS, batch_size=BATCH, image_size=SIZE, process_index=0, process_count=1)
+  )
   mask = np.concatenate([b["mask"] for b in evaluation])
   assert list(np.flatnonzero(~mask)) == [3, 4]
   assert list(np.flatnonzero(np.concatenate([b["skipped"] for b in evaluation]))) == [3, 4]

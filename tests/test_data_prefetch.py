@@ -13,8 +13,11 @@ def _batches(n, delays=()):
   for i in range(n):
     if i < len(delays):
       time.sleep(delays[i])  # uneven loader latencies must not reorder anything
-    yield {"image": np.full((4, 2, 2, 3), i, np.uint8), "label": np.arange(4, dtype=np.int32) + 10 * i,
-           "skipped": np.array([i % 2 == 0] * 4)}
+    yield {
+      "image": np.full((4, 2, 2, 3), i, np.uint8),
+      "label": np.arange(4, dtype=np.int32) + 10 * i,
+      "skipped": np.array([i % 2 == 0] * 4),
+    }
 
 
 def _prefetch_threads():
@@ -24,8 +27,9 @@ def _prefetch_threads():
 @pytest.mark.parametrize("size", [1, 3])
 def test_prefetch_keeps_the_order_and_the_host_entries(size):
   mesh = sharding.make_mesh()
-  out = list(sharding.prefetch_to_device(_batches(7, delays=[0.05, 0, 0.03, 0, 0, 0.02]), mesh, ("image", "label"),
-                                         size=size))
+  out = list(
+    sharding.prefetch_to_device(_batches(7, delays=[0.05, 0, 0.03, 0, 0, 0.02]), mesh, ("image", "label"), size=size)
+  )
   assert len(out) == 7
   for i, batch in enumerate(out):
     assert batch["image"].sharding == sharding.data_sharding(mesh)  # on the device, batch-sharded
@@ -39,6 +43,7 @@ def test_prefetch_raises_the_loaders_error_at_its_batch():
   def failing():
     yield from _batches(2)
     raise OSError("disk gone")
+
   seen = []
   with pytest.raises(OSError, match="disk gone"):
     for batch in sharding.prefetch_to_device(failing(), sharding.make_mesh(), ("image",)):
@@ -49,10 +54,12 @@ def test_prefetch_raises_the_loaders_error_at_its_batch():
 
 def test_stopping_early_stops_the_thread_and_reads_at_most_size_ahead():
   read = []
+
   def counted():
     for batch in _batches(100):
       read.append(1)
       yield batch
+
   for step, _ in enumerate(sharding.prefetch_to_device(counted(), sharding.make_mesh(), ("image",), size=2)):
     if step == 3:
       break

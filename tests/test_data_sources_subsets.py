@@ -1,6 +1,5 @@
 """Synthetic ImageNet, both source layouts, the study's splits and the exclusion list."""
 
-import io
 import json
 import math
 import sys
@@ -23,8 +22,7 @@ TRAIN, VAL = 24, 6
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
   root = tmp_path_factory.mktemp("synthetic")
-  return make_synthetic_imagenet(root, train_per_class=TRAIN, val_per_class=VAL, image_size=32, seed=0,
-                                 tfds=True)
+  return make_synthetic_imagenet(root, train_per_class=TRAIN, val_per_class=VAL, image_size=32, seed=0, tfds=True)
 
 
 def _pixels(path):
@@ -39,21 +37,19 @@ def test_synthetic_layout_and_determinism(synthetic, tmp_path):
       assert len(files) == n
       assert Image.open(files[0]).format == "JPEG" and Image.open(files[0]).size == (32, 32)
   # Image i of a class depends on (seed, split, class, i) and the class list, not on the image counts.
-  again = make_synthetic_imagenet(tmp_path / "a", train_per_class=2,
-                                  val_per_class=1, image_size=32, seed=0)
+  again = make_synthetic_imagenet(tmp_path / "a", train_per_class=2, val_per_class=1, image_size=32, seed=0)
   name = f"{DEFAULT_WNIDS[1]}/{DEFAULT_WNIDS[1]}_1.JPEG"
   assert (again / "train" / name).read_bytes() == (synthetic / "train" / name).read_bytes()
-  other = make_synthetic_imagenet(tmp_path / "b", train_per_class=2,
-                                  val_per_class=1, image_size=32, seed=1)
+  other = make_synthetic_imagenet(tmp_path / "b", train_per_class=2, val_per_class=1, image_size=32, seed=1)
   assert (other / "train" / name).read_bytes() != (synthetic / "train" / name).read_bytes()
   with pytest.raises(KeyError, match="n00000001"):
-    make_synthetic_imagenet(tmp_path / "c", wnids=["n00000001"], train_per_class=1, val_per_class=1,
-                            image_size=32, seed=0)
+    make_synthetic_imagenet(tmp_path / "c", wnids=["n00000001"], train_per_class=1, val_per_class=1, image_size=32, seed=0)
 
 
 def test_synthetic_classes_are_learnable(synthetic):
   """A nearest-class-mean classifier on colour histograms (position-invariant, like a CNN's pooled
   features), fit on train, scores far above chance on val: the classes carry learnable signal."""
+
   def histogram(path):
     bins = (np.asarray(Image.open(path), np.int64) // 32).reshape(-1, 3) @ np.array([64, 8, 1])
     return np.bincount(bins, minlength=512) / bins.size
@@ -62,6 +58,7 @@ def test_synthetic_classes_are_learnable(synthetic):
     records = sources.folder_records(synthetic / split)
     x = np.stack([histogram(r["path"]) for r in records])
     return x, np.array([DEFAULT_WNIDS.index(r["wnid"]) for r in records])
+
   x_train, y_train = features("train")
   x_val, y_val = features("val")
   means = np.stack([x_train[y_train == c].mean(0) for c in range(len(DEFAULT_WNIDS))])
@@ -76,8 +73,10 @@ def test_folder_and_tfds_sources_hold_the_same_images(synthetic):
   tfds_train = sources.tfds_records(synthetic / "tfds", "train")
   assert len(tfds_train) == len(folder)
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  raw = tfds.data_source("imagenet2012", data_dir=str(synthetic / "tfds"), split="train",
-                         decoders={"image": tfds.decode.SkipDecoding()})
+
+  raw = tfds.data_source(
+    "imagenet2012", data_dir=str(synthetic / "tfds"), split="train", decoders={"image": tfds.decode.SkipDecoding()}
+  )
   reader = sources.ImageReader(synthetic / "tfds")
   for record in tfds_train[::7]:
     _, index = sources.parse_tfds_path(record["path"])
@@ -189,8 +188,9 @@ def test_manifest_paths_resolve_and_missing_files_are_named(tmp_path):
   image.parent.mkdir()
   Image.new("RGB", (4, 4)).save(image)
   manifest = tmp_path / "split.jsonl"
-  subsets.write_manifest(manifest, [{"wnid": "n01491361", "path": "images/a.png"},
-                                    {"wnid": "n01491361", "path": "tfds://train/3"}])
+  subsets.write_manifest(
+    manifest, [{"wnid": "n01491361", "path": "images/a.png"}, {"wnid": "n01491361", "path": "tfds://train/3"}]
+  )
   records = subsets.read_manifest(manifest)
   assert records[0]["path"] == str(image.resolve()) and records[1]["path"] == "tfds://train/3"
   image.unlink()

@@ -47,8 +47,9 @@ def _named(module: Path, sections: dict[str, str]) -> bool:
     return re.search(rf"(?<![\w/]){re.escape(module.name)}", sections[""]) is not None
   section = sections.get(module.parts[0], "")
   nested = [f"{part}/" for part in module.parts[1:-1]]  # a subpackage: its folder named in the section too
-  return (re.search(rf"(?<![\w.]){re.escape(module.name)}", section) is not None
-          and all(folder in section for folder in nested))
+  return re.search(rf"(?<![\w.]){re.escape(module.name)}", section) is not None and all(
+    folder in section for folder in nested
+  )
 
 
 def test_every_module_is_named_in_the_layout():
@@ -152,8 +153,10 @@ def test_documented_signatures_exist():
 
 def test_signature_check_catches_stale_entries():
   """Negative control: a renamed parameter and a removed function are both reported."""
-  text = ("## Shared interfaces\n### jax_aug.io\n- `atomic_write_json(path, obj)`\n"
-          "- `atomic_write_json(path, payload)`\n- `atomic_write_yaml(path, obj)`\n")
+  text = (
+    "## Shared interfaces\n### jax_aug.io\n- `atomic_write_json(path, obj)`\n"
+    "- `atomic_write_json(path, payload)`\n- `atomic_write_yaml(path, obj)`\n"
+  )
   problems = _signature_problems(text)
   assert len(problems) == 2, problems
   assert "payload" in problems[0] and "atomic_write_yaml" in problems[1]

@@ -22,14 +22,19 @@ def test_safety_checker_cosine_and_flagging_run():
   assert np.abs(wrong_axis - np.asarray(got)).max() > 100 * (1e-6 + 1e-5 * np.abs(expected).max())
 
   config = CLIPConfig(
-      text_config=dict(hidden_size=8, intermediate_size=8, num_hidden_layers=1, num_attention_heads=2),
-      vision_config=dict(hidden_size=8, intermediate_size=8, num_hidden_layers=1, num_attention_heads=2,
-                         image_size=224, patch_size=56),
-      projection_dim=8)
+    text_config=dict(hidden_size=8, intermediate_size=8, num_hidden_layers=1, num_attention_heads=2),
+    vision_config=dict(
+      hidden_size=8, intermediate_size=8, num_hidden_layers=1, num_attention_heads=2, image_size=224, patch_size=56
+    ),
+    projection_dim=8,
+  )
   checker = safety_checker_flax.FlaxStableDiffusionSafetyChecker(config, seed=0)
   images = jnp.asarray(rng.normal(size=(2, 3, 224, 224)), jnp.float32)
-  embeds = checker.module.apply({"params": checker.params}, jnp.transpose(images, (0, 2, 3, 1)),
-                                method=lambda m, x: m.visual_projection(m.vision_model(x)[1]))
+  embeds = checker.module.apply(
+    {"params": checker.params},
+    jnp.transpose(images, (0, 2, 3, 1)),
+    method=lambda m, x: m.visual_projection(m.vision_model(x)[1]),
+  )
 
   def flags(direction):
     # One concept along +-(first image's embedding) with threshold 0.5: cosine ~ +1 flags, ~ -1 not.
@@ -68,26 +73,35 @@ def test_ddpm_variance_and_step_match_pytorch():
   # At t=0 the step adds no noise, so it is deterministic and must equal PyTorch's.
   rng = np.random.default_rng(1)
   sample, eps = rng.normal(size=(2, 4, 8, 8)), rng.normal(size=(2, 4, 8, 8))
-  got = flax_scheduler.step(state, jnp.asarray(eps, jnp.float32), 0, jnp.asarray(sample, jnp.float32),
-                            key=jax.random.key(0)).prev_sample
-  want = pt_scheduler.step(torch.tensor(eps, dtype=torch.float32), 0,
-                           torch.tensor(sample, dtype=torch.float32)).prev_sample
+  got = flax_scheduler.step(
+    state, jnp.asarray(eps, jnp.float32), 0, jnp.asarray(sample, jnp.float32), key=jax.random.key(0)
+  ).prev_sample
+  want = pt_scheduler.step(torch.tensor(eps, dtype=torch.float32), 0, torch.tensor(sample, dtype=torch.float32)).prev_sample
   # PyTorch derives beta_0 as 1 - alpha_prod_0 (float32 cancellation, ~6e-4 relative), Flax reads it.
   np.testing.assert_allclose(np.asarray(got), want.numpy(), rtol=1e-3, atol=1e-5)
   # Negative control: clipping the predicted x0 at the wrong bound (+-1.5 instead of +-1) is caught.
-  wrong_clip = DDPMScheduler(variance_type="fixed_small", clip_sample_range=1.5).step(
-      torch.tensor(eps, dtype=torch.float32), 0, torch.tensor(sample, dtype=torch.float32)).prev_sample.numpy()
+  wrong_clip = (
+    DDPMScheduler(variance_type="fixed_small", clip_sample_range=1.5)
+    .step(torch.tensor(eps, dtype=torch.float32), 0, torch.tensor(sample, dtype=torch.float32))
+    .prev_sample.numpy()
+  )
   assert np.abs(wrong_clip - np.asarray(got)).max() > 100 * (1e-5 + 1e-3 * np.abs(want.numpy()).max())
-  noisy = flax_scheduler.step(state, jnp.asarray(eps, jnp.float32), 500, jnp.asarray(sample, jnp.float32),
-                              key=jax.random.key(0)).prev_sample
+  noisy = flax_scheduler.step(
+    state, jnp.asarray(eps, jnp.float32), 500, jnp.asarray(sample, jnp.float32), key=jax.random.key(0)
+  ).prev_sample
   assert np.isfinite(np.asarray(noisy)).all()
 
 
 def test_model_casts_with_and_without_mask():
   from diffusers import FlaxAutoencoderKL
 
-  vae = FlaxAutoencoderKL(block_out_channels=(32,), down_block_types=("DownEncoderBlock2D",),
-                          up_block_types=("UpDecoderBlock2D",), layers_per_block=1, sample_size=8)
+  vae = FlaxAutoencoderKL(
+    block_out_channels=(32,),
+    down_block_types=("DownEncoderBlock2D",),
+    up_block_types=("UpDecoderBlock2D",),
+    layers_per_block=1,
+    sample_size=8,
+  )
   params = vae.init_weights(jax.random.key(0))
   leaves = jax.tree.leaves(params)
   bf16 = vae.to_bf16(params)
@@ -97,12 +111,13 @@ def test_model_casts_with_and_without_mask():
   back = vae.to_fp32(bf16)
   assert {x.dtype for x in jax.tree.leaves(back)} == {jnp.dtype(jnp.float32)}
   for orig, cast in zip(leaves, jax.tree.leaves(back)):
-    np.testing.assert_allclose(np.asarray(cast), np.asarray(orig), rtol=2 ** -8)
+    np.testing.assert_allclose(np.asarray(cast), np.asarray(orig), rtol=2**-8)
   # Negative control: a round trip through the wrong dtype (float8, 3 mantissa bits) exceeds that tolerance.
   kernel = np.asarray(params["encoder"]["conv_in"]["kernel"])
   wrong_cast = np.asarray(jnp.asarray(kernel).astype(jnp.float8_e4m3fn).astype(jnp.float32))
-  assert np.max(np.abs(wrong_cast - kernel) / np.abs(kernel)) > 4 * 2 ** -8
+  assert np.max(np.abs(wrong_cast - kernel) / np.abs(kernel)) > 4 * 2**-8
   from flax.traverse_util import flatten_dict, unflatten_dict
+
   flat = flatten_dict(params)
   mask = unflatten_dict({k: k[-1] == "kernel" for k in flat})
   masked = flatten_dict(vae.to_bf16(params, mask=mask))
@@ -120,15 +135,20 @@ def test_pinned_flax_classes_deprecation_notices_are_silenced_and_nothing_else()
 
   # The libraries' own terminal handlers (not pytest's), written into a buffer for the test (they hold the
   # stderr of import time).
-  handlers = [h for logger in (diffusers_logging.get_logger(), transformers_logging.get_logger())
-              for h in logger.handlers if type(h) is logging.StreamHandler]
+  handlers = [
+    h
+    for logger in (diffusers_logging.get_logger(), transformers_logging.get_logger())
+    for h in logger.handlers
+    if type(h) is logging.StreamHandler
+  ]
   assert len(handlers) == 2
   buffer = io.StringIO()
   streams = [handler.setStream(buffer) for handler in handlers]
   try:
     FlaxDDIMScheduler()  # diffusers logs its Flax deprecation notice in every Flax class's constructor
     transformers_logging.get_logger("transformers.modeling_flax_utils").warning(
-        "TensorFlow and JAX classes are deprecated and will be removed in Transformers v5. We recommend ...")
+      "TensorFlow and JAX classes are deprecated and will be removed in Transformers v5. We recommend ..."
+    )
     assert buffer.getvalue() == ""
     # Negative control: any other warning of either library still reaches the terminal.
     diffusers_logging.get_logger("diffusers.schedulers").warning("a different diffusers warning")

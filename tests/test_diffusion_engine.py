@@ -26,8 +26,9 @@ WNIDS = ("n01443537", "n01491361")  # goldfish, tiger shark
 
 
 def _requests(n_per_class=4):
-  return methods.build_requests("prompt", prompt_strategy="clip_templates", wnids=WNIDS, images_per_class=n_per_class,
-                                seed=0)
+  return methods.build_requests(
+    "prompt", prompt_strategy="clip_templates", wnids=WNIDS, images_per_class=n_per_class, seed=0
+  )
 
 
 def _no_flags(images):
@@ -53,8 +54,17 @@ def test_one_compilation_for_all_prompts_with_the_models_own_checker(model, tmp_
   # The tiny checker's own init never fires (cosines <= 1); test_diffusion_safety.py makes one fire.
   requests = _requests(3)  # 6 images in batches of 4: the last one padded to the compiled shape
   assert len({r.prompt for r in requests}) > 2
-  engine.sample_requests(model, requests, tmp_path, method="clip_prompts", settings=SETTINGS, seed=0,
-                         batch_size=4, profile_first_batch=1, profile_batches=1)
+  engine.sample_requests(
+    model,
+    requests,
+    tmp_path,
+    method="clip_prompts",
+    settings=SETTINGS,
+    seed=0,
+    batch_size=4,
+    profile_first_batch=1,
+    profile_batches=1,
+  )
   rows, files = _read_set(tmp_path)
   assert [r["key"] for r in rows] == sorted(r.key for r in requests)
   assert all(r["safety_rejections"] == 0 and r["attempt"] == 0 for r in rows)
@@ -69,7 +79,7 @@ def test_one_compilation_for_all_prompts_with_the_models_own_checker(model, tmp_
   for key in ("images", "flagged", "images_per_second"):
     assert [(e.step, e.value) for e in events.Scalars(key)] == [(m["batch"], np.float32(m[key])) for m in metrics]
   # The profiler traced batch 1 only (batch 0 compiles).
-  trace, = (tmp_path / TENSORBOARD_DIR / "plugins" / "profile").glob("*/perfetto_trace.json.gz")
+  (trace,) = (tmp_path / TENSORBOARD_DIR / "plugins" / "profile").glob("*/perfetto_trace.json.gz")
   trace_events = json.loads(gzip.decompress(trace.read_bytes()))["traceEvents"]
   assert sorted(e["args"]["step_num"] for e in trace_events if e.get("name") == "sample") == ["1"]
 
@@ -84,6 +94,7 @@ def test_image_depends_only_on_its_key_not_on_the_batch(model):
   assert np.abs(other_attempt.astype(int) - together).max() > 10
   # Noise rows are a pure function of (seed, class, index, attempt), drawn from the documented key.
   import jax
+
   want = jax.random.normal(engine.item_key(0, 7, 3, 1), (4, 16, 16))
   np.testing.assert_array_equal(engine.initial_noise(0, [5, 7], [0, 3], [0, 1], (4, 16, 16))[1], want)
 
@@ -101,8 +112,9 @@ def test_flagged_images_are_replaced_and_counted(model, tmp_path):
     calls.append(len(images))
     return np.array([im.tobytes() in banned for im in images])
 
-  engine.sample_requests(model, requests, tmp_path, method="clip_prompts", settings=SETTINGS, seed=0,
-                         batch_size=4, safety_fn=forced)
+  engine.sample_requests(
+    model, requests, tmp_path, method="clip_prompts", settings=SETTINGS, seed=0, batch_size=4, safety_fn=forced
+  )
   rows, _ = _read_set(tmp_path)
   by_key = {r["key"]: r for r in rows}
   for i, request in enumerate(requests):
@@ -117,8 +129,17 @@ def test_flagged_images_are_replaced_and_counted(model, tmp_path):
 
 def test_checker_flagging_everything_stops_with_an_error(model, tmp_path):
   with pytest.raises(RuntimeError, match="flagged all 2 attempts"):
-    engine.sample_requests(model, _requests(2), tmp_path, method="clip_prompts", settings=SETTINGS, seed=0,
-                           batch_size=4, safety_fn=lambda x: np.ones(len(x), bool), max_attempts=2)
+    engine.sample_requests(
+      model,
+      _requests(2),
+      tmp_path,
+      method="clip_prompts",
+      settings=SETTINGS,
+      seed=0,
+      batch_size=4,
+      safety_fn=lambda x: np.ones(len(x), bool),
+      max_attempts=2,
+    )
 
 
 _RUN = """
@@ -137,8 +158,9 @@ emit("done")
 @pytest.mark.slow
 def test_one_and_four_devices_give_the_same_images(tiny_path, tmp_path, run_jax):
   for devices in (1, 4):
-    assert run_jax(_RUN.format(path=str(tiny_path), wnids=WNIDS, out=str(tmp_path / f"d{devices}")),
-                   devices=devices) == "done"
+    assert (
+      run_jax(_RUN.format(path=str(tiny_path), wnids=WNIDS, out=str(tmp_path / f"d{devices}")), devices=devices) == "done"
+    )
   rows1, files1 = _read_set(tmp_path / "d1")
   rows4, files4 = _read_set(tmp_path / "d4")
   assert rows1 == rows4 and len(rows1) == 8
@@ -152,10 +174,12 @@ def test_one_and_four_devices_give_the_same_images(tiny_path, tmp_path, run_jax)
 @pytest.mark.slow
 def test_killed_run_resumes_to_identical_output(model, tiny_path, tmp_path):
   from tests.conftest import _jax_env, _program
+
   killed = tmp_path / "killed"
   code = _program(_RUN.format(path=str(tiny_path), wnids=WNIDS, out=str(killed)))
-  proc = subprocess.Popen([sys.executable, "-c", code], env=_jax_env(1), stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL)
+  proc = subprocess.Popen(
+    [sys.executable, "-c", code], env=_jax_env(1), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+  )
   manifest = killed / "manifest.jsonl"
   deadline = time.time() + 600
   while time.time() < deadline and proc.poll() is None:
@@ -169,8 +193,9 @@ def test_killed_run_resumes_to_identical_output(model, tiny_path, tmp_path):
   assert 2 <= done_before < 8
   # Restart in this process (another process, same model files), then an uninterrupted reference run.
   for out in (killed, tmp_path / "reference"):
-    engine.sample_requests(model, _requests(4), out, method="clip_prompts", settings=SETTINGS, seed=0,
-                           batch_size=4, safety_fn=_no_flags)
+    engine.sample_requests(
+      model, _requests(4), out, method="clip_prompts", settings=SETTINGS, seed=0, batch_size=4, safety_fn=_no_flags
+    )
   rows, files = _read_set(killed)
   ref_rows, ref_files = _read_set(tmp_path / "reference")
   assert len(rows) == 8 and len({r["key"] for r in rows}) == 8
@@ -199,13 +224,13 @@ def test_bad_input(model, tmp_path):
   with pytest.raises(ValueError, match="appears twice"):
     engine.check_requests(twice)
   with pytest.raises(ValueError, match="multiple of the 1 local devices|positive multiple"):
-    engine.sample_requests(model, _requests(1), tmp_path, method="clip_prompts", settings=SETTINGS, seed=0,
-                           batch_size=0)
+    engine.sample_requests(model, _requests(1), tmp_path, method="clip_prompts", settings=SETTINGS, seed=0, batch_size=0)
   assert not any(tmp_path.iterdir())  # nothing written by refused runs
 
 
 def test_boomerang_requests_start_from_subset_images(model, tmp_path):
   from jax_aug.io import load_image_file
+
   rng = np.random.default_rng(0)
   subset = []
   for wnid in WNIDS:
@@ -220,8 +245,17 @@ def test_boomerang_requests_start_from_subset_images(model, tmp_path):
   assert {r.prompt for r in requests} == {methods.BOOMERANG_PROMPT}
   settings = engine.SamplerSettings(num_inference_steps=3, boomerang_strength=0.7)
   out = tmp_path / "set"
-  engine.sample_requests(model, requests, out, method="boomerang", settings=settings, seed=0, batch_size=4,
-                         safety_fn=_no_flags, read_image=load_image_file)
+  engine.sample_requests(
+    model,
+    requests,
+    out,
+    method="boomerang",
+    settings=settings,
+    seed=0,
+    batch_size=4,
+    safety_fn=_no_flags,
+    read_image=load_image_file,
+  )
   rows, _ = _read_set(out)
   assert len(rows) == 6 and all(r["boomerang_strength"] == 0.7 and r["init_image"] for r in rows)
   images = {r["key"]: np.asarray(Image.open(out / r["path"]), dtype=int) for r in rows}
@@ -234,12 +268,17 @@ def test_boomerang_requests_start_from_subset_images(model, tmp_path):
 
 @pytest.mark.slow
 def test_two_hosts_split_the_work_and_match_one_host(tiny_path, tmp_path, run_jax, run_multihost):
-  code = _RUN.replace("import sys\n", "import sys\nfrom jax_aug.sharding import initialize_distributed\n"
-                      "initialize_distributed(COORDINATOR, NUM_PROCESSES, PROCESS_ID)\n")
-  assert run_multihost(code.format(path=str(tiny_path), wnids=WNIDS, out=str(tmp_path / "hosts")),
-                       processes=2, devices_per_process=1) == ["done", "done"]
+  code = _RUN.replace(
+    "import sys\n",
+    "import sys\nfrom jax_aug.sharding import initialize_distributed\n"
+    "initialize_distributed(COORDINATOR, NUM_PROCESSES, PROCESS_ID)\n",
+  )
+  assert run_multihost(
+    code.format(path=str(tiny_path), wnids=WNIDS, out=str(tmp_path / "hosts")), processes=2, devices_per_process=1
+  ) == ["done", "done"]
   run_jax(_RUN.format(path=str(tiny_path), wnids=WNIDS, out=str(tmp_path / "one")), devices=1)
   from jax_aug.data.augmentation_set import load_augmentation_set
+
   shards = sorted(p.name for p in (tmp_path / "hosts").glob("manifest*.jsonl"))
   assert shards == ["manifest-00000.jsonl", "manifest-00001.jsonl"]  # each host its own batches
   per_host = [len(JsonlManifest(tmp_path / "hosts" / s).read()) for s in shards]

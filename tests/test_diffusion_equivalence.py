@@ -24,6 +24,7 @@ PROMPTS = ["A photo of goldfish, Carassius auratus.", "a black and white photo o
 def pair(tmp_path_factory):
   from jax_aug.diffusion.loading import load_sd
   from jax_aug.diffusion.tiny import build_tiny_sd_pt
+
   path = tmp_path_factory.mktemp("pt") / "tiny"
   pipeline = build_tiny_sd_pt(path, seed=0)
   pipeline.set_progress_bar_config(disable=True)
@@ -32,16 +33,19 @@ def pair(tmp_path_factory):
 
 def _latents(seed, shape):
   import torch
+
   return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
 
 
 @pytest.mark.slow
 def test_text_prompt_with_guidance_matches_pytorch(pair):
   from jax_aug.diffusion import engine
+
   pipeline, model = pair
   latents = _latents(0, (2, 4, 16, 16))
-  reference = pipeline(PROMPTS, num_inference_steps=STEPS, guidance_scale=7.5, latents=latents, height=32,
-                       width=32, output_type="np").images
+  reference = pipeline(
+    PROMPTS, num_inference_steps=STEPS, guidance_scale=7.5, latents=latents, height=32, width=32, output_type="np"
+  ).images
   sampler = engine.Sampler(model, engine.SamplerSettings(num_inference_steps=STEPS))
   requests = [engine.Request("n01443537", 0, prompt=PROMPTS[0]), engine.Request("n01491361", 0, prompt=PROMPTS[1])]
   ours = sampler.generate(latents.numpy(), sampler.conditionings(requests))
@@ -53,15 +57,24 @@ def test_text_prompt_with_guidance_matches_pytorch(pair):
 @pytest.mark.slow
 def test_precomputed_prompt_embeddings_match_pytorch(pair):
   import torch
+
   from jax_aug.diffusion import engine
+
   pipeline, model = pair
   rng = np.random.default_rng(0)
   embeds = rng.normal(size=(2, 77, 32)).astype(np.float32)
   negative = rng.normal(size=(2, 77, 32)).astype(np.float32)
   latents = _latents(1, (2, 4, 16, 16))
-  reference = pipeline(prompt_embeds=torch.tensor(embeds), negative_prompt_embeds=torch.tensor(negative),
-                       num_inference_steps=STEPS, guidance_scale=7.5, latents=latents, height=32, width=32,
-                       output_type="np").images
+  reference = pipeline(
+    prompt_embeds=torch.tensor(embeds),
+    negative_prompt_embeds=torch.tensor(negative),
+    num_inference_steps=STEPS,
+    guidance_scale=7.5,
+    latents=latents,
+    height=32,
+    width=32,
+    output_type="np",
+  ).images
   sampler = engine.Sampler(model, engine.SamplerSettings(num_inference_steps=STEPS))
   requests = [engine.Request("n01443537", i, encoder_hidden_states=embeds[i]) for i in range(2)]
   ours = sampler.generate(latents.numpy(), sampler.conditionings(requests), uncond=negative)
@@ -70,6 +83,7 @@ def test_precomputed_prompt_embeddings_match_pytorch(pair):
 
 def _img2img(pipeline):
   from diffusers import StableDiffusionImg2ImgPipeline
+
   img2img = StableDiffusionImg2ImgPipeline(**pipeline.components)
   img2img.set_progress_bar_config(disable=True)
   return img2img
@@ -82,14 +96,21 @@ def test_boomerang_matches_pytorch_img2img_as_it_runs(pair, strength, prompts, g
   noise from the generator (in that order); our engine gets the same two draws. Guidance 1.0 is diffusers'
   branch without classifier-free guidance; ours computes uncond + 1 * (cond - uncond)."""
   import torch
+
   from jax_aug.diffusion import engine
+
   pipeline, model = pair
   images = np.random.default_rng(2).uniform(-1, 1, (2, 3, 32, 32)).astype(np.float32)
   # A tensor in [0, 1], which the pipeline's image processor maps to [-1, 1] (= our images).
-  reference = _img2img(pipeline)(prompts, image=torch.tensor((images + 1) / 2), strength=strength,
-                                 num_inference_steps=STEPS,
-                                 guidance_scale=guidance, generator=torch.Generator().manual_seed(3),
-                                 output_type="np").images
+  reference = _img2img(pipeline)(
+    prompts,
+    image=torch.tensor((images + 1) / 2),
+    strength=strength,
+    num_inference_steps=STEPS,
+    guidance_scale=guidance,
+    generator=torch.Generator().manual_seed(3),
+    output_type="np",
+  ).images
   generator = torch.Generator().manual_seed(3)
   posterior_noise = torch.randn((2, 4, 16, 16), generator=generator).numpy()
   noise = torch.randn((2, 4, 16, 16), generator=generator).numpy()
@@ -98,14 +119,16 @@ def test_boomerang_matches_pytorch_img2img_as_it_runs(pair, strength, prompts, g
   ours = sampler.generate(noise, sampler.encode_prompts(prompts), init_images=images, posterior_noise=posterior_noise)
   assert np.abs(ours - reference).max() < TOLERANCE
   # Negative control: the posterior mean (the reference's draw ignored) is outside the tolerance.
-  mean_only = sampler.generate(noise, sampler.encode_prompts(prompts), init_images=images,
-                               posterior_noise=np.zeros_like(posterior_noise))
+  mean_only = sampler.generate(
+    noise, sampler.encode_prompts(prompts), init_images=images, posterior_noise=np.zeros_like(posterior_noise)
+  )
   assert np.abs(mean_only - reference).max() > 10 * TOLERANCE
 
 
 @pytest.mark.slow
 def test_boomerang_strength_changes_the_image(pair):
   from jax_aug.diffusion import engine
+
   _, model = pair
   rng = np.random.default_rng(2)
   images = rng.uniform(-1, 1, (2, 3, 32, 32)).astype(np.float32)
@@ -113,8 +136,9 @@ def test_boomerang_strength_changes_the_image(pair):
   results = []
   for strength in (0.5, 0.8):
     sampler = engine.Sampler(model, engine.SamplerSettings(num_inference_steps=STEPS, boomerang_strength=strength))
-    results.append(sampler.generate(noise, sampler.encode_prompts(["", ""]), init_images=images,
-                                    posterior_noise=posterior_noise))
+    results.append(
+      sampler.generate(noise, sampler.encode_prompts(["", ""]), init_images=images, posterior_noise=posterior_noise)
+    )
   assert np.abs(results[0] - results[1]).max() > 30 * TOLERANCE
 
 
@@ -124,6 +148,7 @@ SCHEDULER_TOLERANCE = 2e-4
 
 def test_every_offered_scheduler_has_a_reference():
   from jax_aug.diffusion import engine
+
   assert set(SCHEDULERS) == set(engine.SCHEDULERS)
 
 
@@ -135,7 +160,9 @@ def test_every_scheduler_matches_pytorch(pair, name):
   turns off when it is built) on both sides. Negative control: the PyTorch schedule shifted by one training
   timestep (what steps_offset=0 would give) differs by more than 10x the tolerance."""
   import diffusers
+
   from jax_aug.diffusion import engine
+
   pipeline, model = pair
   assert pipeline.scheduler.config.steps_offset == 1
   latents = _latents(4, (2, 4, 16, 16))
@@ -150,11 +177,13 @@ def test_every_scheduler_matches_pytorch(pair, name):
       def shifted(*args, **kwargs):
         set_timesteps(*args, **kwargs)
         scheduler.timesteps = scheduler.timesteps - shift
+
       scheduler.set_timesteps = shifted
     run = diffusers.StableDiffusionPipeline(**{**pipeline.components, "scheduler": scheduler})
     run.set_progress_bar_config(disable=True)
-    return run(PROMPTS, num_inference_steps=STEPS, guidance_scale=7.5, latents=latents.clone(), height=32,
-               width=32, output_type="np").images
+    return run(
+      PROMPTS, num_inference_steps=STEPS, guidance_scale=7.5, latents=latents.clone(), height=32, width=32, output_type="np"
+    ).images
 
   error = np.abs(ours - reference()).max()
   print(f"{name}: max abs difference {error:.2e}")

@@ -6,7 +6,8 @@ manifest and metrics, and stops with a clear error at the attempt cap.
 
 Construction: image embeddings e_i of the known images by the PyTorch checker; concept 0 = the least-norm
 direction orthogonal to every other known image's embedding (pinv), with its threshold halfway between the
-target's cosine and the largest other one; a special-care concept on a second image s, and concept 1 on s with a threshold 0.005 above s's
+target's cosine and the largest other one; a special-care concept on a second image s, and concept 1 on s with a
+threshold 0.005 above s's
 cosine, so s is flagged only through the special-care adjustment (+0.01) of both implementations. The
 other 15 concepts and 2 special-care rows keep the checker's own init (ones; cosine <= 1, never fire).
 """
@@ -35,6 +36,7 @@ def setup(tmp_path_factory):
   attempt-0 and attempt-1 samples of four requests."""
   from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
   from diffusers.pipelines.stable_diffusion.safety_checker_flax import FlaxStableDiffusionSafetyChecker
+
   model = load_sd(tiny.build_tiny_sd(tmp_path_factory.mktemp("sd") / "tiny", seed=0))
   torch.manual_seed(0)
   reference = StableDiffusionSafetyChecker(tiny.safety_clip_config()).eval()
@@ -66,16 +68,17 @@ def _fire_on(reference, model, images, target, special):
       # apart however alike the tiny model's images are (its own direction minus the mean was not enough).
       direction = torch.linalg.pinv(unit)[:, i]
       cos = unit @ torch.nn.functional.normalize(direction, dim=0)
-      others = torch.cat([cos[:i], cos[i + 1:]])
+      others = torch.cat([cos[:i], cos[i + 1 :]])
       assert cos[i] - others.max() > 0.02, "known images too alike to separate"  # checks the construction
       return direction, cos
 
     target_dir, target_cos = concept(target)
     special_dir, special_cos = concept(special)
     reference.concept_embeds[0] = target_dir
-    reference.concept_embeds_weights[0] = (target_cos[target] + torch.cat([target_cos[:target],
-                                                                           target_cos[target + 1:]]).max()) / 2
-    others = torch.cat([special_cos[:special], special_cos[special + 1:]])
+    reference.concept_embeds_weights[0] = (
+      target_cos[target] + torch.cat([target_cos[:target], target_cos[target + 1 :]]).max()
+    ) / 2
+    others = torch.cat([special_cos[:special], special_cos[special + 1 :]])
     reference.special_care_embeds[0] = special_dir
     reference.special_care_embeds_weights[0] = (special_cos[special] + others.max()) / 2
     reference.concept_embeds[1] = special_dir
@@ -121,8 +124,9 @@ def test_engine_replaces_flagged_images_with_the_next_attempt(setup, tmp_path):
   concepts = _fire_on(reference, model, np.concatenate([first, second]), TARGET, SPECIAL)
   flagging = _with_checker(model, checker, {**params, **concepts})
   for run in ("a", "b"):  # twice: the same files, bit for bit
-    engine.sample_requests(flagging, requests, tmp_path / run, method="clip_prompts", settings=SETTINGS, seed=0,
-                           batch_size=4)  # the model's own checker (safety_fn=None)
+    engine.sample_requests(
+      flagging, requests, tmp_path / run, method="clip_prompts", settings=SETTINGS, seed=0, batch_size=4
+    )  # the model's own checker (safety_fn=None)
   rows = {r["key"]: r for r in JsonlManifest(tmp_path / "a" / "manifest.jsonl").read()}
   for i, request in enumerate(requests):
     row = rows[request.key]
@@ -134,5 +138,6 @@ def test_engine_replaces_flagged_images_with_the_next_attempt(setup, tmp_path):
   assert JsonlManifest(tmp_path / "a" / engine.METRICS_FILE).read()[0]["flagged"] == 2
 
   with pytest.raises(RuntimeError, match=f"{requests[TARGET].key}: the safety checker flagged all 1 attempts"):
-    engine.sample_requests(flagging, requests, tmp_path / "capped", method="clip_prompts", settings=SETTINGS,
-                           seed=0, batch_size=4, max_attempts=1)
+    engine.sample_requests(
+      flagging, requests, tmp_path / "capped", method="clip_prompts", settings=SETTINGS, seed=0, batch_size=4, max_attempts=1
+    )

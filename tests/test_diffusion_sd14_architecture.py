@@ -39,15 +39,25 @@ BFLOAT16_TOLERANCE = 0.1
 
 def _reference(path):
   """(PyTorch reference images, PyTorch images with the prompts swapped, latents), the folder written at `path`."""
-  pipeline = tiny.build_random_sd_pt(path, seed=0, unet_config=tiny.SD14_UNET, vae_config=tiny.SD14_VAE,
-                                     text_config=tiny.SD14_TEXT)
+  pipeline = tiny.build_random_sd_pt(
+    path, seed=0, unet_config=tiny.SD14_UNET, vae_config=tiny.SD14_VAE, text_config=tiny.SD14_TEXT
+  )
   pipeline.set_progress_bar_config(disable=True)
   latents = torch.randn((2, 4, RESOLUTION // 8, RESOLUTION // 8), generator=torch.Generator().manual_seed(0))
-  run = lambda prompts: pipeline(prompts, num_inference_steps=STEPS, guidance_scale=7.5, latents=latents,
-                                 height=RESOLUTION, width=RESOLUTION, output_type="np").images
+  run = lambda prompts, pipeline=pipeline: (
+    pipeline(
+      prompts,
+      num_inference_steps=STEPS,
+      guidance_scale=7.5,
+      latents=latents,
+      height=RESOLUTION,
+      width=RESOLUTION,
+      output_type="np",
+    ).images
+  )
   with torch.no_grad():
     reference, swapped = run(PROMPTS), run(PROMPTS[::-1])
-  del pipeline  # free the PyTorch weights before the conversion loads them again
+  del pipeline, run  # free the PyTorch weights (the closure holds them too) before the conversion loads them again
   gc.collect()
   return reference, swapped, latents.numpy()
 
@@ -60,9 +70,16 @@ def _sample(model, latents):
 
 def _save_flax(model, path):
   from diffusers import FlaxStableDiffusionPipeline
+
   pipeline = FlaxStableDiffusionPipeline(
-      vae=model.vae, text_encoder=model.text_encoder, tokenizer=model.tokenizer, unet=model.unet,
-      scheduler=model.scheduler, safety_checker=model.safety_checker, feature_extractor=model.feature_extractor)
+    vae=model.vae,
+    text_encoder=model.text_encoder,
+    tokenizer=model.tokenizer,
+    unet=model.unet,
+    scheduler=model.scheduler,
+    safety_checker=model.safety_checker,
+    feature_extractor=model.feature_extractor,
+  )
   pipeline.save_pretrained(path, params={k: v for k, v in model.params.items() if k != "scheduler"})
 
 
@@ -71,9 +88,11 @@ def compare(workdir: str) -> dict:
   path = Path(workdir) / "pt"
   reference, swapped, latents = _reference(path)
   model = load_sd(path, from_pt=True)
-  architecture = {"block_out_channels": list(model.unet.config.block_out_channels),
-                  "text_hidden_size": model.text_encoder.config.hidden_size,
-                  "text_layers": model.text_encoder.config.num_hidden_layers}
+  architecture = {
+    "block_out_channels": list(model.unet.config.block_out_channels),
+    "text_hidden_size": model.text_encoder.config.hidden_size,
+    "text_layers": model.text_encoder.config.num_hidden_layers,
+  }
   ours = _sample(model, latents)
   # bfloat16 through load_sd's Flax path (how SD v1.4's Flax weights load), from the converted weights
   # saved once: a second PT->Flax conversion would cost another ~6 minutes.
@@ -82,16 +101,18 @@ def compare(workdir: str) -> dict:
   del model
   gc.collect()
   ours16 = _sample(load_sd(flax_path, dtype="bfloat16"), latents)
-  return {**architecture, "float32_error": float(np.abs(ours - reference).max()),
-          "prompt_swap_difference": float(np.abs(reference - swapped).max()),
-          "bfloat16_error": float(np.abs(ours16 - ours).max())}
+  return {
+    **architecture,
+    "float32_error": float(np.abs(ours - reference).max()),
+    "prompt_swap_difference": float(np.abs(reference - swapped).max()),
+    "bfloat16_error": float(np.abs(ours16 - ours).max()),
+  }
 
 
 def test_sd14_float32_and_bfloat16_match_pytorch(run_jax, tmp_path):
   # In a process of its own: its ~18 GB peak goes back to the system when it ends, whatever the suite's
   # process holds by then.
-  result = run_jax(f"import runpy\nemit(runpy.run_path({__file__!r})['compare']({str(tmp_path)!r}))",
-                   timeout=1800)
+  result = run_jax(f"import runpy\nemit(runpy.run_path({__file__!r})['compare']({str(tmp_path)!r}))", timeout=1800)
   print(f"SD v1.4: {result}")
   assert result["block_out_channels"] == [320, 640, 1280, 1280]
   assert (result["text_hidden_size"], result["text_layers"]) == (768, 12)

@@ -3,8 +3,7 @@ rule stops where the documented patience says."""
 
 import pytest
 
-from jax_aug.finetune.checkpoint_policy import (EpochLosses, checkpoints_to_keep,
-                                                epochs_without_improvement, should_stop)
+from jax_aug.finetune.checkpoint_policy import EpochLosses, checkpoints_to_keep, epochs_without_improvement, should_stop
 
 # Train loss falls until epoch 6 then rises; validation loss is best at epoch 4.
 TRAIN = [1.0, 0.8, 0.7, 0.6, 0.55, 0.5, 0.52, 0.6, 0.7, 0.8]
@@ -47,7 +46,14 @@ def test_history_must_be_consecutive():
 def test_stopping_rule():
   # Best val at epoch 4; epochs 5 and 6 do not improve -> with patience 2 stop after epoch 6.
   assert [should_stop(VAL[:n], patience=2, max_epochs=40) for n in range(1, 8)] == [
-      False, False, False, False, False, True, True]
+    False,
+    False,
+    False,
+    False,
+    False,
+    True,
+    True,
+  ]
   assert epochs_without_improvement(VAL[:6], 0.0) == 2
   # A rise right after the best stops at once with patience 1.
   assert should_stop(VAL[:5], patience=1, max_epochs=40)

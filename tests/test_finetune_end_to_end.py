@@ -7,12 +7,11 @@ train steps compile once per shape."""
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-
 from conftest import REPO_ROOT
 from finetune_support import tiny_sd_path
+
 from jax_aug.data.augmentation_set import load_augmentation_set
 
 PROGRAM = """
@@ -98,13 +97,23 @@ SCRIPT_CHECKPOINT = "epoch_2"  # Imagic keeps only its epochs (paper Sec. 3.2), 
 
 def _sample_with_script(method, finetune_dir, out, *, sd_path, splits_dir):
   """sample.py on a fine-tuning run, with the subprocess program's sampling settings as flags."""
-  command = [sys.executable, "sample.py", f"--config=configs/methods/{method}.py:tiny",
-             f"--config.model.path={sd_path}", f"--config.finetune.workdir={finetune_dir}",
-             f"--config.finetune.checkpoint={SCRIPT_CHECKPOINT}", f"--config.splits_dir={splits_dir}",
-             "--config.images_per_class=2", "--config.batch_size=2", "--config.num_inference_steps=2",
-             "--config.safety_checker=False", f"--workdir={out}"]
-  proc = subprocess.run(command, cwd=REPO_ROOT, env=dict(os.environ, JAX_PLATFORMS="cpu"),
-                        capture_output=True, text=True, timeout=600)
+  command = [
+    sys.executable,
+    "sample.py",
+    f"--config=configs/methods/{method}.py:tiny",
+    f"--config.model.path={sd_path}",
+    f"--config.finetune.workdir={finetune_dir}",
+    f"--config.finetune.checkpoint={SCRIPT_CHECKPOINT}",
+    f"--config.splits_dir={splits_dir}",
+    "--config.images_per_class=2",
+    "--config.batch_size=2",
+    "--config.num_inference_steps=2",
+    "--config.safety_checker=False",
+    f"--workdir={out}",
+  ]
+  proc = subprocess.run(
+    command, cwd=REPO_ROOT, env=dict(os.environ, JAX_PLATFORMS="cpu"), capture_output=True, text=True, timeout=600
+  )
   assert proc.returncode == 0, f"sample.py failed (rc={proc.returncode}):\n{proc.stderr[-8000:]}"
   return load_augmentation_set(out)
 
@@ -131,12 +140,15 @@ def _check_method(r, method):
 @pytest.mark.slow
 def test_every_method_trains_keeps_checkpoints_samples_and_resumes_identically(run_jax, tmp_path):
   sd_path = tiny_sd_path()
-  code = (f"SD_PATH = {str(sd_path)!r}\nWORK = {str(tmp_path)!r}\nMETHODS = {METHODS!r}\n"
-          f"SCRIPT_METHOD = {SCRIPT_METHOD!r}\n")
+  code = f"SD_PATH = {str(sd_path)!r}\nWORK = {str(tmp_path)!r}\nMETHODS = {METHODS!r}\nSCRIPT_METHOD = {SCRIPT_METHOD!r}\n"
   result = run_jax(code + PROGRAM, devices=2, timeout=880)
   result[SCRIPT_METHOD]["rows"] = _sample_with_script(
-      SCRIPT_METHOD, tmp_path / SCRIPT_METHOD, tmp_path / "script_samples", sd_path=sd_path,
-      splits_dir=tmp_path / "data" / "splits")
+    SCRIPT_METHOD,
+    tmp_path / SCRIPT_METHOD,
+    tmp_path / "script_samples",
+    sd_path=sd_path,
+    splits_dir=tmp_path / "data" / "splits",
+  )
   for method in METHODS:
     clusters = _check_method(result[method], method)
     if method == "ft_cluster_conditioning":

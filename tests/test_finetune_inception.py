@@ -11,8 +11,7 @@ from jax_aug.finetune import inception
 
 def _torch_model(seed=0):
   torch.manual_seed(seed)
-  model = torchvision.models.inception_v3(weights=None, aux_logits=True, transform_input=True,
-                                          init_weights=True).eval()
+  model = torchvision.models.inception_v3(weights=None, aux_logits=True, transform_input=True, init_weights=True).eval()
   # Non-trivial BN statistics, so the port of running mean/var is actually exercised.
   with torch.no_grad():
     for m in model.modules():
@@ -71,6 +70,7 @@ def test_weight_files_round_trip_without_pickle(ported, tmp_path):
   state = {k: v.numpy() for k, v in model.state_dict().items()}
   np.savez(tmp_path / "w.npz", **state)
   from safetensors.numpy import save_file
+
   save_file(state, str(tmp_path / "w.safetensors"))
   torch.save(model.state_dict(), tmp_path / "w.pth")
   for name in ("w.npz", "w.safetensors", "w.pth"):

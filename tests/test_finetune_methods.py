@@ -5,8 +5,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from finetune_support import tiny_sd
+
 from jax_aug import sharding
 from jax_aug.data import prompts
 from jax_aug.data.imagenet_classes import class_by_wnid
@@ -18,11 +18,11 @@ from jax_aug.finetune.trainer import make_loss_fn, make_optimizer, make_steps
 # tiger shark ("shark": one BPE token) and tench ("tench" -> "ten" + "ch": two tokens).
 WNIDS = ("n01491361", "n01440764")
 METHODS = {
-    "ft_conditioning": Trainables("tensor", 1, False),
-    "ft_cluster_conditioning": Trainables("tensor", 2, False),
-    "imagic": Trainables("tensor", 1, True),
-    "textual_inversion": Trainables("pseudo_word", 1, False),
-    "pseudo_word_dm": Trainables("pseudo_word", 1, True),
+  "ft_conditioning": Trainables("tensor", 1, False),
+  "ft_cluster_conditioning": Trainables("tensor", 2, False),
+  "imagic": Trainables("tensor", 1, True),
+  "textual_inversion": Trainables("pseudo_word", 1, False),
+  "pseudo_word_dm": Trainables("pseudo_word", 1, True),
 }
 
 
@@ -32,8 +32,7 @@ class _Config(dict):
 
 def _optimizer_config():
   rates = _Config(conditioning=0.05, pseudo_words=0.05, unet=1e-3)
-  return _Config(learning_rate=rates, optimizer=_Config(b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0,
-                                                        max_grad_norm=1.0))
+  return _Config(learning_rate=rates, optimizer=_Config(b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, max_grad_norm=1.0))
 
 
 def _fixed_batch(spec, sd, tokenizer):
@@ -45,13 +44,21 @@ def _fixed_batch(spec, sd, tokenizer):
   coef = rng.uniform(-0.6, 0.6, (4, 3, 3, 1, 1)).astype(np.float32)
   images = coef[:, :, 0] * grid[None, :] + coef[:, :, 1] * grid[:, None] + coef[:, :, 2]
   labels = np.array([0, 0, 1, 1])
-  batch = {"image": images, "index": np.arange(4, dtype=np.int32),
-           "weight": np.ones(4, np.float32),
-           "conditioning_index": (labels * spec.clusters_per_class + np.array([0, 1, 0, 1]) %
-                                  spec.clusters_per_class).astype(np.int32)}
+  batch = {
+    "image": images,
+    "index": np.arange(4, dtype=np.int32),
+    "weight": np.ones(4, np.float32),
+    "conditioning_index": (labels * spec.clusters_per_class + np.array([0, 1, 0, 1]) % spec.clusters_per_class).astype(
+      np.int32
+    ),
+  }
   if spec.conditioning == "pseudo_word":
-    texts = [prompts.build_prompt("textual_inversion", class_by_wnid(WNIDS[l]), i, 0,
-                                  placeholder=pseudo_word.placeholder(WNIDS[l])) for i, l in enumerate(labels)]
+    texts = [
+      prompts.build_prompt(
+        "textual_inversion", class_by_wnid(WNIDS[label]), i, 0, placeholder=pseudo_word.placeholder(WNIDS[label])
+      )
+      for i, label in enumerate(labels)
+    ]
     batch["input_ids"] = tokenize(tokenizer, texts)
   return batch
 
@@ -110,8 +117,7 @@ def test_method_trains_exactly_its_parameters_and_lowers_the_loss(method):
   if spec.conditioning == "tensor":
     assert _same(result["text_encoder"], original["text_encoder"])
     # Every (class, cluster) conditioning in the batch was trained.
-    assert not np.any(np.all(np.asarray(trainable["conditioning"]) == np.asarray(trainable0["conditioning"]),
-                             axis=(1, 2)))
+    assert not np.any(np.all(np.asarray(trainable["conditioning"]) == np.asarray(trainable0["conditioning"]), axis=(1, 2)))
   else:
     table = np.asarray(pseudo_word.get_token_table(result["text_encoder"]))
     table0 = np.asarray(pseudo_word.get_token_table(original["text_encoder"]))
@@ -122,8 +128,10 @@ def test_method_trains_exactly_its_parameters_and_lowers_the_loss(method):
     # All other text-encoder weights are the very same arrays.
     rest = lambda p: {k: v for k, v in p["text_model"].items() if k != "embeddings"}
     assert _same(rest(result["text_encoder"]), rest(original["text_encoder"]))
-    assert _same(result["text_encoder"]["text_model"]["embeddings"]["position_embedding"],
-                 original["text_encoder"]["text_model"]["embeddings"]["position_embedding"])
+    assert _same(
+      result["text_encoder"]["text_model"]["embeddings"]["position_embedding"],
+      original["text_encoder"]["text_model"]["embeddings"]["position_embedding"],
+    )
 
 
 def test_tensor_conditioning_starts_from_no_ws_prompt_encoding():
@@ -132,8 +140,12 @@ def test_tensor_conditioning_starts_from_no_ws_prompt_encoding():
   trainable = initial_trainable(spec, spec.build([class_by_wnid(w) for w in WNIDS], sd.tokenizer), sd)
   # Independent reference: the tokenizer + text encoder called directly, as the SD pipeline does.
   # No-ws simple prompts written out by hand (class name = all lemmas joined by ", ", spaces removed).
-  ids = sd.tokenizer(["A photo of tigershark,Galeocerdocuvieri.", "A photo of tench,Tincatinca."], padding="max_length",
-                     max_length=77, return_tensors="np").input_ids
+  ids = sd.tokenizer(
+    ["A photo of tigershark,Galeocerdocuvieri.", "A photo of tench,Tincatinca."],
+    padding="max_length",
+    max_length=77,
+    return_tensors="np",
+  ).input_ids
   expected = np.asarray(sd.text_encoder(ids, params=sd.params["text_encoder"])[0])
   table = np.asarray(trainable["conditioning"])
   assert table.shape == (4, 77, expected.shape[-1])

@@ -20,6 +20,7 @@ import optax
 import pytest
 import torch
 from flax.traverse_util import flatten_dict
+from test_finetune_methods import METHODS, WNIDS  # the five methods' trainable kinds, two classes
 
 from jax_aug import sharding
 from jax_aug.data import prompts
@@ -28,7 +29,6 @@ from jax_aug.diffusion import tiny
 from jax_aug.finetune import objective, pseudo_word
 from jax_aug.finetune.trainables import frozen_params, initial_trainable, tokenize
 from jax_aug.finetune.trainer import make_loss_fn, make_steps
-from test_finetune_methods import METHODS, WNIDS  # the five methods' trainable kinds, two classes
 
 LOSS_RTOL = 1e-4
 LEAF_RTOL = 2e-3
@@ -39,6 +39,7 @@ TREE_RTOL = 2e-4
 def models(tmp_path_factory):
   """The tiny SD as a PyTorch pipeline (the reference) and converted into Flax by diffusers' PT->Flax."""
   from jax_aug.diffusion.loading import load_sd
+
   path = tmp_path_factory.mktemp("tiny_sd_pt") / "sd"
   pipeline = tiny.build_tiny_sd_pt(path, seed=3)
   return pipeline, load_sd(path, from_pt=True)
@@ -46,8 +47,10 @@ def models(tmp_path_factory):
 
 def test_schedule_matches_diffusers_ddpm():
   from diffusers import DDPMScheduler
-  reference = DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
-                            beta_schedule="scaled_linear").alphas_cumprod.numpy()
+
+  reference = DDPMScheduler(
+    num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear"
+  ).alphas_cumprod.numpy()
   # float32 products over 1000 factors: round-off differences of ~1e-6 relative.
   np.testing.assert_allclose(objective.alphas_cumprod(), reference, rtol=1e-5)
   # Hand-computed ends: abar_0 = 1 - 0.00085; abar_999 ~= 0.0047 for SD's schedule.
@@ -68,8 +71,9 @@ def _capture_gradients() -> optax.GradientTransformation:
   """An 'optimizer' whose state is the last gradient and whose update is zero: the production train step
   then hands back exactly the gradient it computed."""
   return optax.GradientTransformation(
-      lambda params: jax.tree.map(jnp.zeros_like, params),
-      lambda grads, state, params=None: (jax.tree.map(jnp.zeros_like, grads), grads))
+    lambda params: jax.tree.map(jnp.zeros_like, params),
+    lambda grads, state, params=None: (jax.tree.map(jnp.zeros_like, grads), grads),
+  )
 
 
 def _batch(spec, sd, tokenizer):
@@ -78,13 +82,21 @@ def _batch(spec, sd, tokenizer):
   grid = np.linspace(-1, 1, sd.resolution, dtype=np.float32)
   coef = rng.uniform(-0.6, 0.6, (4, 3, 3, 1, 1)).astype(np.float32)
   labels = np.array([0, 0, 1, 1])
-  batch = {"image": coef[:, :, 0] * grid[None, :] + coef[:, :, 1] * grid[:, None] + coef[:, :, 2],
-           "index": np.array([5, 17, 2, 40], np.int32), "weight": np.array([1, 1, 1, 0.5], np.float32),
-           "conditioning_index": (labels * spec.clusters_per_class
-                                  + np.array([0, 1, 0, 1]) % spec.clusters_per_class).astype(np.int32)}
+  batch = {
+    "image": coef[:, :, 0] * grid[None, :] + coef[:, :, 1] * grid[:, None] + coef[:, :, 2],
+    "index": np.array([5, 17, 2, 40], np.int32),
+    "weight": np.array([1, 1, 1, 0.5], np.float32),
+    "conditioning_index": (labels * spec.clusters_per_class + np.array([0, 1, 0, 1]) % spec.clusters_per_class).astype(
+      np.int32
+    ),
+  }
   if spec.conditioning == "pseudo_word":
-    texts = [prompts.build_prompt("textual_inversion", class_by_wnid(WNIDS[l]), i, 0,
-                                  placeholder=pseudo_word.placeholder(WNIDS[l])) for i, l in enumerate(labels)]
+    texts = [
+      prompts.build_prompt(
+        "textual_inversion", class_by_wnid(WNIDS[label]), i, 0, placeholder=pseudo_word.placeholder(WNIDS[label])
+      )
+      for i, label in enumerate(labels)
+    ]
     batch["input_ids"] = tokenize(tokenizer, texts)
   return batch
 
@@ -101,8 +113,9 @@ def _ours(spec, sd, batch, key):
   train_step, _ = make_steps(per_example_loss, tx, mesh)
   start = jax.tree.map(np.asarray, trainable)
   placed = sharding.replicate(trainable, mesh)
-  _, grads, metrics = train_step(placed, sharding.replicate(tx.init(trainable), mesh), frozen,
-                                 sharding.global_batch(batch, mesh), key)
+  _, grads, metrics = train_step(
+    placed, sharding.replicate(tx.init(trainable), mesh), frozen, sharding.global_batch(batch, mesh), key
+  )
   return start, float(metrics["loss"]), jax.tree.map(np.asarray, grads)
 
 
@@ -117,6 +130,7 @@ def _reference(pipeline, spec, start, batch, draws, *, scaling_factor=None):
   """diffusers' training-script loss in PyTorch; returns per-example losses, weighted loss, gradients
   (as named PyTorch tensors)."""
   from diffusers import DDPMScheduler
+
   vae, unet, text_encoder = pipeline.vae, pipeline.unet, pipeline.text_encoder
   scheduler = DDPMScheduler.from_config(pipeline.scheduler.config)  # the training scripts' noise scheduler
   scaling = vae.config.scaling_factor if scaling_factor is None else scaling_factor
@@ -164,6 +178,7 @@ def _reference(pipeline, spec, start, batch, draws, *, scaling_factor=None):
 
 def _unet_grads_as_flax(grads, sd):
   from diffusers.models.modeling_flax_pytorch_utils import rename_key, rename_key_and_reshape_tensor
+
   shapes = flatten_dict(jax.tree.map(np.asarray, sd.params["unet"]))
   out = {}
   for name, grad in grads.items():

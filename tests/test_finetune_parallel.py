@@ -17,7 +17,6 @@ The two differ only by float reduction order, and the tolerance is derived from 
 
 import numpy as np
 import pytest
-
 from finetune_support import tiny_sd_path
 
 N_STEPS = 3
@@ -70,7 +69,7 @@ emit({"devices": jax.device_count(), "losses": losses, "optimizer": config.optim
 def adam_step_bound(t: int, b1: float = B1, b2: float = B2) -> float:
   """Largest |m_hat_t / sqrt(v_hat_t)| over any gradient sequence (Cauchy-Schwarz on the moment sums)."""
   ratio = sum((b1 * b1 / b2) ** k for k in range(t))
-  return (1 - b1) / (1 - b1 ** t) * np.sqrt((1 - b2 ** t) / (1 - b2)) * np.sqrt(ratio)
+  return (1 - b1) / (1 - b1**t) * np.sqrt((1 - b2**t) / (1 - b2)) * np.sqrt(ratio)
 
 
 def test_adam_step_bound_by_hand():
@@ -79,8 +78,8 @@ def test_adam_step_bound_by_hand():
   assert adam_step_bound(2) == pytest.approx(0.1 / 0.19 * np.sqrt(1.999) * np.sqrt(1 + 0.81 / 0.999), rel=1e-9)
   # A constant gradient gives exactly 1, within the bound.
   g = np.array([1.0, 1.0, 1.0])
-  m = (1 - B1) * sum(B1 ** (2 - i) * g[i] for i in range(3)) / (1 - B1 ** 3)
-  v = (1 - B2) * sum(B2 ** (2 - i) * g[i] ** 2 for i in range(3)) / (1 - B2 ** 3)
+  m = (1 - B1) * sum(B1 ** (2 - i) * g[i] for i in range(3)) / (1 - B1**3)
+  v = (1 - B2) * sum(B2 ** (2 - i) * g[i] ** 2 for i in range(3)) / (1 - B2**3)
   assert m / np.sqrt(v) <= adam_step_bound(3) + 1e-12
 
 
@@ -109,7 +108,9 @@ def test_one_and_four_devices_agree_within_the_reduction_order_bound(run_jax, tm
     loose += int((diff > 1e-3).sum())
     large += int(is_large.sum())
     loose_large += int((diff[is_large] > 1e-3).sum())
-  print(f"beyond 1e-3 lr: {loose} of {total} elements, {loose_large} of {large} with a large step-1 gradient;"
-        f" every element within the Adam bound {noise_bound:.2f} lr")
+  print(
+    f"beyond 1e-3 lr: {loose} of {total} elements, {loose_large} of {large} with a large step-1 gradient;"
+    f" every element within the Adam bound {noise_bound:.2f} lr"
+  )
   assert loose < 0.05 * total
   assert loose_large < 0.05 * large

@@ -60,13 +60,13 @@ def test_decode_image_accepts_valid_png_and_converts_to_rgb():
 
 
 @pytest.mark.parametrize(
-    "data, limits, match",
-    [
-        (b"<html>not found</html>", {}, "not a decodable image"),
-        (_png_bytes(8, 8)[:40], {}, "not a decodable image"),
-        (_png_bytes(64, 64), {"max_bytes": 10}, "exceeds the limit of 10 bytes"),
-        (_png_bytes(200, 200), {"max_pixels": 100 * 100}, "decompression bomb"),
-    ],
+  "data, limits, match",
+  [
+    (b"<html>not found</html>", {}, "not a decodable image"),
+    (_png_bytes(8, 8)[:40], {}, "not a decodable image"),
+    (_png_bytes(64, 64), {"max_bytes": 10}, "exceeds the limit of 10 bytes"),
+    (_png_bytes(200, 200), {"max_pixels": 100 * 100}, "decompression bomb"),
+  ],
 )
 def test_decode_image_rejects_bad_bytes_naming_the_source(data, limits, match):
   with pytest.raises(jio.ImageDecodeError, match=match) as info:

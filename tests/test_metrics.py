@@ -12,6 +12,8 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from conftest import REPO_ROOT
+from finetune_support import tiny_sd_path
 from tensorboard.backend.event_processing import event_accumulator, event_file_loader
 
 from jax_aug import metrics, sharding
@@ -23,17 +25,15 @@ from jax_aug.finetune import checkpoints as finetune_checkpoints
 from jax_aug.finetune import trainer
 from jax_aug.study.config_files import base_config, method_config
 
-from conftest import REPO_ROOT
-from finetune_support import tiny_sd_path
-
 WNIDS = synthetic.DEFAULT_WNIDS[:4]
 POISONED_STEP = 3  # epoch 1's second step: epoch 1's first step is already in the events when it fails
 
 
 def tiny_config(tmp_path: Path):
   """4 classes, 8 train images each: 2 steps of 16 per epoch, 2 epochs; step 1 traced."""
-  root = synthetic.make_synthetic_imagenet(tmp_path / "synthetic", wnids=WNIDS, train_per_class=12,
-                                           val_per_class=1, image_size=36, seed=0)
+  root = synthetic.make_synthetic_imagenet(
+    tmp_path / "synthetic", wnids=WNIDS, train_per_class=12, val_per_class=1, image_size=36, seed=0
+  )
   records = sources.folder_records(root / "train", WNIDS)
   split = {"train": [], "validation": []}
   for wnid in WNIDS:
@@ -73,9 +73,13 @@ def runs(tmp_path_factory):
     with pytest.raises(metrics.NonFiniteMetricError) as failure:
       train.train_and_evaluate(config, workdir)
   checkpoints = RunCheckpoints(workdir)
-  after_failure = {"error": str(failure.value), "latest": checkpoints.latest_epoch(),
-                   "best": checkpoints.best_epoch(), "results": (workdir / train.RESULTS_FILE).exists(),
-                   "rows": [json.loads(line) for line in (workdir / train.METRICS_FILE).read_text().splitlines()]}
+  after_failure = {
+    "error": str(failure.value),
+    "latest": checkpoints.latest_epoch(),
+    "best": checkpoints.best_epoch(),
+    "results": (workdir / train.RESULTS_FILE).exists(),
+    "rows": [json.loads(line) for line in (workdir / train.METRICS_FILE).read_text().splitlines()],
+  }
   checkpoints.close()
   results = train.train_and_evaluate(config, workdir)
   return config, workdir, after_failure, results
@@ -86,8 +90,9 @@ def test_nan_guard_names_step_and_metric_and_keeps_the_checkpoint(runs):
   _, _, after_failure, _ = runs
   # The first of STEP_METRICS that is NaN: on XLA's CPU backend ReLU maps the NaN activations to 0, so the loss
   # stays finite and the gradient is the first NaN; a backend that propagates them names the loss.
-  assert re.search(rf"metric 'train_step/(loss|grad_norm)' is nan at step {POISONED_STEP}\b",
-                   after_failure["error"]), after_failure["error"]
+  assert re.search(rf"metric 'train_step/(loss|grad_norm)' is nan at step {POISONED_STEP}\b", after_failure["error"]), (
+    after_failure["error"]
+  )
   assert after_failure["latest"] == 0 and after_failure["best"] == 0  # epoch 1 wrote no checkpoint
   assert not after_failure["results"]
   assert [r["epoch"] for r in after_failure["rows"]] == [0]
@@ -97,8 +102,9 @@ def test_nan_guard_names_step_and_metric_and_keeps_the_checkpoint(runs):
 def test_tensorboard_events_equal_metrics_jsonl_after_resume(runs):
   config, workdir, _, results = runs
   assert results["epochs_trained"] == 2
-  events = event_accumulator.EventAccumulator(str(workdir / metrics.TENSORBOARD_DIR), size_guidance={
-      event_accumulator.SCALARS: 0})
+  events = event_accumulator.EventAccumulator(
+    str(workdir / metrics.TENSORBOARD_DIR), size_guidance={event_accumulator.SCALARS: 0}
+  )
   events.Reload()
   scalars = lambda tag: [(e.step, e.value) for e in events.Scalars(tag)]
   # Per step: the losses step_losses.jsonl holds (every step of this short run), each step once although
@@ -113,8 +119,14 @@ def test_tensorboard_events_equal_metrics_jsonl_after_resume(runs):
   # Per epoch: every number of metrics.jsonl's rows, at the epoch's last step.
   rows = [json.loads(line) for line in (workdir / train.METRICS_FILE).read_text().splitlines()]
   assert [r["epoch"] for r in rows] == [0, 1]
-  for key in ("train_loss", "train_top1", "validation_top1", "learning_rate", "best_validation_top1",
-              "train_images_per_second"):
+  for key in (
+    "train_loss",
+    "train_top1",
+    "validation_top1",
+    "learning_rate",
+    "best_validation_top1",
+    "train_images_per_second",
+  ):
     assert scalars(key) == [(2 * r["epoch"] + 1, np.float32(r[key])) for r in rows], key
   assert "epoch" not in events.Tags()["scalars"] and "lr_reduced" not in events.Tags()["scalars"]
   # What makes TensorBoard drop the failed run's step 2: the resumed run's file starts a session at step 2.
@@ -143,8 +155,9 @@ def test_step_norms_equal_numpy_and_change_no_number(tmp_path):
   tx = steps.make_optimizer(config.optimizer)
   state = train.initial_state(config, model, tx, mesh)
   rng = np.random.default_rng(0)
-  batch = sharding.global_batch({"image": rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8),
-                                 "label": rng.integers(0, 4, 8).astype(np.int32)}, mesh)
+  batch = sharding.global_batch(
+    {"image": rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8), "label": rng.integers(0, 4, 8).astype(np.int32)}, mesh
+  )
   before = jax.tree.map(np.asarray, state.params)
   without_metrics = jax.jit(lambda s, b: steps.train_step(s, b, model=model, tx=tx)[0])(state, batch)
   new_state, out = steps.jit_train_step(model, tx, mesh)(state, batch)
@@ -155,8 +168,11 @@ def test_step_norms_equal_numpy_and_change_no_number(tmp_path):
   norm = lambda tree: np.sqrt(sum(np.sum(np.square(x, dtype=np.float64)) for x in jax.tree.leaves(tree)))
   lr, wd = config.optimizer.learning_rate, config.optimizer.weight_decay
   grads = jax.tree.map(lambda p0, p1: (p0.astype(np.float64) - p1) / lr - wd * p0, before, after)
-  expected = {"update_norm": norm(jax.tree.map(np.subtract, after, before)), "param_norm": norm(after),
-              "grad_norm": norm(grads)}
+  expected = {
+    "update_norm": norm(jax.tree.map(np.subtract, after, before)),
+    "param_norm": norm(after),
+    "grad_norm": norm(grads),
+  }
   rtol = 1e-6  # seen: 3.5e-7 (update), 1.8e-7 (gradient), 6e-8 (parameters); float32 on device vs float64
   for name, value in expected.items():
     np.testing.assert_allclose(float(out[name]), value, rtol=rtol, err_msg=name)
@@ -225,12 +241,18 @@ def test_finetune_events_equal_metrics_jsonl_and_nan_stops_before_checkpoint(tmp
   rows = [json.loads(line) for line in (workdir / trainer.METRICS_FILE).read_text().splitlines()]
   step_rows, epoch_rows = [r for r in rows if "train_loss" in r], [r for r in rows if "val_loss" in r]
   assert [r["step"] for r in step_rows] == [1, 2] and [r["step"] for r in epoch_rows] == [2]
-  events = event_accumulator.EventAccumulator(str(workdir / metrics.TENSORBOARD_DIR), size_guidance={
-      event_accumulator.SCALARS: 0})
+  events = event_accumulator.EventAccumulator(
+    str(workdir / metrics.TENSORBOARD_DIR), size_guidance={event_accumulator.SCALARS: 0}
+  )
   events.Reload()
   scalars = lambda tag: [(e.step, e.value) for e in events.Scalars(tag)]
-  for key, of in (("train_loss", step_rows), ("skipped_images", step_rows), ("epoch_train_loss", epoch_rows),
-                  ("val_loss", epoch_rows), ("val_skipped_images", epoch_rows)):
+  for key, of in (
+    ("train_loss", step_rows),
+    ("skipped_images", step_rows),
+    ("epoch_train_loss", epoch_rows),
+    ("val_loss", epoch_rows),
+    ("val_skipped_images", epoch_rows),
+  ):
     assert scalars(key) == [(r["step"], np.float32(r[key])) for r in of], key
   assert not {"step", "epoch", "kept", "stopped"} & set(events.Tags()["scalars"])
   for name in ("grad_norm", "update_norm", "param_norm"):  # step 3's too: written before step 4 failed

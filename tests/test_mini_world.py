@@ -16,8 +16,15 @@ from jax_aug.mini_world.drawing import Scene
 from jax_aug.mini_world.target import target_item, write_target
 
 # The design's numbers, copied from docs/mini_world.md (not from the code), so a change of either shows.
-DOC_CAPTION_STYLES = {"lemma": 0.30, "full_name": 0.10, "no_ws": 0.15, "hypernym": 0.15, "descriptive": 0.10,
-                      "noisy": 0.12, "wrong": 0.08}
+DOC_CAPTION_STYLES = {
+  "lemma": 0.30,
+  "full_name": 0.10,
+  "no_ws": 0.15,
+  "hypernym": 0.15,
+  "descriptive": 0.10,
+  "noisy": 0.12,
+  "wrong": 0.08,
+}
 
 
 def _tree_bytes(root):
@@ -45,6 +52,7 @@ def test_corpus_is_deterministic_and_items_regenerate_alone(small_corpus, tmp_pa
 
 def test_corpus_resumes_a_missing_shard_identically(small_corpus, tmp_path):
   import shutil
+
   copy = tmp_path / "c"
   shutil.copytree(small_corpus, copy)
   (copy / "mini_world.json").unlink()
@@ -71,8 +79,16 @@ def test_caption_styles_in_stated_proportions():
   counts = collections.Counter()
   for i in range(n):
     wnid = concepts.WNIDS[i % len(concepts.WNIDS)]
-    scene = Scene(concept=wnid, style="photo", background="plain", scale=0.5, colour=(200, 30, 30),
-                  unusual_colour=False, instances=1, jpeg_quality=90)
+    scene = Scene(
+      concept=wnid,
+      style="photo",
+      background="plain",
+      scale=0.5,
+      colour=(200, 30, 30),
+      unusual_colour=False,
+      instances=1,
+      jpeg_quality=90,
+    )
     text, style = captions.class_caption(wnid, scene, "plain", rng)
     counts[style] += 1
     info = class_by_wnid(wnid)
@@ -138,13 +154,16 @@ class _FakeIndex:
 
   def search(self, query, k, *, deduplicate):
     from jax_aug.retrieval.index import Neighbour
+
     order = np.argsort(-(self.embeddings @ query))[:k]
     return [Neighbour(int(i), float(self.embeddings[i] @ query), {"concept": self.concepts[i]}) for i in order]
 
 
 def test_quality_measures_on_hand_made_embeddings(tmp_path):
-  from jax_aug.retrieval.index import LocalIndex
   import pyarrow as pa
+
+  from jax_aug.retrieval.index import LocalIndex
+
   eye = np.eye(4, dtype=np.float32)
   # 10 images per class on its axis; class 1's closest 10 include 5 class-3 images leaning towards axis 1.
   images = np.concatenate([np.repeat(eye[c][None], 10, 0) for c in range(4)])
@@ -152,7 +171,7 @@ def test_quality_measures_on_hand_made_embeddings(tmp_path):
   leaning = images[labels == 3][:5] * 0.3 + eye[1] * 0.95
   images[np.flatnonzero(labels == 3)[:5]] = leaning / np.linalg.norm(leaning, axis=1, keepdims=True)
   wnids = ["a", "b", "c", "d"]
-  truth = [wnids[l] for l in labels]
+  truth = [wnids[label] for label in labels]
   # zero-shot: every image nearest its own axis except the 5 leaning ones -> 35/40
   assert quality.zero_shot_top1(images, labels, eye) == pytest.approx(35 / 40)
   # precision at k=15 for class b: 10 b's + 5 leaning d's -> 10/15; classes a and c: 10 own + 5 others

@@ -36,8 +36,7 @@ def _toy_stage(steps, checkpoint_every):
   def batch(step_index):
     return {"x": np.random.default_rng([0, step_index]).uniform(0.5, 1.5, 3).astype(np.float32)}
 
-  return Stage(name="toy", steps=steps, init=init, step=step, batch=batch, log_every=2,
-               checkpoint_every=checkpoint_every)
+  return Stage(name="toy", steps=steps, init=init, step=step, batch=batch, log_every=2, checkpoint_every=checkpoint_every)
 
 
 def test_resumed_stage_equals_unbroken_run(tmp_path):
@@ -57,7 +56,9 @@ def test_resumed_stage_equals_unbroken_run(tmp_path):
 
 def test_aesthetic_head_recovers_a_linear_score_and_loads(tmp_path):
   from safetensors.numpy import save
+
   from jax_aug.retrieval.aesthetic import load_aesthetic_head
+
   rng = np.random.default_rng(0)
   x = rng.normal(size=(3000, 8)).astype(np.float32)
   w, b = rng.normal(size=8), 5.0
@@ -87,6 +88,7 @@ def _random_clip(seed):
   embedding (cosines ~0.9999), which diffusers' 3-decimal rounding cannot tell apart."""
   from jax_aug.diffusion.tiny import random_params
   from jax_aug.mini_world.train_clip import build_clip
+
   clip = build_clip(seed=seed)
   params = random_params({k: v for k, v in clip.params.items() if k != "logit_scale"}, np.random.default_rng(seed))
   return clip, dict(params, logit_scale=clip.params["logit_scale"])
@@ -95,10 +97,15 @@ def _random_clip(seed):
 @pytest.mark.slow
 def test_safety_checker_params_flag_what_the_cosine_rule_flags(tmp_path):
   from jax_aug.mini_world.train_clip import pixel_values
+
   clip, params = _random_clip(0)
   rng = np.random.default_rng(1)
-  images = np.concatenate([np.broadcast_to(rng.integers(0, 256, (3, 1, 1, 3), dtype=np.uint8), (3, 32, 32, 3)),
-                           rng.integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)])
+  images = np.concatenate(
+    [
+      np.broadcast_to(rng.integers(0, 256, (3, 1, 1, 3), dtype=np.uint8), (3, 32, 32, 3)),
+      rng.integers(0, 256, (3, 32, 32, 3), dtype=np.uint8),
+    ]
+  )
   pixels = pixel_values(jnp.asarray(images))
   features = np.asarray(clip.get_image_features(pixels, params=params))
   unit = features / np.linalg.norm(features, axis=1, keepdims=True)
@@ -114,8 +121,13 @@ def test_safety_checker_params_flag_what_the_cosine_rule_flags(tmp_path):
 
   def checker_embeddings(p):
     # the module takes channels-last pixels (the checker's __call__ transposes before applying it)
-    return np.asarray(checker.module.apply({"params": p}, jnp.transpose(jnp.asarray(clip_input), (0, 2, 3, 1)),
-                                           method=lambda m, x: m.visual_projection(m.vision_model(x)[1])))
+    return np.asarray(
+      checker.module.apply(
+        {"params": p},
+        jnp.transpose(jnp.asarray(clip_input), (0, 2, 3, 1)),
+        method=lambda m, x: m.visual_projection(m.vision_model(x)[1]),
+      )
+    )
 
   # the 224 px tower computes the 32 px CLIP's image features (float32 summation order aside)
   np.testing.assert_allclose(checker_embeddings(safety_params), features, rtol=1e-4, atol=1e-4)
@@ -134,14 +146,15 @@ def test_safety_checker_params_flag_what_the_cosine_rule_flags(tmp_path):
 def test_assembled_sd_loads_through_load_sd_with_the_exported_weights(tmp_path):
   """Exported weights (random here) -> assemble_sd -> load_sd gives back exactly those parameters."""
   from flax.traverse_util import flatten_dict
-  from jax_aug.diffusion.loading import load_sd
+
+  from jax_aug.diffusion.loading import load_clip_tokenizer, load_sd
   from jax_aug.diffusion.tiny import random_params
   from jax_aug.io import atomic_write_json
   from jax_aug.mini_world.assemble import WEIGHTS, assemble_sd
   from jax_aug.mini_world.train_clip import export_clip
   from jax_aug.mini_world.train_unet import build_unet
   from jax_aug.mini_world.train_vae import build_vae
-  from jax_aug.diffusion.loading import load_clip_tokenizer
+
   export = tmp_path / "export"
   clip, clip_params = _random_clip(3)
   export_clip(clip, clip_params, load_clip_tokenizer(), export / "clip")
@@ -150,13 +163,20 @@ def test_assembled_sd_loads_through_load_sd_with_the_exported_weights(tmp_path):
   vae_params = random_params(jax.eval_shape(vae.init_weights, jax.random.key(0)), rng)
   unet_params = random_params(jax.eval_shape(unet.init_weights, jax.random.key(0)), rng)
   save_params(export / "vae" / WEIGHTS, vae_params)
-  atomic_write_json(export / "vae" / "config.json", {k: v for k, v in dict(vae.config, scaling_factor=0.5).items()
-                                                      if not k.startswith("_")})
+  atomic_write_json(
+    export / "vae" / "config.json", {k: v for k, v in dict(vae.config, scaling_factor=0.5).items() if not k.startswith("_")}
+  )
   save_params(export / "unet" / WEIGHTS, unet_params)
-  save_params(export / "safety_checker" / WEIGHTS, heads.safety_checker_params(clip_params, np.ones(64, np.float32) / 8, 0.9))
+  save_params(
+    export / "safety_checker" / WEIGHTS, heads.safety_checker_params(clip_params, np.ones(64, np.float32) / 8, 0.9)
+  )
   sd = load_sd(assemble_sd(export, tmp_path / "sd"))
   assert sd.resolution == 32 and sd.vae.config.scaling_factor == 0.5
-  for name, expected in (("unet", unet_params), ("vae", vae_params), ("text_encoder", {"text_model": clip_params["text_model"]})):
+  for name, expected in (
+    ("unet", unet_params),
+    ("vae", vae_params),
+    ("text_encoder", {"text_model": clip_params["text_model"]}),
+  ):
     got = flatten_dict(sd.params[name])
     for path, value in flatten_dict(expected).items():
       np.testing.assert_array_equal(np.asarray(got[path]), np.asarray(value), err_msg=f"{name} {path}")
@@ -165,13 +185,18 @@ def test_assembled_sd_loads_through_load_sd_with_the_exported_weights(tmp_path):
 
 def test_augment_is_a_flip_and_an_edge_padded_shift():
   from jax_aug.mini_world.train_clip import augment
+
   images = np.random.default_rng(0).integers(0, 256, (16, 8, 8, 3), dtype=np.uint8)
   out = augment(images, np.random.default_rng(1), max_shift=2)
   assert out.shape == images.shape and out.dtype == np.uint8
   shifted_or_flipped = 0
   for image, result in zip(images, out):
-    candidates = [np.pad(view, ((2, 2), (2, 2), (0, 0)), mode="edge")[dy:dy + 8, dx:dx + 8]
-                  for view in (image, image[:, ::-1]) for dy in range(5) for dx in range(5)]
+    candidates = [
+      np.pad(view, ((2, 2), (2, 2), (0, 0)), mode="edge")[dy : dy + 8, dx : dx + 8]
+      for view in (image, image[:, ::-1])
+      for dy in range(5)
+      for dx in range(5)
+    ]
     assert any(np.array_equal(result, c) for c in candidates)
     shifted_or_flipped += not np.array_equal(result, image)
   assert shifted_or_flipped > 8  # 1 - 1/50 of the draws change the image

@@ -58,8 +58,13 @@ def test_flops_of_matmul_steps_equal_the_hand_count(run_jax):
 def _run_study_plan(workdir, *overrides, target="tpu:v5e-4"):
   env = _jax_env(1)
   return subprocess.run(
-      [sys.executable, "run_study.py", "--config=configs/tiny.py", f"--workdir={workdir}", f"--plan={target}",
-       *overrides], env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=1800)
+    [sys.executable, "run_study.py", "--config=configs/tiny.py", f"--workdir={workdir}", f"--plan={target}", *overrides],
+    env=env,
+    cwd=REPO_ROOT,
+    capture_output=True,
+    text=True,
+    timeout=1800,
+  )
 
 
 FINETUNED = ("ft_conditioning", "ft_cluster_conditioning", "imagic", "textual_inversion", "pseudo_word_dm")
@@ -100,17 +105,22 @@ def test_tiny_config_plans_end_to_end_for_v5e_4(tmp_path, run_jax):
   assert proc.returncode == 0, proc.stderr[-4000:]
   plan = json.loads((tmp_path / "plan" / "tpu_v5e-4" / "plan.json").read_text())
   assert plan["target"]["topology"] == "v5e:2x2" and plan["target"]["num_devices"] == 4
-  assert plan["target"]["hbm_bytes_per_device"] == 16 * 2 ** 30
+  assert plan["target"]["hbm_bytes_per_device"] == 16 * 2**30
   assert plan["target"]["peak_bf16_flops_per_device"] == 197e12
   steps = {s["stage"]: s for s in plan["steps"]}
-  assert set(steps) == ({"classifier/train", "classifier/eval"} | {f"finetune/{m}/train" for m in FINETUNED}
-                        | {"sample/txt2img", "sample/img2img", "finetune/inception_v3", "retrieval/clip_text_query"})
+  assert set(steps) == (
+    {"classifier/train", "classifier/eval"}
+    | {f"finetune/{m}/train" for m in FINETUNED}
+    | {"sample/txt2img", "sample/img2img", "finetune/inception_v3", "retrieval/clip_text_query"}
+  )
   for step in steps.values():
-    assert step["fits"] is True and 0 < step["peak_bytes"] < 2 ** 30 and step["flops_per_device"] > 0
+    assert step["fits"] is True and 0 < step["peak_bytes"] < 2**30 and step["flops_per_device"] > 0
     assert math.isclose(step["seconds_per_call"], step["flops_per_device"] / (197e12 * 0.4), rel_tol=1e-12)
   # Sampling runs on the host's 4 chips; Inception-v3 and the CLIP query on one device, as production calls them.
-  assert [steps[s]["num_devices"] for s in ("classifier/train", "sample/txt2img", "finetune/inception_v3",
-                                            "retrieval/clip_text_query")] == [4, 4, 1, 1]
+  assert [
+    steps[s]["num_devices"]
+    for s in ("classifier/train", "sample/txt2img", "finetune/inception_v3", "retrieval/clip_text_query")
+  ] == [4, 4, 1, 1]
   # The donated train state comes back in place: its outputs alias its arguments.
   assert steps["classifier/train"]["alias_bytes"] > 0 and steps["classifier/eval"]["alias_bytes"] == 0
   assert "classifier/train" in proc.stdout and "fits" in proc.stdout
@@ -121,9 +131,13 @@ def test_tiny_config_plans_end_to_end_for_v5e_4(tmp_path, run_jax):
   # it frozen (one float32 copy): per device, Imagic's arguments are larger by at least 2 x 4 bytes per U-Net
   # parameter (1.82x that seen: the TPU pads the tiny U-Net's many 32-wide vectors to whole tiles).
   from diffusers import FlaxUNet2DConditionModel
+
   from jax_aug.diffusion import tiny
-  unet_params = sum(x.size for x in jax.tree.leaves(jax.eval_shape(
-      FlaxUNet2DConditionModel(**tiny.UNET_CONFIG).init_weights, jax.random.key(0))))
+
+  unet_params = sum(
+    x.size
+    for x in jax.tree.leaves(jax.eval_shape(FlaxUNet2DConditionModel(**tiny.UNET_CONFIG).init_weights, jax.random.key(0)))
+  )
   extra = steps["finetune/imagic/train"]["argument_bytes"] - steps["finetune/ft_conditioning/train"]["argument_bytes"]
   assert 2 * 4 * unet_params <= extra, (extra, unet_params)
 
@@ -134,8 +148,9 @@ def test_tiny_config_plans_end_to_end_for_v5e_4(tmp_path, run_jax):
   (txt_loop,), (img_loop,) = steps["sample/txt2img"]["loops"], steps["sample/img2img"]["loops"]
   assert txt_loop["trip_count"] == 5 and img_loop["trip_count"] == 3
   assert math.isclose(txt_loop["flops_per_device"], reference["unet"], rel_tol=0.01), (txt_loop, reference)
-  assert math.isclose(steps["sample/txt2img"]["flops_per_device"], 5 * reference["unet"] + reference["decode"],
-                      rel_tol=0.01), reference
+  assert math.isclose(
+    steps["sample/txt2img"]["flops_per_device"], 5 * reference["unet"] + reference["decode"], rel_tol=0.01
+  ), reference
   # Negative control: XLA's own count, one iteration, is 4 U-Net calls short (a realistic 2.6x error).
   uncounted = steps["sample/txt2img"]["flops_per_device"] - 4 * txt_loop["flops_per_device"]
   assert not math.isclose(uncounted, 5 * reference["unet"] + reference["decode"], rel_tol=0.5)
@@ -170,16 +185,24 @@ def test_tiny_config_plans_end_to_end_for_v5e_4(tmp_path, run_jax):
   assert sampling["imagic"]["sets"] == 3
   assert math.isclose(sampling["imagic"]["chip_hours"], 3 * 18 * t_txt * 4 / 3600, rel_tol=1e-9)
   t_img = steps["sample/img2img"]["seconds_per_call"]
-  assert math.isclose(sampling["boomerang"]["chip_hours"],
-                      18 * (2 * t_img + img_loop["flops_per_device"] / peak) * 4 / 3600, rel_tol=1e-9)
+  assert math.isclose(
+    sampling["boomerang"]["chip_hours"], 18 * (2 * t_img + img_loop["flops_per_device"] / peak) * 4 / 3600, rel_tol=1e-9
+  )
   # Inception-v3: subset + validation (120 images) in batches of 16 = 8 calls on 1 device; CLIP: 6 queries, 1 call.
   features = {r["stage"]: r for r in plan["study"]["feature_runs"]}
   assert features["finetune/inception_v3"]["calls"] == 8 and features["retrieval/clip_text_query"]["calls"] == 1
-  assert math.isclose(features["finetune/inception_v3"]["chip_hours"],
-                      8 * steps["finetune/inception_v3"]["seconds_per_call"] / 3600, rel_tol=1e-9)
-  assert math.isclose(plan["study"]["chip_hours"], plan["study"]["classifier_chip_hours"]
-                      + sum(r["chip_hours"] for r in finetune.values()) + sum(r["chip_hours"] for r in sampling.values())
-                      + sum(r["chip_hours"] for r in features.values()))
+  assert math.isclose(
+    features["finetune/inception_v3"]["chip_hours"],
+    8 * steps["finetune/inception_v3"]["seconds_per_call"] / 3600,
+    rel_tol=1e-9,
+  )
+  assert math.isclose(
+    plan["study"]["chip_hours"],
+    plan["study"]["classifier_chip_hours"]
+    + sum(r["chip_hours"] for r in finetune.values())
+    + sum(r["chip_hours"] for r in sampling.values())
+    + sum(r["chip_hours"] for r in features.values()),
+  )
   assert plan["per_host"]["hosts"] == 1
 
   # Second run: every step comes from the cache, and the plan is the same.
@@ -188,18 +211,25 @@ def test_tiny_config_plans_end_to_end_for_v5e_4(tmp_path, run_jax):
   assert again.stdout.count("cached") == 11 and "plan: compiled" not in again.stdout
   replan = json.loads((tmp_path / "plan" / "tpu_v5e-4" / "plan.json").read_text())
   assert [{k: v for k, v in s.items() if k != "compile_seconds"} for s in replan["steps"]] == [
-      {k: v for k, v in s.items() if k != "compile_seconds"} for s in plan["steps"]]
+    {k: v for k, v in s.items() if k != "compile_seconds"} for s in plan["steps"]
+  ]
 
 
 def test_config_that_cannot_fit_is_refused_naming_the_stage(tmp_path):
   # A 224 px batch of 65536 needs about 48 GiB of temporaries per v5e chip (16 GiB). The tiny sampling batch
   # of 2 cannot be split over the host's 4 chips: the engine's own refusal is reported for that stage.
-  proc = _run_study_plan(tmp_path, "--config.classifier.global_batch_size=65536",
-                         "--config.classifier.input.image_size=224", "--config.methods=baseline_10pct,simple_prompt")
+  proc = _run_study_plan(
+    tmp_path,
+    "--config.classifier.global_batch_size=65536",
+    "--config.classifier.input.image_size=224",
+    "--config.methods=baseline_10pct,simple_prompt",
+  )
   assert proc.returncode != 0
   assert "classifier/train does not fit on tpu:v5e-4" in proc.stderr
-  assert ("sample/txt2img cannot run on tpu:v5e-4: the sampling engine refuses batch_size=2: not a multiple of"
-          " the 4 devices of one tpu:v5e-4 host") in proc.stderr
+  assert (
+    "sample/txt2img cannot run on tpu:v5e-4: the sampling engine refuses batch_size=2: not a multiple of"
+    " the 4 devices of one tpu:v5e-4 host"
+  ) in proc.stderr
   assert "DOES NOT FIT: classifier/train" in proc.stdout and "CANNOT RUN: sample/txt2img" in proc.stdout
   plan = json.loads((tmp_path / "plan" / "tpu_v5e-4" / "plan.json").read_text())
   assert plan["does_not_fit"] == ["classifier/train"] and plan["cannot_run"] == ["sample/txt2img"]
@@ -287,13 +317,18 @@ def test_fsdp_training_gives_the_parameters_of_replicated_training(run_jax):
 
 def test_target_names_map_to_cloud_tpu_topologies_and_bad_names_are_refused():
   from jax_aug.plan import targets
+
   # Cloud TPU slice names: v5e / v6e count chips, v4 / v5p count TensorCores (2 per chip).
   assert targets.tpu_topology("tpu:v5e-4") == "v5e:2x2"
   assert targets.tpu_topology("tpu:v5e-16") == "v5e:4x4"
   assert targets.tpu_topology("tpu:v4-32") == "v4:2x2x4"
   assert targets.tpu_topology("tpu:v5p-8") == "v5p:2x2x1"
-  for bad, says in [("tpu:v5e-3", "sizes"), ("tpu:v9-8", "expected 'local'"), ("gpu:h100", "expected 'local'"),
-                    ("tpu:v4-3", "sizes")]:
+  for bad, says in [
+    ("tpu:v5e-3", "sizes"),
+    ("tpu:v9-8", "expected 'local'"),
+    ("gpu:h100", "expected 'local'"),
+    ("tpu:v4-3", "sizes"),
+  ]:
     try:
       targets.tpu_topology(bad)
     except ValueError as e:
@@ -312,14 +347,25 @@ time.sleep(120)
 
 def test_plan_works_while_another_process_holds_libtpu(tmp_path):
   env = {k: v for k, v in _jax_env(1).items() if k != "JAX_PLATFORMS"}
-  holder = subprocess.Popen([sys.executable, "-c", HOLD_LIBTPU_CODE], env=env, cwd=REPO_ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+  holder = subprocess.Popen(
+    [sys.executable, "-c", HOLD_LIBTPU_CODE],
+    env=env,
+    cwd=REPO_ROOT,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.DEVNULL,
+    text=True,
+  )
   try:
     # With libtpu installed and JAX_PLATFORMS unset, an ordinary run still computes on the CPU.
     assert holder.stdout.readline().strip() == "cpu"
-    proc = subprocess.run([sys.executable, "-c", "from jax_aug.plan import targets;"
-                           " print(len(targets.resolve('tpu:v5e-4').devices))"],
-                          env=_jax_env(1), cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+      [sys.executable, "-c", "from jax_aug.plan import targets; print(len(targets.resolve('tpu:v5e-4').devices))"],
+      env=_jax_env(1),
+      cwd=REPO_ROOT,
+      capture_output=True,
+      text=True,
+      timeout=300,
+    )
     assert proc.returncode == 0 and proc.stdout.strip() == "4", proc.stderr[-3000:]
   finally:
     holder.kill()
@@ -345,33 +391,53 @@ def test_per_host_work_of_a_multi_host_target(run_jax):
   # Tiny, by hand: 12 images per class x 6 classes in batches of 2 = 36 sampling batches, dealt round robin:
   # 9 per host of 4 (18 images), all 36 on one host.
   sampling = {w["method"]: w for w in four["sampling"]}
-  assert sampling["simple_prompt"] == {"method": "simple_prompt", "batches_per_set": 36, "batches_per_host": 9,
-                                       "images_per_host": 18}
+  assert sampling["simple_prompt"] == {
+    "method": "simple_prompt",
+    "batches_per_set": 36,
+    "batches_per_host": 9,
+    "images_per_host": 18,
+  }
   assert {w["method"]: w["images_per_host"] for w in one["sampling"]}["simple_prompt"] == 72
   # Fine-tuning: one model of all 6 classes on every host; the 60-image subset in global batches of 4 = 15
   # steps per epoch, each host loading 1 example per step (of 4). Classifier: 16 / 4 examples per host.
   finetune = {w["method"]: w for w in four["finetune"]}
-  assert finetune["imagic"] == {"method": "imagic", "classes_per_host": 6, "steps_per_epoch_per_host": 15,
-                                "examples_per_step_per_host": 1.0}
+  assert finetune["imagic"] == {
+    "method": "imagic",
+    "classes_per_host": 6,
+    "steps_per_epoch_per_host": 15,
+    "examples_per_step_per_host": 1.0,
+  }
   assert four["classifier"] == {"examples_per_train_step_per_host": 4.0}
   # Downloads (the study's tiny retrieval keeps 12 per class): 6 x 12 at least, at most 6 x round(6 x 1.4 x 12)
   # = 606 candidates, all on one host with img2dataset's multiprocessing distributor, ceil(606 / 4) = 152 per
   # host with pyspark.
-  assert four["downloads"] == {"distributor": "multiprocessing", "candidates_at_least": 72, "candidates_at_most": 606,
-                               "candidates_at_most_per_host": 606}
+  assert four["downloads"] == {
+    "distributor": "multiprocessing",
+    "candidates_at_least": 72,
+    "candidates_at_most": 606,
+    "candidates_at_most_per_host": 606,
+  }
   assert out["pyspark"]["candidates_at_most_per_host"] == 152
 
 
 @pytest.mark.slow  # 80 s at load 12: three fresh processes, one compile
 def test_entry_scripts_plan_their_own_steps(tmp_path):
   def run(script, config, *flags):
-    return subprocess.run([sys.executable, script, f"--config={config}", f"--workdir={tmp_path / script}",
-                           "--plan=tpu:v5e-4", *flags], env=_jax_env(1), cwd=REPO_ROOT, capture_output=True,
-                          text=True, timeout=1800)
+    return subprocess.run(
+      [sys.executable, script, f"--config={config}", f"--workdir={tmp_path / script}", "--plan=tpu:v5e-4", *flags],
+      env=_jax_env(1),
+      cwd=REPO_ROOT,
+      capture_output=True,
+      text=True,
+      timeout=1800,
+    )
+
   # sample.py: the tiny batch of 2 cannot be split over 4 chips; the engine's refusal, nothing compiled.
   sample = run("sample.py", "configs/methods/simple_prompt.py:tiny")
   assert sample.returncode != 0 and "plan: compil" not in sample.stdout
-  assert "sample.py --plan: sample/txt2img cannot run on tpu:v5e-4: the sampling engine refuses batch_size=2" in sample.stderr
+  assert (
+    "sample.py --plan: sample/txt2img cannot run on tpu:v5e-4: the sampling engine refuses batch_size=2" in sample.stderr
+  )
   # retrieve.py: the CLIP text query, 64 prompts on one chip.
   retrieve = run("retrieve.py", "configs/methods/retrieval.py:tiny")
   assert retrieve.returncode == 0, retrieve.stderr[-3000:]

@@ -4,21 +4,32 @@ metrics.jsonl), EXIF orientation applied to downloads, transparency over the con
 from __future__ import annotations
 
 import numpy as np
+import retrieval_support as case
 from PIL import Image
 
 from jax_aug.io import JsonlManifest
 from jax_aug.retrieval import download, filters
 from jax_aug.retrieval.pipeline import run_retrieval
-import retrieval_support as case
 
 
 def test_size_filter_reasons():
   sizes = [(1, 1), (4000, 2), (128, 128), (127, 500), (300, 100), (301, 100)]
   assert filters.shorter_side_reasons(sizes, 128) == [
-      "shorter side 1 px < 128", "shorter side 2 px < 128", None, "shorter side 127 px < 128", "shorter side 100 px < 128",
-      "shorter side 100 px < 128"]
-  assert filters.aspect_ratio_reasons(sizes, 3.0) == [None, "aspect ratio 2000.00 > 3.0", None, "aspect ratio 3.94 > 3.0",
-                                                      None, "aspect ratio 3.01 > 3.0"]
+    "shorter side 1 px < 128",
+    "shorter side 2 px < 128",
+    None,
+    "shorter side 127 px < 128",
+    "shorter side 100 px < 128",
+    "shorter side 100 px < 128",
+  ]
+  assert filters.aspect_ratio_reasons(sizes, 3.0) == [
+    None,
+    "aspect ratio 2000.00 > 3.0",
+    None,
+    "aspect ratio 3.94 > 3.0",
+    None,
+    "aspect ratio 3.01 > 3.0",
+  ]
   assert filters.shorter_side_reasons(sizes, None) == filters.aspect_ratio_reasons(sizes, None) == [None] * 6
 
 
@@ -62,6 +73,7 @@ def test_url_downloads_get_exif_orientation_and_the_size_before_resizing():
   import io
 
   from jax_aug.study.config_files import base_config
+
   config = base_config(case.REPO_ROOT / "configs", "retrieval", "tiny").download
   buffer = io.BytesIO()
   exif = Image.Exif()

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import free_port
+from retrieval_support import clip_back_server
+
 from jax_aug.retrieval.builder import write_index
 from jax_aug.retrieval.index import ClipBackClient, LocalIndex
-from retrieval_support import clip_back_server
 
 COLUMNS = "url,caption,aesthetic,NSFW"
 
@@ -19,12 +19,14 @@ def _collection(n: int = 400, dim: int = 32, seed: int = 0):
   rng = np.random.default_rng(seed)
   x = rng.standard_normal((n, dim)).astype(np.float32)
   for start in range(0, 120, 6):  # 20 groups: a base vector and 5 slight perturbations of it
-    x[start + 1:start + 6] = x[start] + 0.05 * rng.standard_normal((5, dim)).astype(np.float32)
+    x[start + 1 : start + 6] = x[start] + 0.05 * rng.standard_normal((5, dim)).astype(np.float32)
   x /= np.linalg.norm(x, axis=1, keepdims=True)
-  metadata = {"url": [f"http://images.example/{i}.jpg" for i in range(n)],
-              "caption": [f"caption {i}" for i in range(n)],
-              "aesthetic": rng.uniform(3, 8, n).tolist(),
-              "NSFW": rng.choice(["UNLIKELY", "UNSURE", "NSFW"], n).tolist()}
+  metadata = {
+    "url": [f"http://images.example/{i}.jpg" for i in range(n)],
+    "caption": [f"caption {i}" for i in range(n)],
+    "aesthetic": rng.uniform(3, 8, n).tolist(),
+    "NSFW": rng.choice(["UNLIKELY", "UNSURE", "NSFW"], n).tolist(),
+  }
   return x, metadata
 
 

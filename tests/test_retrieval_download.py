@@ -12,15 +12,25 @@ import ml_collections
 import numpy as np
 import pytest
 from PIL import Image
+from retrieval_support import http_server
 
 from jax_aug.retrieval.download import fetch_local, fetch_urls, resize_shorter_side
-from retrieval_support import http_server
 
 
 def _config(**overrides):
-  c = ml_collections.ConfigDict(dict(processes=1, threads=8, timeout_s=2, retries=0, max_bytes=200_000,
-                                     max_pixels=300 * 300, image_size=32, background=(255, 255, 255),
-                                     distributor="multiprocessing"))
+  c = ml_collections.ConfigDict(
+    dict(
+      processes=1,
+      threads=8,
+      timeout_s=2,
+      retries=0,
+      max_bytes=200_000,
+      max_pixels=300 * 300,
+      image_size=32,
+      background=(255, 255, 255),
+      distributor="multiprocessing",
+    )
+  )
   c.update(overrides)
   return c
 
@@ -43,26 +53,40 @@ def test_fetch_urls_counts_failures_and_keeps_going(tmp_path):
   good_png = rng.integers(0, 256, (48, 64, 3), np.uint8)
   good_jpeg = np.full((40, 40, 3), 120, np.uint8)
   routes = {
-      "/a.png": (200, _encode(good_png, "PNG"), 0.0),
-      "/b.jpg": (200, _encode(good_jpeg, "JPEG"), 0.0),
-      "/slow.png": (200, _encode(good_png, "PNG"), 6.0),  # beyond timeout_s=2
-      "/page.html": (200, b"<html>not an image</html>", 0.0),
-      # 400 KB of noise PNG: over max_bytes=200_000.
-      "/huge.png": (200, _encode(rng.integers(0, 256, (300, 450, 3), np.uint8), "PNG"), 0.0),
-      # 2000 x 2000 single-colour PNG: a few KB of bytes, 4 Mpx > max_pixels (decompression-bomb guard).
-      "/bomb.png": (200, _encode(np.zeros((2000, 2000, 3), np.uint8), "PNG"), 0.0),
+    "/a.png": (200, _encode(good_png, "PNG"), 0.0),
+    "/b.jpg": (200, _encode(good_jpeg, "JPEG"), 0.0),
+    "/slow.png": (200, _encode(good_png, "PNG"), 6.0),  # beyond timeout_s=2
+    "/page.html": (200, b"<html>not an image</html>", 0.0),
+    # 400 KB of noise PNG: over max_bytes=200_000.
+    "/huge.png": (200, _encode(rng.integers(0, 256, (300, 450, 3), np.uint8), "PNG"), 0.0),
+    # 2000 x 2000 single-colour PNG: a few KB of bytes, 4 Mpx > max_pixels (decompression-bomb guard).
+    "/bomb.png": (200, _encode(np.zeros((2000, 2000, 3), np.uint8), "PNG"), 0.0),
   }
   assert len(routes["/huge.png"][1]) > 200_000 and len(routes["/bomb.png"][1]) < 200_000
   with http_server(routes) as (base, counts):
-    items = [(10, f"{base}/a.png"), (11, f"{base}/missing.png"), (12, f"{base}/slow.png"),
-             (13, f"{base}/page.html"), (14, f"{base}/huge.png"), (15, f"{base}/bomb.png"),
-             (16, f"{base}/b.jpg"), (17, f"{base}/../../etc/passwd")]
+    items = [
+      (10, f"{base}/a.png"),
+      (11, f"{base}/missing.png"),
+      (12, f"{base}/slow.png"),
+      (13, f"{base}/page.html"),
+      (14, f"{base}/huge.png"),
+      (15, f"{base}/bomb.png"),
+      (16, f"{base}/b.jpg"),
+      (17, f"{base}/../../etc/passwd"),
+    ]
     outcomes = fetch_urls(items, _config(), scratch=tmp_path / "scratch")
   by_id = {o.id: o for o in outcomes}
   assert [o.id for o in outcomes] == [i for i, _ in items]
   assert {i: o.status for i, o in by_id.items()} == {
-      10: "success", 11: "failed_to_download", 12: "failed_to_download", 13: "failed_to_decode",
-      14: "failed_to_decode", 15: "failed_to_decode", 16: "success", 17: "failed_to_download"}
+    10: "success",
+    11: "failed_to_download",
+    12: "failed_to_download",
+    13: "failed_to_decode",
+    14: "failed_to_decode",
+    15: "failed_to_decode",
+    16: "success",
+    17: "failed_to_download",
+  }
   assert "404" in by_id[11].error
   assert "timed out" in by_id[12].error
   assert "not a decodable image" in by_id[13].error
@@ -83,18 +107,28 @@ def test_fetch_local_refuses_paths_outside_the_root(tmp_path):
   Image.new("RGB", (64, 40), (1, 2, 3)).save(root / "ok.png")
   (tmp_path / "secret.png").write_bytes(_encode(np.zeros((8, 8, 3), np.uint8), "PNG"))
   (root / "text.png").write_bytes(b"hello")
-  outcomes = fetch_local([(1, "ok.png"), (2, "../secret.png"), (3, str(tmp_path / "secret.png")),
-                          (4, "missing.png"), (5, "text.png")], _config(), root=root)
-  assert [o.status for o in outcomes] == ["success", "failed_to_download", "failed_to_download",
-                                          "failed_to_download", "failed_to_decode"]
+  outcomes = fetch_local(
+    [(1, "ok.png"), (2, "../secret.png"), (3, str(tmp_path / "secret.png")), (4, "missing.png"), (5, "text.png")],
+    _config(),
+    root=root,
+  )
+  assert [o.status for o in outcomes] == [
+    "success",
+    "failed_to_download",
+    "failed_to_download",
+    "failed_to_download",
+    "failed_to_decode",
+  ]
   assert "outside the image root" in outcomes[1].error and "outside the image root" in outcomes[2].error
   assert outcomes[0].image.size == (51, 32) and outcomes[0].image.getpixel((0, 0)) == (1, 2, 3)
 
 
 def test_pyspark_distributor_is_refused_clearly_without_pyspark_and_reaches_img2dataset(tmp_path, monkeypatch):
   import img2dataset
+
   from configs.base import retrieval as retrieval_config
   from jax_aug.retrieval.pipeline import retrieve
+
   monkeypatch.setitem(sys.modules, "pyspark", None)  # import pyspark fails, as where it is not installed
   with pytest.raises(ImportError, match="download.distributor='pyspark' needs pyspark, which is not installed"):
     fetch_urls([(1, "http://127.0.0.1:9/a.png")], _config(distributor="pyspark"), scratch=tmp_path / "scratch")

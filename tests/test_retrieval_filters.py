@@ -20,11 +20,14 @@ def test_k_schedule_is_the_papers():
   assert k_schedule(10, k_factor=1.0, max_multiple=2) == [10, 20]
 
 
-@pytest.mark.parametrize("kwargs, message", [
+@pytest.mark.parametrize(
+  "kwargs, message",
+  [
     (dict(images_per_class=0), "images_per_class"),
     (dict(images_per_class=5, k_factor=0.5), "k_factor"),
     (dict(images_per_class=5, max_multiple=0), "max_multiple"),
-])
+  ],
+)
 def test_k_schedule_rejects_bad_arguments(kwargs, message):
   with pytest.raises(ValueError, match=message):
     k_schedule(**kwargs)
@@ -41,8 +44,7 @@ def test_duplicates_are_connected_components_keeping_the_best_ranked():
   # Rank 3 (90 deg) is alone; rank 4 (-180 deg... -> 180) alone; rank 5 (91 deg) duplicates rank 3.
   e = np.array([_unit(0), _unit(15), _unit(30), _unit(90), _unit(180), _unit(91)], np.float32)
   reasons = filters.duplicate_reasons(e, 0.94)
-  assert reasons == [None, "near-duplicate of rank 0", "near-duplicate of rank 0", None, None,
-                     "near-duplicate of rank 3"]
+  assert reasons == [None, "near-duplicate of rank 0", "near-duplicate of rank 0", None, None, "near-duplicate of rank 3"]
   # A stricter threshold (cos 15 deg = 0.966 < 0.97) unlinks the chain but keeps 1 degree apart linked.
   assert [r is None for r in filters.duplicate_reasons(e, 0.97)] == [True, True, True, True, True, False]
   # The link is strict: similarity equal to the threshold does not link (faiss range_search semantics).
@@ -64,7 +66,12 @@ def test_aesthetic_filter_keeps_scores_of_at_least_five():
 
 def test_nsfw_flag_filter():
   assert filters.nsfw_flag_reasons(["UNLIKELY", "NSFW", "nsfw", "UNSURE", None]) == [
-      None, "metadata NSFW flag 'NSFW'", "metadata NSFW flag 'nsfw'", None, None]
+    None,
+    "metadata NSFW flag 'NSFW'",
+    "metadata NSFW flag 'nsfw'",
+    None,
+    None,
+  ]
   assert filters.nsfw_flag_reasons(["UNSURE"], unsafe_values=("NSFW", "UNSURE"))[0] is not None
 
 
@@ -72,8 +79,9 @@ def test_aesthetic_head_matches_pytorch_after_pth_conversion(tmp_path):
   torch.manual_seed(0)
   # The layout of LAION's improved aesthetic predictor (Linear stack with dropout, no activation).
   model = torch.nn.Sequential()
-  model.layers = torch.nn.Sequential(torch.nn.Linear(16, 12), torch.nn.Dropout(0.2), torch.nn.Linear(12, 4),
-                                     torch.nn.Dropout(0.1), torch.nn.Linear(4, 1))
+  model.layers = torch.nn.Sequential(
+    torch.nn.Linear(16, 12), torch.nn.Dropout(0.2), torch.nn.Linear(12, 4), torch.nn.Dropout(0.1), torch.nn.Linear(4, 1)
+  )
   model.eval()
   torch.save(model.state_dict(), tmp_path / "head.pth")
   head = load_aesthetic_head(convert_pth(tmp_path / "head.pth", tmp_path / "head.safetensors"))

@@ -11,8 +11,8 @@ import time
 import ml_collections
 import numpy as np
 import pytest
-
 from conftest import free_port
+
 from jax_aug.retrieval.builder import write_index
 from jax_aug.retrieval.index import ClipBackClient, ClipBackUnavailableError, LocalIndex, open_backend
 
@@ -58,11 +58,18 @@ def test_client_retries_server_errors_then_succeeds():
   finally:
     server.shutdown()
   assert len(seen) == 2
-  assert seen[1] == {"embedding_input": [1.0, 0.0, 0.0], "modality": "image", "indice_name": "laion",
-                     "num_images": 3, "num_result_ids": 3, "deduplicate": True, "use_mclip": False,
-                     "use_safety_model": False, "use_violence_detector": False}
-  assert [(n.id, n.similarity, n.metadata) for n in neighbours] == [
-      (7, 0.9, {"url": "http://a/7.jpg", "caption": "seven"})]
+  assert seen[1] == {
+    "embedding_input": [1.0, 0.0, 0.0],
+    "modality": "image",
+    "indice_name": "laion",
+    "num_images": 3,
+    "num_result_ids": 3,
+    "deduplicate": True,
+    "use_mclip": False,
+    "use_safety_model": False,
+    "use_violence_detector": False,
+  }
+  assert [(n.id, n.similarity, n.metadata) for n in neighbours] == [(7, 0.9, {"url": "http://a/7.jpg", "caption": "seven"})]
 
 
 def test_client_does_not_retry_a_refused_query():
@@ -107,8 +114,17 @@ def test_open_backend_refuses_bad_settings(tmp_path):
   config = ml_collections.ConfigDict(dict(backend="elastic", dedup_threshold=0.94))
   with pytest.raises(ValueError, match="unknown retrieval index backend 'elastic'"):
     open_backend(config)
-  config = ml_collections.ConfigDict(dict(backend="clip_back", dedup_threshold=0.9, url="http://127.0.0.1:1",
-                                          indice_name="x", timeout_s=1.0, retries=0, backoff_s=0.0))
+  config = ml_collections.ConfigDict(
+    dict(
+      backend="clip_back",
+      dedup_threshold=0.9,
+      url="http://127.0.0.1:1",
+      indice_name="x",
+      timeout_s=1.0,
+      retries=0,
+      backoff_s=0.0,
+    )
+  )
   with pytest.raises(ValueError, match="fixed threshold of 0.94"):
     open_backend(config)
   with pytest.raises(ValueError, match="must start with http"):

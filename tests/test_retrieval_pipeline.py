@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import retrieval_support as case
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from jax_aug.data.augmentation_set import load_augmentation_set
@@ -22,7 +23,6 @@ from jax_aug.data.subsets import load_exclusions
 from jax_aug.io import JsonlManifest
 from jax_aug.metrics import TENSORBOARD_DIR
 from jax_aug.retrieval.pipeline import run_retrieval
-import retrieval_support as case
 
 TESTS = Path(__file__).resolve().parent
 
@@ -49,7 +49,7 @@ def test_gradual_k_grows_to_the_cap_and_excludes_with_a_reason(tmp_path):
   first = min(rows, key=lambda r: r["key"])
   assert first["key"] == f"{case.CLASS_A}_000000" and first["caption"] == "candidate 0"
   assert first["url"] == "http://unused.invalid/0.jpg" and first["aesthetic"] == 6.5 and first["k"] == 14
-  assert first["similarity"] == pytest.approx(np.cos(0.01) / np.sqrt(1 + 0.05 ** 2), abs=1e-5)
+  assert first["similarity"] == pytest.approx(np.cos(0.01) / np.sqrt(1 + 0.05**2), abs=1e-5)
   excluded = load_exclusions(tmp_path / "run" / "excluded_classes.json")
   assert list(excluded) == [case.CLASS_B]
   assert "only 3 of 5 images" in excluded[case.CLASS_B] and "k=42" in excluded[case.CLASS_B]
@@ -64,8 +64,9 @@ def test_gradual_k_grows_to_the_cap_and_excludes_with_a_reason(tmp_path):
   # TensorBoard: each row's numbers as "<event>/<field>" at the row's line in metrics.jsonl.
   events = EventAccumulator(str(tmp_path / "run" / TENSORBOARD_DIR))
   events.Reload()
-  assert [(e.step, e.value) for e in events.Scalars("k_step/survivors")] == \
-      [(line, m["survivors"]) for line, m in enumerate(metrics) if m["event"] == "k_step"]
+  assert [(e.step, e.value) for e in events.Scalars("k_step/survivors")] == [
+    (line, m["survivors"]) for line, m in enumerate(metrics) if m["event"] == "k_step"
+  ]
   # A finished run is not redone.
   calls.clear()
   run_retrieval(config, tmp_path / "run", case.case_components(config, calls=calls))
@@ -92,8 +93,9 @@ run_retrieval(config, Path({workdir!r}), case.case_components(config, delay_s={d
 
 
 def _start(index, images, workdir, delay):
-  code = textwrap.dedent(_RUN.format(tests=str(TESTS), index=str(index), images=str(images),
-                                     workdir=str(workdir), delay=delay))
+  code = textwrap.dedent(
+    _RUN.format(tests=str(TESTS), index=str(index), images=str(images), workdir=str(workdir), delay=delay)
+  )
   env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(TESTS.parent))
   return subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
@@ -122,7 +124,8 @@ def test_killed_run_resumes_without_refetching_and_equals_an_uninterrupted_run(t
 
   assert _rows(workdir / "augmentation_set") == _rows(tmp_path / "reference" / "augmentation_set")
   assert load_exclusions(workdir / "excluded_classes.json") == load_exclusions(
-      tmp_path / "reference" / "excluded_classes.json")
+    tmp_path / "reference" / "excluded_classes.json"
+  )
   ids = [(r["wnid"], r["id"]) for r in manifest.read()]
   assert len(ids) == len(set(ids)), "a candidate was fetched twice"
   reference = JsonlManifest(tmp_path / "reference" / "candidates.jsonl").read()
@@ -133,14 +136,16 @@ def test_killed_run_resumes_without_refetching_and_equals_an_uninterrupted_run(t
 def test_url_downloads_in_the_pipeline_are_never_repeated(tmp_path):
   import pyarrow.parquet as pq
   from retrieval_support import http_server
+
   index, images = case.build_case(tmp_path / "case")
   routes = {f"/{int(p.stem)}.jpg": (200, p.read_bytes(), 0.0) for p in images.glob("*.png")}
   with http_server(routes) as (base, counts):
     # Point the index's urls at the local server: same rows, url column rewritten.
     table = pq.read_table(index / "metadata" / "00000.parquet")
     urls = [u.replace("http://unused.invalid", base) for u in table.column("url").to_pylist()]
-    pq.write_table(table.set_column(table.schema.get_field_index("url"), "url", [urls]),
-                   index / "metadata" / "00000.parquet")
+    pq.write_table(
+      table.set_column(table.schema.get_field_index("url"), "url", [urls]), index / "metadata" / "00000.parquet"
+    )
     config = case.case_config(index, images)
     config.classes = (case.CLASS_A,)
     config.download.source = "url"

@@ -19,6 +19,7 @@ def tiny(tmp_path_factory):
   """A tiny random PyTorch CLIPModel saved as a model folder, and our JAX model converted from it."""
   import torch
   from transformers import CLIPModel
+
   torch.manual_seed(3)
   reference = CLIPModel(clip_model.tiny_clip_config()).eval()
   folder = tmp_path_factory.mktemp("tiny_clip")
@@ -32,6 +33,7 @@ def tiny(tmp_path_factory):
 @pytest.mark.slow  # first user of the module fixture: PyTorch -> Flax conversion and CLIP compilation
 def test_text_and_image_features_match_pytorch(tiny):
   import torch
+
   clip, folder, reference = tiny
   prompts = [build_prompt("simple_no_ws", class_by_wnid(w), 0, 0) for w in ("n01443537", "n03180011")]
   assert prompts[1] == "A photo of desktopcomputer."
@@ -49,8 +51,10 @@ def test_text_and_image_features_match_pytorch(tiny):
   assert np.abs(first_token - ours).max() > 100 * 2e-5
 
   rng = np.random.default_rng(0)
-  images = [Image.fromarray(rng.integers(0, 256, (40, 56, 3), np.uint8)),
-            Image.fromarray(rng.integers(0, 256, (64, 32, 3), np.uint8))]
+  images = [
+    Image.fromarray(rng.integers(0, 256, (40, 56, 3), np.uint8)),
+    Image.fromarray(rng.integers(0, 256, (64, 32, 3), np.uint8)),
+  ]
   ours = clip_model.embed_images(clip, images, batch_size=4)
   pixels = clip.image_processor(images=images, return_tensors="pt")["pixel_values"]
   with torch.no_grad():

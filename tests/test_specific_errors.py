@@ -13,14 +13,23 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 def test_boomerang_without_an_image_reader():
   from jax_aug.diffusion import engine
+
   request = engine.Request(wnid=DEFAULT_WNIDS[0], image_index=0, prompt="", init_image="/data/subset/a.JPEG")
   with pytest.raises(ValueError, match=r"Boomerang .* needs read_image= .*none was given"):
-    engine.sample_requests(None, [request], "/nonexistent", method="boomerang", seed=0, batch_size=1,
-                           settings=engine.SamplerSettings(boomerang_strength=0.5))
+    engine.sample_requests(
+      None,
+      [request],
+      "/nonexistent",
+      method="boomerang",
+      seed=0,
+      batch_size=1,
+      settings=engine.SamplerSettings(boomerang_strength=0.5),
+    )
 
 
 def test_stale_clusters_file(tmp_path):
   from jax_aug.finetune import clusters
+
   path = tmp_path / clusters.CLUSTERS_FILE
   wnids = [DEFAULT_WNIDS[0]]
   path.write_text(json.dumps({"k": 2, "wnids": wnids, "sizes": {}, "assignments": {"/d/a.JPEG": 0, "/d/b.JPEG": 1}}))
@@ -33,10 +42,14 @@ def test_stale_clusters_file(tmp_path):
 def test_nprobe_on_a_flat_index(tmp_path):
   from jax_aug.retrieval.builder import write_index
   from jax_aug.retrieval.index import LocalIndex
+
   vectors = np.eye(4, dtype=np.float32)
   folder = write_index(tmp_path / "index", vectors, {"caption": list("abcd")})
-  with pytest.raises(ValueError, match=r"index.nprobe=8 applies to IVF indexes only, but .*image.index is a"
-                     r" IndexFlat.*set index.nprobe=None"):
+  with pytest.raises(
+    ValueError,
+    match=r"index.nprobe=8 applies to IVF indexes only, but .*image.index is a"
+    r" IndexFlat.*set index.nprobe=None",
+  ):
     LocalIndex(folder, nprobe=8)
   assert LocalIndex(folder).search(vectors[2], 1, deduplicate=False)[0].id == 2
 
@@ -45,6 +58,7 @@ def test_empty_validation_split(tmp_path):
   from jax_aug.data import subsets
   from jax_aug.finetune import trainer
   from jax_aug.study.config_files import base_config
+
   splits = tmp_path / "splits"
   image = tmp_path / "a.png"
   image.write_bytes(b"")
@@ -58,8 +72,12 @@ def test_empty_validation_split(tmp_path):
 def test_unknown_trainable_group():
   from jax_aug.finetune import trainer
   from jax_aug.study.config_files import base_config
+
   config = base_config(CONFIGS, "finetune", "tiny")
-  with pytest.raises(ValueError, match=r"trainable group\(s\) \['text_encoder'\] have no learning rate: expected"
-                     r" groups among \['conditioning', 'pseudo_words', 'unet'\]"):
+  with pytest.raises(
+    ValueError,
+    match=r"trainable group\(s\) \['text_encoder'\] have no learning rate: expected"
+    r" groups among \['conditioning', 'pseudo_words', 'unet'\]",
+  ):
     trainer.make_optimizer(config, {"conditioning": np.zeros(3), "text_encoder": np.zeros(2)})
   trainer.make_optimizer(config, {"conditioning": np.zeros(3)})  # a known group builds

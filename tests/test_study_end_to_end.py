@@ -16,14 +16,32 @@ from PIL import Image
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 METHODS = ["baseline_10pct", "simple_prompt", "retrieval"]
-REPORT_FILES = ("report.md", "table1.md", "table1.csv", "runs.json", "figure6.png", "figure6.json",
-                "figure5_subset.png", "figure5_simple_prompt.png", "figure5_retrieval.png", "figure1.png",
-                "figure5.png", "figure6_examples.png", "protocol.json")
+REPORT_FILES = (
+  "report.md",
+  "table1.md",
+  "table1.csv",
+  "runs.json",
+  "figure6.png",
+  "figure6.json",
+  "figure5_subset.png",
+  "figure5_simple_prompt.png",
+  "figure5_retrieval.png",
+  "figure1.png",
+  "figure5.png",
+  "figure6_examples.png",
+  "protocol.json",
+)
 
 
 def _command(workdir: Path, cache: Path) -> list[str]:
-  return [sys.executable, "run_study.py", "--config=configs/tiny.py", f"--workdir={workdir}",
-          f"--config.methods={','.join(METHODS)}", f"--config.compilation_cache_dir={cache}"]
+  return [
+    sys.executable,
+    "run_study.py",
+    "--config=configs/tiny.py",
+    f"--workdir={workdir}",
+    f"--config.methods={','.join(METHODS)}",
+    f"--config.compilation_cache_dir={cache}",
+  ]
 
 
 def _env() -> dict:
@@ -34,8 +52,7 @@ def _env() -> dict:
 
 
 def _run_to_end(workdir: Path, cache: Path) -> str:
-  proc = subprocess.run(_command(workdir, cache), cwd=REPO_ROOT, env=_env(), capture_output=True, text=True,
-                        timeout=900)
+  proc = subprocess.run(_command(workdir, cache), cwd=REPO_ROOT, env=_env(), capture_output=True, text=True, timeout=900)
   assert proc.returncode == 0, f"run_study.py failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}"
   return proc.stdout
 
@@ -71,8 +88,10 @@ def test_reduced_tiny_study_writes_a_correct_report(uninterrupted):
   assert "standard error of the mean" in markdown and "std / sqrt(n), ddof=1" in markdown
   for row in rows:
     # The raw numbers: each classifier's own results file, not the report's JSON.
-    top1 = [json.loads((workdir / "train" / row["method"] / f"r{r}" / "classifier" / "results.json").read_text())["top1"]
-            for r in range(2)]
+    top1 = [
+      json.loads((workdir / "train" / row["method"] / f"r{r}" / "classifier" / "results.json").read_text())["top1"]
+      for r in range(2)
+    ]
     n = len(top1)
     mean = sum(top1) / n
     se = math.sqrt(sum((v - mean) ** 2 for v in top1) / (n - 1)) / math.sqrt(n)
@@ -81,8 +100,10 @@ def test_reduced_tiny_study_writes_a_correct_report(uninterrupted):
     assert float(row["top1_standard_error"]) == pytest.approx(se, abs=1e-9)
     paper_mean, paper_se = float(row["paper_top1_mean"]), float(row["paper_top1_standard_error"])
     assert float(row["difference_to_paper"]) == pytest.approx(mean - paper_mean, abs=1e-9)
-    assert (f"| {row['display']} | {row['family']} | {mean:.1f} ± {se:.1f} | {paper_mean:.1f} ± {paper_se:.1f} |"
-            f" {mean - paper_mean:+.1f} | 2 |") in markdown
+    assert (
+      f"| {row['display']} | {row['family']} | {mean:.1f} ± {se:.1f} | {paper_mean:.1f} ± {paper_se:.1f} |"
+      f" {mean - paper_mean:+.1f} | 2 |"
+    ) in markdown
     assert 0.0 <= mean <= 100.0
 
   runs = json.loads((report / "runs.json").read_text())["runs"]
@@ -98,8 +119,9 @@ def test_reduced_tiny_study_writes_a_correct_report(uninterrupted):
 def test_killed_study_resumes_without_redoing_finished_stages(uninterrupted, tmp_path):
   reference, cache, _ = uninterrupted
   workdir = tmp_path / "killed"
-  proc = subprocess.Popen(_command(workdir, cache), cwd=REPO_ROOT, env=_env(), stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL)
+  proc = subprocess.Popen(
+    _command(workdir, cache), cwd=REPO_ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+  )
   target = workdir / "stages" / "train" / "simple_prompt" / "r0.json"
   deadline = time.time() + 600
   try:

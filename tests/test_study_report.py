@@ -20,19 +20,23 @@ CLASSES = ["n01440764", "n01443537", "n01484850"]
 
 
 def _run(method, resample, per_class):
-  return {"method": method, "resample": resample, "top1": float(np.mean(list(per_class.values()))),
-          "per_class_top1": dict(zip(CLASSES, per_class.values()))}
+  return {
+    "method": method,
+    "resample": resample,
+    "top1": float(np.mean(list(per_class.values()))),
+    "per_class_top1": dict(zip(CLASSES, per_class.values())),
+  }
 
 
 def _runs():
   return [
-      _run("baseline_10pct", 0, {0: 50.0, 1: 60.0, 2: 40.0}),
-      _run("baseline_10pct", 1, {0: 52.0, 1: 58.0, 2: 42.0}),
-      _run("simple_prompt", 0, {0: 55.0, 1: 60.0, 2: 50.0}),
-      _run("simple_prompt", 1, {0: 57.0, 1: 61.0, 2: 45.0}),
-      _run("simple_prompt", 2, {0: 53.0, 1: 64.0, 2: 47.0}),
-      _run("retrieval", 1, {0: 70.0, 1: 60.0, 2: 41.0}),
-      _run("retrieval", 0, {0: 68.0, 1: 62.0, 2: 44.0}),
+    _run("baseline_10pct", 0, {0: 50.0, 1: 60.0, 2: 40.0}),
+    _run("baseline_10pct", 1, {0: 52.0, 1: 58.0, 2: 42.0}),
+    _run("simple_prompt", 0, {0: 55.0, 1: 60.0, 2: 50.0}),
+    _run("simple_prompt", 1, {0: 57.0, 1: 61.0, 2: 45.0}),
+    _run("simple_prompt", 2, {0: 53.0, 1: 64.0, 2: 47.0}),
+    _run("retrieval", 1, {0: 70.0, 1: 60.0, 2: 41.0}),
+    _run("retrieval", 0, {0: 68.0, 1: 62.0, 2: 44.0}),
   ]
 
 
@@ -50,11 +54,15 @@ def test_table1_rows_and_csv_recompute_from_raw_runs(tmp_path):
   runs = _runs()
   images = _images(tmp_path, 3)
   paths = report.write_report(
-      tmp_path / "report", runs=runs, methods=METHODS, eval_split="val", tiny=True,
-      excluded=[{"wnid": "n09999999", "reason": "retrieval found 12 of 130 images"}],
-      class_names={CLASSES[0]: "tench, Tinca tinca"},
-      figure5={"subset": [(CLASSES[0], images), (CLASSES[1], images[:2])],
-               "simple_prompt": [(CLASSES[0], images[:1])]})
+    tmp_path / "report",
+    runs=runs,
+    methods=METHODS,
+    eval_split="val",
+    tiny=True,
+    excluded=[{"wnid": "n09999999", "reason": "retrieval found 12 of 130 images"}],
+    class_names={CLASSES[0]: "tench, Tinca tinca"},
+    figure5={"subset": [(CLASSES[0], images), (CLASSES[1], images[:2])], "simple_prompt": [(CLASSES[0], images[:1])]},
+  )
 
   with open(paths["table1.csv"]) as f:
     rows = list(csv.DictReader(f))
@@ -86,8 +94,14 @@ def test_table1_rows_and_csv_recompute_from_raw_runs(tmp_path):
 
 def test_figures_decode_and_figure6_uses_best_dm_vs_retrieval(tmp_path):
   images = _images(tmp_path, 4)
-  paths = report.write_report(tmp_path / "report", runs=_runs(), methods=METHODS, eval_split="val", tiny=False,
-                              figure5={"retrieval": [(c, images) for c in CLASSES]})
+  paths = report.write_report(
+    tmp_path / "report",
+    runs=_runs(),
+    methods=METHODS,
+    eval_split="val",
+    tiny=False,
+    figure5={"retrieval": [(c, images) for c in CLASSES]},
+  )
   for name in ("figure5_retrieval.png", "figure6.png"):
     with Image.open(paths[name]) as image:
       image.load()
@@ -95,17 +109,22 @@ def test_figures_decode_and_figure6_uses_best_dm_vs_retrieval(tmp_path):
   improvements = json.loads(paths["figure6.json"].read_text())
   # per-class means: baseline (51, 59, 41); simple_prompt (55, 61.667, 47.333); retrieval (69, 61, 42.5)
   assert improvements["Simple prompt"] == pytest.approx(
-      {CLASSES[0]: 4.0, CLASSES[1]: 2.6666667, CLASSES[2]: 6.3333333}, abs=1e-6)
+    {CLASSES[0]: 4.0, CLASSES[1]: 2.6666667, CLASSES[2]: 6.3333333}, abs=1e-6
+  )
   assert improvements["Retrieval"] == pytest.approx({CLASSES[0]: 18.0, CLASSES[1]: 2.0, CLASSES[2]: 1.5})
   markdown = paths["report.md"].read_text()
   assert report.TINY_NOTICE not in markdown
-  assert (f"- Retrieval: lowest change {CLASSES[2]} (+1.5), {CLASSES[1]} (+2.0), {CLASSES[0]} (+18.0);"
-          f" highest change {CLASSES[0]} (+18.0)") in markdown
+  assert (
+    f"- Retrieval: lowest change {CLASSES[2]} (+1.5), {CLASSES[1]} (+2.0), {CLASSES[0]} (+18.0);"
+    f" highest change {CLASSES[0]} (+18.0)"
+  ) in markdown
 
 
 def test_best_dm_method_ignores_baselines_and_retrieval():
-  rows = report.table1_rows(_runs() + [_run("baseline_20pct", 0, {0: 99.0, 1: 99.0, 2: 99.0}),
-                                       _run("clip_prompts", 0, {0: 50.0, 1: 50.0, 2: 50.0})], METHODS)
+  rows = report.table1_rows(
+    _runs() + [_run("baseline_20pct", 0, {0: 99.0, 1: 99.0, 2: 99.0}), _run("clip_prompts", 0, {0: 50.0, 1: 50.0, 2: 50.0})],
+    METHODS,
+  )
   assert report.best_dm_method(rows) == "simple_prompt"
   single = [r for r in rows if r["method"] == "clip_prompts"][0]
   assert single["n"] == 1 and math.isnan(single["top1_standard_error"])
@@ -147,7 +166,8 @@ def test_paper_column_equals_the_protocol_and_rows_follow_the_paper_order(tmp_pa
   assert [r["display"].replace(" ", "").lower() for r in rows] == list(protocol)
   for row in rows:
     assert (float(row["paper_top1_mean"]), float(row["paper_top1_standard_error"])) == protocol[
-        row["display"].replace(" ", "").lower()]
+      row["display"].replace(" ", "").lower()
+    ]
     assert float(row["difference_to_paper"]) == pytest.approx(float(row["top1_mean"]) - float(row["paper_top1_mean"]))
     assert row["ablation"] == "False"
   # Full precision in the CSV: the mean of the runs (50 + 60 + 40) / 3 and (51 + 60 + 40) / 3, 50.1666...
@@ -155,12 +175,27 @@ def test_paper_column_equals_the_protocol_and_rows_follow_the_paper_order(tmp_pa
 
 
 def test_ablation_rows_follow_their_method_marked_with_the_papers_numbers(tmp_path):
-  runs = [_run(m, r, {0: 60.0, 1: 61.0, 2: 62.0 + r}) for m in (
-      "ft_cluster_conditioning", "ft_cluster_conditioning_k15", "ft_cluster_conditioning_k10", "imagic",
-      "simple_prompt_first_lemma", "simple_prompt") for r in range(2)]
+  runs = [
+    _run(m, r, {0: 60.0, 1: 61.0, 2: 62.0 + r})
+    for m in (
+      "ft_cluster_conditioning",
+      "ft_cluster_conditioning_k15",
+      "ft_cluster_conditioning_k10",
+      "imagic",
+      "simple_prompt_first_lemma",
+      "simple_prompt",
+    )
+    for r in range(2)
+  ]
   rows = report.table1_rows(runs, METHODS)
-  assert [r["method"] for r in rows] == ["simple_prompt", "simple_prompt_first_lemma", "ft_cluster_conditioning",
-                                         "ft_cluster_conditioning_k10", "ft_cluster_conditioning_k15", "imagic"]
+  assert [r["method"] for r in rows] == [
+    "simple_prompt",
+    "simple_prompt_first_lemma",
+    "ft_cluster_conditioning",
+    "ft_cluster_conditioning_k10",
+    "ft_cluster_conditioning_k15",
+    "imagic",
+  ]
   assert [r["ablation"] for r in rows] == [False, True, False, True, True, False]
   k10, k15 = rows[3], rows[4]
   assert (k10["paper_top1_mean"], k10["paper_top1_standard_error"]) == (60.8, 0.2)  # paper Sec. 4.4
@@ -178,8 +213,12 @@ def test_ablation_rows_follow_their_method_marked_with_the_papers_numbers(tmp_pa
 
 
 def test_figure1_takes_the_best_method_of_each_family(tmp_path):
-  rows = report.table1_rows(_runs() + [_run("clip_prompts", r, {0: 70.0, 1: 70.0, 2: 70.0 + r}) for r in range(2)]
-                            + [_run("imagic", r, {0: 10.0, 1: 10.0, 2: 10.0 + r}) for r in range(2)], METHODS)
+  rows = report.table1_rows(
+    _runs()
+    + [_run("clip_prompts", r, {0: 70.0, 1: 70.0, 2: 70.0 + r}) for r in range(2)]
+    + [_run("imagic", r, {0: 10.0, 1: 10.0, 2: 10.0 + r}) for r in range(2)],
+    METHODS,
+  )
   bars = report.figure1_bars(rows)
   assert [b["method"] for b in bars] == ["baseline_10pct", "clip_prompts", "imagic", "retrieval"]
   with Image.open(io_bytes(report.figure1_chart(bars))) as image:
@@ -189,6 +228,7 @@ def test_figure1_takes_the_best_method_of_each_family(tmp_path):
 
 def io_bytes(data):
   import io
+
   return io.BytesIO(data)
 
 
@@ -196,18 +236,23 @@ def test_figure5_row_d_shows_the_captions_four_clip_templates(tmp_path):
   images = _images(tmp_path, 6)
   shark = "n01491361"
   records = [
-      {"wnid": shark, "path": images[0], "prompt": "a photo of many tigershark,Galeocerdocuvieri."},
-      {"wnid": shark, "path": images[1], "prompt": "a cartoon tigershark,Galeocerdocuvieri."},
-      {"wnid": shark, "path": images[2], "prompt": "a drawing of a tigershark,Galeocerdocuvieri."},
-      {"wnid": shark, "path": images[3], "prompt": "a bad photo of a tigershark,Galeocerdocuvieri."},
-      {"wnid": shark, "path": images[4], "prompt": "a cartoon tiger shark, Galeocerdo cuvieri."},  # spaced: not w(n)
+    {"wnid": shark, "path": images[0], "prompt": "a photo of many tigershark,Galeocerdocuvieri."},
+    {"wnid": shark, "path": images[1], "prompt": "a cartoon tigershark,Galeocerdocuvieri."},
+    {"wnid": shark, "path": images[2], "prompt": "a drawing of a tigershark,Galeocerdocuvieri."},
+    {"wnid": shark, "path": images[3], "prompt": "a bad photo of a tigershark,Galeocerdocuvieri."},
+    {"wnid": shark, "path": images[4], "prompt": "a cartoon tiger shark, Galeocerdo cuvieri."},  # spaced: not w(n)
   ]
   # Template order of the caption: bad photo, black and white, cartoon, many.
   assert report.clip_template_examples(records, shark) == [images[3], None, images[1], images[0]]
-  augmentation = {"subset": [{"wnid": shark, "path": images[5]}], "clip_prompts": records,
-                  "retrieval": [{"wnid": shark, "path": p} for p in images[:3]], "boomerang": records}
-  rows = report.figure5_paper_rows(augmentation, [shark], 2, {"clip_prompts": {"prompt_lemmas": "all"}},
-                                   {m.name: m.display for m in METHODS})
+  augmentation = {
+    "subset": [{"wnid": shark, "path": images[5]}],
+    "clip_prompts": records,
+    "retrieval": [{"wnid": shark, "path": p} for p in images[:3]],
+    "boomerang": records,
+  }
+  rows = report.figure5_paper_rows(
+    augmentation, [shark], 2, {"clip_prompts": {"prompt_lemmas": "all"}}, {m.name: m.display for m in METHODS}
+  )
   assert [label for label, _ in rows] == ["A. 10% ImageNet", "D. CLIP prompts", "I. Retrieval"]
   assert rows[2][1] == [(shark, sorted(images[:3])[:2])]
   with Image.open(io_bytes(report.figure5_paper(rows, {shark: "tiger shark"}))) as image:

@@ -37,8 +37,9 @@ def test_full_plan_orders_inputs_first_and_covers_every_method(tmp_path):
       # The tiny learning-rate grid: 2 runs, then the choice, then the checkpoint selection on the winner.
       runs = [f"finetune/{method.name}/lr{i}" for i in range(2)]
       assert f"finetune/{method.name}/lr2" not in names
-      assert max(names.index(r) for r in runs) < names.index(f"lr_search/{method.name}") < names.index(
-          f"select/{method.name}")
+      assert (
+        max(names.index(r) for r in runs) < names.index(f"lr_search/{method.name}") < names.index(f"select/{method.name}")
+      )
     if method.kind != "baseline":
       assert f"resample/{method.name}" in names
   # Ablations are off by default.
@@ -71,8 +72,9 @@ def test_stage_selection_runs_only_what_is_asked_and_refuses_missing_inputs(tmp_
     runner.run_study(_tiny(methods="baseline_10pct", stages="train/*"), tmp_path, log=lines.append)
   # A pattern that names no stage (a typo, or a method not selected) is refused before anything runs.
   with pytest.raises(ValueError, match=r"pattern\(s\) \['chek', 'train/simple_prompt/\*'\] match no stage"):
-    runner.run_study(_tiny(methods="baseline_10pct", stages="chek,data", redo="train/simple_prompt/*"), tmp_path,
-                     log=lines.append)
+    runner.run_study(
+      _tiny(methods="baseline_10pct", stages="chek,data", redo="train/simple_prompt/*"), tmp_path, log=lines.append
+    )
   assert not (tmp_path / "stages").exists()
   lines.clear()
   runner.run_study(_tiny(methods="baseline_10pct", stages="check,data"), tmp_path, log=lines.append)
@@ -107,8 +109,9 @@ def test_exclusions_drop_a_class_from_splits_labels_and_resampled_sets(tmp_path)
   for wnid in all_wnids:
     for i in range(12):
       writer.add(np.full((8, 8, 3), i, np.uint8), {"wnid": wnid, "key": item_key(wnid, i)})
-  sets = wiring.resample_sets(tmp_path / "aug", tmp_path / "resample", data_dir=tmp_path / "data",
-                              exclusion=exclusion, n_sets=2, seed=0)
+  sets = wiring.resample_sets(
+    tmp_path / "aug", tmp_path / "resample", data_dir=tmp_path / "data", exclusion=exclusion, n_sets=2, seed=0
+  )
   expected = subsets.per_class_counts(data.split("subset"))
   for path in sets:
     drawn = subsets.read_manifest(path)

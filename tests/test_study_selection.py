@@ -43,7 +43,7 @@ def test_lr_grid_run_config_scales_every_group_and_drops_the_grid():
   for group in lr_search.GROUPS:
     assert run.base_learning_rate[group] == pytest.approx(2.0 * block.base_learning_rate[group])
     # sqrt(batch / base batch) scaling kept: 8 / 1 at paper scale.
-    assert run.learning_rate[group] == pytest.approx(2.0 * block.base_learning_rate[group] * 8 ** 0.5)
+    assert run.learning_rate[group] == pytest.approx(2.0 * block.base_learning_rate[group] * 8**0.5)
   with pytest.raises(ValueError, match="factors must be > 0, got 0"):
     lr_search.run_config(block, 0.0)
 
@@ -69,14 +69,19 @@ def stand_ins(monkeypatch):
   def finetune(rc, out, *, data_dir, models_dir):
     history = HISTORIES[round(rc.finetune.base_learning_rate.conditioning, 6)]
     checkpoints = RunCheckpoints(out)
-    checkpoints.save_resume(len(history), None, {
-        "history": [{"epoch": e, "train_loss": 1.0, "val_loss": v} for e, v in enumerate(history, start=1)]})
+    checkpoints.save_resume(
+      len(history),
+      None,
+      {"history": [{"epoch": e, "train_loss": 1.0, "val_loss": v} for e, v in enumerate(history, start=1)]},
+    )
     checkpoints.close()
 
   def finetune_checkpoints(finetune_dir):
     calls["finetune_checkpoints"].append(Path(finetune_dir).name)
-    return {"epoch_1": {"path": str(Path(finetune_dir) / "epoch_1"), "roles": ["epoch_1"]},
-            "epoch_2": {"path": str(Path(finetune_dir) / "epoch_2"), "roles": ["best_val", "epoch_2"]}}
+    return {
+      "epoch_1": {"path": str(Path(finetune_dir) / "epoch_1"), "roles": ["epoch_1"]},
+      "epoch_2": {"path": str(Path(finetune_dir) / "epoch_2"), "roles": ["best_val", "epoch_2"]},
+    }
 
   def sample_finetuned(mc, out, *, finetune_dir, checkpoint, data_dir, models_dir):
     _write_set(out, mc.method.name, wiring.study_data(data_dir, None).wnids, Path(checkpoint).name)
@@ -84,23 +89,36 @@ def stand_ins(monkeypatch):
   def sample(mc, out, *, data_dir, models_dir):
     _write_set(out, mc.method.name, wiring.study_data(data_dir, None).wnids, f"strength_{mc.boomerang_strength:g}")
 
-  def train_classifier(classifier_config, out, *, data_dir, exclusion, subset, augmentation, evaluate_on, seed,
-                       resample_index=-1):
+  def train_classifier(
+    classifier_config, out, *, data_dir, exclusion, subset, augmentation, evaluate_on, seed, resample_index=-1
+  ):
     calls["train_classifier"].append(str(out))
     wnids = wiring.study_data(data_dir, exclusion).wnids
     top1 = 50.0 + seed
     if augmentation is not None:
       top1 = CANDIDATE_TOP1[subsets.read_manifest(augmentation)[0]["candidate"]] + resample_index
-    results = {"top1": top1 - 1.0, "validation_top1": top1, "per_class_top1": {w: top1 for w in wnids},
-               "best_epoch": 1, "eval_split": evaluate_on, "seed": seed, "resample_index": resample_index}
+    results = {
+      "top1": top1 - 1.0,
+      "validation_top1": top1,
+      "per_class_top1": {w: top1 for w in wnids},
+      "best_epoch": 1,
+      "eval_split": evaluate_on,
+      "seed": seed,
+      "resample_index": resample_index,
+    }
     path = wiring.classifier_results_path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results))
     return results
 
-  for name, fn in dict(finetune=finetune, finetune_checkpoints=finetune_checkpoints, sample=sample,
-                       sample_finetuned=sample_finetuned, train_classifier=train_classifier,
-                       build_tiny_models=lambda out, seeds: None).items():
+  for name, fn in dict(
+    finetune=finetune,
+    finetune_checkpoints=finetune_checkpoints,
+    sample=sample,
+    sample_finetuned=sample_finetuned,
+    train_classifier=train_classifier,
+    build_tiny_models=lambda out, seeds: None,
+  ).items():
     monkeypatch.setattr(wiring, name, fn)
   return calls
 
@@ -116,7 +134,9 @@ def test_grid_search_selection_and_reuse_train_one_classifier_fewer_per_method(s
   search = json.loads((tmp_path / "lr_search" / "ft_conditioning" / "lr_search.json").read_text())
   assert search["chosen"] == "finetune/ft_conditioning/lr1"
   assert {n: r["factor"] for n, r in search["runs"].items()} == {
-      "finetune/ft_conditioning/lr0": 0.5, "finetune/ft_conditioning/lr1": 1.0}
+    "finetune/ft_conditioning/lr0": 0.5,
+    "finetune/ft_conditioning/lr1": 1.0,
+  }
   assert search["runs"]["finetune/ft_conditioning/lr0"]["best_validation_loss"] == pytest.approx(0.8)
   # The trained group's batch-scaled rate (tiny: 5e-2 x factor x sqrt(4 / 1)); untrained groups are not listed.
   assert search["runs"]["finetune/ft_conditioning/lr0"]["learning_rate"] == {"conditioning": pytest.approx(0.05)}
@@ -127,7 +147,9 @@ def test_grid_search_selection_and_reuse_train_one_classifier_fewer_per_method(s
   assert selection["chosen"] == "epoch_2" and selection["validation_top1"] == {"epoch_1": 60.0, "epoch_2": 70.0}
   boomerang = json.loads((tmp_path / "select" / "boomerang" / "selection.json").read_text())
   assert boomerang["chosen"] == "strength_0.75" and boomerang["boomerang_strength"] == {
-      "strength_0.5": 0.5, "strength_0.75": 0.75}
+    "strength_0.5": 0.5,
+    "strength_0.75": 0.75,
+  }
   resampled = subsets.read_manifest(tmp_path / "resample" / "boomerang" / "set_1.jsonl")
   assert {r["candidate"] for r in resampled} == {"strength_0.75"}
 
@@ -179,6 +201,7 @@ def test_twin_of_a_reused_run_reruns_the_selection_classifier_that_trained(tmp_p
   baseline.write_text(json.dumps({"top1": 40.0}))
   seen = []
   import jax_aug.twin.run
+
   monkeypatch.setattr(jax_aug.twin.run, "twin_of_run", lambda run_dir, out: seen.append(Path(run_dir)))
   wiring.train_twin(tmp_path / "train" / "m" / "r0", tmp_path / "twin" / "m", workdir=tmp_path)
   wiring.train_twin(tmp_path / "train" / "b" / "r0", tmp_path / "twin" / "b", workdir=tmp_path)

@@ -15,6 +15,7 @@ def _writer(calls, name, text):
   def fn(out):
     calls.append(name)
     (out / "out.txt").write_text(text)
+
   return fn
 
 
@@ -42,6 +43,7 @@ def test_unfinished_stage_is_resumed_in_place(tmp_path):
   def crash(out):
     (out / "partial.txt").write_text("half")
     raise KeyboardInterrupt
+
   with pytest.raises(KeyboardInterrupt):
     _runner(tmp_path).run("train/m/r0", {"epochs": 3}, crash)
   assert json.loads((tmp_path / "stages" / "train" / "m" / "r0.json").read_text())["state"] == "running"
@@ -68,6 +70,7 @@ def test_changed_config_is_refused_with_the_changed_field_and_nothing_is_lost(tm
 def test_changed_config_of_an_unfinished_stage_is_refused_too(tmp_path):
   def crash(out):
     raise RuntimeError("killed")
+
   with pytest.raises(RuntimeError):
     _runner(tmp_path).run("subsets", {"seed": 0}, crash)
   with pytest.raises(stages.StageConfigChanged, match="started under a different config"):

@@ -12,7 +12,6 @@ variant, a realistic mismatch) leaves the losses within 1e-4 but moves the param
 fed with height and width swapped move the first loss beyond 1e-4.
 """
 
-
 import shutil
 
 import jax
@@ -20,7 +19,11 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+from conftest import REPO_ROOT
 from PIL import Image
+
+# The classifier trainer's test data (synthetic 4-class ImageNet) and its tiny config.
+from test_classifier_train import WNIDS, manifests, tiny_config  # noqa: F401  (manifests is a fixture)
 
 from jax_aug import io, sharding
 from jax_aug.classifier import model as model_lib
@@ -31,10 +34,6 @@ from jax_aug.study import wiring
 from jax_aug.study.config_files import load_module
 from jax_aug.twin import classifier as twin
 from jax_aug.twin import report, run
-
-from conftest import REPO_ROOT
-# The classifier trainer's test data (synthetic 4-class ImageNet) and its tiny config.
-from test_classifier_train import WNIDS, manifests, tiny_config  # noqa: F401  (manifests is a fixture)
 
 LOSS_RTOL = 1e-4
 PARAM_RTOL = 1e-5
@@ -60,8 +59,7 @@ def our_steps(config, batches_):
   train_step = steps.jit_train_step(model, tx, mesh)
   losses = []
   for batch in batches_:
-    state, metrics = train_step(state, sharding.global_batch({"image": batch["image"], "label": batch["label"]},
-                                                             mesh))
+    state, metrics = train_step(state, sharding.global_batch({"image": batch["image"], "label": batch["label"]}, mesh))
     losses.append(float(metrics["loss"]))
   return np.array(losses), port.flax_to_torch(jax.device_get(state.variables()))
 
@@ -92,8 +90,7 @@ def test_config_resnet50_is_torchvision_resnet50():
   ours = twin.ConfigResNet((3, 4, 6, 3), 64, num_classes=10)
   torch.manual_seed(0)
   reference = torchvision.models.resnet50(num_classes=10)
-  assert {k: v.shape for k, v in ours.state_dict().items()} == {
-      k: v.shape for k, v in reference.state_dict().items()}
+  assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in reference.state_dict().items()}
   ours.load_state_dict(reference.state_dict())
   x = torch.randn(2, 3, 64, 64)
   for mode in ("eval", "train"):
@@ -120,9 +117,10 @@ def test_weight_decay_groups_follow_our_mask(manifests):
   variables = twin.initial_variables(config, len(WNIDS))
   model_t = twin.build_model(config.model, len(WNIDS), variables)
   names = {id(p): k for k, p in model_t.named_parameters()}
-  for applies_to, expect_decayed in (("all", lambda k: True),
-                                     ("kernels", lambda k: k.endswith("weight") and "bn" not in k
-                                      and "downsample.1" not in k)):
+  for applies_to, expect_decayed in (
+    ("all", lambda k: True),
+    ("kernels", lambda k: k.endswith("weight") and "bn" not in k and "downsample.1" not in k),
+  ):
     config.optimizer.weight_decay_applies_to = applies_to
     optimizer = twin.make_optimizer(model_t, config.optimizer, variables)
     decayed = {names[id(p)] for g in optimizer.param_groups if g["weight_decay"] == 1e-4 for p in g["params"]}
@@ -172,8 +170,9 @@ def test_short_run_with_twin_and_report(manifests, twin_run):
   assert [r["learning_rate"] for r in ours["epochs"]] == [r["learning_rate"] for r in theirs["epochs"]]
   # The production loggers' first steps (20 logged, 5 per epoch) agree step for step.
   assert [r["step"] for r in ours["steps"]] == [r["step"] for r in theirs["steps"]] == list(range(20))
-  np.testing.assert_allclose([r["loss"] for r in ours["steps"][:3]], [r["loss"] for r in theirs["steps"][:3]],
-                             rtol=LOSS_RTOL)
+  np.testing.assert_allclose(
+    [r["loss"] for r in ours["steps"][:3]], [r["loss"] for r in theirs["steps"][:3]], rtol=LOSS_RTOL
+  )
   # Both learn, to within the band of each other.
   best = [max(r["validation_top1"] for r in run_["epochs"]) for run_ in (ours, theirs)]
   assert min(best) >= 50.0, best
@@ -192,8 +191,10 @@ def test_short_run_with_twin_and_report(manifests, twin_run):
   train_loss, validation, learning_rate, step_difference = figure.axes
   for ax, field in ((train_loss, "train_loss"), (validation, "validation_top1"), (learning_rate, "learning_rate")):
     lines = {line.get_label(): list(line.get_ydata()) for line in ax.get_lines()}
-    assert lines == {"ours (JAX)": [r[field] for r in ours["epochs"]],
-                     "twin (PyTorch)": [r[field] for r in theirs["epochs"]]}
+    assert lines == {
+      "ours (JAX)": [r[field] for r in ours["epochs"]],
+      "twin (PyTorch)": [r[field] for r in theirs["epochs"]],
+    }
   assert len(step_difference.get_lines()[0].get_xdata()) == 20
 
   # A finished twin is not retrained; a twin dir of another config is refused.
@@ -218,8 +219,11 @@ def test_study_twin_stage_reproduces_the_twin(twin_run, tmp_path):
   assert [s.name for s in stages][-2:] == ["report", "twin/baseline_10pct"]
   stage = stages[-1]
   assert stage.upstream == ("train/baseline_10pct/r0",)
-  shutil.copytree(run_dir, tmp_path / "train" / "baseline_10pct" / "r0" / wiring.CLASSIFIER_DIR,
-                  ignore=shutil.ignore_patterns(run.TWIN_DIR, "twin_report.*"))
+  shutil.copytree(
+    run_dir,
+    tmp_path / "train" / "baseline_10pct" / "r0" / wiring.CLASSIFIER_DIR,
+    ignore=shutil.ignore_patterns(run.TWIN_DIR, "twin_report.*"),
+  )
   stage.fn(tmp_path / "twin" / "baseline_10pct")
   twin_dir = tmp_path / "twin" / "baseline_10pct"
   assert io.read_json(twin_dir / run.TWIN_DIR / train.RESULTS_FILE) == out["twin"]
@@ -254,9 +258,13 @@ def test_interrupted_twin_resumes_identically(manifests, tmp_path, monkeypatch):
   assert resumed == reference
 
   def rows(name):
-    return [{k: v for k, v in r.items() if k not in ("train_seconds", "train_images_per_second")}
-            for r in io.JsonlManifest(tmp_path / name / train.METRICS_FILE).read()]
+    return [
+      {k: v for k, v in r.items() if k not in ("train_seconds", "train_images_per_second")}
+      for r in io.JsonlManifest(tmp_path / name / train.METRICS_FILE).read()
+    ]
 
   assert rows("resumed") == rows("uninterrupted")
-  assert (io.JsonlManifest(tmp_path / "resumed" / train.STEP_LOSSES_FILE).read()
-          == io.JsonlManifest(tmp_path / "uninterrupted" / train.STEP_LOSSES_FILE).read())
+  assert (
+    io.JsonlManifest(tmp_path / "resumed" / train.STEP_LOSSES_FILE).read()
+    == io.JsonlManifest(tmp_path / "uninterrupted" / train.STEP_LOSSES_FILE).read()
+  )

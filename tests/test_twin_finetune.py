@@ -12,6 +12,7 @@ the key derivation) is beyond 1e-4 of ours.
 import numpy as np
 import pytest
 import torch
+from conftest import REPO_ROOT
 
 from jax_aug.diffusion import tiny
 from jax_aug.finetune import trainer
@@ -19,8 +20,6 @@ from jax_aug.finetune.data import epoch_order
 from jax_aug.study.config_files import load_module
 from jax_aug.twin import finetune as twin_finetune
 from jax_aug.twin import report, run
-
-from conftest import REPO_ROOT
 
 LOSS_RTOL = 1e-4
 
@@ -45,11 +44,13 @@ def test_textual_inversion_twin_matches_step_for_step(tmp_path):
   twin = report.load_finetune_metrics(tmp_path / "run" / run.TWIN_DIR)
 
   assert [r["step"] for r in ours["steps"]] == [r["step"] for r in twin["steps"]] == list(range(1, 7))
-  np.testing.assert_allclose([r["train_loss"] for r in twin["steps"]], [r["train_loss"] for r in ours["steps"]],
-                             rtol=LOSS_RTOL)
+  np.testing.assert_allclose(
+    [r["train_loss"] for r in twin["steps"]], [r["train_loss"] for r in ours["steps"]], rtol=LOSS_RTOL
+  )
   assert [r["epoch"] for r in ours["epochs"]] == [r["epoch"] for r in twin["epochs"]] == [1, 2]
-  np.testing.assert_allclose([r["val_loss"] for r in twin["epochs"]], [r["val_loss"] for r in ours["epochs"]],
-                             rtol=LOSS_RTOL)
+  np.testing.assert_allclose(
+    [r["val_loss"] for r in twin["epochs"]], [r["val_loss"] for r in ours["epochs"]], rtol=LOSS_RTOL
+  )
   assert min(r["train_loss"] for r in ours["steps"]) > 0.5  # real losses (noise prediction near 1)
 
   # The report overlays both loss curves.
@@ -60,19 +61,27 @@ def test_textual_inversion_twin_matches_step_for_step(tmp_path):
   figure = report.make_finetune_figure(ours, twin, report.compare_finetune(ours, twin))
   for ax, field, rows in ((figure.axes[0], "train_loss", "steps"), (figure.axes[1], "val_loss", "epochs")):
     assert {line.get_label(): list(line.get_ydata()) for line in ax.get_lines()} == {
-        "ours (JAX)": [r[field] for r in ours[rows]], "twin (PyTorch)": [r[field] for r in twin[rows]]}
+      "ours (JAX)": [r[field] for r in ours[rows]],
+      "twin (PyTorch)": [r[field] for r in twin[rows]],
+    }
 
   # Negative control: the first batch with the noise of step 1's key instead of step 0's.
   prepared = twin_finetune.prepare(config, tmp_path / "run", torch.device("cpu"))
-  order = epoch_order(len(prepared["train"].examples), config.finetune.batch_size, seed=config.finetune.seed,
-                      epoch=1, shuffle=True)
+  order = epoch_order(
+    len(prepared["train"].examples), config.finetune.batch_size, seed=config.finetune.seed, epoch=1, shuffle=True
+  )
   batch = prepared["train"].batch(order[0], epoch=1)
-  right = twin_finetune.train_step(prepared, batch, trainer.train_step_key(config.finetune.seed, 1, 0),
-                                   max_grad_norm=1.0, device=torch.device("cpu"))
+  right = twin_finetune.train_step(
+    prepared, batch, trainer.train_step_key(config.finetune.seed, 1, 0), max_grad_norm=1.0, device=torch.device("cpu")
+  )
   assert right == pytest.approx(ours["steps"][0]["train_loss"], rel=LOSS_RTOL)
-  wrong = twin_finetune.train_step(twin_finetune.prepare(config, tmp_path / "run", torch.device("cpu")), batch,
-                                   trainer.train_step_key(config.finetune.seed, 1, 1), max_grad_norm=1.0,
-                                   device=torch.device("cpu"))
+  wrong = twin_finetune.train_step(
+    twin_finetune.prepare(config, tmp_path / "run", torch.device("cpu")),
+    batch,
+    trainer.train_step_key(config.finetune.seed, 1, 1),
+    max_grad_norm=1.0,
+    device=torch.device("cpu"),
+  )
   assert abs(wrong - ours["steps"][0]["train_loss"]) / ours["steps"][0]["train_loss"] > LOSS_RTOL
 
 

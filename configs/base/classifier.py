@@ -74,11 +74,11 @@ def get(scale: str) -> ml_collections.ConfigDict:
   # resampled augmentation set for augmented methods.
   config.train_manifests = ()
   config.validation_manifest = ""  # plateau schedule, early stopping, best checkpoint
-  config.test_manifest = ""        # scored once with the best checkpoint (official ILSVRC2012 val)
+  config.test_manifest = ""  # scored once with the best checkpoint (official ILSVRC2012 val)
   # The study's class list (after exclusions), in label order; labels are positions in it.
   config.wnids = ()
   config.resample_index = -1  # which resampled augmentation set (-1: none, a baseline)
-  config.seed = 0             # parameter init and input order / augmentation
+  config.seed = 0  # parameter init and input order / augmentation
   config.log_every_steps = 10  # per-step metrics (TensorBoard, NaN/inf guard) are read from the device this often
   # A jax.profiler trace of train steps [profile_first_step, + profile_steps) under <workdir>/tensorboard
   # (jax_aug.metrics.StepProfiler); 0 steps: off. After the first step, which compiles.

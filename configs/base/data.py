@@ -41,6 +41,7 @@ def get(scale: str) -> ml_collections.ConfigDict:
   config.check = ml_collections.ConfigDict({"num_workers": 0 if tiny else 16, "strict": False})
   # Only for the synthetic dataset (tiny): drawn into `root` when absent. 100 train images per class make
   # the 10% subset 10 per class, enough for a visible augmentation effect at 32 px.
-  config.synthetic = ml_collections.ConfigDict({
-      "train_per_class": 100, "val_per_class": 10, "image_size": 48, "seed": 0}) if tiny else None
+  config.synthetic = (
+    ml_collections.ConfigDict({"train_per_class": 100, "val_per_class": 10, "image_size": 48, "seed": 0}) if tiny else None
+  )
   return config

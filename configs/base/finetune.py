@@ -19,8 +19,7 @@ def get(scale: str) -> ml_collections.ConfigDict:
   # master weights and the optimizer stay float32 (docs/finetune.md: memory at SD v1.4 size).
   # Set by configs/methods/<method>.py: conditioning (a kind: "tensor" | "pseudo_word"), clusters_per_class,
   # train_unet (jax_aug/finetune/trainables/).
-  config.trainables = ml_collections.ConfigDict({"conditioning": "tensor", "clusters_per_class": 1,
-                                                 "train_unet": False})
+  config.trainables = ml_collections.ConfigDict({"conditioning": "tensor", "clusters_per_class": 1, "train_unet": False})
   # jax.checkpoint_policies name for rematerializing the U-Net in the backward pass ("" = off), e.g.
   # "dots_with_no_batch_dims_saveable" keeps only weight matmuls and recomputes the rest.
   config.gradient_checkpointing = ""
@@ -48,7 +47,8 @@ def get(scale: str) -> ml_collections.ConfigDict:
   config.lr_search = ml_collections.ConfigDict()
   config.lr_search.factors = (0.5, 1.0) if tiny else tuple(2.0 ** (k / 2) for k in range(-2, 3))
   config.optimizer = ml_collections.ConfigDict(
-      {"b1": 0.9, "b2": 0.999, "eps": 1e-8, "weight_decay": 0.0, "max_grad_norm": 1.0})
+    {"b1": 0.9, "b2": 0.999, "eps": 1e-8, "weight_decay": 0.0, "max_grad_norm": 1.0}
+  )
 
   config.policy = ml_collections.ConfigDict()
   config.policy.max_epochs = 3 if tiny else 40

@@ -5,7 +5,8 @@ conditioning starts as the class's no-ws simple prompt encoding; sampling draws 
 to their size.
 
   python finetune_dm.py --config=configs/methods/ft_cluster_conditioning.py:tiny --workdir=runs/ft_cluster_conditioning
-  python sample.py --config=configs/methods/ft_cluster_conditioning.py:tiny --config.finetune.workdir=runs/ft_cluster_conditioning \
+  python sample.py --config=configs/methods/ft_cluster_conditioning.py:tiny \
+      --config.finetune.workdir=runs/ft_cluster_conditioning \
       --workdir=runs/ft_cluster_conditioning_samples
 
 tiny: a tiny random SD on the synthetic ImageNet, seconds on a CPU; paper: SD v1.4 on the 10% subset.
@@ -21,6 +22,11 @@ common = load_module(Path(__file__).resolve().parents[1] / "common.py")
 
 
 def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
-  return common.method_config(__file__, arg, kind="finetuned", display_name="FT cluster conditioning",
-                               family="personalization",
-                               trainables={"conditioning": "tensor", "clusters_per_class": 5, "train_unet": False})
+  return common.method_config(
+    __file__,
+    arg,
+    kind="finetuned",
+    display_name="FT cluster conditioning",
+    family="personalization",
+    trainables={"conditioning": "tensor", "clusters_per_class": 5, "train_unet": False},
+  )

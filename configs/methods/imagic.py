@@ -38,6 +38,12 @@ def _first_epochs(config: ml_collections.ConfigDict, scale: str) -> None:
 
 
 def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
-  return common.method_config(__file__, arg, kind="finetuned", display_name="Imagic (conditioning & DM)",
-                               family="personalization", customize=_first_epochs,
-                               trainables={"conditioning": "tensor", "clusters_per_class": 1, "train_unet": True})
+  return common.method_config(
+    __file__,
+    arg,
+    kind="finetuned",
+    display_name="Imagic (conditioning & DM)",
+    family="personalization",
+    customize=_first_epochs,
+    trainables={"conditioning": "tensor", "clusters_per_class": 1, "train_unet": True},
+  )

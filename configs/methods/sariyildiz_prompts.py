@@ -16,5 +16,6 @@ common = load_module(Path(__file__).resolve().parents[1] / "common.py")
 
 
 def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
-  return common.method_config(__file__, arg, kind="prompt", display_name="Sariyildiz et al. prompts", family="prompt",
-                               prompt_strategy="sariyildiz")
+  return common.method_config(
+    __file__, arg, kind="prompt", display_name="Sariyildiz et al. prompts", family="prompt", prompt_strategy="sariyildiz"
+  )

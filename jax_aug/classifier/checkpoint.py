@@ -39,31 +39,31 @@ class RunCheckpoints:
     return self.best.latest_step()
 
   def save_latest(self, epoch: int, state: Any, meta: dict) -> None:
-    self.latest.save(epoch, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
+    self.latest.save(epoch, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
     self.latest.wait_until_finished()
 
   def restore_latest(self, template: Any) -> tuple[int, Any, dict]:
     epoch = self.latest.latest_step()
     if epoch is None:
       raise FileNotFoundError(f"no latest checkpoint in {self.latest.directory}")
-    restored = self.latest.restore(epoch, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(_abstract(template)), meta=ocp.args.JsonRestore()))
+    restored = self.latest.restore(
+      epoch, args=ocp.args.Composite(state=ocp.args.StandardRestore(_abstract(template)), meta=ocp.args.JsonRestore())
+    )
     return epoch, restored.state, restored.meta
 
   def save_best(self, epoch: int, variables: Any, meta: dict) -> None:
     if self.best.latest_step() == epoch:
       return  # written before a crash; the resumed rerun of this epoch computed the same weights
-    self.best.save(epoch, args=ocp.args.Composite(
-        variables=ocp.args.StandardSave(variables), meta=ocp.args.JsonSave(meta)))
+    self.best.save(epoch, args=ocp.args.Composite(variables=ocp.args.StandardSave(variables), meta=ocp.args.JsonSave(meta)))
     self.best.wait_until_finished()
 
   def restore_best(self, template: Any) -> tuple[int, Any, dict]:
     epoch = self.best.latest_step()
     if epoch is None:
       raise FileNotFoundError(f"no best checkpoint in {self.best.directory}")
-    restored = self.best.restore(epoch, args=ocp.args.Composite(
-        variables=ocp.args.StandardRestore(_abstract(template)), meta=ocp.args.JsonRestore()))
+    restored = self.best.restore(
+      epoch, args=ocp.args.Composite(variables=ocp.args.StandardRestore(_abstract(template)), meta=ocp.args.JsonRestore())
+    )
     return epoch, restored.variables, restored.meta
 
   def close(self) -> None:

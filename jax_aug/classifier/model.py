@@ -7,7 +7,7 @@ float32; `dtype` only sets the compute precision (bfloat16 on accelerators).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
@@ -22,7 +22,7 @@ fc_kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform"
 
 
 def fc_bias_init(fan_in: int):
-  bound = fan_in ** -0.5
+  bound = fan_in**-0.5
 
   def init(key, shape, dtype=jnp.float32):
     return jax.random.uniform(key, shape, dtype, -bound, bound)
@@ -44,6 +44,7 @@ class BatchNorm(nn.Module):
   normalises per GPU (the paper's setting). The running statistics then follow group 0 only, as DDP's
   default `broadcast_buffers=True` copies rank 0's buffers to every rank before each forward.
   """
+
   momentum: float = 0.1  # PyTorch convention: weight of the new batch statistics.
   epsilon: float = 1e-5
   dtype: jnp.dtype = jnp.float32
@@ -67,8 +68,7 @@ class BatchNorm(nn.Module):
       if not self.is_initializing():
         n = x.size // features // self.groups
         ra_mean.value = (1 - self.momentum) * ra_mean.value + self.momentum * mean[0].reshape(features)
-        ra_var.value = ((1 - self.momentum) * ra_var.value
-                        + self.momentum * var[0].reshape(features) * (n / max(n - 1, 1)))
+        ra_var.value = (1 - self.momentum) * ra_var.value + self.momentum * var[0].reshape(features) * (n / max(n - 1, 1))
     else:
       mean, var = ra_mean.value, ra_var.value
     # Folding the affine into one multiply-add keeps the normalisation a single fused elementwise op.
@@ -91,15 +91,22 @@ class Bottleneck(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     conv = lambda f, k, s, p, name: nn.Conv(
-        f, (k, k), (s, s), padding=((p, p), (p, p)), use_bias=False, dtype=self.dtype,
-        param_dtype=jnp.float32, kernel_init=conv_init, name=name)
+      f,
+      (k, k),
+      (s, s),
+      padding=((p, p), (p, p)),
+      use_bias=False,
+      dtype=self.dtype,
+      param_dtype=jnp.float32,
+      kernel_init=conv_init,
+      name=name,
+    )
     norm = lambda name: BatchNorm(dtype=self.dtype, groups=self.bn_groups, name=name)
     out = nn.relu(norm("bn1")(conv(self.width, 1, 1, 0, "conv1")(x), train))
     out = nn.relu(norm("bn2")(conv(self.width, 3, self.stride, 1, "conv2")(out), train))
     out = norm("bn3")(conv(self.width * self.expansion, 1, 1, 0, "conv3")(out), train)
     if self.downsample:
-      x = norm("downsample_bn")(
-          conv(self.width * self.expansion, 1, self.stride, 0, "downsample_conv")(x), train)
+      x = norm("downsample_bn")(conv(self.width * self.expansion, 1, self.stride, 0, "downsample_conv")(x), train)
     return nn.relu(out + x)
 
 
@@ -110,6 +117,7 @@ class ResNet(nn.Module):
   Input: NHWC images; output: float32 logits (float64 when `dtype` is float64, which the equivalence
   tests use to compare the math with PyTorch without float32 rounding). `bn_groups`: see BatchNorm.groups.
   """
+
   num_classes: int = 1000
   stage_sizes: Sequence[int] = RESNET50_STAGE_SIZES
   num_filters: int = 64
@@ -119,22 +127,33 @@ class ResNet(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     x = x.astype(self.dtype)
-    x = nn.Conv(self.num_filters, (7, 7), (2, 2), padding=((3, 3), (3, 3)), use_bias=False,
-                dtype=self.dtype, param_dtype=jnp.float32, kernel_init=conv_init, name="conv1")(x)
+    x = nn.Conv(
+      self.num_filters,
+      (7, 7),
+      (2, 2),
+      padding=((3, 3), (3, 3)),
+      use_bias=False,
+      dtype=self.dtype,
+      param_dtype=jnp.float32,
+      kernel_init=conv_init,
+      name="conv1",
+    )(x)
     x = nn.relu(BatchNorm(dtype=self.dtype, groups=self.bn_groups, name="bn1")(x, train))
     x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
     in_features = self.num_filters
     for stage, num_blocks in enumerate(self.stage_sizes):
-      width = self.num_filters * 2 ** stage
+      width = self.num_filters * 2**stage
       for block in range(num_blocks):
         stride = 2 if stage > 0 and block == 0 else 1
         downsample = block == 0 and (stride != 1 or in_features != width * Bottleneck.expansion)
-        x = Bottleneck(width, stride, downsample, dtype=self.dtype, bn_groups=self.bn_groups,
-                       name=f"layer{stage + 1}_{block}")(x, train)
+        x = Bottleneck(
+          width, stride, downsample, dtype=self.dtype, bn_groups=self.bn_groups, name=f"layer{stage + 1}_{block}"
+        )(x, train)
         in_features = width * Bottleneck.expansion
     x = jnp.mean(x.astype(jnp.promote_types(self.dtype, jnp.float32)), axis=(1, 2))
-    return nn.Dense(self.num_classes, param_dtype=jnp.float32, kernel_init=fc_kernel_init,
-                    bias_init=fc_bias_init(in_features), name="fc")(x)
+    return nn.Dense(
+      self.num_classes, param_dtype=jnp.float32, kernel_init=fc_kernel_init, bias_init=fc_bias_init(in_features), name="fc"
+    )(x)
 
 
 def resnet50(num_classes: int = 1000, dtype: jnp.dtype = jnp.float32) -> ResNet:
@@ -152,6 +171,10 @@ def build_model(config, num_classes: int, num_devices: int = 1) -> ResNet:
     raise ValueError(f"model.dtype must be one of {sorted(dtypes)}, got {config.dtype!r}")
   if config.batch_norm not in BATCH_NORM_STATISTICS:
     raise ValueError(f"model.batch_norm must be one of {BATCH_NORM_STATISTICS}, got {config.batch_norm!r}")
-  return ResNet(num_classes=num_classes, stage_sizes=tuple(config.stage_sizes),
-                num_filters=config.num_filters, dtype=dtypes[config.dtype],
-                bn_groups=num_devices if config.batch_norm == "per_device" else 1)
+  return ResNet(
+    num_classes=num_classes,
+    stage_sizes=tuple(config.stage_sizes),
+    num_filters=config.num_filters,
+    dtype=dtypes[config.dtype],
+    bn_groups=num_devices if config.batch_norm == "per_device" else 1,
+  )

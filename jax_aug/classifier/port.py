@@ -8,12 +8,17 @@ scale/bias/mean/var. `num_batches_tracked` only matters to PyTorch BN without mo
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
-_BN_TO_FLAX = {"weight": ("params", "scale"), "bias": ("params", "bias"),
-               "running_mean": ("batch_stats", "mean"), "running_var": ("batch_stats", "var")}
+_BN_TO_FLAX = {
+  "weight": ("params", "scale"),
+  "bias": ("params", "bias"),
+  "running_mean": ("batch_stats", "mean"),
+  "running_var": ("batch_stats", "var"),
+}
 _BN_FROM_FLAX = {v: k for k, v in _BN_TO_FLAX.items()}
 
 
@@ -50,8 +55,11 @@ def torch_to_flax(state_dict: Mapping[str, Any]) -> dict:
     array = value.detach().cpu().numpy() if hasattr(value, "detach") else np.asarray(value)
     path = _flax_module_path(module)
     if module == "fc":
-      collection, name, array = "params", {"weight": "kernel", "bias": "bias"}[leaf], (
-          array.T if leaf == "weight" else array)
+      collection, name, array = (
+        "params",
+        {"weight": "kernel", "bias": "bias"}[leaf],
+        (array.T if leaf == "weight" else array),
+      )
     elif _is_bn(module):
       if leaf not in _BN_TO_FLAX:
         raise KeyError(f"unexpected BatchNorm entry {key!r} in the torchvision state_dict")
@@ -83,7 +91,7 @@ def flax_to_torch(variables: Mapping[str, Any]) -> dict[str, np.ndarray]:
       array = np.asarray(value, dtype=np.float32)
       module = _torch_module_name(path)
       if module == "fc":
-        state[f"fc.{ {'kernel': 'weight', 'bias': 'bias'}[name]}"] = array.T if name == "kernel" else array
+        state[f"fc.{ {'kernel': 'weight', 'bias': 'bias'}[name] }"] = array.T if name == "kernel" else array
       elif name == "kernel":
         state[f"{module}.weight"] = array.transpose(3, 2, 0, 1)
       elif (collection, name) in _BN_FROM_FLAX:

@@ -31,8 +31,7 @@ class PlateauState:
   stop: bool = False
 
   def to_json(self) -> dict:
-    return dataclasses.asdict(self) | {
-        "best_accuracy": None if self.best_accuracy == float("-inf") else self.best_accuracy}
+    return dataclasses.asdict(self) | {"best_accuracy": None if self.best_accuracy == float("-inf") else self.best_accuracy}
 
   @classmethod
   def from_json(cls, data: dict) -> PlateauState:
@@ -44,20 +43,28 @@ class PlateauState:
 
 @dataclasses.dataclass(frozen=True)
 class EpochDecision:
-  improved: bool            # this epoch is the new best: save the best checkpoint
-  learning_rate: float      # lr for the next epoch
+  improved: bool  # this epoch is the new best: save the best checkpoint
+  learning_rate: float  # lr for the next epoch
   lr_reduced: bool
   stop: bool
-  stop_reason: str | None   # "plateau" or "max_epochs"
+  stop_reason: str | None  # "plateau" or "max_epochs"
 
 
 def initial_state(learning_rate: float) -> PlateauState:
   return PlateauState(learning_rate=learning_rate)
 
 
-def update(state: PlateauState, epoch: int, val_accuracy: float, *, lr_patience: int,
-           lr_factor: float, stop_patience: int, max_epochs: int,
-           min_delta: float = 0.0) -> tuple[PlateauState, EpochDecision]:
+def update(
+  state: PlateauState,
+  epoch: int,
+  val_accuracy: float,
+  *,
+  lr_patience: int,
+  lr_factor: float,
+  stop_patience: int,
+  max_epochs: int,
+  min_delta: float = 0.0,
+) -> tuple[PlateauState, EpochDecision]:
   """Advances the schedule by the validation accuracy of `epoch` (0-based, consecutive)."""
   if state.stop:
     raise ValueError(f"the schedule already stopped after epoch {state.last_epoch}; got epoch {epoch}")
@@ -78,8 +85,14 @@ def update(state: PlateauState, epoch: int, val_accuracy: float, *, lr_patience:
   elif since_change >= lr_patience:
     learning_rate, lr_reduced, since_change = state.learning_rate * lr_factor, True, 0
   new_state = PlateauState(
-      learning_rate=learning_rate, best_accuracy=best_accuracy, best_epoch=best_epoch,
-      epochs_since_best=since_best, epochs_since_change=since_change, last_epoch=epoch,
-      stop=stop_reason is not None)
-  return new_state, EpochDecision(improved=improved, learning_rate=learning_rate,
-                                  lr_reduced=lr_reduced, stop=new_state.stop, stop_reason=stop_reason)
+    learning_rate=learning_rate,
+    best_accuracy=best_accuracy,
+    best_epoch=best_epoch,
+    epochs_since_best=since_best,
+    epochs_since_change=since_change,
+    last_epoch=epoch,
+    stop=stop_reason is not None,
+  )
+  return new_state, EpochDecision(
+    improved=improved, learning_rate=learning_rate, lr_reduced=lr_reduced, stop=new_state.stop, stop_reason=stop_reason
+  )

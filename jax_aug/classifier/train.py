@@ -12,8 +12,9 @@ import json
 import logging
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -50,8 +51,10 @@ def _resolve_manifest(name: str, splits_dir: Path | None) -> Path:
   """A manifest path, or a split name ("subset", "validation", "subset_20", "test") of the data stage."""
   if name in subsets.SPLIT_NAMES:
     if splits_dir is None:
-      raise ValueError(f"manifest {name!r} names a split, but the config has no data block to make the"
-                       " splits: give a path to a .jsonl manifest instead")
+      raise ValueError(
+        f"manifest {name!r} names a split, but the config has no data block to make the"
+        " splits: give a path to a .jsonl manifest instead"
+      )
     return splits_dir / f"{name}.jsonl"
   return Path(name)
 
@@ -67,16 +70,16 @@ def load_run_data(config: ConfigDict, workdir: str | os.PathLike) -> dict:
     paths = subsets.prepare_splits(config.data, workdir)
     splits_dir = paths["subset"].parent
   if not config.train_manifests:
-    raise ValueError("config.train_manifests is empty: expected the subset's manifest (and optionally one"
-                     " resampled augmentation set's)")
+    raise ValueError(
+      "config.train_manifests is empty: expected the subset's manifest (and optionally one resampled augmentation set's)"
+    )
   if not config.validation_manifest:
-    raise ValueError("config.validation_manifest is empty: the plateau schedule and the best checkpoint"
-                     " need a validation split")
-  train = pipeline.mix(*[subsets.read_manifest(_resolve_manifest(m, splits_dir))
-                         for m in config.train_manifests])
+    raise ValueError(
+      "config.validation_manifest is empty: the plateau schedule and the best checkpoint need a validation split"
+    )
+  train = pipeline.mix(*[subsets.read_manifest(_resolve_manifest(m, splits_dir)) for m in config.train_manifests])
   validation = subsets.read_manifest(_resolve_manifest(config.validation_manifest, splits_dir))
-  test = (subsets.read_manifest(_resolve_manifest(config.test_manifest, splits_dir))
-          if config.test_manifest else None)
+  test = subsets.read_manifest(_resolve_manifest(config.test_manifest, splits_dir)) if config.test_manifest else None
   wnids = list(config.wnids)
   if not wnids:
     if splits_dir is None:
@@ -93,8 +96,7 @@ def _check_config(config: ConfigDict, mesh) -> None:
       raise ValueError(f"config.{name}={config[name]} is not divisible by {jax.process_count()} hosts")
 
 
-def evaluate(eval_step, variables: Any, records: Sequence[dict], *, wnids: Sequence[str],
-             config: ConfigDict, mesh) -> dict:
+def evaluate(eval_step, variables: Any, records: Sequence[dict], *, wnids: Sequence[str], config: ConfigDict, mesh) -> dict:
   """Top-1 (%) overall (over images) and per class on `records`, each image counted once."""
   correct = np.zeros(len(wnids), np.int64)
   count = np.zeros(len(wnids), np.int64)
@@ -112,31 +114,60 @@ def top1_summary(correct: np.ndarray, count: np.ndarray, wnids: Sequence[str], *
   """{"top1", "per_class_top1", "num_images", "skipped_images"} from per-class counts of correct predictions
   and images, and the number of unreadable images the loader masked out."""
   per_class = {w: 100.0 * int(c) / int(n) for w, c, n in zip(wnids, correct, count) if n}
-  return {"top1": 100.0 * int(correct.sum()) / max(int(count.sum()), 1), "per_class_top1": per_class,
-          "num_images": int(count.sum()), "skipped_images": skipped}
+  return {
+    "top1": 100.0 * int(correct.sum()) / max(int(count.sum()), 1),
+    "per_class_top1": per_class,
+    "num_images": int(count.sum()),
+    "skipped_images": skipped,
+  }
 
 
-def train_loader(records: Sequence[dict], *, wnids: Sequence[str], epoch: int, config: ConfigDict,
-                 **hosts) -> Any:
+def train_loader(records: Sequence[dict], *, wnids: Sequence[str], epoch: int, config: ConfigDict, **hosts) -> Any:
   """The epoch's training batches of this host (the PyTorch twin consumes the same ones)."""
   return pipeline.make_train_loader(
-      records, wnids=wnids, epoch=epoch, seed=config.seed, global_batch_size=config.global_batch_size,
-      image_size=config.input.image_size, num_workers=config.input.num_workers,
-      crop_scale=tuple(config.input.crop_scale), crop_ratio=tuple(config.input.crop_ratio),
-      tfds_data_dir=config.input.tfds_data_dir or None, tfds_name=config.input.tfds_name,
-      cache_dir=config.input.cache_dir or None, **hosts)
+    records,
+    wnids=wnids,
+    epoch=epoch,
+    seed=config.seed,
+    global_batch_size=config.global_batch_size,
+    image_size=config.input.image_size,
+    num_workers=config.input.num_workers,
+    crop_scale=tuple(config.input.crop_scale),
+    crop_ratio=tuple(config.input.crop_ratio),
+    tfds_data_dir=config.input.tfds_data_dir or None,
+    tfds_name=config.input.tfds_name,
+    cache_dir=config.input.cache_dir or None,
+    **hosts,
+  )
 
 
 def eval_loader(records: Sequence[dict], *, wnids: Sequence[str], config: ConfigDict, **hosts) -> Any:
   return pipeline.make_eval_loader(
-      records, wnids=wnids, batch_size=config.eval_batch_size, image_size=config.input.image_size,
-      crop_fraction=config.input.eval_crop_fraction, num_workers=config.input.num_workers,
-      tfds_data_dir=config.input.tfds_data_dir or None, tfds_name=config.input.tfds_name,
-      cache_dir=config.input.cache_dir or None, **hosts)
+    records,
+    wnids=wnids,
+    batch_size=config.eval_batch_size,
+    image_size=config.input.image_size,
+    crop_fraction=config.input.eval_crop_fraction,
+    num_workers=config.input.num_workers,
+    tfds_data_dir=config.input.tfds_data_dir or None,
+    tfds_name=config.input.tfds_name,
+    cache_dir=config.input.cache_dir or None,
+    **hosts,
+  )
 
 
-def _train_epoch(train_step, state, records, *, wnids, epoch: int, config: ConfigDict, mesh,
-                 writer: metrics_lib.MetricsWriter, profiler: metrics_lib.StepProfiler):
+def _train_epoch(
+  train_step,
+  state,
+  records,
+  *,
+  wnids,
+  epoch: int,
+  config: ConfigDict,
+  mesh,
+  writer: metrics_lib.MetricsWriter,
+  profiler: metrics_lib.StepProfiler,
+):
   """One epoch; returns the state, the epoch's mean metrics and the losses of its first steps (for the
   step-by-step comparison with the PyTorch twin, jax_aug/twin). Every step's STEP_METRICS go to `writer`
   every config.log_every_steps steps and at the epoch's end, where a NaN/inf one stops the run (before the
@@ -145,12 +176,12 @@ def _train_epoch(train_step, state, records, *, wnids, epoch: int, config: Confi
   loss_sum, correct_sum, skipped = jnp.zeros(()), jnp.zeros((), jnp.int32), 0
   first_losses = []
   per_step = metrics_lib.StepMetrics()
-  progress = tqdm(total=num_steps, desc=f"epoch {epoch}", unit="step", leave=False,
-                  disable=jax.process_index() != 0)
+  progress = tqdm(total=num_steps, desc=f"epoch {epoch}", unit="step", leave=False, disable=jax.process_index() != 0)
   batches = train_loader(records, wnids=wnids, epoch=epoch, config=config)
   for step, batch in enumerate(sharding.prefetch_to_device(batches, mesh, ("image", "label"))):
     global_step = epoch * num_steps + step
-    with profiler.step(global_step, lambda: state):
+    # The lambda reads `state` when the block exits, i.e. the step's new state: late binding is intended.
+    with profiler.step(global_step, lambda: state):  # noqa: B023
       state, metrics = train_step(state, {"image": batch["image"], "label": batch["label"]})
     per_step.add(global_step, {k: metrics[k] for k in STEP_METRICS})
     loss_sum, correct_sum = loss_sum + metrics["loss"], correct_sum + metrics["correct"]
@@ -163,9 +194,15 @@ def _train_epoch(train_step, state, records, *, wnids, epoch: int, config: Confi
       progress.set_postfix(loss=f"{float(metrics['loss']):.3f}")
   progress.close()
   per_step.flush(writer, STEP_PREFIX)
-  return state, {"train_loss": float(loss_sum) / num_steps,
-                 "train_top1": 100.0 * int(correct_sum) / (num_steps * config.global_batch_size),
-                 "train_skipped_images": skipped}, [float(loss) for loss in first_losses]
+  return (
+    state,
+    {
+      "train_loss": float(loss_sum) / num_steps,
+      "train_top1": 100.0 * int(correct_sum) / (num_steps * config.global_batch_size),
+      "train_skipped_images": skipped,
+    },
+    [float(loss) for loss in first_losses],
+  )
 
 
 def step_loss_rows(epoch: int, steps_per_epoch: int, losses: Sequence[float]) -> list[dict]:
@@ -194,8 +231,10 @@ def state_shardings(config: ConfigDict, model, tx, mesh) -> steps.TrainState:
 
 def initial_state(config: ConfigDict, model, tx, mesh) -> steps.TrainState:
   """The train state at step 0: parameters drawn from config.seed (the PyTorch twin starts from them)."""
-  return jax.jit(lambda key: steps.create_train_state(model, tx, key, config.input.image_size),
-                 out_shardings=state_shardings(config, model, tx, mesh))(jax.random.key(config.seed))
+  return jax.jit(
+    lambda key: steps.create_train_state(model, tx, key, config.input.image_size),
+    out_shardings=state_shardings(config, model, tx, mesh),
+  )(jax.random.key(config.seed))
 
 
 def epoch_last_step(epoch: int, num_train: int, config: ConfigDict) -> int:
@@ -203,28 +242,62 @@ def epoch_last_step(epoch: int, num_train: int, config: ConfigDict) -> int:
   return (epoch + 1) * pipeline.steps_per_epoch(num_train, config.global_batch_size) - 1
 
 
-def epoch_row(epoch: int, learning_rate: float, train_metrics: dict, val: dict, plateau, decision,
-              train_seconds: float, *, num_train: int, config: ConfigDict) -> dict:
+def epoch_row(
+  epoch: int,
+  learning_rate: float,
+  train_metrics: dict,
+  val: dict,
+  plateau,
+  decision,
+  train_seconds: float,
+  *,
+  num_train: int,
+  config: ConfigDict,
+) -> dict:
   """One row of metrics.jsonl (the PyTorch twin writes the same rows)."""
   images = pipeline.steps_per_epoch(num_train, config.global_batch_size) * config.global_batch_size
-  return {"epoch": epoch, "learning_rate": learning_rate, **train_metrics,
-          "validation_top1": val["top1"], "validation_skipped_images": val["skipped_images"],
-          "best_validation_top1": plateau.best_accuracy,
-          "best_epoch": plateau.best_epoch, "lr_reduced": decision.lr_reduced,
-          "train_seconds": train_seconds, "train_images_per_second": images / train_seconds}
+  return {
+    "epoch": epoch,
+    "learning_rate": learning_rate,
+    **train_metrics,
+    "validation_top1": val["top1"],
+    "validation_skipped_images": val["skipped_images"],
+    "best_validation_top1": plateau.best_accuracy,
+    "best_epoch": plateau.best_epoch,
+    "lr_reduced": decision.lr_reduced,
+    "train_seconds": train_seconds,
+    "train_images_per_second": images / train_seconds,
+  }
 
 
-def results_record(final: dict, eval_split: str, best_validation: dict, *, best_epoch: int, plateau,
-                   stop_reason: str | None, data: dict, config: ConfigDict) -> dict:
+def results_record(
+  final: dict,
+  eval_split: str,
+  best_validation: dict,
+  *,
+  best_epoch: int,
+  plateau,
+  stop_reason: str | None,
+  data: dict,
+  config: ConfigDict,
+) -> dict:
   """results.json's dict (see train_and_evaluate)."""
   return {
-      "top1": final["top1"], "per_class_top1": final["per_class_top1"], "eval_split": eval_split,
-      "num_eval_images": final["num_images"],
-      "validation_top1": best_validation["top1"],
-      "validation_per_class_top1": best_validation["per_class_top1"],
-      "best_epoch": best_epoch, "epochs_trained": plateau.last_epoch + 1, "stop_reason": stop_reason,
-      "num_train_images": len(data["train"]), "num_classes": len(data["wnids"]), "wnids": data["wnids"],
-      "resample_index": config.resample_index, "seed": config.seed, "config": config_record(config),
+    "top1": final["top1"],
+    "per_class_top1": final["per_class_top1"],
+    "eval_split": eval_split,
+    "num_eval_images": final["num_images"],
+    "validation_top1": best_validation["top1"],
+    "validation_per_class_top1": best_validation["per_class_top1"],
+    "best_epoch": best_epoch,
+    "epochs_trained": plateau.last_epoch + 1,
+    "stop_reason": stop_reason,
+    "num_train_images": len(data["train"]),
+    "num_classes": len(data["wnids"]),
+    "wnids": data["wnids"],
+    "resample_index": config.resample_index,
+    "seed": config.seed,
+    "config": config_record(config),
   }
 
 
@@ -238,8 +311,7 @@ def train_and_evaluate(config: ConfigDict, workdir: str | os.PathLike) -> dict:
   workdir = Path(workdir)
   is_chief = jax.process_index() == 0
   config_json = config_record(config)
-  results_path, metrics_path, config_path = (workdir / RESULTS_FILE, workdir / METRICS_FILE,
-                                             workdir / CONFIG_FILE)
+  results_path, metrics_path, config_path = (workdir / RESULTS_FILE, workdir / METRICS_FILE, workdir / CONFIG_FILE)
   if config_path.exists() and io.read_json(config_path) != config_json:
     raise ValueError(f"{workdir} holds a run of a different config ({config_path}); use a new workdir")
   if results_path.exists():
@@ -269,32 +341,53 @@ def train_and_evaluate(config: ConfigDict, workdir: str | os.PathLike) -> dict:
       truncate_metrics(metrics_path, last)
   # A resumed run's events start at its first step: TensorBoard drops what the killed run wrote from there.
   writer = metrics_lib.MetricsWriter(
-      metrics_path, workdir / metrics_lib.TENSORBOARD_DIR, enabled=is_chief,
-      purge_step=epoch_last_step(first_epoch - 1, len(data["train"]), config) + 1 if first_epoch else None)
-  profiler = metrics_lib.StepProfiler(writer.logdir, config.profile_first_step, config.profile_steps,
-                                      enabled=is_chief)
+    metrics_path,
+    workdir / metrics_lib.TENSORBOARD_DIR,
+    enabled=is_chief,
+    purge_step=epoch_last_step(first_epoch - 1, len(data["train"]), config) + 1 if first_epoch else None,
+  )
+  profiler = metrics_lib.StepProfiler(writer.logdir, config.profile_first_step, config.profile_steps, enabled=is_chief)
 
   epoch = first_epoch
   try:
     while not plateau.stop:
       state = steps.set_learning_rate(state, plateau.learning_rate)
       start = time.time()
-      state, train_metrics, first_losses = _train_epoch(train_step, state, data["train"], wnids=wnids,
-                                                        epoch=epoch, config=config, mesh=mesh, writer=writer,
-                                                        profiler=profiler)
+      state, train_metrics, first_losses = _train_epoch(
+        train_step,
+        state,
+        data["train"],
+        wnids=wnids,
+        epoch=epoch,
+        config=config,
+        mesh=mesh,
+        writer=writer,
+        profiler=profiler,
+      )
       train_seconds = time.time() - start
       val = evaluate(eval_step, state.variables(), data["validation"], wnids=wnids, config=config, mesh=mesh)
       learning_rate = plateau.learning_rate
       plateau, decision = schedule.update(plateau, epoch, val["top1"], **config.schedule.to_dict())
-      row = epoch_row(epoch, learning_rate, train_metrics, val, plateau, decision, train_seconds,
-                      num_train=len(data["train"]), config=config)
+      row = epoch_row(
+        epoch,
+        learning_rate,
+        train_metrics,
+        val,
+        plateau,
+        decision,
+        train_seconds,
+        num_train=len(data["train"]),
+        config=config,
+      )
       # The row first: a NaN/inf in it stops the run before any checkpoint of this epoch is written.
       writer.write_row(row, step=epoch_last_step(epoch, len(data["train"]), config))
       if decision.improved:
         checkpoints.save_best(epoch, state.variables(), {"epoch": epoch, "validation": val})
       if is_chief:
-        append_step_losses(workdir / STEP_LOSSES_FILE, step_loss_rows(
-            epoch, pipeline.steps_per_epoch(len(data["train"]), config.global_batch_size), first_losses))
+        append_step_losses(
+          workdir / STEP_LOSSES_FILE,
+          step_loss_rows(epoch, pipeline.steps_per_epoch(len(data["train"]), config.global_batch_size), first_losses),
+        )
         log.info("epoch %d: %s", epoch, {k: row[k] for k in ("train_loss", "validation_top1")})
       stop_reason = decision.stop_reason
       checkpoints.save_latest(epoch, state, {"schedule": plateau.to_json(), "stop_reason": stop_reason})
@@ -306,12 +399,19 @@ def train_and_evaluate(config: ConfigDict, workdir: str | os.PathLike) -> dict:
   best_epoch, best_variables, best_meta = checkpoints.restore_best(state.variables())
   checkpoints.close()
   if data["test"] is not None:
-    final, eval_split = evaluate(eval_step, best_variables, data["test"], wnids=wnids, config=config,
-                                 mesh=mesh), "test"
+    final, eval_split = evaluate(eval_step, best_variables, data["test"], wnids=wnids, config=config, mesh=mesh), "test"
   else:
     final, eval_split = best_meta["validation"], "validation"
-  results = results_record(final, eval_split, best_meta["validation"], best_epoch=best_epoch, plateau=plateau,
-                           stop_reason=stop_reason, data=data, config=config)
+  results = results_record(
+    final,
+    eval_split,
+    best_meta["validation"],
+    best_epoch=best_epoch,
+    plateau=plateau,
+    stop_reason=stop_reason,
+    data=data,
+    config=config,
+  )
   if is_chief:
     io.atomic_write_json(results_path, results)
   return results

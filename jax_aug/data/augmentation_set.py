@@ -19,8 +19,8 @@ from __future__ import annotations
 import io
 import os
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 from PIL import Image
@@ -44,8 +44,9 @@ def validate_wnid(wnid: str) -> str:
 def validate_key(key: str) -> str:
   if not isinstance(key, str) or not _KEY_RE.fullmatch(key):
     raise ValueError(
-        f"bad augmentation item key {key!r}: expected 1-128 characters of [A-Za-z0-9_.-] not starting"
-        " with '.', derived from (class, image index), never from a URL or caption")
+      f"bad augmentation item key {key!r}: expected 1-128 characters of [A-Za-z0-9_.-] not starting"
+      " with '.', derived from (class, image index), never from a URL or caption"
+    )
   return key
 
 
@@ -59,8 +60,7 @@ def item_key(wnid: str, index: int) -> str:
 def _png_bytes(image: Image.Image | np.ndarray, key: str) -> bytes:
   if isinstance(image, np.ndarray):
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
-      raise ValueError(
-          f"image for {key}: expected a uint8 array [H, W, 3], got {image.dtype} {list(image.shape)}")
+      raise ValueError(f"image for {key}: expected a uint8 array [H, W, 3], got {image.dtype} {list(image.shape)}")
     image = Image.fromarray(image, mode="RGB")
   elif not isinstance(image, Image.Image):
     raise TypeError(f"image for {key}: expected a PIL image or a uint8 array, got {type(image).__name__}")
@@ -87,8 +87,9 @@ class AugmentationSetWriter:
     for _, row in _read_rows(self.root):
       if row.get("method") != method:
         raise ValueError(
-            f"{self.root} holds images of method {row.get('method')!r} (key {row.get('key')!r}),"
-            f" not {method!r}: use one directory per method")
+          f"{self.root} holds images of method {row.get('method')!r} (key {row.get('key')!r}),"
+          f" not {method!r}: use one directory per method"
+        )
       self._keys.add(row["key"])
 
   def has(self, key: str) -> bool:
@@ -164,8 +165,9 @@ def load_augmentation_set(root: str | os.PathLike) -> list[dict]:
   return rows
 
 
-def resample(records: Sequence[dict], per_class_counts: Mapping[str, int], n_sets: int = 5,
-             seed: int = 0) -> list[list[dict]]:
+def resample(
+  records: Sequence[dict], per_class_counts: Mapping[str, int], n_sets: int = 5, seed: int = 0
+) -> list[list[dict]]:
   """Draws `n_sets` augmentation sets, each with `per_class_counts[wnid]` images of every class.
 
   Each set draws without replacement within itself; the sets are independent of each other (the paper
@@ -183,8 +185,7 @@ def resample(records: Sequence[dict], per_class_counts: Mapping[str, int], n_set
   for wnid, count in per_class_counts.items():
     have = len(by_class.get(wnid, []))
     if count > have:
-      raise ValueError(
-          f"class {wnid}: the augmentation set has {have} images but a resampled set needs {count}")
+      raise ValueError(f"class {wnid}: the augmentation set has {have} images but a resampled set needs {count}")
   sets = []
   for set_index in range(n_sets):
     drawn = []

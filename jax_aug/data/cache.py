@@ -15,10 +15,9 @@ longer side the cache holds the decoded pixels exactly and the loaders' batches 
 
 from __future__ import annotations
 
-import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from PIL import Image
@@ -40,12 +39,15 @@ def stored_size(width: int, height: int, max_side: int) -> tuple[int, int]:
   return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def write_cache(records: Sequence[dict], cache_dir: str | os.PathLike, *, max_side: int,
-                reader: ImageReader = ImageReader()) -> Path:
+def write_cache(
+  records: Sequence[dict], cache_dir: str | os.PathLike, *, max_side: int, reader: ImageReader | None = None
+) -> Path:
   """Decodes every record's image once into `cache_dir` (see the module docstring); returns cache_dir."""
   from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
+
   if max_side < 1:
     raise ValueError(f"cache max_side must be a positive number of pixels, got {max_side}")
+  reader = reader or ImageReader()
   cache_dir = Path(cache_dir)
   cache_dir.mkdir(parents=True, exist_ok=True)
   tmp = cache_dir / f".{IMAGES_FILE}.tmp"
@@ -86,13 +88,14 @@ class CachedReader:
   def __call__(self, path: str) -> Image.Image:
     if self._source is None:
       from array_record.python import array_record_data_source  # pylint: disable=g-import-not-at-top
+
       paths = io.read_json(Path(self.cache_dir) / INDEX_FILE)["paths"]
       self._positions = {p: i for i, p in enumerate(paths)}
       self._source = array_record_data_source.ArrayRecordDataSource(str(Path(self.cache_dir) / IMAGES_FILE))
     if path not in self._positions:
       raise KeyError(f"image {path} is not in the decode-once cache {self.cache_dir}")
     data = self._source[self._positions[path]]
-    height, width = np.frombuffer(data[:_HEADER.itemsize * 2], _HEADER)
+    height, width = np.frombuffer(data[: _HEADER.itemsize * 2], _HEADER)
     if len(data) != _HEADER.itemsize * 2 + int(height) * int(width) * 3:
       raise io.ImageDecodeError(f"{path}: cache record of {len(data)} bytes does not hold {height}x{width} RGB")
     pixels = np.frombuffer(data, np.uint8, offset=_HEADER.itemsize * 2).reshape(int(height), int(width), 3)

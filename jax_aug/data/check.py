@@ -27,8 +27,8 @@ import contextlib
 import multiprocessing
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from tqdm import tqdm
 
@@ -83,9 +83,16 @@ def _check_chunk(paths: Sequence[str], reader: sources.ImageReader) -> list[dict
   return [check_image(p, reader) for p in paths]
 
 
-def check_records(records: Sequence[dict], out_dir: str | os.PathLike, *, reader: sources.ImageReader,
-                  num_workers: int = 0, strict: bool = False, ignored: Sequence[str] = (),
-                  desc: str = "data check") -> dict:
+def check_records(
+  records: Sequence[dict],
+  out_dir: str | os.PathLike,
+  *,
+  reader: sources.ImageReader,
+  num_workers: int = 0,
+  strict: bool = False,
+  ignored: Sequence[str] = (),
+  desc: str = "data check",
+) -> dict:
   """Decodes every record's image once (resuming `out_dir/scanned.jsonl`), writes quarantine.jsonl and
   summary.json, and returns the summary. `ignored`: files the listing skipped, counted in the summary."""
   out_dir = Path(out_dir)
@@ -96,29 +103,39 @@ def check_records(records: Sequence[dict], out_dir: str | os.PathLike, *, reader
   _record(scanned.read(), done, bad)
   paths = sorted({r["path"] for r in records})
   todo = [p for p in paths if p not in done]
-  chunks = [todo[i:i + CHUNK] for i in range(0, len(todo), CHUNK)]
+  chunks = [todo[i : i + CHUNK] for i in range(0, len(todo), CHUNK)]
   start = time.perf_counter()
-  with tqdm(total=len(paths), initial=len(paths) - len(todo), desc=desc, unit="img") as progress, \
-       _pool(num_workers if chunks else 0) as pool:
+  with (
+    tqdm(total=len(paths), initial=len(paths) - len(todo), desc=desc, unit="img") as progress,
+    _pool(num_workers if chunks else 0) as pool,
+  ):
     for rows in (pool.map if pool else map)(_check_chunk, chunks, [reader] * len(chunks)):
       scanned.append_many(rows)
       _record(rows, done, bad)
       progress.update(len(rows))
   seconds = time.perf_counter() - start
   bad = [bad[p] for p in paths if p in bad]
-  atomic_write_text(out_dir / QUARANTINE_FILE, "".join(
-      JsonlManifest.line({k: row[k] for k in ("path", "reason", "size", "error")}) for row in bad))
+  atomic_write_text(
+    out_dir / QUARANTINE_FILE,
+    "".join(JsonlManifest.line({k: row[k] for k in ("path", "reason", "size", "error")}) for row in bad),
+  )
   summary = {
-      "checked": len(paths), "passed": len(paths) - len(bad), "quarantined": len(bad),
-      "quarantined_by_reason": dict(sorted(collections.Counter(row["reason"] for row in bad).items())),
-      "ignored_files": len(ignored), "ignored_examples": list(ignored[:10]),
-      "decoded_this_run": len(todo), "seconds": seconds,
-      "images_per_second": len(todo) / seconds if todo and seconds > 0 else None,
+    "checked": len(paths),
+    "passed": len(paths) - len(bad),
+    "quarantined": len(bad),
+    "quarantined_by_reason": dict(sorted(collections.Counter(row["reason"] for row in bad).items())),
+    "ignored_files": len(ignored),
+    "ignored_examples": list(ignored[:10]),
+    "decoded_this_run": len(todo),
+    "seconds": seconds,
+    "images_per_second": len(todo) / seconds if todo and seconds > 0 else None,
   }
   atomic_write_json(out_dir / SUMMARY_FILE, summary)
   if strict and bad:
-    raise DataCheckFailed(f"{len(bad)} of {len(paths)} images failed the data check (strict):\n" + "\n".join(
-        f"  {row['path']}: {row['reason']} ({row['error']})" for row in bad))
+    raise DataCheckFailed(
+      f"{len(bad)} of {len(paths)} images failed the data check (strict):\n"
+      + "\n".join(f"  {row['path']}: {row['reason']} ({row['error']})" for row in bad)
+    )
   return summary
 
 
@@ -172,17 +189,32 @@ def list_source(path: str | os.PathLike) -> tuple[str, list[dict], list[str]]:
     return "ilsvrc_folder", records, ignored
   if _is_split_folder(path):
     return "split_folder", *sources.folder_listing(path)
-  raise ValueError(f"{path}: not a data folder: expected an augmentation set ({augmentation_set.MANIFEST_GLOB}),"
-                   " an ILSVRC folder (train/ and val/ of <wnid>/ class folders) or one split folder of <wnid>/"
-                   " class folders")
+  raise ValueError(
+    f"{path}: not a data folder: expected an augmentation set ({augmentation_set.MANIFEST_GLOB}),"
+    " an ILSVRC folder (train/ and val/ of <wnid>/ class folders) or one split folder of <wnid>/"
+    " class folders"
+  )
 
 
-def check_path(path: str | os.PathLike, out_dir: str | os.PathLike, *, num_workers: int = 0,
-               strict: bool = False, reader: sources.ImageReader | None = None) -> dict:
+def check_path(
+  path: str | os.PathLike,
+  out_dir: str | os.PathLike,
+  *,
+  num_workers: int = 0,
+  strict: bool = False,
+  reader: sources.ImageReader | None = None,
+) -> dict:
   """The data check of a folder (see `list_source`) into `out_dir`; returns the summary (with "kind")."""
   kind, records, ignored = list_source(path)
-  summary = check_records(records, out_dir, reader=reader or sources.ImageReader(), num_workers=num_workers,
-                          strict=strict, ignored=ignored, desc=f"checking {Path(path).name}")
+  summary = check_records(
+    records,
+    out_dir,
+    reader=reader or sources.ImageReader(),
+    num_workers=num_workers,
+    strict=strict,
+    ignored=ignored,
+    desc=f"checking {Path(path).name}",
+  )
   summary = {"kind": kind, "source": str(Path(path).resolve()), **summary}
   atomic_write_json(Path(out_dir) / SUMMARY_FILE, summary)
   return summary

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import importlib.util
+import json
 from pathlib import Path
 
 
@@ -32,9 +32,15 @@ def load_classes() -> tuple[ClassInfo, ...]:
   # scripts/make_imagenet_classes.py.
   text = (Path(__file__).resolve().parents[1] / "assets" / "imagenet_classes.json").read_text(encoding="utf-8")
   return tuple(
-      ClassInfo(index=c["index"], wnid=c["wnid"], lemmas=tuple(c["lemmas"]), definition=c["definition"],
-                hypernyms=tuple(c["hypernyms"]))
-      for c in json.loads(text))
+    ClassInfo(
+      index=c["index"],
+      wnid=c["wnid"],
+      lemmas=tuple(c["lemmas"]),
+      definition=c["definition"],
+      hypernyms=tuple(c["hypernyms"]),
+    )
+    for c in json.loads(text)
+  )
 
 
 @functools.cache
@@ -59,8 +65,7 @@ def places365_categories() -> tuple[str, ...]:
   if spec is None or not spec.submodule_search_locations:
     raise ModuleNotFoundError("tensorflow_datasets is needed for the Places365 category names")
   path = Path(spec.submodule_search_locations[0]) / "image_classification" / "categories_places365.txt"
-  return tuple(_scene_prose(line.strip()) for line in path.read_text(encoding="utf-8").splitlines()
-               if line.strip())
+  return tuple(_scene_prose(line.strip()) for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
 
 
 def _scene_prose(category: str) -> str:

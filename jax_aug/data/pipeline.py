@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import grain
 import numpy as np
@@ -68,9 +68,13 @@ def mix(*record_lists: Sequence[dict]) -> list[dict]:
   return mixed
 
 
-def random_resized_crop_box(rng: np.random.Generator, width: int, height: int,
-                            scale: tuple[float, float] = (0.08, 1.0),
-                            ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> tuple[int, int, int, int]:
+def random_resized_crop_box(
+  rng: np.random.Generator,
+  width: int,
+  height: int,
+  scale: tuple[float, float] = (0.08, 1.0),
+  ratio: tuple[float, float] = (3 / 4, 4 / 3),
+) -> tuple[int, int, int, int]:
   """(top, left, crop height, crop width), the algorithm of torchvision's RandomResizedCrop.get_params:
   10 tries of a random area fraction in `scale` and log-uniform aspect in `ratio`, else a centre crop
   with the aspect clamped into `ratio`."""
@@ -95,8 +99,7 @@ def random_resized_crop_box(rng: np.random.Generator, width: int, height: int,
   return (height - h) // 2, (width - w) // 2, h, w
 
 
-def resized_crop(image: Image.Image, box: tuple[int, int, int, int], image_size: int,
-                 flip: bool) -> np.ndarray:
+def resized_crop(image: Image.Image, box: tuple[int, int, int, int], image_size: int, flip: bool) -> np.ndarray:
   """Crops (top, left, height, width), resizes to image_size (bilinear, as torchvision on PIL images)
   and optionally mirrors horizontally."""
   top, left, h, w = box
@@ -106,8 +109,9 @@ def resized_crop(image: Image.Image, box: tuple[int, int, int, int], image_size:
   return np.asarray(image, np.uint8)
 
 
-def train_transform(image: Image.Image, rng: np.random.Generator, image_size: int,
-                    scale: tuple[float, float], ratio: tuple[float, float]) -> np.ndarray:
+def train_transform(
+  image: Image.Image, rng: np.random.Generator, image_size: int, scale: tuple[float, float], ratio: tuple[float, float]
+) -> np.ndarray:
   """Random resized crop + horizontal flip with probability 0.5, all randomness drawn from `rng`."""
   box = random_resized_crop_box(rng, image.width, image.height, scale, ratio)
   return resized_crop(image, box, image_size, flip=rng.random() < 0.5)
@@ -127,9 +131,20 @@ def normalize(images):
 class _LoadExample:
   """Record index -> example. Top-level and holding only picklable state, for grain worker processes."""
 
-  def __init__(self, records: Sequence[dict], labels: Mapping[str, int], reader: ImageReader, *,
-               train: bool, image_size: int, seed: int = 0, epoch: int = 0,
-               crop_scale=(0.08, 1.0), crop_ratio=(3 / 4, 4 / 3), crop_fraction: float = 0.875):
+  def __init__(
+    self,
+    records: Sequence[dict],
+    labels: Mapping[str, int],
+    reader: ImageReader,
+    *,
+    train: bool,
+    image_size: int,
+    seed: int = 0,
+    epoch: int = 0,
+    crop_scale=(0.08, 1.0),
+    crop_ratio=(3 / 4, 4 / 3),
+    crop_fraction: float = 0.875,
+  ):
     self.paths = [r["path"] for r in records]
     self.labels = np.array([labels[r["wnid"]] for r in records], np.int32)
     self.reader, self.train, self.image_size = reader, train, image_size
@@ -144,8 +159,13 @@ class _LoadExample:
       return None
 
   def _padding(self, skipped: bool) -> dict:
-    return {"image": np.zeros((self.image_size, self.image_size, 3), np.uint8), "label": np.int32(0),
-            "index": np.int32(-1), "mask": False, "skipped": skipped}
+    return {
+      "image": np.zeros((self.image_size, self.image_size, 3), np.uint8),
+      "label": np.int32(0),
+      "index": np.int32(-1),
+      "mask": False,
+      "skipped": skipped,
+    }
 
   def __call__(self, index: int) -> dict:
     if index < 0:  # padding of the last evaluation batch
@@ -164,25 +184,26 @@ class _LoadExample:
       pixels = train_transform(image, rng, self.image_size, self.crop_scale, self.crop_ratio)
     else:
       pixels = eval_transform(image, self.image_size, self.crop_fraction)
-    return {"image": pixels, "label": self.labels[index], "index": np.int32(index), "mask": True,
-            "skipped": skipped}
+    return {"image": pixels, "label": self.labels[index], "index": np.int32(index), "mask": True, "skipped": skipped}
 
 
 def _collate(examples: Sequence[dict]) -> dict:
   return {
-      "image": np.stack([e["image"] for e in examples]),
-      "label": np.array([e["label"] for e in examples], np.int32),
-      "index": np.array([e["index"] for e in examples], np.int32),
-      "mask": np.array([e["mask"] for e in examples], bool),
-      "skipped": np.array([e["skipped"] for e in examples], bool),
+    "image": np.stack([e["image"] for e in examples]),
+    "label": np.array([e["label"] for e in examples], np.int32),
+    "index": np.array([e["index"] for e in examples], np.int32),
+    "mask": np.array([e["mask"] for e in examples], bool),
+    "skipped": np.array([e["skipped"] for e in examples], bool),
   }
 
 
 def _check_records(records: Sequence[dict], labels: Mapping[str, int]) -> None:
   for record in records:
     if record["wnid"] not in labels:
-      raise ValueError(f"record {record['path']} has class {record['wnid']!r}, which is not in the"
-                       f" study's class list of {len(labels)} classes (excluded or unknown)")
+      raise ValueError(
+        f"record {record['path']} has class {record['wnid']!r}, which is not in the"
+        f" study's class list of {len(labels)} classes (excluded or unknown)"
+      )
     path = record["path"]
     if not path.startswith("tfds://") and not path.startswith("/"):
       raise ValueError(f"record path {path!r} is relative: resolve it (subsets.read_manifest does)")
@@ -191,6 +212,7 @@ def _check_records(records: Sequence[dict], labels: Mapping[str, int]) -> None:
 def _hosts(process_index: int | None, process_count: int | None) -> tuple[int, int]:
   if process_index is None or process_count is None:
     import jax  # pylint: disable=g-import-not-at-top  (only to ask which host this is)
+
     process_index = jax.process_index() if process_index is None else process_index
     process_count = jax.process_count() if process_count is None else process_count
   if not 0 <= process_index < process_count:
@@ -198,19 +220,22 @@ def _hosts(process_index: int | None, process_count: int | None) -> tuple[int, i
   return process_index, process_count
 
 
-def _host_rows(global_order: np.ndarray, global_batch_size: int, process_index: int,
-               process_count: int) -> np.ndarray:
+def _host_rows(global_order: np.ndarray, global_batch_size: int, process_index: int, process_count: int) -> np.ndarray:
   """This host's block of every global batch, in batch order."""
   if global_batch_size % process_count:
     raise ValueError(f"global batch size {global_batch_size} is not divisible by {process_count} hosts")
   per_host = global_batch_size // process_count
   batches = global_order.reshape(-1, global_batch_size)
-  return batches[:, process_index * per_host:(process_index + 1) * per_host].reshape(-1)
+  return batches[:, process_index * per_host : (process_index + 1) * per_host].reshape(-1)
 
 
 def _loader(indices: np.ndarray, load: _LoadExample, per_host: int, num_workers: int) -> grain.IterDataset:
-  dataset = grain.MapDataset.source(indices.tolist()).map(load).batch(
-      per_host, drop_remainder=False, batch_fn=_collate).to_iter_dataset()
+  dataset = (
+    grain.MapDataset.source(indices.tolist())
+    .map(load)
+    .batch(per_host, drop_remainder=False, batch_fn=_collate)
+    .to_iter_dataset()
+  )
   if num_workers > 0:
     if not flags.FLAGS.is_parsed():  # grain reads absl flags; outside absl.app nobody parsed them
       flags.FLAGS.mark_as_parsed()
@@ -226,13 +251,23 @@ def steps_per_epoch(num_records: int, global_batch_size: int) -> int:
   return num_records // global_batch_size
 
 
-def make_train_loader(records: Sequence[dict], *, wnids: Sequence[str], epoch: int, seed: int,
-                      global_batch_size: int, image_size: int, num_workers: int = 0,
-                      crop_scale: tuple[float, float] = (0.08, 1.0),
-                      crop_ratio: tuple[float, float] = (3 / 4, 4 / 3),
-                      tfds_data_dir: str | None = None, tfds_name: str = "imagenet2012",
-                      process_index: int | None = None, process_count: int | None = None,
-                      cache_dir: str | None = None) -> Iterable[dict]:
+def make_train_loader(
+  records: Sequence[dict],
+  *,
+  wnids: Sequence[str],
+  epoch: int,
+  seed: int,
+  global_batch_size: int,
+  image_size: int,
+  num_workers: int = 0,
+  crop_scale: tuple[float, float] = (0.08, 1.0),
+  crop_ratio: tuple[float, float] = (3 / 4, 4 / 3),
+  tfds_data_dir: str | None = None,
+  tfds_name: str = "imagenet2012",
+  process_index: int | None = None,
+  process_count: int | None = None,
+  cache_dir: str | None = None,
+) -> Iterable[dict]:
   """One epoch of this host's training batches: {"image": uint8 [b,H,W,3] pixels (`normalize` them), "label": int32
   [b], "index": int32 [b] (position in `records`), "mask": bool [b] (all True), "skipped": bool [b] (an
   unreadable record replaced by the next readable one)}, b = global / hosts. With `cache_dir` the pixels
@@ -244,17 +279,35 @@ def make_train_loader(records: Sequence[dict], *, wnids: Sequence[str], epoch: i
     raise ValueError(f"{len(records)} training records make no full global batch of {global_batch_size}")
   process_index, process_count = _hosts(process_index, process_count)
   order = np.random.default_rng([_ORDER_STREAM, seed, epoch]).permutation(len(records))
-  rows = _host_rows(order[:steps * global_batch_size], global_batch_size, process_index, process_count)
-  load = _LoadExample(records, labels, _reader(tfds_data_dir, tfds_name, cache_dir), train=True,
-                      image_size=image_size, seed=seed, epoch=epoch, crop_scale=crop_scale,
-                      crop_ratio=crop_ratio)
+  rows = _host_rows(order[: steps * global_batch_size], global_batch_size, process_index, process_count)
+  load = _LoadExample(
+    records,
+    labels,
+    _reader(tfds_data_dir, tfds_name, cache_dir),
+    train=True,
+    image_size=image_size,
+    seed=seed,
+    epoch=epoch,
+    crop_scale=crop_scale,
+    crop_ratio=crop_ratio,
+  )
   return _loader(rows, load, global_batch_size // process_count, num_workers)
 
 
-def make_eval_loader(records: Sequence[dict], *, wnids: Sequence[str], batch_size: int, image_size: int,
-                     crop_fraction: float = 0.875, num_workers: int = 0, tfds_data_dir: str | None = None,
-                     tfds_name: str = "imagenet2012", process_index: int | None = None,
-                     process_count: int | None = None, cache_dir: str | None = None) -> Iterable[dict]:
+def make_eval_loader(
+  records: Sequence[dict],
+  *,
+  wnids: Sequence[str],
+  batch_size: int,
+  image_size: int,
+  crop_fraction: float = 0.875,
+  num_workers: int = 0,
+  tfds_data_dir: str | None = None,
+  tfds_name: str = "imagenet2012",
+  process_index: int | None = None,
+  process_count: int | None = None,
+  cache_dir: str | None = None,
+) -> Iterable[dict]:
   """All of `records` once, in order, as this host's rows of global batches of `batch_size` (all hosts
   together); the last global batch is padded with zero images whose `mask` is False."""
   labels = label_map(wnids)
@@ -264,8 +317,14 @@ def make_eval_loader(records: Sequence[dict], *, wnids: Sequence[str], batch_siz
   process_index, process_count = _hosts(process_index, process_count)
   steps = math.ceil(len(records) / batch_size)
   order = np.full(steps * batch_size, -1, np.int64)
-  order[:len(records)] = np.arange(len(records))
+  order[: len(records)] = np.arange(len(records))
   rows = _host_rows(order, batch_size, process_index, process_count)
-  load = _LoadExample(records, labels, _reader(tfds_data_dir, tfds_name, cache_dir), train=False,
-                      image_size=image_size, crop_fraction=crop_fraction)
+  load = _LoadExample(
+    records,
+    labels,
+    _reader(tfds_data_dir, tfds_name, cache_dir),
+    train=False,
+    image_size=image_size,
+    crop_fraction=crop_fraction,
+  )
   return _loader(rows, load, batch_size // process_count, num_workers)

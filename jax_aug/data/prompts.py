@@ -8,7 +8,7 @@ prompts. Templates are drawn with replacement, as the paper does.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -17,42 +17,119 @@ from jax_aug.data.imagenet_classes import ClassInfo, places365_categories
 # CLIP's 80 ImageNet prompt templates, in the order of openai/CLIP
 # notebooks/Prompt_Engineering_for_ImageNet.ipynb (`imagenet_templates`).
 CLIP_IMAGENET_TEMPLATES = (
-    "a bad photo of a {}.", "a photo of many {}.", "a sculpture of a {}.",
-    "a photo of the hard to see {}.", "a low resolution photo of the {}.", "a rendering of a {}.",
-    "graffiti of a {}.", "a bad photo of the {}.", "a cropped photo of the {}.", "a tattoo of a {}.",
-    "the embroidered {}.", "a photo of a hard to see {}.", "a bright photo of a {}.",
-    "a photo of a clean {}.", "a photo of a dirty {}.", "a dark photo of the {}.", "a drawing of a {}.",
-    "a photo of my {}.", "the plastic {}.", "a photo of the cool {}.", "a close-up photo of a {}.",
-    "a black and white photo of the {}.", "a painting of the {}.", "a painting of a {}.",
-    "a pixelated photo of the {}.", "a sculpture of the {}.", "a bright photo of the {}.",
-    "a cropped photo of a {}.", "a plastic {}.", "a photo of the dirty {}.",
-    "a jpeg corrupted photo of a {}.", "a blurry photo of the {}.", "a photo of the {}.",
-    "a good photo of the {}.", "a rendering of the {}.", "a {} in a video game.", "a photo of one {}.",
-    "a doodle of a {}.", "a close-up photo of the {}.", "a photo of a {}.", "the origami {}.",
-    "the {} in a video game.", "a sketch of a {}.", "a doodle of the {}.", "a origami {}.",
-    "a low resolution photo of a {}.", "the toy {}.", "a rendition of the {}.", "a photo of the clean {}.",
-    "a photo of a large {}.", "a rendition of a {}.", "a photo of a nice {}.", "a photo of a weird {}.",
-    "a blurry photo of a {}.", "a cartoon {}.", "art of a {}.", "a sketch of the {}.", "a embroidered {}.",
-    "a pixelated photo of a {}.", "itap of the {}.", "a jpeg corrupted photo of the {}.",
-    "a good photo of a {}.", "a plushie {}.", "a photo of the nice {}.", "a photo of the small {}.",
-    "a photo of the weird {}.", "the cartoon {}.", "art of the {}.", "a drawing of the {}.",
-    "a photo of the large {}.", "a black and white photo of a {}.", "the plushie {}.",
-    "a dark photo of a {}.", "itap of a {}.", "graffiti of the {}.", "a toy {}.", "itap of my {}.",
-    "a photo of a cool {}.", "a photo of a small {}.", "a tattoo of the {}.",
+  "a bad photo of a {}.",
+  "a photo of many {}.",
+  "a sculpture of a {}.",
+  "a photo of the hard to see {}.",
+  "a low resolution photo of the {}.",
+  "a rendering of a {}.",
+  "graffiti of a {}.",
+  "a bad photo of the {}.",
+  "a cropped photo of the {}.",
+  "a tattoo of a {}.",
+  "the embroidered {}.",
+  "a photo of a hard to see {}.",
+  "a bright photo of a {}.",
+  "a photo of a clean {}.",
+  "a photo of a dirty {}.",
+  "a dark photo of the {}.",
+  "a drawing of a {}.",
+  "a photo of my {}.",
+  "the plastic {}.",
+  "a photo of the cool {}.",
+  "a close-up photo of a {}.",
+  "a black and white photo of the {}.",
+  "a painting of the {}.",
+  "a painting of a {}.",
+  "a pixelated photo of the {}.",
+  "a sculpture of the {}.",
+  "a bright photo of the {}.",
+  "a cropped photo of a {}.",
+  "a plastic {}.",
+  "a photo of the dirty {}.",
+  "a jpeg corrupted photo of a {}.",
+  "a blurry photo of the {}.",
+  "a photo of the {}.",
+  "a good photo of the {}.",
+  "a rendering of the {}.",
+  "a {} in a video game.",
+  "a photo of one {}.",
+  "a doodle of a {}.",
+  "a close-up photo of the {}.",
+  "a photo of a {}.",
+  "the origami {}.",
+  "the {} in a video game.",
+  "a sketch of a {}.",
+  "a doodle of the {}.",
+  "a origami {}.",
+  "a low resolution photo of a {}.",
+  "the toy {}.",
+  "a rendition of the {}.",
+  "a photo of the clean {}.",
+  "a photo of a large {}.",
+  "a rendition of a {}.",
+  "a photo of a nice {}.",
+  "a photo of a weird {}.",
+  "a blurry photo of a {}.",
+  "a cartoon {}.",
+  "art of a {}.",
+  "a sketch of the {}.",
+  "a embroidered {}.",
+  "a pixelated photo of a {}.",
+  "itap of the {}.",
+  "a jpeg corrupted photo of the {}.",
+  "a good photo of a {}.",
+  "a plushie {}.",
+  "a photo of the nice {}.",
+  "a photo of the small {}.",
+  "a photo of the weird {}.",
+  "the cartoon {}.",
+  "art of the {}.",
+  "a drawing of the {}.",
+  "a photo of the large {}.",
+  "a black and white photo of a {}.",
+  "the plushie {}.",
+  "a dark photo of a {}.",
+  "itap of a {}.",
+  "graffiti of the {}.",
+  "a toy {}.",
+  "itap of my {}.",
+  "a photo of a cool {}.",
+  "a photo of a small {}.",
+  "a tattoo of the {}.",
 )
 
 # The object templates of textual inversion (Gal et al. 2022), as used by diffusers'
 # examples/textual_inversion/textual_inversion{,_flax}.py (`imagenet_templates_small`), the
 # implementation the paper's pseudo-word methods build on. '{}' is the pseudo-word.
 TEXTUAL_INVERSION_TEMPLATES = (
-    "a photo of a {}", "a rendering of a {}", "a cropped photo of the {}", "the photo of a {}",
-    "a photo of a clean {}", "a photo of a dirty {}", "a dark photo of the {}", "a photo of my {}",
-    "a photo of the cool {}", "a close-up photo of a {}", "a bright photo of the {}",
-    "a cropped photo of a {}", "a photo of the {}", "a good photo of the {}", "a photo of one {}",
-    "a close-up photo of the {}", "a rendition of the {}", "a photo of the clean {}",
-    "a rendition of a {}", "a photo of a nice {}", "a good photo of a {}", "a photo of the nice {}",
-    "a photo of the small {}", "a photo of the weird {}", "a photo of the large {}",
-    "a photo of a cool {}", "a photo of a small {}",
+  "a photo of a {}",
+  "a rendering of a {}",
+  "a cropped photo of the {}",
+  "the photo of a {}",
+  "a photo of a clean {}",
+  "a photo of a dirty {}",
+  "a dark photo of the {}",
+  "a photo of my {}",
+  "a photo of the cool {}",
+  "a close-up photo of a {}",
+  "a bright photo of the {}",
+  "a cropped photo of a {}",
+  "a photo of the {}",
+  "a good photo of the {}",
+  "a photo of one {}",
+  "a close-up photo of the {}",
+  "a rendition of the {}",
+  "a photo of the clean {}",
+  "a rendition of a {}",
+  "a photo of a nice {}",
+  "a good photo of a {}",
+  "a photo of the nice {}",
+  "a photo of the small {}",
+  "a photo of the weird {}",
+  "a photo of the large {}",
+  "a photo of a cool {}",
+  "a photo of a small {}",
 )
 
 # Template categories of Sariyildiz et al., "Fake it till you make it" (arXiv:2212.08420, Sec. 3), as the
@@ -60,34 +137,38 @@ TEXTUAL_INVERSION_TEMPLATES = (
 # "multiple different"; c with its WordNet definition d; c with h inside a Places365 background b. The
 # exact punctuation ("c, h", "c, h inside b") follows Sariyildiz et al.'s notation.
 SARIYILDIZ_TEMPLATES = (
-    "{c}",
-    "{c}, {h}",
-    "multiple {c}, {h}",
-    "multiple different {c}, {h}",
-    "{c}, {d}",
-    "{c}, {h} inside {b}",
+  "{c}",
+  "{c}, {h}",
+  "multiple {c}, {h}",
+  "multiple different {c}, {h}",
+  "{c}, {d}",
+  "{c}, {h} inside {b}",
 )
 
 # Prompt strategies by name, each registered by `@strategy(name)` where it is defined (here, or in any module
 # imported before the strategy is used, e.g. a test's): a method config names one in `method.prompt_strategy`.
-PROMPT_STRATEGIES: dict[str, "Strategy"] = {}
+PROMPT_STRATEGIES: dict[str, Strategy] = {}
 
 
 @dataclasses.dataclass(frozen=True)
 class Strategy:
   """`fn(cls, image_index, seed, lemmas) -> prompt`, or with `placeholder` first when `takes_placeholder`."""
+
   fn: Callable[..., str]
   takes_placeholder: bool = False
 
 
 def strategy(name: str, *, takes_placeholder: bool = False) -> Callable[[Callable[..., str]], Callable[..., str]]:
   """Registers a prompt strategy under `name` (a decorator); a name registered twice is refused."""
+
   def register(fn: Callable[..., str]) -> Callable[..., str]:
     if name in PROMPT_STRATEGIES:
-      raise ValueError(f"prompt strategy {name!r} is registered twice ({PROMPT_STRATEGIES[name].fn.__qualname__},"
-                       f" {fn.__qualname__})")
+      raise ValueError(
+        f"prompt strategy {name!r} is registered twice ({PROMPT_STRATEGIES[name].fn.__qualname__}, {fn.__qualname__})"
+      )
     PROMPT_STRATEGIES[name] = Strategy(fn, takes_placeholder)
     return fn
+
   return register
 
 
@@ -150,7 +231,8 @@ def sariyildiz(cls: ClassInfo, image_index: int, seed: int, lemmas: str = "all")
   scenes = places365_categories()
   background = scenes[_rng(seed, cls, image_index).integers(len(scenes))]
   return SARIYILDIZ_TEMPLATES[sariyildiz_category(image_index)].format(
-      c=cls.name, h=cls.hypernyms[0], d=cls.definition, b=background)
+    c=cls.name, h=cls.hypernyms[0], d=cls.definition, b=background
+  )
 
 
 @strategy("textual_inversion", takes_placeholder=True)
@@ -163,8 +245,9 @@ def textual_inversion(placeholder: str, cls: ClassInfo, image_index: int, seed: 
   return TEXTUAL_INVERSION_TEMPLATES[rng.integers(len(TEXTUAL_INVERSION_TEMPLATES))].format(placeholder)
 
 
-def build_prompt(strategy: str, cls: ClassInfo, image_index: int, seed: int, *,
-                 placeholder: str | None = None, lemmas: str = "all") -> str:
+def build_prompt(
+  strategy: str, cls: ClassInfo, image_index: int, seed: int, *, placeholder: str | None = None, lemmas: str = "all"
+) -> str:
   """The prompt of image `image_index` of class `cls` under the registered `strategy` (PROMPT_STRATEGIES);
   `lemmas` ("all" | "first") makes the class name n of the simple and CLIP prompts."""
   if image_index < 0:

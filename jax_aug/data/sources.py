@@ -14,8 +14,8 @@ import logging
 import os
 import re
 import threading
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from PIL import Image
 from tqdm import tqdm
@@ -55,13 +55,17 @@ def folder_records(split_dir: str | os.PathLike, wnids: Sequence[str] | None = N
   with a warning that counts them (`folder_listing` returns them)."""
   records, ignored = folder_listing(split_dir, wnids)
   if ignored:
-    log.warning("%s: ignored %d files that are not images (%s), e.g. %s", split_dir, len(ignored),
-                "/".join(IMAGE_SUFFIXES), ", ".join(ignored[:3]))
+    log.warning(
+      "%s: ignored %d files that are not images (%s), e.g. %s",
+      split_dir,
+      len(ignored),
+      "/".join(IMAGE_SUFFIXES),
+      ", ".join(ignored[:3]),
+    )
   return records
 
 
-def folder_listing(split_dir: str | os.PathLike, wnids: Sequence[str] | None = None
-                   ) -> tuple[list[dict], list[str]]:
+def folder_listing(split_dir: str | os.PathLike, wnids: Sequence[str] | None = None) -> tuple[list[dict], list[str]]:
   """(records of every image of `split_dir/<wnid>/` sorted by class then file name, the other files).
 
   Images are the files whose suffix is one of IMAGE_SUFFIXES in any case, as for torchvision's
@@ -102,13 +106,21 @@ def _tfds_source(data_dir: str, name: str, split: str):
   with _tfds_lock:
     if key not in _tfds_sources:
       import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top  (slow import, tfds only)
-      _tfds_sources[key] = tfds.data_source(name, data_dir=data_dir, split=split, download=False,
-                                            decoders={"image": tfds.decode.SkipDecoding()})
+
+      _tfds_sources[key] = tfds.data_source(
+        name, data_dir=data_dir, split=split, download=False, decoders={"image": tfds.decode.SkipDecoding()}
+      )
     return _tfds_sources[key]
 
 
-def tfds_records(data_dir: str | os.PathLike, split: str, *, name: str = "imagenet2012",
-                 wnids: Sequence[str] | None = None, batch_size: int = 256) -> list[dict]:
+def tfds_records(
+  data_dir: str | os.PathLike,
+  split: str,
+  *,
+  name: str = "imagenet2012",
+  wnids: Sequence[str] | None = None,
+  batch_size: int = 256,
+) -> list[dict]:
   """Records of a prepared tfds dataset split (e.g. 'train', 'validation'), optionally only `wnids`.
 
   Finding each example's class reads every record once (array_record holds whole serialized
@@ -124,8 +136,12 @@ def tfds_records(data_dir: str | os.PathLike, split: str, *, name: str = "imagen
     if missing:
       raise ValueError(f"tfds {name} has no class {sorted(missing)[0]!r}")
   records = []
-  for start in tqdm(range(0, len(source), batch_size), desc=f"listing tfds {name}/{split}", unit="batch",
-                    disable=len(source) <= 10 * batch_size):
+  for start in tqdm(
+    range(0, len(source), batch_size),
+    desc=f"listing tfds {name}/{split}",
+    unit="batch",
+    disable=len(source) <= 10 * batch_size,
+  ):
     indices = list(range(start, min(start + batch_size, len(source))))
     for index, example in zip(indices, source.__getitems__(indices)):
       wnid = label_names[int(example["label"])]
@@ -142,6 +158,7 @@ def tfds_records(data_dir: str | os.PathLike, split: str, *, name: str = "imagen
 @functools.cache
 def _tfds_label_names(data_dir: str, name: str) -> tuple[str, ...]:
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
   return tuple(tfds.builder(name, data_dir=data_dir).info.features["label"].names)
 
 
@@ -153,8 +170,12 @@ class ImageReader:
   same reader as training.
   """
 
-  def __init__(self, tfds_data_dir: str | os.PathLike | None = None, tfds_name: str = "imagenet2012",
-               options: DecodeOptions = DecodeOptions()):
+  def __init__(
+    self,
+    tfds_data_dir: str | os.PathLike | None = None,
+    tfds_name: str = "imagenet2012",
+    options: DecodeOptions = DecodeOptions(),
+  ):
     self.tfds_data_dir = None if tfds_data_dir is None else str(tfds_data_dir)
     self.tfds_name = tfds_name
     self.options = options
@@ -168,5 +189,4 @@ class ImageReader:
     source = _tfds_source(self.tfds_data_dir, self.tfds_name, split)
     if index >= len(source):
       raise IndexError(f"record {path}: tfds {self.tfds_name}/{split} has only {len(source)} examples")
-    return decode_image(source[index]["image"], source=f"{path} ({self.tfds_data_dir})",
-                        **self.options.as_kwargs())
+    return decode_image(source[index]["image"], source=f"{path} ({self.tfds_data_dir})", **self.options.as_kwargs())

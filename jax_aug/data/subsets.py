@@ -30,8 +30,8 @@ import collections
 import logging
 import math
 import os
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
-from typing import Collection, Mapping, Sequence
 
 import numpy as np
 
@@ -55,14 +55,19 @@ def fraction_size(n: int, fraction: float) -> int:
   return math.ceil(round(fraction * n, 9))
 
 
-def make_splits(train_records: Sequence[dict], *, seed: int, subset_fraction: float = 0.1,
-                upper_bound_fraction: float = 0.2, quarantined: Collection[str] = ()) -> dict[str, list[dict]]:
+def make_splits(
+  train_records: Sequence[dict],
+  *,
+  seed: int,
+  subset_fraction: float = 0.1,
+  upper_bound_fraction: float = 0.2,
+  quarantined: Collection[str] = (),
+) -> dict[str, list[dict]]:
   """subset / validation / subset_20 of `train_records`, without the `quarantined` paths (see the module
   docstring for how they are replaced)."""
   quarantined = set(quarantined)
   if not 0 < subset_fraction <= upper_bound_fraction:
-    raise ValueError(f"need 0 < subset_fraction ({subset_fraction}) <= upper_bound_fraction"
-                     f" ({upper_bound_fraction})")
+    raise ValueError(f"need 0 < subset_fraction ({subset_fraction}) <= upper_bound_fraction ({upper_bound_fraction})")
   by_class: dict[str, list[dict]] = collections.defaultdict(list)
   for record in train_records:
     by_class[record["wnid"]].append(record)
@@ -75,11 +80,13 @@ def make_splits(train_records: Sequence[dict], *, seed: int, subset_fraction: fl
     picked = [candidates[i] for i in order if candidates[i]["path"] not in quarantined]
     if 2 * k + (k20 - k) > len(picked):
       bad = f" ({n - len(picked)} quarantined, {len(picked)} usable)" if len(picked) < n else ""
-      raise ValueError(f"class {wnid} has {n} train images{bad}: too few for a subset of {k}, a disjoint"
-                       f" validation split of {k} and {k20 - k} more for the {upper_bound_fraction:.0%} subset")
+      raise ValueError(
+        f"class {wnid} has {n} train images{bad}: too few for a subset of {k}, a disjoint"
+        f" validation split of {k} and {k20 - k} more for the {upper_bound_fraction:.0%} subset"
+      )
     splits["subset"].extend(picked[:k])
-    splits["validation"].extend(picked[k:2 * k])
-    splits["subset_20"].extend(picked[:k] + picked[2 * k:k + k20])
+    splits["validation"].extend(picked[k : 2 * k])
+    splits["subset_20"].extend(picked[:k] + picked[2 * k : k + k20])
   return splits
 
 
@@ -171,9 +178,15 @@ def ensure_dataset(config, workdir: str | os.PathLike) -> None:
   root, _ = dataset_dirs(config, workdir)
   if config.get("synthetic") and not (root / COMPLETE_FILE).exists():
     synthetic = config.synthetic
-    make_synthetic_imagenet(root, wnids=config.wnids, train_per_class=synthetic.train_per_class,
-                            val_per_class=synthetic.val_per_class, image_size=synthetic.image_size,
-                            seed=synthetic.seed, tfds=config.source == "tfds")
+    make_synthetic_imagenet(
+      root,
+      wnids=config.wnids,
+      train_per_class=synthetic.train_per_class,
+      val_per_class=synthetic.val_per_class,
+      image_size=synthetic.image_size,
+      seed=synthetic.seed,
+      tfds=config.source == "tfds",
+    )
 
 
 def source_records(config, workdir: str | os.PathLike) -> tuple[dict[str, list[dict]], list[str]]:
@@ -185,8 +198,12 @@ def source_records(config, workdir: str | os.PathLike) -> tuple[dict[str, list[d
     listed[split], split_ignored = _source_records(config, workdir, split, wnids)
     ignored += split_ignored
   if ignored:
-    log.warning("ignored %d files that are not images (%s), e.g. %s", len(ignored), "/".join(sources.IMAGE_SUFFIXES),
-                ", ".join(ignored[:3]))
+    log.warning(
+      "ignored %d files that are not images (%s), e.g. %s",
+      len(ignored),
+      "/".join(sources.IMAGE_SUFFIXES),
+      ", ".join(ignored[:3]),
+    )
   return listed, ignored
 
 
@@ -209,12 +226,19 @@ def prepare_splits(config, workdir: str | os.PathLike, *, quarantine: Mapping[st
   excluded = load_exclusions(config.excluded_classes) if config.get("excluded_classes") else {}
   listed, _ = source_records(config, workdir)
   train = apply_exclusions(listed["train"], excluded)
-  splits = make_splits(train, seed=config.split_seed, subset_fraction=config.subset_fraction,
-                       upper_bound_fraction=config.upper_bound_fraction, quarantined=quarantine)
+  splits = make_splits(
+    train,
+    seed=config.split_seed,
+    subset_fraction=config.subset_fraction,
+    upper_bound_fraction=config.upper_bound_fraction,
+    quarantined=quarantine,
+  )
   splits["test"] = [r for r in apply_exclusions(listed["val"], excluded) if r["path"] not in quarantine]
   for name, records in splits.items():
     write_manifest(paths[name], records)
-  atomic_write_json(info_path, {
+  atomic_write_json(
+    info_path,
+    {
       "wnids": study_wnids(sorted({r["wnid"] for r in train}), excluded),
       "excluded": dict(excluded),
       "train_per_class": per_class_counts(train),
@@ -223,5 +247,6 @@ def prepare_splits(config, workdir: str | os.PathLike, *, quarantine: Mapping[st
       "seed": config.split_seed,
       "subset_fraction": config.subset_fraction,
       "upper_bound_fraction": config.upper_bound_fraction,
-  })
+    },
+  )
   return paths

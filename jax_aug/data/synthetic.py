@@ -13,8 +13,8 @@ import colorsys
 import io
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -36,9 +36,9 @@ _TEXTURES = ("flat", "stripes", "checks", "noise")
 
 def _class_style(class_position: int, num_classes: int) -> dict:
   return {
-      "shape": _SHAPES[class_position % len(_SHAPES)],
-      "hue": (class_position / max(num_classes, 1) + 0.13 * (class_position // len(_SHAPES))) % 1.0,
-      "texture": _TEXTURES[(class_position // 2) % len(_TEXTURES)],
+    "shape": _SHAPES[class_position % len(_SHAPES)],
+    "hue": (class_position / max(num_classes, 1) + 0.13 * (class_position // len(_SHAPES))) % 1.0,
+    "texture": _TEXTURES[(class_position // 2) % len(_TEXTURES)],
   }
 
 
@@ -55,9 +55,23 @@ def _polygon(shape: str, cx: float, cy: float, r: float, angle: float) -> list[t
     corners = [(r if k % 2 == 0 else 0.45 * r, k * math.pi / 5) for k in range(10)]
   else:  # cross: a 12-corner plus sign
     w = 0.35 * r
-    corners = [(math.hypot(x, y), math.atan2(y, x)) for x, y in (
-        (w, r), (w, w), (r, w), (r, -w), (w, -w), (w, -r), (-w, -r), (-w, -w), (-r, -w), (-r, w), (-w, w),
-        (-w, r))]
+    corners = [
+      (math.hypot(x, y), math.atan2(y, x))
+      for x, y in (
+        (w, r),
+        (w, w),
+        (r, w),
+        (r, -w),
+        (w, -w),
+        (w, -r),
+        (-w, -r),
+        (-w, -w),
+        (-r, -w),
+        (-r, w),
+        (-w, w),
+        (-w, r),
+      )
+    ]
   return [(cx + d * math.cos(a + angle), cy + d * math.sin(a + angle)) for d, a in corners]
 
 
@@ -114,9 +128,16 @@ def _examples(wnids: Sequence[str], split: str, per_class: int, image_size: int,
       yield wnid, f"{wnid}_{i}.JPEG", _jpeg_bytes(draw_image(position, len(wnids), rng, image_size))
 
 
-def make_synthetic_imagenet(root: str | os.PathLike, *, wnids: Sequence[str] | None = None,
-                            train_per_class: int, val_per_class: int, image_size: int, seed: int,
-                            tfds: bool = False) -> Path:
+def make_synthetic_imagenet(
+  root: str | os.PathLike,
+  *,
+  wnids: Sequence[str] | None = None,
+  train_per_class: int,
+  val_per_class: int,
+  image_size: int,
+  seed: int,
+  tfds: bool = False,
+) -> Path:
   """Writes the synthetic dataset under `root` and returns `root`.
 
   The ILSVRC folder layout goes to `root/train/<wnid>/` and `root/val/<wnid>/`; with `tfds=True` the
@@ -129,8 +150,10 @@ def make_synthetic_imagenet(root: str | os.PathLike, *, wnids: Sequence[str] | N
   if len(set(wnids)) != len(wnids):
     raise ValueError(f"duplicate wnids in {list(wnids)}")
   if min(train_per_class, val_per_class) < 1 or image_size < 8:
-    raise ValueError(f"need >= 1 image per class and image_size >= 8, got train_per_class="
-                     f"{train_per_class}, val_per_class={val_per_class}, image_size={image_size}")
+    raise ValueError(
+      f"need >= 1 image per class and image_size >= 8, got train_per_class="
+      f"{train_per_class}, val_per_class={val_per_class}, image_size={image_size}"
+    )
   root = Path(root)
   counts = {"train": train_per_class, "val": val_per_class}
   for split in SPLITS:
@@ -138,9 +161,17 @@ def make_synthetic_imagenet(root: str | os.PathLike, *, wnids: Sequence[str] | N
       atomic_write_bytes(root / split / wnid / name, data)
   if tfds:
     _build_tfds(root / "tfds", wnids, counts, image_size, seed)
-  atomic_write_json(root / COMPLETE_FILE, {
-      "wnids": list(wnids), "train_per_class": train_per_class, "val_per_class": val_per_class,
-      "image_size": image_size, "seed": seed, "tfds": tfds})
+  atomic_write_json(
+    root / COMPLETE_FILE,
+    {
+      "wnids": list(wnids),
+      "train_per_class": train_per_class,
+      "val_per_class": val_per_class,
+      "image_size": image_size,
+      "seed": seed,
+      "tfds": tfds,
+    },
+  )
   return root
 
 
@@ -149,6 +180,7 @@ def _build_tfds(data_dir: Path, wnids, counts, image_size, seed) -> None:
 
   class Imagenet2012(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """The synthetic images with the features of tfds' imagenet2012 (image, label, file_name)."""
+
     name = TFDS_NAME
     VERSION = tfds.core.Version(TFDS_VERSION)
     # tfds derives this from the package's resources via `importlib_resources`, a backport that is not
@@ -156,11 +188,15 @@ def _build_tfds(data_dir: Path, wnids, counts, image_size, seed) -> None:
     code_path = Path(__file__)
 
     def _info(self):
-      return self.dataset_info_from_configs(features=tfds.features.FeaturesDict({
-          "image": tfds.features.Image(encoding_format="jpeg"),
-          "label": tfds.features.ClassLabel(names=[c.wnid for c in load_classes()]),
-          "file_name": tfds.features.Text(),
-      }))
+      return self.dataset_info_from_configs(
+        features=tfds.features.FeaturesDict(
+          {
+            "image": tfds.features.Image(encoding_format="jpeg"),
+            "label": tfds.features.ClassLabel(names=[c.wnid for c in load_classes()]),
+            "file_name": tfds.features.Text(),
+          }
+        )
+      )
 
     def _split_generators(self, dl_manager):
       del dl_manager
@@ -173,5 +209,6 @@ def _build_tfds(data_dir: Path, wnids, counts, image_size, seed) -> None:
         yield name, {"image": data, "label": wnid, "file_name": name}
 
   builder = Imagenet2012(data_dir=str(data_dir), file_format="array_record")
-  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-      download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS))
+  builder.download_and_prepare(
+    download_config=tfds.download.DownloadConfig(download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS)
+  )

@@ -22,7 +22,6 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-
 # Aspect ratio up to which the whole image is resized (exactly torchvision's output).
 MAX_RESIZED_ASPECT = 4
 
@@ -34,8 +33,7 @@ def resized_size(width: int, height: int, resize: int) -> tuple[int, int]:
   return int(resize * width / height), resize
 
 
-def resize_center_crop(image: Image.Image, resize: int, crop: int,
-                       resample: int = Image.Resampling.BILINEAR) -> np.ndarray:
+def resize_center_crop(image: Image.Image, resize: int, crop: int, resample: int = Image.Resampling.BILINEAR) -> np.ndarray:
   """uint8 [crop, crop, 3]: torchvision's Resize(resize, resample) + CenterCrop(crop) of an RGB image, in
   at most max(source, MAX_RESIZED_ASPECT x resize^2) pixels (see the module docstring)."""
   if crop > resize:

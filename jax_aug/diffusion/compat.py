@@ -89,8 +89,10 @@ def _cast_floating_to(self, params: Any, dtype: jnp.dtype, mask: Any = None) -> 
 # transformers 4.57 the last before v5, see above): diffusers logs one per Flax layer or scheduler constructed
 # (about 190 lines per tiny sampling run), transformers one per process. We know, and chose the pin; every other
 # message of both libraries still shows.
-FLAX_DEPRECATION_NOTICES = ("Flax classes are deprecated and will be removed in Diffusers",
-                            "TensorFlow and JAX classes are deprecated and will be removed in Transformers")
+FLAX_DEPRECATION_NOTICES = (
+  "Flax classes are deprecated and will be removed in Diffusers",
+  "TensorFlow and JAX classes are deprecated and will be removed in Transformers",
+)
 
 
 class _DropFlaxDeprecationNotices(logging.Filter):
@@ -103,6 +105,7 @@ def quiet_flax_deprecation_notices() -> None:
   child loggers log through them only: the libraries turn propagation off)."""
   from diffusers.utils import logging as diffusers_logging
   from transformers.utils import logging as transformers_logging
+
   for library_logger in (diffusers_logging.get_logger(), transformers_logging.get_logger()):
     for handler in library_logger.handlers:
       if not any(isinstance(f, _DropFlaxDeprecationNotices) for f in handler.filters):

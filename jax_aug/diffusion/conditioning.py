@@ -3,7 +3,7 @@ or precomputed encoder hidden states [77, hidden] (learned conditioning tensors)
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import numpy as np
@@ -24,8 +24,8 @@ def tokenize(tokenizer, prompts: Sequence[str]) -> np.ndarray:
     tokens = tokenizer(prompt, padding="max_length", max_length=max_length, truncation=False).input_ids
     if len(tokens) > max_length:
       raise PromptTooLongError(
-          f"prompt {prompt!r} is {len(tokens)} CLIP tokens (with start/end), more than the text encoder's"
-          f" {max_length}")
+        f"prompt {prompt!r} is {len(tokens)} CLIP tokens (with start/end), more than the text encoder's {max_length}"
+      )
     ids.append(tokens)
   return np.asarray(ids, dtype=np.int32)
 
@@ -43,8 +43,10 @@ def make_text_encoder_fn(text_encoder):
 def check_hidden_states(array: np.ndarray, *, length: int, hidden: int, what: str) -> np.ndarray:
   array = np.asarray(array)
   if array.shape != (length, hidden):
-    raise ValueError(f"{what}: conditioning tensor of shape {list(array.shape)}, expected [{length}, {hidden}]"
-                     " (the text encoder's last hidden states for one prompt)")
+    raise ValueError(
+      f"{what}: conditioning tensor of shape {list(array.shape)}, expected [{length}, {hidden}]"
+      " (the text encoder's last hidden states for one prompt)"
+    )
   if not np.issubdtype(array.dtype, np.floating) or not np.isfinite(array).all():
     raise ValueError(f"{what}: conditioning tensor must be finite floats, got dtype {array.dtype}")
   return array.astype(np.float32)

@@ -35,11 +35,13 @@ def load_clip_tokenizer(path: str | os.PathLike | None = None):
 
   Without `path`, the package copy built by scripts/make_clip_tokenizer.py (no network needed)."""
   from transformers import CLIPTokenizer
+
   if path is not None:
     return CLIPTokenizer.from_pretrained(path)
   folder = CLIP_TOKENIZER_DIR
-  return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"),
-                       model_max_length=CLIP_MAX_LENGTH, pad_token="<|endoftext|>")
+  return CLIPTokenizer(
+    str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=CLIP_MAX_LENGTH, pad_token="<|endoftext|>"
+  )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +52,7 @@ class StableDiffusion:
   "scheduler" (the scheduler's state). Modules are stateless; swap `params` / `tokenizer` (see
   `with_overrides`) to sample from fine-tuned weights with the same compiled functions.
   """
+
   tokenizer: Any
   text_encoder: Any
   unet: Any
@@ -70,8 +73,9 @@ class StableDiffusion:
     """Native image size: the UNet's latent size times the VAE's downsampling."""
     return self.unet.config.sample_size * self.vae_scale_factor
 
-  def with_overrides(self, *, tokenizer=None, text_encoder_params=None, unet_params=None,
-                     checkpoint: str | None = None) -> "StableDiffusion":
+  def with_overrides(
+    self, *, tokenizer=None, text_encoder_params=None, unet_params=None, checkpoint: str | None = None
+  ) -> StableDiffusion:
     """The same model with a fine-tuned tokenizer (added pseudo-word tokens), text-encoder or UNet
     parameters; `checkpoint` names them in the augmentation set's provenance."""
     params = dict(self.params)
@@ -80,8 +84,11 @@ class StableDiffusion:
     if unet_params is not None:
       params["unet"] = unet_params
     return dataclasses.replace(
-        self, tokenizer=tokenizer if tokenizer is not None else self.tokenizer, params=params,
-        checkpoint=checkpoint if checkpoint is not None else self.checkpoint)
+      self,
+      tokenizer=tokenizer if tokenizer is not None else self.tokenizer,
+      params=params,
+      checkpoint=checkpoint if checkpoint is not None else self.checkpoint,
+    )
 
 
 def _is_local(path_or_hub_id: str) -> bool:
@@ -89,8 +96,13 @@ def _is_local(path_or_hub_id: str) -> bool:
   if os.path.exists(path_or_hub_id):
     return True
   parts = path_or_hub_id.split("/")
-  return (path_or_hub_id.startswith((".", "/", "~")) or len(parts) != 2
-          or not all(parts) or os.sep != "/" and os.sep in path_or_hub_id)
+  return (
+    path_or_hub_id.startswith((".", "/", "~"))
+    or len(parts) != 2
+    or not all(parts)
+    or os.sep != "/"
+    and os.sep in path_or_hub_id
+  )
 
 
 def check_diffusers_layout(path: Path) -> dict:
@@ -102,29 +114,33 @@ def check_diffusers_layout(path: Path) -> dict:
   index_path = path / "model_index.json"
   if not index_path.is_file():
     raise NotADiffusersLayoutError(
-        f"{path} is not a diffusers pipeline directory: no model_index.json (expected it beside the "
-        f"folders {', '.join(REQUIRED_COMPONENTS)})")
+      f"{path} is not a diffusers pipeline directory: no model_index.json (expected it beside the "
+      f"folders {', '.join(REQUIRED_COMPONENTS)})"
+    )
   try:
     index = json.loads(index_path.read_text(encoding="utf-8"))
   except json.JSONDecodeError as e:
     raise NotADiffusersLayoutError(f"{index_path} is not valid JSON ({e.msg})") from e
-  missing = [c for c in REQUIRED_COMPONENTS
-             if not isinstance(index.get(c), list) or index[c][0] is None or not (path / c).is_dir()]
+  missing = [
+    c for c in REQUIRED_COMPONENTS if not isinstance(index.get(c), list) or index[c][0] is None or not (path / c).is_dir()
+  ]
   if missing:
     raise NotADiffusersLayoutError(
-        f"{path} is not a Stable Diffusion pipeline: components {missing} are missing from "
-        "model_index.json or have no folder")
+      f"{path} is not a Stable Diffusion pipeline: components {missing} are missing from model_index.json or have no folder"
+    )
   return index
 
 
-def load_sd(path_or_hub_id: str | os.PathLike, *, dtype: str = "float32", revision: str | None = None,
-            from_pt: bool = False) -> StableDiffusion:
+def load_sd(
+  path_or_hub_id: str | os.PathLike, *, dtype: str = "float32", revision: str | None = None, from_pt: bool = False
+) -> StableDiffusion:
   """Loads SD from a local diffusers folder or a hub id (`revision="flax"` for the Flax weights of
   CompVis/stable-diffusion-v1-4, or `from_pt=True` to convert the PyTorch ones).
 
   bfloat16 casts UNet, VAE and text-encoder weights and computes in bfloat16; the safety checker
   stays float32 (it decides what is kept, and costs little)."""
   from diffusers import FlaxStableDiffusionPipeline
+
   if dtype not in DTYPES:
     raise ValueError(f"unknown dtype {dtype!r}; expected one of {sorted(DTYPES)}")
   source = os.fspath(path_or_hub_id)
@@ -132,8 +148,7 @@ def load_sd(path_or_hub_id: str | os.PathLike, *, dtype: str = "float32", revisi
     check_diffusers_layout(Path(source).expanduser())
     source = str(Path(source).expanduser())
   jdtype = DTYPES[dtype]
-  pipeline, params = FlaxStableDiffusionPipeline.from_pretrained(
-      source, revision=revision, from_pt=from_pt, dtype=jdtype)
+  pipeline, params = FlaxStableDiffusionPipeline.from_pretrained(source, revision=revision, from_pt=from_pt, dtype=jdtype)
   params = dict(params)
   if jdtype != jnp.float32:
     params["unet"] = pipeline.unet.to_bf16(params["unet"])
@@ -143,10 +158,17 @@ def load_sd(path_or_hub_id: str | os.PathLike, *, dtype: str = "float32", revisi
   params["scheduler"] = params.get("scheduler") or pipeline.scheduler.create_state()
   checkpoint = source if revision is None else f"{source}@{revision}"
   return StableDiffusion(
-      tokenizer=pipeline.tokenizer, text_encoder=pipeline.text_encoder, unet=pipeline.unet,
-      vae=pipeline.vae, scheduler=pipeline.scheduler, safety_checker=pipeline.safety_checker,
-      feature_extractor=pipeline.feature_extractor, params=jax.tree.map(jnp.asarray, params),
-      checkpoint=checkpoint, dtype=dtype)
+    tokenizer=pipeline.tokenizer,
+    text_encoder=pipeline.text_encoder,
+    unet=pipeline.unet,
+    vae=pipeline.vae,
+    scheduler=pipeline.scheduler,
+    safety_checker=pipeline.safety_checker,
+    feature_extractor=pipeline.feature_extractor,
+    params=jax.tree.map(jnp.asarray, params),
+    checkpoint=checkpoint,
+    dtype=dtype,
+  )
 
 
 def load_configured(model_config, workdir: str | os.PathLike) -> StableDiffusion:
@@ -155,11 +177,11 @@ def load_configured(model_config, workdir: str | os.PathLike) -> StableDiffusion
   import shutil
 
   from jax_aug.diffusion import tiny
+
   path = model_config.path
   if not path:
     path = Path(workdir) / "tiny_sd"
     if not (path / "model_index.json").exists():
       shutil.rmtree(path, ignore_errors=True)
       tiny.build_tiny_sd(path, seed=model_config.tiny_seed)
-  return load_sd(path, dtype=model_config.dtype, revision=model_config.revision or None,
-                 from_pt=model_config.from_pt)
+  return load_sd(path, dtype=model_config.dtype, revision=model_config.revision or None, from_pt=model_config.from_pt)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from jax_aug import method_kinds
 from jax_aug.data import prompts
@@ -16,21 +16,27 @@ BOOMERANG_PROMPT = ""
 SAMPLING_KINDS = (method_kinds.PROMPT, method_kinds.BOOMERANG)
 
 
-def prompt_requests(strategy: str, wnids: Sequence[str], images_per_class: int, seed: int,
-                    lemmas: str = "all") -> list[Request]:
+def prompt_requests(
+  strategy: str, wnids: Sequence[str], images_per_class: int, seed: int, lemmas: str = "all"
+) -> list[Request]:
   """images_per_class prompted requests per class, prompt i from build_prompt(strategy, cls, i, seed)."""
   _check_count(images_per_class)
   requests = []
   for wnid in wnids:
     cls = class_by_wnid(wnid)
     for index in range(images_per_class):
-      requests.append(Request(wnid, index, prompt=prompts.build_prompt(strategy, cls, index, seed, lemmas=lemmas),
-                              provenance={"prompt_strategy": strategy}))
+      requests.append(
+        Request(
+          wnid,
+          index,
+          prompt=prompts.build_prompt(strategy, cls, index, seed, lemmas=lemmas),
+          provenance={"prompt_strategy": strategy},
+        )
+      )
   return requests
 
 
-def boomerang_requests(subset_records: Sequence[Mapping], wnids: Sequence[str],
-                       images_per_class: int) -> list[Request]:
+def boomerang_requests(subset_records: Sequence[Mapping], wnids: Sequence[str], images_per_class: int) -> list[Request]:
   """Image i of a class re-noises subset image i mod n_c (subset images ordered by path), so every subset
   image is used equally often (390 from 74..130 per class: each 3 to 6 times, each time other noise)."""
   _check_count(images_per_class)
@@ -48,13 +54,22 @@ def boomerang_requests(subset_records: Sequence[Mapping], wnids: Sequence[str],
   return requests
 
 
-def build_requests(kind: str, *, wnids: Sequence[str], images_per_class: int, seed: int, prompt_strategy: str = "",
-                   subset_records: Sequence[Mapping] = (), lemmas: str = "all") -> list[Request]:
+def build_requests(
+  kind: str,
+  *,
+  wnids: Sequence[str],
+  images_per_class: int,
+  seed: int,
+  prompt_strategy: str = "",
+  subset_records: Sequence[Mapping] = (),
+  lemmas: str = "all",
+) -> list[Request]:
   """The requests of a method of `kind` (config.method.kind): a prompt method's from its `prompt_strategy`
   (a name registered in jax_aug.data.prompts), Boomerang's from the subset images."""
   if kind not in SAMPLING_KINDS:
-    raise ValueError(f"unknown sampling kind {kind!r}: expected one of {SAMPLING_KINDS}"
-                     " (fine-tuned methods pass their own requests)")
+    raise ValueError(
+      f"unknown sampling kind {kind!r}: expected one of {SAMPLING_KINDS} (fine-tuned methods pass their own requests)"
+    )
   if not wnids:
     raise ValueError(f"{kind}: zero images requested: no classes given")
   if kind == method_kinds.BOOMERANG:

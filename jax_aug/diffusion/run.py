@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -18,8 +18,12 @@ from jax_aug.io import read_json
 
 def settings_from_config(config) -> engine.SamplerSettings:
   return engine.SamplerSettings(
-      num_inference_steps=config.num_inference_steps, guidance_scale=config.guidance_scale,
-      scheduler=config.scheduler, resolution=config.resolution, boomerang_strength=config.boomerang_strength)
+    num_inference_steps=config.num_inference_steps,
+    guidance_scale=config.guidance_scale,
+    scheduler=config.scheduler,
+    resolution=config.resolution,
+    boomerang_strength=config.boomerang_strength,
+  )
 
 
 def _splits_dir(config, workdir: Path) -> Path:
@@ -29,12 +33,12 @@ def _splits_dir(config, workdir: Path) -> Path:
 
 
 def sample_augmentation_set(
-    config,
-    workdir: str | os.PathLike,
-    *,
-    model: StableDiffusion | None = None,
-    requests: Sequence[engine.Request] | None = None,
-    safety_fn: Callable[[np.ndarray], np.ndarray] | None = None,
+  config,
+  workdir: str | os.PathLike,
+  *,
+  model: StableDiffusion | None = None,
+  requests: Sequence[engine.Request] | None = None,
+  safety_fn: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> Path:
   """Writes (or completes) the augmentation set of the method `config.method` (its name, kind and prompt
   strategy) into `workdir`; returns `workdir`.
@@ -47,8 +51,10 @@ def sample_augmentation_set(
   workdir = Path(workdir)
   method = config.method
   if requests is None and method.kind not in methods.SAMPLING_KINDS:
-    raise ValueError(f"{method.name} is a {method.kind} method: sample_augmentation_set builds requests for"
-                     f" {methods.SAMPLING_KINDS} only (fine-tuned methods pass their own)")
+    raise ValueError(
+      f"{method.name} is a {method.kind} method: sample_augmentation_set builds requests for"
+      f" {methods.SAMPLING_KINDS} only (fine-tuned methods pass their own)"
+    )
   model = model if model is not None else load_configured(config.model, workdir)
   read_image = None
   if requests is None:
@@ -60,14 +66,30 @@ def sample_augmentation_set(
       wnids = wnids or list(read_json(split_dir / "info.json")["wnids"])
       if boomerang:
         subset_records = subsets.read_manifest(split_dir / "subset.jsonl")
-    requests = methods.build_requests(method.kind, wnids=wnids, images_per_class=config.images_per_class,
-                                      seed=config.seed, prompt_strategy=method.prompt_strategy,
-                                      subset_records=subset_records, lemmas=config.prompt_lemmas)
+    requests = methods.build_requests(
+      method.kind,
+      wnids=wnids,
+      images_per_class=config.images_per_class,
+      seed=config.seed,
+      prompt_strategy=method.prompt_strategy,
+      subset_records=subset_records,
+      lemmas=config.prompt_lemmas,
+    )
   if config.boomerang_strength:
     read_image = ImageReader(subsets.dataset_dirs(config.data, workdir / "data")[1])
   if safety_fn is None and not config.safety_checker:
     safety_fn = lambda images: np.zeros(len(images), dtype=bool)
   return engine.sample_requests(
-      model, requests, workdir, method=method.name, settings=settings_from_config(config), seed=config.seed,
-      batch_size=config.batch_size, safety_fn=safety_fn, max_attempts=config.max_safety_attempts,
-      read_image=read_image, profile_first_batch=config.profile_first_step, profile_batches=config.profile_steps)
+    model,
+    requests,
+    workdir,
+    method=method.name,
+    settings=settings_from_config(config),
+    seed=config.seed,
+    batch_size=config.batch_size,
+    safety_fn=safety_fn,
+    max_attempts=config.max_safety_attempts,
+    read_image=read_image,
+    profile_first_batch=config.profile_first_step,
+    profile_batches=config.profile_steps,
+  )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import numpy as np
@@ -14,8 +14,10 @@ def make_safety_fn(model) -> Callable[[np.ndarray], np.ndarray]:
   Preprocessing is the checkpoint's own CLIP image processor (resize, centre crop, normalize), as in
   diffusers' pipelines. A model saved without a checker is refused: skipping it must be explicit."""
   if model.safety_checker is None or model.params.get("safety_checker") is None:
-    raise ValueError(f"{model.checkpoint} has no safety checker; the paper discards flagged images, so"
-                     " pass an explicit safety_fn to sample without one")
+    raise ValueError(
+      f"{model.checkpoint} has no safety checker; the paper discards flagged images, so"
+      " pass an explicit safety_fn to sample without one"
+    )
   checker = model.safety_checker
 
   @jax.jit

@@ -12,7 +12,7 @@ after the epoch that completes `patience` consecutive epochs without improvement
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from collections.abc import Sequence
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,8 +27,9 @@ def _argmin_epoch(history: Sequence[EpochLosses], key) -> int:
   return min(history, key=lambda h: (key(h), h.epoch)).epoch
 
 
-def checkpoints_to_keep(history: Sequence[EpochLosses], keep_epochs: Sequence[int],
-                        keep_best: bool = True) -> dict[str, int]:
+def checkpoints_to_keep(
+  history: Sequence[EpochLosses], keep_epochs: Sequence[int], keep_best: bool = True
+) -> dict[str, int]:
   """Role -> epoch of every checkpoint to keep after the epochs in `history`.
 
   Roles: "best_train", "best_val" (when keep_best) and "epoch_<e>" for each e in keep_epochs reached.
@@ -58,8 +59,9 @@ def epochs_without_improvement(val_losses: Sequence[float], min_relative_improve
   return stale
 
 
-def should_stop(val_losses: Sequence[float], *, patience: int, max_epochs: int,
-                min_relative_improvement: float = 0.0) -> bool:
+def should_stop(
+  val_losses: Sequence[float], *, patience: int, max_epochs: int, min_relative_improvement: float = 0.0
+) -> bool:
   """True when training must stop after the epochs whose validation losses are given."""
   if patience < 1 or max_epochs < 1:
     raise ValueError(f"patience and max_epochs must be >= 1, got {patience} and {max_epochs}")

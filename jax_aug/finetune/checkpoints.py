@@ -15,8 +15,9 @@ when the managers open). Every process calls these (orbax coordinates the writes
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 from pathlib import Path
-from typing import Any, Collection
+from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
@@ -29,14 +30,19 @@ STATE, PROGRESS, TRAINABLE = "state", "progress", "trainable"
 
 def _manager(directory: Path, handlers: dict, **options) -> ocp.CheckpointManager:
   # Synchronous saves: the train step donates the state's buffers, so a background save must not read them.
-  return ocp.CheckpointManager(directory.absolute(), item_handlers=handlers, options=ocp.CheckpointManagerOptions(
-      enable_async_checkpointing=False, create=True, cleanup_tmp_directories=True, save_root_metadata=False,
-      **options))
+  return ocp.CheckpointManager(
+    directory.absolute(),
+    item_handlers=handlers,
+    options=ocp.CheckpointManagerOptions(
+      enable_async_checkpointing=False, create=True, cleanup_tmp_directories=True, save_root_metadata=False, **options
+    ),
+  )
 
 
 def _resume_manager(workdir: Path) -> ocp.CheckpointManager:
-  return _manager(workdir / RESUME_DIR, {STATE: ocp.StandardCheckpointHandler(), PROGRESS: ocp.JsonCheckpointHandler()},
-                  max_to_keep=1)
+  return _manager(
+    workdir / RESUME_DIR, {STATE: ocp.StandardCheckpointHandler(), PROGRESS: ocp.JsonCheckpointHandler()}, max_to_keep=1
+  )
 
 
 def _latest_progress(manager: ocp.CheckpointManager) -> dict | None:
@@ -121,7 +127,8 @@ def restore_trainable(checkpoint_dir: str | os.PathLike) -> Any:
   path = Path(checkpoint_dir).absolute() / TRAINABLE
   handler = ocp.StandardCheckpointHandler()
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  target = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device),
-                        handler.metadata(path).tree)
+  target = jax.tree.map(
+    lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device), handler.metadata(path).tree
+  )
   checkpointer = ocp.Checkpointer(handler)
   return checkpointer.restore(path, args=ocp.args.StandardRestore(target))

@@ -10,8 +10,9 @@ draw clusters in proportion to them (kmeans.cluster_of_images).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import jax
 import numpy as np
@@ -40,39 +41,52 @@ def inception_variables(config: Any) -> dict:
   return inception.InceptionV3Features().init(jax.random.key(config.seed), np.zeros((1, size, size, 3)))
 
 
-def image_features(variables: dict, paths: Sequence[str], read_image: Callable[[str], Image.Image], *,
-                   image_size: int, batch_size: int) -> np.ndarray:
+def image_features(
+  variables: dict, paths: Sequence[str], read_image: Callable[[str], Image.Image], *, image_size: int, batch_size: int
+) -> np.ndarray:
   """[len(paths), 2048] pool features."""
   features = []
-  for start in tqdm(range(0, len(paths), batch_size), desc="Inception-v3 features", unit="batch",
-                    disable=jax.process_index() != 0):
-    chunk = paths[start:start + batch_size]
+  for start in tqdm(
+    range(0, len(paths), batch_size), desc="Inception-v3 features", unit="batch", disable=jax.process_index() != 0
+  ):
+    chunk = paths[start : start + batch_size]
     x = np.stack([inception.preprocess(read_image(p), image_size) for p in chunk])
     pad = batch_size - len(chunk)  # one compiled shape for every batch
     x = np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)]) if pad else x
-    features.append(np.asarray(inception_features(variables, x))[:len(chunk)])
+    features.append(np.asarray(inception_features(variables, x))[: len(chunk)])
   return np.concatenate(features) if features else np.zeros((0, inception.FEATURE_DIM), np.float32)
 
 
-def class_clusters(config: Any, train_records: Sequence[dict], val_records: Sequence[dict],
-                   wnids: Sequence[str], k: int, path: Path,
-                   read_image: Callable[[str], Image.Image]) -> dict[str, int]:
+def class_clusters(
+  config: Any,
+  train_records: Sequence[dict],
+  val_records: Sequence[dict],
+  wnids: Sequence[str],
+  k: int,
+  path: Path,
+  read_image: Callable[[str], Image.Image],
+) -> dict[str, int]:
   """Image path -> cluster id in [0, k) for every train and validation record (cached in `path`)."""
   if path.exists():
     saved = read_json(path)
     if saved["k"] != k or saved["wnids"] != list(wnids):
-      raise ValueError(f"{path} holds clusters for k={saved['k']} over other classes; "
-                       f"expected k={k} for {len(wnids)} classes (delete it to recluster)")
+      raise ValueError(
+        f"{path} holds clusters for k={saved['k']} over other classes; "
+        f"expected k={k} for {len(wnids)} classes (delete it to recluster)"
+      )
     missing = [r["path"] for r in list(train_records) + list(val_records) if r["path"] not in saved["assignments"]]
     if missing:
-      raise ValueError(f"{path} is stale: it assigns no cluster to {len(missing)} of the current subset/validation"
-                       f" images (e.g. {missing[0]}); the splits changed since it was written: delete it to recluster")
+      raise ValueError(
+        f"{path} is stale: it assigns no cluster to {len(missing)} of the current subset/validation"
+        f" images (e.g. {missing[0]}); the splits changed since it was written: delete it to recluster"
+      )
     return saved["assignments"]
   variables = inception_variables(config)
   records = list(train_records) + list(val_records)
-  features = image_features(variables, [r["path"] for r in records], read_image,
-                            image_size=config.image_size, batch_size=config.batch_size)
-  train_features, val_features = features[:len(train_records)], features[len(train_records):]
+  features = image_features(
+    variables, [r["path"] for r in records], read_image, image_size=config.image_size, batch_size=config.batch_size
+  )
+  train_features, val_features = features[: len(train_records)], features[len(train_records) :]
   assignments, sizes = {}, {}
   for label, wnid in enumerate(wnids):
     rows = [i for i, r in enumerate(train_records) if r["wnid"] == wnid]

@@ -11,7 +11,8 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import logging
-from typing import Any, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import jax
 import numpy as np
@@ -36,8 +37,7 @@ def template_seed(seed: int, epoch: int) -> int:
   return seed * 1000 + epoch
 
 
-def epoch_order(num_examples: int, global_batch_size: int, *, seed: int, epoch: int,
-                shuffle: bool) -> list[np.ndarray]:
+def epoch_order(num_examples: int, global_batch_size: int, *, seed: int, epoch: int, shuffle: bool) -> list[np.ndarray]:
   """Global batches of example positions for one epoch. Training shuffles by (seed, epoch) and drops
   the last incomplete batch (static shapes); evaluation keeps order and pads the last batch with -1."""
   order = np.random.default_rng([seed, epoch]).permutation(num_examples) if shuffle else np.arange(num_examples)
@@ -45,7 +45,7 @@ def epoch_order(num_examples: int, global_batch_size: int, *, seed: int, epoch: 
     usable = num_examples - num_examples % global_batch_size
     if usable == 0:
       raise ValueError(f"{num_examples} training examples cannot fill one batch of {global_batch_size}")
-    return [order[i:i + global_batch_size] for i in range(0, usable, global_batch_size)]
+    return [order[i : i + global_batch_size] for i in range(0, usable, global_batch_size)]
   padded = np.full(-(-num_examples // global_batch_size) * global_batch_size, -1)
   padded[:num_examples] = order
   return list(padded.reshape(-1, global_batch_size))
@@ -58,8 +58,16 @@ class BatchReader:
   An image that cannot be read (a disk error, a file changed since the data check) is logged and skipped:
   its row gets weight 0, like padding, and `skipped` counts it (the trainer logs the count)."""
 
-  def __init__(self, examples: Sequence[Example], *, read_image: Callable[[str], Image.Image], resolution: int,
-               conditioning: Any, seed: int, num_threads: int = 8):
+  def __init__(
+    self,
+    examples: Sequence[Example],
+    *,
+    read_image: Callable[[str], Image.Image],
+    resolution: int,
+    conditioning: Any,
+    seed: int,
+    num_threads: int = 8,
+  ):
     self.examples = list(examples)
     self.read_image = read_image
     self.resolution = resolution
@@ -80,7 +88,7 @@ class BatchReader:
 
   def host_positions(self, global_positions: np.ndarray) -> np.ndarray:
     n = len(global_positions) // jax.process_count()
-    return global_positions[jax.process_index() * n:(jax.process_index() + 1) * n]
+    return global_positions[jax.process_index() * n : (jax.process_index() + 1) * n]
 
   def batch(self, global_positions: np.ndarray, epoch: int) -> dict[str, np.ndarray]:
     positions = self.host_positions(global_positions)
@@ -91,9 +99,9 @@ class BatchReader:
     self.skipped += int((unreadable & real).sum())
     blank = np.zeros((3, self.resolution, self.resolution), np.float32)
     batch = {
-        "image": np.stack([blank if image is None else image for image in images]),
-        "index": np.asarray([self.examples[p].index for p in safe], np.int32),
-        "weight": (real & ~unreadable).astype(np.float32),
+      "image": np.stack([blank if image is None else image for image in images]),
+      "index": np.asarray([self.examples[p].index for p in safe], np.int32),
+      "weight": (real & ~unreadable).astype(np.float32),
     }
     batch.update(self.conditioning.batch_fields([self.examples[p] for p in safe], epoch=epoch, seed=self.seed))
     return batch

@@ -28,11 +28,11 @@ from jax_aug.io import read_json
 
 @dataclasses.dataclass(frozen=True)
 class Personalized:
-  sd: Any                               # jax_aug.diffusion.loading.StableDiffusion
-  info: dict                            # the run's finetune.json
-  kind: trainables.ConditioningKind     # the method's conditioning kind, over the run's classes
-  learned: np.ndarray                   # its learned array (float32): conditioning table, pseudo-word rows
-  sizes: dict[str, list[int]] | None    # cluster sizes per wnid (FT cluster conditioning)
+  sd: Any  # jax_aug.diffusion.loading.StableDiffusion
+  info: dict  # the run's finetune.json
+  kind: trainables.ConditioningKind  # the method's conditioning kind, over the run's classes
+  learned: np.ndarray  # its learned array (float32): conditioning table, pseudo-word rows
+  sizes: dict[str, list[int]] | None  # cluster sizes per wnid (FT cluster conditioning)
 
   @functools.cached_property
   def _label(self) -> dict[str, int]:
@@ -43,8 +43,7 @@ class Personalized:
     k = self.info["clusters_per_class"]
     if k == 1:
       return 0
-    schedule = kmeans.cluster_of_images(np.asarray(self.sizes[wnid]), num_images, seed=seed,
-                                        label=self._label[wnid])
+    schedule = kmeans.cluster_of_images(np.asarray(self.sizes[wnid]), num_images, seed=seed, label=self._label[wnid])
     return int(schedule[image_index])
 
   def conditioning(self, wnid: str, image_index: int, *, num_images: int, seed: int) -> np.ndarray | str:
@@ -52,16 +51,25 @@ class Personalized:
       raise KeyError(f"class {wnid} was not fine-tuned in this run (classes: {self.info['wnids'][:5]}...)")
     if not 0 <= image_index < num_images:
       raise ValueError(f"image index {image_index} is outside [0, {num_images})")
-    return self.kind.conditioning(self.learned, label=self._label[wnid],
-                                  cluster=self.cluster(wnid, image_index, num_images=num_images, seed=seed),
-                                  image_index=image_index, seed=seed)
+    return self.kind.conditioning(
+      self.learned,
+      label=self._label[wnid],
+      cluster=self.cluster(wnid, image_index, num_images=num_images, seed=seed),
+      image_index=image_index,
+      seed=seed,
+    )
 
 
-def apply_trainable(sd: Any, info: dict, trainable: dict, *, sizes: dict | None = None,
-                    checkpoint: str | None = None) -> Personalized:
+def apply_trainable(
+  sd: Any, info: dict, trainable: dict, *, sizes: dict | None = None, checkpoint: str | None = None
+) -> Personalized:
   """SD with the trained parts of `trainable` in place of the originals (cast to SD's dtype)."""
-  kind = trainables.build(info["conditioning"], [class_by_wnid(w) for w in info["wnids"]],
-                          clusters_per_class=info["clusters_per_class"], tokenizer=sd.tokenizer)
+  kind = trainables.build(
+    info["conditioning"],
+    [class_by_wnid(w) for w in info["wnids"]],
+    clusters_per_class=info["clusters_per_class"],
+    tokenizer=sd.tokenizer,
+  )
   learned = np.asarray(trainable[kind.group], np.float32)
   unet_params = None
   if "unet" in trainable:
@@ -76,6 +84,7 @@ def load_personalized(finetune_workdir: str | Path, checkpoint: str | Path, *, s
   from jax_aug.diffusion.loading import load_sd
   from jax_aug.finetune.checkpoints import kept_checkpoints, restore_trainable
   from jax_aug.finetune.trainer import INFO_FILE
+
   workdir = Path(finetune_workdir)
   info = read_json(workdir / INFO_FILE)
   path = Path(checkpoint)

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -33,6 +34,7 @@ MIN_INPUT_SIZE = 75  # smaller inputs shrink to nothing before Mixed_7c (torchvi
 
 class BasicConv2d(nn.Module):
   """conv (no bias) + BatchNorm(eps=1e-3) + ReLU, as torchvision's BasicConv2d."""
+
   features: int
   kernel: tuple[int, int]
   strides: int = 1
@@ -41,8 +43,15 @@ class BasicConv2d(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    x = nn.Conv(self.features, self.kernel, (self.strides, self.strides),
-                padding=[(p, p) for p in self.padding], use_bias=False, dtype=self.dtype, name="conv")(x)
+    x = nn.Conv(
+      self.features,
+      self.kernel,
+      (self.strides, self.strides),
+      padding=[(p, p) for p in self.padding],
+      use_bias=False,
+      dtype=self.dtype,
+      name="conv",
+    )(x)
     x = nn.BatchNorm(use_running_average=True, epsilon=1e-3, dtype=self.dtype, name="bn")(x)
     return nn.relu(x)
 
@@ -127,26 +136,30 @@ class InceptionE(nn.Module):
     c = lambda f, k, p=(0, 0), name=None: BasicConv2d(f, k, padding=p, dtype=self.dtype, name=name)
     b1 = c(320, (1, 1), name="branch1x1")(x)
     b3 = c(384, (1, 1), name="branch3x3_1")(x)
-    b3 = jnp.concatenate([c(384, (1, 3), (0, 1), name="branch3x3_2a")(b3),
-                          c(384, (3, 1), (1, 0), name="branch3x3_2b")(b3)], -1)
+    b3 = jnp.concatenate(
+      [c(384, (1, 3), (0, 1), name="branch3x3_2a")(b3), c(384, (3, 1), (1, 0), name="branch3x3_2b")(b3)], -1
+    )
     bd = c(448, (1, 1), name="branch3x3dbl_1")(x)
     bd = c(384, (3, 3), (1, 1), name="branch3x3dbl_2")(bd)
-    bd = jnp.concatenate([c(384, (1, 3), (0, 1), name="branch3x3dbl_3a")(bd),
-                          c(384, (3, 1), (1, 0), name="branch3x3dbl_3b")(bd)], -1)
+    bd = jnp.concatenate(
+      [c(384, (1, 3), (0, 1), name="branch3x3dbl_3a")(bd), c(384, (3, 1), (1, 0), name="branch3x3dbl_3b")(bd)], -1
+    )
     bp = c(192, (1, 1), name="branch_pool")(_avg_pool_3x3(x))
     return jnp.concatenate([b1, b3, bd, bp], -1)
 
 
 class InceptionV3Features(nn.Module):
   """Images [B, H, W, 3] (ImageNet-normalized, H, W >= 75) -> pool features [B, 2048]."""
+
   transform_input: bool = True
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x):
     if min(x.shape[1:3]) < MIN_INPUT_SIZE:
-      raise ValueError(f"Inception-v3 needs inputs of at least {MIN_INPUT_SIZE}x{MIN_INPUT_SIZE} px, "
-                       f"got {x.shape[1]}x{x.shape[2]}")
+      raise ValueError(
+        f"Inception-v3 needs inputs of at least {MIN_INPUT_SIZE}x{MIN_INPUT_SIZE} px, got {x.shape[1]}x{x.shape[2]}"
+      )
     if self.transform_input:
       x = x * (IMAGENET_STD / 0.5) + (IMAGENET_MEAN - 0.5) / 0.5
     d = self.dtype
@@ -200,8 +213,9 @@ def variables_from_torchvision(state_dict: Mapping[str, Any]) -> dict:
     if (collection, flat) not in template:
       raise ValueError(f"unexpected key {key!r} in an Inception-v3 state dict")
     if template[(collection, flat)] != value.shape:
-      raise ValueError(f"{key}: shape {value.shape} does not match Inception-v3's "
-                       f"{template[(collection, flat)]} (after OIHW->HWIO)")
+      raise ValueError(
+        f"{key}: shape {value.shape} does not match Inception-v3's {template[(collection, flat)]} (after OIHW->HWIO)"
+      )
     node = tree
     for part in flat[:-1]:
       node = node.setdefault(part, {})
@@ -209,13 +223,15 @@ def variables_from_torchvision(state_dict: Mapping[str, Any]) -> dict:
     seen.add((collection, flat))
   missing = sorted(set(template) - seen)
   if missing:
-    raise KeyError(f"Inception-v3 state dict lacks {len(missing)} trunk parameters, e.g. "
-                   f"{'.'.join(missing[0][1])} ({missing[0][0]})")
+    raise KeyError(
+      f"Inception-v3 state dict lacks {len(missing)} trunk parameters, e.g. {'.'.join(missing[0][1])} ({missing[0][0]})"
+    )
   return {"params": params, "batch_stats": batch_stats}
 
 
 def _expected_shapes() -> dict:
   import jax
+
   shapes = jax.eval_shape(InceptionV3Features().init, jax.random.key(0), jnp.zeros((1, 75, 75, 3)))
   flat = {}
   for collection, tree in shapes.items():
@@ -232,16 +248,20 @@ def load_torchvision_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray
   suffix = path.suffix.lower()
   if suffix == ".safetensors":
     from safetensors.numpy import load_file
+
     return load_file(str(path))
   if suffix == ".npz":
     with np.load(path, allow_pickle=False) as data:
       return {k: data[k] for k in data.files}
   if suffix in (".pth", ".pt"):
     import torch  # only users converting torchvision's own file need torch
+
     state = torch.load(path, map_location="cpu", weights_only=True)
     return {k: v.numpy() for k, v in state.items()}
-  raise ValueError(f"{path}: unsupported Inception-v3 weight format {suffix!r}; "
-                   "expected .safetensors, .npz or .pth/.pt (torchvision state dict)")
+  raise ValueError(
+    f"{path}: unsupported Inception-v3 weight format {suffix!r}; "
+    "expected .safetensors, .npz or .pth/.pt (torchvision state dict)"
+  )
 
 
 def preprocess(image: Image.Image, size: int = 299) -> np.ndarray:

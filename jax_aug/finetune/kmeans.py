@@ -13,9 +13,9 @@ import numpy as np
 
 @dataclasses.dataclass(frozen=True)
 class KMeansResult:
-  centroids: np.ndarray    # [k, D] float64
+  centroids: np.ndarray  # [k, D] float64
   assignments: np.ndarray  # [N] int, cluster of each feature row
-  inertia: float           # sum of squared distances to the assigned centroid
+  inertia: float  # sum of squared distances to the assigned centroid
 
 
 def _squared_distances(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
@@ -54,8 +54,9 @@ def _lloyd(x: np.ndarray, centroids: np.ndarray, max_iters: int, tol: float) -> 
   return KMeansResult(centroids, assignments, float(distances[np.arange(len(x)), assignments].sum()))
 
 
-def kmeans(features: np.ndarray, k: int, *, seed: int, n_init: int = 4, max_iters: int = 300,
-           tol: float = 1e-6) -> KMeansResult:
+def kmeans(
+  features: np.ndarray, k: int, *, seed: int, n_init: int = 4, max_iters: int = 300, tol: float = 1e-6
+) -> KMeansResult:
   """Clusters the rows of `features` [N, D] into k groups (k-means++ init, Lloyd iterations, best of
   `n_init` restarts by inertia). Cluster ids are renumbered by first appearance in row order, so the
   result does not depend on which restart won."""

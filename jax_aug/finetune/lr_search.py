@@ -11,7 +11,7 @@ increased"). The checkpoint selection of Sec. 3.2 (downstream validation accurac
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from jax_aug.finetune.checkpoint_policy import EpochLosses
 

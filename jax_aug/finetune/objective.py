@@ -16,11 +16,16 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def alphas_cumprod(*, num_train_timesteps: int = 1000, beta_start: float = 0.00085,
-                   beta_end: float = 0.012, beta_schedule: str = "scaled_linear") -> np.ndarray:
+def alphas_cumprod(
+  *,
+  num_train_timesteps: int = 1000,
+  beta_start: float = 0.00085,
+  beta_end: float = 0.012,
+  beta_schedule: str = "scaled_linear",
+) -> np.ndarray:
   """abar_t = prod_{s<=t} (1 - beta_s) of a DDPM noise schedule, float32 [num_train_timesteps]."""
   if beta_schedule == "scaled_linear":
-    betas = np.linspace(beta_start ** 0.5, beta_end ** 0.5, num_train_timesteps, dtype=np.float32) ** 2
+    betas = np.linspace(beta_start**0.5, beta_end**0.5, num_train_timesteps, dtype=np.float32) ** 2
   elif beta_schedule == "linear":
     betas = np.linspace(beta_start, beta_end, num_train_timesteps, dtype=np.float32)
   else:
@@ -33,9 +38,12 @@ def schedule_from_scheduler_config(config: Any) -> np.ndarray:
   the same betas that DDPM trained with)."""
   if config.get("trained_betas") is not None:
     raise ValueError("schedulers with explicit trained_betas are not supported by the fine-tuning loss")
-  return alphas_cumprod(num_train_timesteps=config["num_train_timesteps"],
-                        beta_start=config["beta_start"], beta_end=config["beta_end"],
-                        beta_schedule=config["beta_schedule"])
+  return alphas_cumprod(
+    num_train_timesteps=config["num_train_timesteps"],
+    beta_start=config["beta_start"],
+    beta_end=config["beta_end"],
+    beta_schedule=config["beta_schedule"],
+  )
 
 
 def add_noise(abar: jax.Array, latents: jax.Array, noise: jax.Array, timesteps: jax.Array) -> jax.Array:
@@ -44,8 +52,7 @@ def add_noise(abar: jax.Array, latents: jax.Array, noise: jax.Array, timesteps: 
   return jnp.sqrt(a) * latents + jnp.sqrt(1.0 - a) * noise
 
 
-def encode_latents(vae: Any, vae_params: Any, images: jax.Array, latent_eps: jax.Array,
-                   scaling_factor: float) -> jax.Array:
+def encode_latents(vae: Any, vae_params: Any, images: jax.Array, latent_eps: jax.Array, scaling_factor: float) -> jax.Array:
   """Images [B, 3, H, W] in [-1, 1] -> scaled latents [B, 4, H/f, W/f], one posterior sample each.
 
   `latent_eps` is the standard normal draw of the posterior sample, channels-last [B, H/f, W/f, 4] as
@@ -55,14 +62,15 @@ def encode_latents(vae: Any, vae_params: Any, images: jax.Array, latent_eps: jax
   return jax.lax.stop_gradient(jnp.transpose(latents, (0, 3, 1, 2)) * scaling_factor)
 
 
-def draw_noise(key: jax.Array, batch: int, latent_shape: tuple[int, int, int],
-               num_train_timesteps: int) -> dict[str, jax.Array]:
+def draw_noise(
+  key: jax.Array, batch: int, latent_shape: tuple[int, int, int], num_train_timesteps: int
+) -> dict[str, jax.Array]:
   """The random inputs of one loss evaluation: posterior eps (channels-last), diffusion noise
   (channels-first, as the U-Net sees latents) and uniform integer timesteps in [0, T)."""
   c, h, w = latent_shape
   k_vae, k_noise, k_t = jax.random.split(key, 3)
   return {
-      "latent_eps": jax.random.normal(k_vae, (batch, h, w, c)),
-      "noise": jax.random.normal(k_noise, (batch, c, h, w)),
-      "timesteps": jax.random.randint(k_t, (batch,), 0, num_train_timesteps),
+    "latent_eps": jax.random.normal(k_vae, (batch, h, w, c)),
+    "noise": jax.random.normal(k_noise, (batch, c, h, w)),
+    "timesteps": jax.random.randint(k_t, (batch,), 0, num_train_timesteps),
   }

@@ -13,7 +13,8 @@ shark" -> "shark"); when CLIP's BPE splits that word into several tokens, the me
 from __future__ import annotations
 
 import copy
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
@@ -75,10 +76,12 @@ def get_token_table(text_params: Any) -> Any:
 
 def with_token_table(text_params: Any, table: Any) -> dict:
   """Text-encoder params with the token-embedding table replaced (a new nested dict; shared leaves)."""
+
   def replace(node, path):
     if not path:
       return table
     return {**node, path[0]: replace(node[path[0]], path[1:])}
+
   return replace(dict(text_params), TOKEN_EMBEDDING_PATH)
 
 

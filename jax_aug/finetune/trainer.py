@@ -62,18 +62,19 @@ TRAIN_KEY, VALIDATION_KEY = 0, 1  # folded into the seed: training and validatio
 
 # --- model and data --------------------------------------------------------------------------------------
 
+
 def load_model(config: Any, workdir: Path) -> tuple[Any, dict]:
   """The method config's base SD (the sampling engine's loader: an empty path builds the tiny random SD
   into <workdir>/tiny_sd), and the arguments that load it again (for finetune.json)."""
   from jax_aug.diffusion.loading import load_configured
+
   model = config.model
   path = model.path or str(workdir / "tiny_sd")
   source = {"path": path, "dtype": model.dtype, "revision": model.revision or None, "from_pt": bool(model.from_pt)}
   return load_configured(model, workdir), source
 
 
-def split_records(data_config: Any, splits_dir: str, workdir: Path
-                   ) -> tuple[list[str], list[dict], list[dict], ImageReader]:
+def split_records(data_config: Any, splits_dir: str, workdir: Path) -> tuple[list[str], list[dict], list[dict], ImageReader]:
   """The study's classes, subset and validation records (prepared into <workdir>/data when no
   splits_dir is given), and the reader of their images."""
   if splits_dir:
@@ -85,8 +86,10 @@ def split_records(data_config: Any, splits_dir: str, workdir: Path
   train = subsets.read_manifest(splits_dir / "subset.jsonl")
   validation = subsets.read_manifest(splits_dir / "validation.jsonl")
   if not validation:
-    raise ValueError(f"{splits_dir / 'validation.jsonl'} lists no images: fine-tuning stops on the validation"
-                     " loss (and keeps the best-validation checkpoint), so it needs a non-empty validation split")
+    raise ValueError(
+      f"{splits_dir / 'validation.jsonl'} lists no images: fine-tuning stops on the validation"
+      " loss (and keeps the best-validation checkpoint), so it needs a non-empty validation split"
+    )
   _, tfds_dir = subsets.dataset_dirs(data_config, workdir / "data")
   return wnids, train, validation, ImageReader(tfds_dir)
 
@@ -104,6 +107,7 @@ def make_examples(records: list[dict], wnids: list[str], cluster_of: dict[str, i
 
 # --- the step --------------------------------------------------------------------------------------------
 
+
 def make_optimizer(config: Any, trainable: dict) -> optax.GradientTransformation:
   """AdamW per trainable group with its own learning rate (config.learning_rate.<group>, already scaled by
   sqrt(batch / base batch)), after global-norm gradient clipping. The rates live in the optimizer state, not
@@ -111,31 +115,36 @@ def make_optimizer(config: Any, trainable: dict) -> optax.GradientTransformation
   rates = config.learning_rate
   unknown = sorted(set(trainable) - set(rates.keys()))
   if unknown:
-    raise ValueError(f"trainable group(s) {unknown} have no learning rate: expected groups among"
-                     f" {sorted(rates.keys())} (config.learning_rate.<group>)")
+    raise ValueError(
+      f"trainable group(s) {unknown} have no learning rate: expected groups among"
+      f" {sorted(rates.keys())} (config.learning_rate.<group>)"
+    )
   opt = config.optimizer
-  groups = {name: optax.inject_hyperparams(optax.adamw)(learning_rate=rates[name], b1=opt.b1, b2=opt.b2, eps=opt.eps,
-                                                        weight_decay=opt.weight_decay) for name in trainable}
+  groups = {
+    name: optax.inject_hyperparams(optax.adamw)(
+      learning_rate=rates[name], b1=opt.b1, b2=opt.b2, eps=opt.eps, weight_decay=opt.weight_decay
+    )
+    for name in trainable
+  }
   labels = {name: jax.tree.map(lambda _, n=name: n, subtree) for name, subtree in trainable.items()}
   return optax.chain(optax.clip_by_global_norm(opt.max_grad_norm), optax.multi_transform(groups, labels))
 
 
 def train_step_key(seed: int, epoch: int, step_in_epoch: int) -> jax.Array:
   """The key of one train step; every example's noise then comes from fold_in(it, the example's index)."""
-  return jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), TRAIN_KEY), epoch),
-                            step_in_epoch)
+  return jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), TRAIN_KEY), epoch), step_in_epoch)
 
 
 def validation_key(seed: int) -> jax.Array:
   return jax.random.fold_in(jax.random.key(seed), VALIDATION_KEY)
 
 
-def example_draws(key: jax.Array, indices: jax.Array, latent_shape: tuple[int, int, int],
-                  num_timesteps: int) -> dict[str, jax.Array]:
+def example_draws(
+  key: jax.Array, indices: jax.Array, latent_shape: tuple[int, int, int], num_timesteps: int
+) -> dict[str, jax.Array]:
   """`objective.draw_noise` of each example from fold_in(key, its index), stacked [B, ...]: an example's
   noise does not depend on the batch it is in (the PyTorch twin draws the same from the same keys)."""
-  draws = jax.vmap(lambda i: objective.draw_noise(jax.random.fold_in(key, i), 1, latent_shape, num_timesteps))(
-      indices)
+  draws = jax.vmap(lambda i: objective.draw_noise(jax.random.fold_in(key, i), 1, latent_shape, num_timesteps))(indices)
   return jax.tree.map(lambda x: x[:, 0], draws)
 
 
@@ -183,6 +192,7 @@ def make_steps(per_example_loss: Any, tx: optax.GradientTransformation, mesh: An
   def train_step(trainable, opt_state, frozen, batch, key):
     def loss(t):
       return weighted_mean(per_example_loss(t, frozen, batch, key), batch["weight"])
+
     value, grads = jax.value_and_grad(loss)(trainable)
     updates, opt_state = tx.update(grads, opt_state, trainable)
     new_trainable = optax.apply_updates(trainable, updates)
@@ -207,9 +217,11 @@ def evaluate(eval_sums, trainable, frozen, reader: BatchReader, mesh, *, batch_s
 
 # --- state ---------------------------------------------------------------------------------------------
 
+
 @flax.struct.dataclass
 class TrainState:
   """The arrays a run updates (saved at every resume point)."""
+
   trainable: Any
   opt_state: Any
 
@@ -217,43 +229,56 @@ class TrainState:
 @dataclasses.dataclass(frozen=True)
 class Progress:
   """Where a run stands (host values; the resume point's JSON record, and what `finetune` returns)."""
-  step: int = 0                                 # train steps done
-  epoch: int = 0                                # epochs finished
-  step_in_epoch: int = 0                        # steps done of epoch + 1
-  epoch_train_losses: tuple[float, ...] = ()    # their losses (the epoch's train loss is their mean)
+
+  step: int = 0  # train steps done
+  epoch: int = 0  # epochs finished
+  step_in_epoch: int = 0  # steps done of epoch + 1
+  epoch_train_losses: tuple[float, ...] = ()  # their losses (the epoch's train loss is their mean)
   history: tuple[EpochLosses, ...] = ()
   kept: dict[str, int] = dataclasses.field(default_factory=dict)  # role -> epoch (checkpoint_policy)
-  stopped: str | None = None                    # "max_epochs" | "validation_loss" once training stopped
+  stopped: str | None = None  # "max_epochs" | "validation_loss" once training stopped
 
   def to_json(self) -> dict:
-    return {"step": self.step, "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
-            "history": [dataclasses.asdict(h) for h in self.history], "kept": dict(self.kept),
-            "stopped": self.stopped, "epoch_train_losses": list(self.epoch_train_losses)}
+    return {
+      "step": self.step,
+      "epoch": self.epoch,
+      "step_in_epoch": self.step_in_epoch,
+      "history": [dataclasses.asdict(h) for h in self.history],
+      "kept": dict(self.kept),
+      "stopped": self.stopped,
+      "epoch_train_losses": list(self.epoch_train_losses),
+    }
 
   @classmethod
   def from_json(cls, data: dict) -> Progress:
-    return cls(step=data["step"], epoch=data["epoch"], step_in_epoch=data["step_in_epoch"],
-               epoch_train_losses=tuple(data["epoch_train_losses"]),
-               history=tuple(EpochLosses(**h) for h in data["history"]), kept=dict(data["kept"]),
-               stopped=data["stopped"])
+    return cls(
+      step=data["step"],
+      epoch=data["epoch"],
+      step_in_epoch=data["step_in_epoch"],
+      epoch_train_losses=tuple(data["epoch_train_losses"]),
+      history=tuple(EpochLosses(**h) for h in data["history"]),
+      kept=dict(data["kept"]),
+      stopped=data["stopped"],
+    )
 
 
 @dataclasses.dataclass(frozen=True)
 class Run:
   """What stays fixed over a run (`setup`'s result)."""
-  name: str                # the method
-  config: Any              # its fine-tuning block
+
+  name: str  # the method
+  config: Any  # its fine-tuning block
   mesh: Any
   train_reader: BatchReader
   val_reader: BatchReader
-  frozen: dict             # replicated on the mesh
+  frozen: dict  # replicated on the mesh
   train_step: Any
   eval_sums: Any
   val_key: jax.Array
   checkpoints: RunCheckpoints
-  writer: metrics_lib.MetricsWriter    # metrics.jsonl + tensorboard/ (writes on one process, checks on all)
+  writer: metrics_lib.MetricsWriter  # metrics.jsonl + tensorboard/ (writes on one process, checks on all)
   profiler: metrics_lib.StepProfiler
-  is_writer: bool          # files are written by one process; orbax coordinates all of them
+  is_writer: bool  # files are written by one process; orbax coordinates all of them
 
 
 def write_metrics(run: Run, rows: list[dict]) -> None:
@@ -264,6 +289,7 @@ def write_metrics(run: Run, rows: list[dict]) -> None:
 
 
 # --- the run ---------------------------------------------------------------------------------------------
+
 
 def setup(config: Any, workdir: Path) -> tuple[Run, TrainState]:
   """The run of method config `config` in `workdir` and its state at step 0 (on the default device)."""
@@ -279,15 +305,32 @@ def setup(config: Any, workdir: Path) -> tuple[Run, TrainState]:
   classes = [class_by_wnid(w) for w in wnids]
   cluster_of = None
   if spec.clusters_per_class > 1:
-    cluster_of = clusters.class_clusters(config.clusters, train_records, val_records, wnids, spec.clusters_per_class,
-                                         workdir / clusters.CLUSTERS_FILE, read_image)
+    cluster_of = clusters.class_clusters(
+      config.clusters,
+      train_records,
+      val_records,
+      wnids,
+      spec.clusters_per_class,
+      workdir / clusters.CLUSTERS_FILE,
+      read_image,
+    )
   conditioning = spec.build(classes, sd.tokenizer)
   is_writer = jax.process_index() == 0
   if is_writer:
-    atomic_write_json(workdir / INFO_FILE, {
-        "method": method_name, "conditioning": spec.conditioning, "clusters_per_class": spec.clusters_per_class,
-        "train_unet": spec.train_unet, "wnids": wnids, **conditioning.info(),
-        "model": model_source, "resolution": sd.resolution, "seed": config.seed})
+    atomic_write_json(
+      workdir / INFO_FILE,
+      {
+        "method": method_name,
+        "conditioning": spec.conditioning,
+        "clusters_per_class": spec.clusters_per_class,
+        "train_unet": spec.train_unet,
+        "wnids": wnids,
+        **conditioning.info(),
+        "model": model_source,
+        "resolution": sd.resolution,
+        "seed": config.seed,
+      },
+    )
 
   reader_args = dict(read_image=read_image, resolution=sd.resolution, conditioning=conditioning, seed=config.seed)
   trainable = initial_trainable(spec, conditioning, sd)
@@ -298,16 +341,27 @@ def setup(config: Any, workdir: Path) -> tuple[Run, TrainState]:
   checkpoints = RunCheckpoints(workdir)
   saved = checkpoints.progress()
   # A resumed run's events start after its resume point: TensorBoard drops what a killed run wrote from there.
-  writer = metrics_lib.MetricsWriter(workdir / METRICS_FILE, workdir / metrics_lib.TENSORBOARD_DIR,
-                                     purge_step=saved["step"] + 1 if saved else None, enabled=is_writer)
-  run = Run(name=method_name, config=config, mesh=mesh,
-            train_reader=BatchReader(make_examples(train_records, wnids, cluster_of), **reader_args),
-            val_reader=BatchReader(make_examples(val_records, wnids, cluster_of), **reader_args),
-            frozen=sharding.replicate(frozen_params(spec, sd), mesh), train_step=train_step, eval_sums=eval_sums,
-            val_key=validation_key(config.seed), checkpoints=checkpoints, writer=writer,
-            profiler=metrics_lib.StepProfiler(writer.logdir, config.profile_first_step, config.profile_steps,
-                                              enabled=is_writer),
-            is_writer=is_writer)
+  writer = metrics_lib.MetricsWriter(
+    workdir / METRICS_FILE,
+    workdir / metrics_lib.TENSORBOARD_DIR,
+    purge_step=saved["step"] + 1 if saved else None,
+    enabled=is_writer,
+  )
+  run = Run(
+    name=method_name,
+    config=config,
+    mesh=mesh,
+    train_reader=BatchReader(make_examples(train_records, wnids, cluster_of), **reader_args),
+    val_reader=BatchReader(make_examples(val_records, wnids, cluster_of), **reader_args),
+    frozen=sharding.replicate(frozen_params(spec, sd), mesh),
+    train_step=train_step,
+    eval_sums=eval_sums,
+    val_key=validation_key(config.seed),
+    checkpoints=checkpoints,
+    writer=writer,
+    profiler=metrics_lib.StepProfiler(writer.logdir, config.profile_first_step, config.profile_steps, enabled=is_writer),
+    is_writer=is_writer,
+  )
   return run, TrainState(trainable, tx.init(trainable))
 
 
@@ -322,23 +376,31 @@ def restore(run: Run, initial: TrainState) -> tuple[TrainState, Progress]:
   state = run.checkpoints.restore_state(initial)
   if state is None:
     if progress.stopped is None:
-      raise RuntimeError(f"{run.checkpoints.resume.directory}: the latest resume point (step {progress.step}) has no"
-                         " state, but the run has not stopped")
+      raise RuntimeError(
+        f"{run.checkpoints.resume.directory}: the latest resume point (step {progress.step}) has no"
+        " state, but the run has not stopped"
+      )
     return initial, progress
   log.info("resuming %s at epoch %d step %d", run.name, progress.epoch + 1, progress.step)
   return state, progress
 
 
-def _read_losses(run: Run, pending: list[tuple[int, jax.Array, int]], norms: metrics_lib.StepMetrics, epoch: int,
-                 bar: tqdm) -> tuple[float, ...]:
+def _read_losses(
+  run: Run, pending: list[tuple[int, jax.Array, int]], norms: metrics_lib.StepMetrics, epoch: int, bar: tqdm
+) -> tuple[float, ...]:
   """The losses of the pending (step, loss on the device, skipped images) in one transfer; writes the norms of
   the same steps (TensorBoard; the first NaN/inf of them stops the run), then the losses' rows."""
   if not pending:
     return ()
   norms.flush(run.writer, STEP_PREFIX)
   losses = tuple(float(loss) for loss in jax.device_get([loss for _, loss, _ in pending]))
-  write_metrics(run, [{"step": step, "epoch": epoch, "train_loss": loss, "skipped_images": skipped}
-                      for (step, _, skipped), loss in zip(pending, losses)])
+  write_metrics(
+    run,
+    [
+      {"step": step, "epoch": epoch, "train_loss": loss, "skipped_images": skipped}
+      for (step, _, skipped), loss in zip(pending, losses)
+    ],
+  )
   bar.set_postfix(loss=f"{losses[-1]:.4f}")
   pending.clear()
   return losses
@@ -350,14 +412,24 @@ def train_epoch(run: Run, state: TrainState, progress: Progress) -> tuple[TrainS
   config = run.config
   epoch = progress.epoch + 1
   order = epoch_order(len(run.train_reader.examples), config.batch_size, seed=config.seed, epoch=epoch, shuffle=True)
-  bar = tqdm(run.train_reader.batches(order, epoch, start=progress.step_in_epoch), total=len(order),
-             initial=progress.step_in_epoch, desc=f"{run.name} epoch {epoch}", disable=not run.is_writer)
+  bar = tqdm(
+    run.train_reader.batches(order, epoch, start=progress.step_in_epoch),
+    total=len(order),
+    initial=progress.step_in_epoch,
+    desc=f"{run.name} epoch {epoch}",
+    disable=not run.is_writer,
+  )
   pending, norms = [], metrics_lib.StepMetrics()
   for batch in bar:
-    with run.profiler.step(progress.step + 1, lambda: state):
-      trainable, opt_state, metrics = run.train_step(state.trainable, state.opt_state, run.frozen,
-                                                     sharding.global_batch(batch, run.mesh),
-                                                     train_step_key(config.seed, epoch, progress.step_in_epoch))
+    # The lambda reads `state` when the block exits, i.e. the step's new state: late binding is intended.
+    with run.profiler.step(progress.step + 1, lambda: state):  # noqa: B023
+      trainable, opt_state, metrics = run.train_step(
+        state.trainable,
+        state.opt_state,
+        run.frozen,
+        sharding.global_batch(batch, run.mesh),
+        train_step_key(config.seed, epoch, progress.step_in_epoch),
+      )
       state = TrainState(trainable, opt_state)
     progress = dataclasses.replace(progress, step=progress.step + 1, step_in_epoch=progress.step_in_epoch + 1)
     pending.append((progress.step, metrics["loss"], run.train_reader.skipped))
@@ -366,11 +438,13 @@ def train_epoch(run: Run, state: TrainState, progress: Progress) -> tuple[TrainS
     resume_point = every and progress.step % every == 0 and progress.step_in_epoch < len(order)
     if resume_point or len(pending) >= LOSS_READ_EVERY_STEPS:
       progress = dataclasses.replace(
-          progress, epoch_train_losses=progress.epoch_train_losses + _read_losses(run, pending, norms, epoch, bar))
+        progress, epoch_train_losses=progress.epoch_train_losses + _read_losses(run, pending, norms, epoch, bar)
+      )
     if resume_point:
       run.checkpoints.save_resume(progress.step, state, progress.to_json())
   progress = dataclasses.replace(
-      progress, epoch_train_losses=progress.epoch_train_losses + _read_losses(run, pending, norms, epoch, bar))
+    progress, epoch_train_losses=progress.epoch_train_losses + _read_losses(run, pending, norms, epoch, bar)
+  )
   return state, progress
 
 
@@ -380,18 +454,34 @@ def end_epoch(run: Run, state: TrainState, progress: Progress) -> Progress:
   unless training stops)."""
   config, policy = run.config, run.config.policy
   epoch = progress.epoch + 1
-  val_loss = evaluate(run.eval_sums, state.trainable, run.frozen, run.val_reader, run.mesh,
-                      batch_size=config.batch_size, key=run.val_key)
+  val_loss = evaluate(
+    run.eval_sums, state.trainable, run.frozen, run.val_reader, run.mesh, batch_size=config.batch_size, key=run.val_key
+  )
   train_loss = float(np.mean(progress.epoch_train_losses))
   history = progress.history + (EpochLosses(epoch, train_loss, val_loss),)
   kept = checkpoint_policy.checkpoints_to_keep(history, policy.keep_epochs, policy.keep_best)
-  stop = checkpoint_policy.should_stop([h.val_loss for h in history], patience=policy.patience,
-                                       max_epochs=policy.max_epochs,
-                                       min_relative_improvement=policy.min_relative_improvement)
+  stop = checkpoint_policy.should_stop(
+    [h.val_loss for h in history],
+    patience=policy.patience,
+    max_epochs=policy.max_epochs,
+    min_relative_improvement=policy.min_relative_improvement,
+  )
   stopped = ("max_epochs" if epoch >= policy.max_epochs else "validation_loss") if stop else None
   progress = Progress(step=progress.step, epoch=epoch, history=history, kept=kept, stopped=stopped)
-  write_metrics(run, [{"epoch": epoch, "step": progress.step, "epoch_train_loss": train_loss, "val_loss": val_loss,
-                       "kept": kept, "stopped": stopped, "val_skipped_images": run.val_reader.skipped}])
+  write_metrics(
+    run,
+    [
+      {
+        "epoch": epoch,
+        "step": progress.step,
+        "epoch_train_loss": train_loss,
+        "val_loss": val_loss,
+        "kept": kept,
+        "stopped": stopped,
+        "val_skipped_images": run.val_reader.skipped,
+      }
+    ],
+  )
   # After the row: a NaN/inf in it stops the run before this epoch writes any checkpoint.
   if epoch in kept.values():
     run.checkpoints.save_epoch(epoch, state.trainable)

@@ -21,6 +21,7 @@ from jax_aug.mini_world.corpus import read_metadata
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
   import io
+
   buffer = io.BytesIO()
   np.save(buffer, array, allow_pickle=False)
   atomic_write_bytes(path, buffer.getvalue())
@@ -37,8 +38,9 @@ def _cached(cache: Path, name: str, key: str, make) -> np.ndarray:
 
 def cached_embeddings(cache: str | os.PathLike, name: str, model_folder: Path, make) -> np.ndarray:
   """Embeddings made by `make` and cached under a key of the model folder's file hashes."""
-  key = json.dumps(sorted((p.name, hashlib.sha256(p.read_bytes()).hexdigest())
-                          for p in Path(model_folder).iterdir() if p.is_file()))
+  key = json.dumps(
+    sorted((p.name, hashlib.sha256(p.read_bytes()).hexdigest()) for p in Path(model_folder).iterdir() if p.is_file())
+  )
   return _cached(Path(cache), name, key, make)
 
 
@@ -60,8 +62,12 @@ class CorpusArrays:
     self.concepts = np.asarray(table["concept"])
     self.aesthetic = np.asarray(table["aesthetic"], np.float32)
     self.nsfw = np.asarray(table["NSFW"])
-    self.images = _cached(cache, "corpus_images", info, lambda: load_images(
-        [str(root / "images" / p) for p in table["image_path"]], "decoding corpus"))
+    self.images = _cached(
+      cache,
+      "corpus_images",
+      info,
+      lambda: load_images([str(root / "images" / p) for p in table["image_path"]], "decoding corpus"),
+    )
 
   def __len__(self) -> int:
     return len(self.captions)
@@ -71,19 +77,20 @@ class CorpusArrays:
     key = json.dumps([max_length, hashlib.sha256("\n".join(self.captions).encode()).hexdigest()])
 
     def make():
-      out = tokenizer(self.captions, padding="max_length", truncation=True, max_length=max_length,
-                      return_tensors="np")
+      out = tokenizer(self.captions, padding="max_length", truncation=True, max_length=max_length, return_tensors="np")
       return np.stack([out["input_ids"], out["attention_mask"]]).astype(np.int32)
 
     ids, mask = _cached(Path(cache), "corpus_tokens", key, make)
     return ids, mask
 
 
-def target_arrays(root: str | os.PathLike, split: str, cache: str | os.PathLike,
-                  per_class: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def target_arrays(
+  root: str | os.PathLike, split: str, cache: str | os.PathLike, per_class: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
   """(images uint8 [M, 32, 32, 3], labels int32 [M] = position in concepts.WNIDS) of a target split, the
   first `per_class` images of each class (all when None), read through the project's folder listing."""
   from jax_aug.data.sources import folder_records
+
   root = Path(root)
   records = folder_records(root / split, list(concepts.WNIDS))
   by_class: dict[str, list[str]] = {}

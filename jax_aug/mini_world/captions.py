@@ -16,31 +16,81 @@ from jax_aug.mini_world import concepts
 from jax_aug.mini_world.drawing import Scene
 
 # Class images: style -> probability.
-CLASS_CAPTION_STYLES = {"lemma": 0.30, "full_name": 0.10, "no_ws": 0.15, "hypernym": 0.15, "descriptive": 0.10,
-                        "noisy": 0.12, "wrong": 0.08}
+CLASS_CAPTION_STYLES = {
+  "lemma": 0.30,
+  "full_name": 0.10,
+  "no_ws": 0.15,
+  "hypernym": 0.15,
+  "descriptive": 0.10,
+  "noisy": 0.12,
+  "wrong": 0.08,
+}
 STYLE_WORD_P = 0.3
 DISTRACTOR_LEMMA_P = 0.1
 
-_NAME_TEMPLATES = ("{}", "a photo of a {}", "photo of the {}", "{} on a {bg} background", "my {}!!", "{} for sale",
-                   "the {} in the picture", "close-up of a {}", "{} | stock photo", "a {} i saw today",
-                   "high quality {} image", "{}, {bg}")
+_NAME_TEMPLATES = (
+  "{}",
+  "a photo of a {}",
+  "photo of the {}",
+  "{} on a {bg} background",
+  "my {}!!",
+  "{} for sale",
+  "the {} in the picture",
+  "close-up of a {}",
+  "{} | stock photo",
+  "a {} i saw today",
+  "high quality {} image",
+  "{}, {bg}",
+)
 _NO_WS_TEMPLATES = ("A photo of {}.", "{}", "{}.jpg", "{} stock image", "photo: {}", "{} - free download")
 _HYPERNYM_TEMPLATES = ("a {}", "{} in nature", "picture of a {}", "{} photo", "some {}", "{} on {bg}")
-_STYLE_WORDS = {"photo": ("photo", "photograph"), "cartoon": ("cartoon", "clipart"),
-                "sketch": ("sketch", "drawing"), "painting": ("painting", "artwork"),
-                "bw": ("black and white", "monochrome")}
-_NOISY = ("IMG_{n:04d}.JPG", "DSC{n:05d}", "untitled", "image", "free shipping best price", "click here",
-          "photo {n}", "screenshot_{n}", "download now", "product image {n}", "thumbnail", "new post")
-_NSFW = ("nsfw pic", "explicit adult photo", "18+ only", "nsfw content", "adult image, explicit",
-         "xxx hot pic {n}", "not safe for work")
-_DISTRACTOR = {
-    "texture": ("abstract background", "seamless pattern", "texture wallpaper", "{bg} pattern", "background"),
-    "landscape": ("landscape", "beautiful view", "empty {bg}", "horizon", "nature scenery"),
-    "logo": ("logo design", "vector icon", "geometric shape", "abstract logo", "company logo {n}"),
-    "document": ("document scan", "text page", "screenshot", "invoice template", "notes"),
+_STYLE_WORDS = {
+  "photo": ("photo", "photograph"),
+  "cartoon": ("cartoon", "clipart"),
+  "sketch": ("sketch", "drawing"),
+  "painting": ("painting", "artwork"),
+  "bw": ("black and white", "monochrome"),
 }
-_COLOUR_NAMES = ((0.0, "red"), (0.05, "orange"), (0.11, "yellow"), (0.2, "green"), (0.45, "cyan"), (0.6, "blue"),
-                 (0.75, "purple"), (0.9, "pink"), (1.0, "red"))
+_NOISY = (
+  "IMG_{n:04d}.JPG",
+  "DSC{n:05d}",
+  "untitled",
+  "image",
+  "free shipping best price",
+  "click here",
+  "photo {n}",
+  "screenshot_{n}",
+  "download now",
+  "product image {n}",
+  "thumbnail",
+  "new post",
+)
+_NSFW = (
+  "nsfw pic",
+  "explicit adult photo",
+  "18+ only",
+  "nsfw content",
+  "adult image, explicit",
+  "xxx hot pic {n}",
+  "not safe for work",
+)
+_DISTRACTOR = {
+  "texture": ("abstract background", "seamless pattern", "texture wallpaper", "{bg} pattern", "background"),
+  "landscape": ("landscape", "beautiful view", "empty {bg}", "horizon", "nature scenery"),
+  "logo": ("logo design", "vector icon", "geometric shape", "abstract logo", "company logo {n}"),
+  "document": ("document scan", "text page", "screenshot", "invoice template", "notes"),
+}
+_COLOUR_NAMES = (
+  (0.0, "red"),
+  (0.05, "orange"),
+  (0.11, "yellow"),
+  (0.2, "green"),
+  (0.45, "cyan"),
+  (0.6, "blue"),
+  (0.75, "purple"),
+  (0.9, "pink"),
+  (1.0, "red"),
+)
 
 
 def colour_word(rgb) -> str:
@@ -84,13 +134,15 @@ def class_caption(wnid: str, scene: Scene, background: str, rng: np.random.Gener
       others = [w for w in concepts.WNIDS if w != wnid]
       text = _lemma_caption(_pick(rng, others), background, rng)
   if style in ("lemma", "full_name", "hypernym", "wrong") and rng.uniform() < STYLE_WORD_P:
-    text = f"{_pick(rng, _STYLE_WORDS[scene.style])} of {text}" if rng.uniform() < 0.5 else \
-        f"{text} {_pick(rng, _STYLE_WORDS[scene.style])}"
+    text = (
+      f"{_pick(rng, _STYLE_WORDS[scene.style])} of {text}"
+      if rng.uniform() < 0.5
+      else f"{text} {_pick(rng, _STYLE_WORDS[scene.style])}"
+    )
   return text, style
 
 
-def other_caption(concept: str, family: str | None, background: str, rng: np.random.Generator
-                  ) -> tuple[str, str]:
+def other_caption(concept: str, family: str | None, background: str, rng: np.random.Generator) -> tuple[str, str]:
   """(caption, style) of an NSFW-concept image (family None) or a distractor of `family`."""
   n = int(rng.integers(10000))
   if concept == concepts.NSFW:

@@ -26,6 +26,7 @@ DISTRACTOR = "distractor"
 @dataclasses.dataclass(frozen=True)
 class Concept:
   """A drawable class: its wnid, base colour (HSV), whether its outline looks the same at any angle."""
+
   wnid: str
   hue: float
   saturation: float
@@ -38,30 +39,30 @@ class Concept:
 
 
 CLASSES: tuple[Concept, ...] = (
-    Concept("n01443537", 0.07, 0.95, 1.0),  # goldfish
-    Concept("n01491361", 0.58, 0.25, 0.6),  # tiger shark
-    Concept("n02012849", 0.6, 0.05, 0.8),  # crane (bird)
-    Concept("n03126707", 0.13, 0.9, 0.95),  # crane (machine)
-    Concept("n02007558", 0.93, 0.55, 1.0),  # flamingo
-    Concept("n02165456", 0.0, 0.95, 0.9),  # ladybug
-    Concept("n02391049", 0.0, 0.0, 0.97),  # zebra
-    Concept("n02317335", 0.04, 0.85, 0.95, True),  # starfish
-    Concept("n07745940", 0.98, 0.9, 0.85),  # strawberry
-    Concept("n07747607", 0.08, 1.0, 1.0, True),  # orange
-    Concept("n07749582", 0.15, 0.9, 1.0),  # lemon
-    Concept("n07753592", 0.14, 0.85, 1.0),  # banana
-    Concept("n07873807", 0.1, 0.7, 0.9, True),  # pizza
-    Concept("n07734744", 0.02, 0.85, 0.85),  # mushroom
-    Concept("n03445777", 0.0, 0.0, 0.95, True),  # golf ball
-    Concept("n04254680", 0.0, 0.0, 0.98, True),  # soccer ball
-    Concept("n04409515", 0.2, 0.8, 0.95, True),  # tennis ball
-    Concept("n06874185", 0.0, 0.0, 0.25),  # traffic light
-    Concept("n04507155", 0.66, 0.8, 0.8),  # umbrella
-    Concept("n04146614", 0.13, 0.95, 1.0),  # school bus
-    Concept("n03345487", 0.0, 0.9, 0.9),  # fire engine
-    Concept("n03530642", 0.1, 0.85, 0.9, True),  # honeycomb
-    Concept("n03590841", 0.07, 1.0, 0.95),  # jack-o'-lantern
-    Concept("n09472597", 0.07, 0.5, 0.45),  # volcano
+  Concept("n01443537", 0.07, 0.95, 1.0),  # goldfish
+  Concept("n01491361", 0.58, 0.25, 0.6),  # tiger shark
+  Concept("n02012849", 0.6, 0.05, 0.8),  # crane (bird)
+  Concept("n03126707", 0.13, 0.9, 0.95),  # crane (machine)
+  Concept("n02007558", 0.93, 0.55, 1.0),  # flamingo
+  Concept("n02165456", 0.0, 0.95, 0.9),  # ladybug
+  Concept("n02391049", 0.0, 0.0, 0.97),  # zebra
+  Concept("n02317335", 0.04, 0.85, 0.95, True),  # starfish
+  Concept("n07745940", 0.98, 0.9, 0.85),  # strawberry
+  Concept("n07747607", 0.08, 1.0, 1.0, True),  # orange
+  Concept("n07749582", 0.15, 0.9, 1.0),  # lemon
+  Concept("n07753592", 0.14, 0.85, 1.0),  # banana
+  Concept("n07873807", 0.1, 0.7, 0.9, True),  # pizza
+  Concept("n07734744", 0.02, 0.85, 0.85),  # mushroom
+  Concept("n03445777", 0.0, 0.0, 0.95, True),  # golf ball
+  Concept("n04254680", 0.0, 0.0, 0.98, True),  # soccer ball
+  Concept("n04409515", 0.2, 0.8, 0.95, True),  # tennis ball
+  Concept("n06874185", 0.0, 0.0, 0.25),  # traffic light
+  Concept("n04507155", 0.66, 0.8, 0.8),  # umbrella
+  Concept("n04146614", 0.13, 0.95, 1.0),  # school bus
+  Concept("n03345487", 0.0, 0.9, 0.9),  # fire engine
+  Concept("n03530642", 0.1, 0.85, 0.9, True),  # honeycomb
+  Concept("n03590841", 0.07, 1.0, 0.95),  # jack-o'-lantern
+  Concept("n09472597", 0.07, 0.5, 0.45),  # volcano
 )
 WNIDS: tuple[str, ...] = tuple(c.wnid for c in CLASSES)
 CONCEPT_BY_WNID = {c.wnid: c for c in CLASSES}
@@ -87,8 +88,9 @@ TARGET_TEST_PER_CLASS = 50
 def corpus_plan(seed: int = WORLD_SEED, size: int = CORPUS_SIZE) -> np.ndarray:
   """The concept of every corpus item (wnid, NSFW or DISTRACTOR), one seeded permutation of the
   composition. `size` < CORPUS_SIZE takes the first `size` items of the full plan (tests)."""
-  labels = np.array([c.wnid for c in CLASSES for _ in range(CORPUS_PER_CLASS)]
-                    + [NSFW] * CORPUS_NSFW + [DISTRACTOR] * CORPUS_DISTRACTORS)
+  labels = np.array(
+    [c.wnid for c in CLASSES for _ in range(CORPUS_PER_CLASS)] + [NSFW] * CORPUS_NSFW + [DISTRACTOR] * CORPUS_DISTRACTORS
+  )
   if not 0 < size <= len(labels):
     raise ValueError(f"corpus size must be in 1..{len(labels)}, got {size}")
   return labels[np.random.default_rng([seed, 0]).permutation(len(labels))][:size]
@@ -101,8 +103,9 @@ def imagenet_like_counts(seed: int = WORLD_SEED) -> dict[str, int]:
   short = rng.choice(len(CLASSES), TARGET_SHORT_CLASSES, replace=False)
   counts = {c.wnid: IMAGENET_MAX_COUNT for c in CLASSES}
   for k, position in enumerate(short):
-    counts[CLASSES[position].wnid] = (IMAGENET_MIN_COUNT if k == 0
-                                      else int(rng.integers(IMAGENET_MIN_COUNT + 1, IMAGENET_MAX_COUNT)))
+    counts[CLASSES[position].wnid] = (
+      IMAGENET_MIN_COUNT if k == 0 else int(rng.integers(IMAGENET_MIN_COUNT + 1, IMAGENET_MAX_COUNT))
+    )
   return counts
 
 

@@ -34,9 +34,16 @@ NSFW_P = {True: (0.0, 0.15, 0.85), False: (0.97, 0.025, 0.005)}
 
 def aesthetic_score(scene, family: str | None, rng: np.random.Generator) -> float:
   """LAION-scale aesthetic score: a function of what is visible plus noise (docs/mini_world.md)."""
-  score = (5.5 + 0.8 * (scene.style in ("photo", "painting")) - 0.9 * (scene.background == "clutter")
-           - 0.6 * (scene.style == "sketch") + 0.9 * (scene.scale - 0.6) - 0.03 * (95 - scene.jpeg_quality)
-           - 1.0 * (family in ("document", "texture")) + rng.normal(0, 0.5))
+  score = (
+    5.5
+    + 0.8 * (scene.style in ("photo", "painting"))
+    - 0.9 * (scene.background == "clutter")
+    - 0.6 * (scene.style == "sketch")
+    + 0.9 * (scene.scale - 0.6)
+    - 0.03 * (95 - scene.jpeg_quality)
+    - 1.0 * (family in ("document", "texture"))
+    + rng.normal(0, 0.5)
+  )
   return float(np.clip(score, 1.0, 9.0))
 
 
@@ -51,10 +58,19 @@ def corpus_item(index: int, concept: str, seed: int = concepts.WORLD_SEED) -> tu
     caption, style = captions.other_caption(concept, family, background, rng)
   nsfw = NSFW_VALUES[rng.choice(3, p=NSFW_P[concept == concepts.NSFW])]
   row = {
-      "image_path": image_path(index), "url": f"miniworld://corpus/{index}", "caption": caption,
-      "width": image.size[0], "height": image.size[1], "aesthetic": aesthetic_score(scene, family, rng),
-      "NSFW": nsfw, "concept": concept, "distractor_family": family or "", "caption_style": style,
-      "style": scene.style, "background": scene.background, "unusual_colour": scene.unusual_colour,
+    "image_path": image_path(index),
+    "url": f"miniworld://corpus/{index}",
+    "caption": caption,
+    "width": image.size[0],
+    "height": image.size[1],
+    "aesthetic": aesthetic_score(scene, family, rng),
+    "NSFW": nsfw,
+    "concept": concept,
+    "distractor_family": family or "",
+    "caption_style": style,
+    "style": scene.style,
+    "background": scene.background,
+    "unusual_colour": scene.unusual_colour,
   }
   return jpeg_bytes(image, scene.jpeg_quality), row
 
@@ -66,6 +82,7 @@ def image_path(index: int) -> str:
 def _write_shard(root: Path, shard: int, plan: np.ndarray, seed: int) -> None:
   import pyarrow as pa
   import pyarrow.parquet as pq
+
   final = root / "images" / f"{shard:03d}"
   tmp = root / "images" / f".{shard:03d}.tmp"
   if tmp.exists():
@@ -84,8 +101,7 @@ def _write_shard(root: Path, shard: int, plan: np.ndarray, seed: int) -> None:
   atomic_write_bytes(root / "metadata" / f"{shard:05d}.parquet", buffer.getvalue())
 
 
-def write_corpus(root: str | os.PathLike, *, seed: int = concepts.WORLD_SEED,
-                 size: int = concepts.CORPUS_SIZE) -> Path:
+def write_corpus(root: str | os.PathLike, *, seed: int = concepts.WORLD_SEED, size: int = concepts.CORPUS_SIZE) -> Path:
   """Writes (or completes) the corpus under `root` and returns `root`; a complete one is checked and kept."""
   root = Path(root)
   info = {"design_version": concepts.DESIGN_VERSION, "seed": seed, "size": size, "image_size": concepts.IMAGE_SIZE}
@@ -107,6 +123,7 @@ def read_metadata(root: str | os.PathLike, columns=None):
   """The corpus's metadata as one pyarrow table (row i = item i)."""
   import pyarrow as pa
   import pyarrow.parquet as pq
+
   files = sorted((Path(root) / "metadata").glob("*.parquet"))
   if not files:
     raise FileNotFoundError(f"no corpus metadata under {root}/metadata (write it with write_corpus)")

@@ -22,8 +22,7 @@ STYLES = ("photo", "cartoon", "sketch", "painting", "bw")
 STYLE_P = (0.5, 0.2, 0.1, 0.1, 0.1)
 BACKGROUNDS = ("plain", "gradient", "texture", "scene", "clutter")
 BACKGROUND_P = (0.2, 0.2, 0.2, 0.25, 0.15)
-SCENE_GROUNDS = {"grass": (0.3, 0.6, 0.55), "sand": (0.11, 0.35, 0.85), "water": (0.58, 0.6, 0.7),
-                 "road": (0.0, 0.0, 0.4)}
+SCENE_GROUNDS = {"grass": (0.3, 0.6, 0.55), "sand": (0.11, 0.35, 0.85), "water": (0.58, 0.6, 0.7), "road": (0.0, 0.0, 0.4)}
 UNUSUAL_COLOUR_P = 0.05
 MULTI_INSTANCE_P = 0.12
 
@@ -31,6 +30,7 @@ MULTI_INSTANCE_P = 0.12
 @dataclasses.dataclass(frozen=True)
 class Scene:
   """What was drawn (the ground truth the captions and metadata are made from)."""
+
   concept: str
   style: str
   background: str
@@ -119,8 +119,9 @@ def _object_colour(concept: str, rng: np.random.Generator, hue_jitter: float, un
   return hsv(h, min(s, 1.0), min(v, 1.0)), unusual
 
 
-def _place(canvas: Image.Image, layer: Image.Image, *, scale: float, cx: float, cy: float, angle: float,
-           flip: bool) -> np.ndarray:
+def _place(
+  canvas: Image.Image, layer: Image.Image, *, scale: float, cx: float, cy: float, angle: float, flip: bool
+) -> np.ndarray:
   """Pastes the object layer posed onto `canvas` in place; returns its alpha mask on the canvas [n, n]."""
   n = canvas.size[0]
   if flip:
@@ -149,8 +150,9 @@ def _stylise(pixels: np.ndarray, mask: np.ndarray, style: str, rng: np.random.Ge
     return pixels
   image = Image.fromarray(pixels.clip(0, 255).astype(np.uint8))
   if style == "cartoon":
-    edge = np.asarray(Image.fromarray((mask * 255).astype(np.uint8)).filter(ImageFilter.MaxFilter(3)),
-                      np.float32) / 255.0 - mask
+    edge = (
+      np.asarray(Image.fromarray((mask * 255).astype(np.uint8)).filter(ImageFilter.MaxFilter(3)), np.float32) / 255.0 - mask
+    )
     return pixels * (1 - edge[..., None]) + 20.0 * edge[..., None]
   if style == "sketch":
     edges = np.asarray(ImageOps.grayscale(image).filter(ImageFilter.FIND_EDGES), np.float32)
@@ -162,8 +164,7 @@ def _stylise(pixels: np.ndarray, mask: np.ndarray, style: str, rng: np.random.Ge
   return np.asarray(image, np.float32)
 
 
-def _finish(pixels: np.ndarray, noise_sigma: float, rng: np.random.Generator, out: int,
-            blur: float = 0.0) -> Image.Image:
+def _finish(pixels: np.ndarray, noise_sigma: float, rng: np.random.Generator, out: int, blur: float = 0.0) -> Image.Image:
   image = Image.fromarray(pixels.clip(0, 255).astype(np.uint8))
   image = image.reduce(image.size[0] // out)
   if blur:
@@ -172,16 +173,18 @@ def _finish(pixels: np.ndarray, noise_sigma: float, rng: np.random.Generator, ou
   return Image.fromarray(pixels.clip(0, 255).astype(np.uint8))
 
 
-def draw_corpus_image(concept: str, rng: np.random.Generator, size: int = concepts.IMAGE_SIZE
-                      ) -> tuple[Image.Image, Scene, str]:
+def draw_corpus_image(
+  concept: str, rng: np.random.Generator, size: int = concepts.IMAGE_SIZE
+) -> tuple[Image.Image, Scene, str]:
   """A web image of `concept` (a wnid, NSFW or DISTRACTOR): (image, scene, background word)."""
   n = size * SUPERSAMPLE
   style = STYLES[rng.choice(len(STYLES), p=STYLE_P)]
   family = None
   if concept == concepts.DISTRACTOR:
     family = concepts.DISTRACTOR_FAMILIES[int(rng.integers(len(concepts.DISTRACTOR_FAMILIES)))]
-    background = {"texture": "texture", "landscape": "scene"}.get(family, "plain" if family == "document"
-                                                                  else BACKGROUNDS[rng.choice(5, p=BACKGROUND_P)])
+    background = {"texture": "texture", "landscape": "scene"}.get(
+      family, "plain" if family == "document" else BACKGROUNDS[rng.choice(5, p=BACKGROUND_P)]
+    )
   else:
     background = BACKGROUNDS[rng.choice(len(BACKGROUNDS), p=BACKGROUND_P)]
   pixels, word = _corpus_background(background, rng, n)
@@ -189,7 +192,7 @@ def draw_corpus_image(concept: str, rng: np.random.Generator, size: int = concep
     pixels[:] = np.asarray(hsv(0.1, 0.03, rng.uniform(0.85, 1.0)), np.float32)
     for row in np.arange(rng.uniform(0.08, 0.15), 0.9, rng.uniform(0.08, 0.14)):
       length = rng.uniform(0.4, 0.9)
-      pixels[int(row * n):int(row * n) + 2, int(0.08 * n):int((0.08 + length) * n)] = rng.uniform(20, 90)
+      pixels[int(row * n) : int(row * n) + 2, int(0.08 * n) : int((0.08 + length) * n)] = rng.uniform(20, 90)
   canvas = Image.fromarray(pixels.clip(0, 255).astype(np.uint8))
   mask = np.zeros((n, n), np.float32)
   colour, unusual, scale, instances = (0, 0, 0), False, 0.0, 0
@@ -197,8 +200,12 @@ def draw_corpus_image(concept: str, rng: np.random.Generator, size: int = concep
     painter = "logo" if family == "logo" else concept
     symmetric = painter in concepts.CONCEPT_BY_WNID and concepts.CONCEPT_BY_WNID[painter].rotation_symmetric
     instances = int(rng.integers(2, 4)) if rng.uniform() < MULTI_INSTANCE_P else 1
-    colour, unusual = _object_colour(painter if painter != "logo" else concepts.DISTRACTOR, rng, 0.05,
-                                     UNUSUAL_COLOUR_P if painter in concepts.CONCEPT_BY_WNID else 0.0)
+    colour, unusual = _object_colour(
+      painter if painter != "logo" else concepts.DISTRACTOR,
+      rng,
+      0.05,
+      UNUSUAL_COLOUR_P if painter in concepts.CONCEPT_BY_WNID else 0.0,
+    )
     for _ in range(instances):
       scale = rng.uniform(0.35, 0.95) / (1.0 if instances == 1 else 1.6)
       # up to a quarter of the object may fall outside the frame
@@ -206,19 +213,24 @@ def draw_corpus_image(concept: str, rng: np.random.Generator, size: int = concep
       cx, cy = rng.uniform(min(low, 0.5), max(high, 0.5), 2)
       angle = rng.uniform(-180, 180) if symmetric else rng.uniform(-35, 35)
       layer = paint(painter, colour, rng, n)
-      mask = np.maximum(mask, _place(canvas, layer, scale=scale, cx=cx, cy=cy, angle=angle,
-                                     flip=bool(rng.uniform() < 0.5)))
+      mask = np.maximum(mask, _place(canvas, layer, scale=scale, cx=cx, cy=cy, angle=angle, flip=bool(rng.uniform() < 0.5)))
   pixels = _stylise(np.asarray(canvas, np.float32), mask, style, rng)
   quality = int(rng.integers(60, 96))
   image = _finish(pixels, rng.uniform(2, 10) if style in ("photo", "bw") else rng.uniform(0, 3), rng, size)
-  scene = Scene(concept=concept if family is None else f"{concept}:{family}", style=style, background=background,
-                scale=float(scale), colour=colour, unusual_colour=bool(unusual), instances=instances,
-                jpeg_quality=quality)
+  scene = Scene(
+    concept=concept if family is None else f"{concept}:{family}",
+    style=style,
+    background=background,
+    scale=float(scale),
+    colour=colour,
+    unusual_colour=bool(unusual),
+    instances=instances,
+    jpeg_quality=quality,
+  )
   return image, scene, word
 
 
-def draw_target_image(wnid: str, rng: np.random.Generator, size: int = concepts.IMAGE_SIZE
-                      ) -> tuple[Image.Image, int]:
+def draw_target_image(wnid: str, rng: np.random.Generator, size: int = concepts.IMAGE_SIZE) -> tuple[Image.Image, int]:
   """An ImageNet-like photo of class `wnid` in the target domain: (image, JPEG quality)."""
   n = size * SUPERSAMPLE
   concept = concepts.CONCEPT_BY_WNID[wnid]
@@ -227,8 +239,7 @@ def draw_target_image(wnid: str, rng: np.random.Generator, size: int = concepts.
   scale = rng.uniform(0.45, 0.8)
   cx, cy = 0.5 + rng.uniform(-0.15, 0.15, 2)
   angle = rng.uniform(-180, 180) if concept.rotation_symmetric else rng.uniform(-20, 20)
-  mask = _place(canvas, paint(wnid, colour, rng, n), scale=scale, cx=cx, cy=cy, angle=angle,
-                flip=bool(rng.uniform() < 0.5))
+  mask = _place(canvas, paint(wnid, colour, rng, n), scale=scale, cx=cx, cy=cy, angle=angle, flip=bool(rng.uniform() < 0.5))
   pixels = _stylise(np.asarray(canvas, np.float32), mask, "photo", rng)
   # warm light, dimmer, gamma
   pixels = pixels * np.asarray([1.08, 1.0, 0.86], np.float32) * rng.uniform(0.7, 0.95)

@@ -16,11 +16,20 @@ CAPTION_TOKENS = 32
 TEXT_WIDTH = 64
 PROJECTION_DIM = 64
 
-CLIP_TEXT: dict[str, Any] = dict(vocab_size=49408, hidden_size=TEXT_WIDTH, intermediate_size=4 * TEXT_WIDTH,
-                                 num_hidden_layers=4, num_attention_heads=4, max_position_embeddings=77,
-                                 bos_token_id=49406, eos_token_id=49407, pad_token_id=49407)
-CLIP_VISION: dict[str, Any] = dict(hidden_size=64, intermediate_size=256, num_hidden_layers=4, num_attention_heads=4,
-                                   image_size=IMAGE_SIZE, patch_size=4)
+CLIP_TEXT: dict[str, Any] = dict(
+  vocab_size=49408,
+  hidden_size=TEXT_WIDTH,
+  intermediate_size=4 * TEXT_WIDTH,
+  num_hidden_layers=4,
+  num_attention_heads=4,
+  max_position_embeddings=77,
+  bos_token_id=49406,
+  eos_token_id=49407,
+  pad_token_id=49407,
+)
+CLIP_VISION: dict[str, Any] = dict(
+  hidden_size=64, intermediate_size=256, num_hidden_layers=4, num_attention_heads=4, image_size=IMAGE_SIZE, patch_size=4
+)
 # Two levels: x2 downsampling, 16 x 16 x 4 latents (a low factor is fine at 32 px).
 VAE: dict[str, Any] = dict(tiny.VAE_CONFIG, sample_size=IMAGE_SIZE)
 UNET: dict[str, Any] = dict(tiny.UNET_CONFIG, sample_size=IMAGE_SIZE // 2, cross_attention_dim=TEXT_WIDTH)
@@ -35,17 +44,20 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 # 7 x 7, so a patch kernel repeated 7 x 7 and divided by 49 computes exactly the tiny CLIP's patch embedding
 # (`jax_aug.mini_world.heads.safety_checker_params`), and the 8 x 8 + 1 positions are the same.
 SAFETY_UPSCALE = 224 // IMAGE_SIZE
-SAFETY_VISION: dict[str, Any] = dict(CLIP_VISION, image_size=IMAGE_SIZE * SAFETY_UPSCALE,
-                                     patch_size=CLIP_VISION["patch_size"] * SAFETY_UPSCALE)
+SAFETY_VISION: dict[str, Any] = dict(
+  CLIP_VISION, image_size=IMAGE_SIZE * SAFETY_UPSCALE, patch_size=CLIP_VISION["patch_size"] * SAFETY_UPSCALE
+)
 
 
 def clip_config():
   from transformers import CLIPConfig
+
   return CLIPConfig(text_config=dict(CLIP_TEXT), vision_config=dict(CLIP_VISION), projection_dim=PROJECTION_DIM)
 
 
 def safety_config():
   from transformers import CLIPConfig
+
   return CLIPConfig(text_config=dict(CLIP_TEXT), vision_config=dict(SAFETY_VISION), projection_dim=PROJECTION_DIM)
 
 
@@ -54,13 +66,24 @@ def safety_feature_extractor():
   32 px images), CLIP mean/std."""
   from PIL import Image
   from transformers import CLIPImageProcessor
+
   size = SAFETY_VISION["image_size"]
-  return CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size},
-                            resample=Image.Resampling.NEAREST, image_mean=list(CLIP_MEAN), image_std=list(CLIP_STD))
+  return CLIPImageProcessor(
+    size={"shortest_edge": size},
+    crop_size={"height": size, "width": size},
+    resample=Image.Resampling.NEAREST,
+    image_mean=list(CLIP_MEAN),
+    image_std=list(CLIP_STD),
+  )
 
 
 def image_processor():
   """CLIP's preprocessing at the world's 32 px (resize shorter side, centre crop, CLIP mean/std)."""
   from transformers import CLIPImageProcessor
-  return CLIPImageProcessor(size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
-                            image_mean=list(CLIP_MEAN), image_std=list(CLIP_STD))
+
+  return CLIPImageProcessor(
+    size={"shortest_edge": IMAGE_SIZE},
+    crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+    image_mean=list(CLIP_MEAN),
+    image_std=list(CLIP_STD),
+  )

@@ -42,8 +42,12 @@ class Pen:
     return max(1, int(round(w * self.half)))
 
   def ellipse(self, x0, y0, x1, y1, fill, outline=None, width=1):
-    self.draw.ellipse(self.box(x0, y0, x1, y1), fill=None if fill is None else (*fill, 255),
-                      outline=None if outline is None else (*outline, 255), width=width)
+    self.draw.ellipse(
+      self.box(x0, y0, x1, y1),
+      fill=None if fill is None else (*fill, 255),
+      outline=None if outline is None else (*outline, 255),
+      width=width,
+    )
 
   def circle(self, x, y, r, fill):
     self.ellipse(x - r, y - r, x + r, y + r, fill)
@@ -161,8 +165,10 @@ def zebra(pen: Pen, c: Colour, rng):
 
 
 def starfish(pen: Pen, c: Colour, rng):
-  points = [((0.95 if k % 2 == 0 else 0.38) * math.sin(k * math.pi / 5),
-             -(0.95 if k % 2 == 0 else 0.38) * math.cos(k * math.pi / 5)) for k in range(10)]
+  points = [
+    ((0.95 if k % 2 == 0 else 0.38) * math.sin(k * math.pi / 5), -(0.95 if k % 2 == 0 else 0.38) * math.cos(k * math.pi / 5))
+    for k in range(10)
+  ]
   pen.polygon(points, c)
   light = shade(c, 1.35)
   for k in range(5):
@@ -174,8 +180,18 @@ def starfish(pen: Pen, c: Colour, rng):
 def strawberry(pen: Pen, c: Colour, rng):
   pen.polygon([(-0.75, -0.4), (0.75, -0.4), (0.5, 0.3), (0.0, 0.92), (-0.5, 0.3)], c)
   pen.ellipse(-0.78, -0.7, 0.78, 0.0, c)
-  for x, y in ((-0.45, -0.3), (-0.15, -0.25), (0.15, -0.3), (0.45, -0.25), (-0.3, 0.05), (0.0, 0.1),
-               (0.3, 0.05), (-0.15, 0.4), (0.15, 0.4), (0.0, 0.65)):
+  for x, y in (
+    (-0.45, -0.3),
+    (-0.15, -0.25),
+    (0.15, -0.3),
+    (0.45, -0.25),
+    (-0.3, 0.05),
+    (0.0, 0.1),
+    (0.3, 0.05),
+    (-0.15, 0.4),
+    (0.15, 0.4),
+    (0.0, 0.65),
+  ):
     pen.circle(x, y, 0.04, (240, 220, 90))
   green = (40, 140, 40)
   pen.polygon([(-0.5, -0.62), (0.0, -0.45), (0.5, -0.62), (0.2, -0.75), (0.0, -0.95), (-0.2, -0.75)], green)
@@ -233,8 +249,7 @@ def mushroom(pen: Pen, c: Colour, rng):
 def golf_ball(pen: Pen, c: Colour, rng):
   pen.circle(0, 0, 0.85, c)
   dimple = shade(c, 0.72)
-  for x, y in _inside_disc([(x, y) for x in np.arange(-0.72, 0.8, 0.24) for y in np.arange(-0.72, 0.8, 0.24)],
-                           0.78):
+  for x, y in _inside_disc([(x, y) for x in np.arange(-0.72, 0.8, 0.24) for y in np.arange(-0.72, 0.8, 0.24)], 0.78):
     pen.circle(x, y, 0.05, dimple)
 
 
@@ -242,8 +257,10 @@ def soccer_ball(pen: Pen, c: Colour, rng):
   pen.circle(0, 0, 0.85, c)
 
   def pentagon(cx, cy, r, turn):
-    pen.polygon([(cx + r * math.sin(turn + k * 2 * math.pi / 5), cy - r * math.cos(turn + k * 2 * math.pi / 5))
-                 for k in range(5)], BLACK)
+    pen.polygon(
+      [(cx + r * math.sin(turn + k * 2 * math.pi / 5), cy - r * math.cos(turn + k * 2 * math.pi / 5)) for k in range(5)],
+      BLACK,
+    )
 
   pentagon(0, 0, 0.25, 0)
   for k in range(5):
@@ -329,8 +346,9 @@ def jack_o_lantern(pen: Pen, c: Colour, rng):
     pen.ellipse(x0 - 0.05, -0.73, -x0 + 0.05, 0.83, None, outline=rib, width=1)
   pen.polygon([(-0.5, -0.15), (-0.2, -0.15), (-0.35, -0.45)], BLACK)
   pen.polygon([(0.2, -0.15), (0.5, -0.15), (0.35, -0.45)], BLACK)
-  pen.polygon([(-0.55, 0.2), (-0.3, 0.35), (-0.1, 0.2), (0.1, 0.35), (0.3, 0.2), (0.55, 0.2), (0.35, 0.55),
-               (-0.35, 0.55)], BLACK)
+  pen.polygon(
+    [(-0.55, 0.2), (-0.3, 0.35), (-0.1, 0.2), (0.1, 0.35), (0.3, 0.2), (0.55, 0.2), (0.35, 0.55), (-0.35, 0.55)], BLACK
+  )
 
 
 def volcano(pen: Pen, c: Colour, rng):
@@ -361,13 +379,32 @@ def logo(pen: Pen, c: Colour, rng):
 
 
 PAINTERS = {
-    "n01443537": goldfish, "n01491361": tiger_shark, "n02012849": crane_bird, "n03126707": crane_machine,
-    "n02007558": flamingo, "n02165456": ladybug, "n02391049": zebra, "n02317335": starfish,
-    "n07745940": strawberry, "n07747607": orange, "n07749582": lemon, "n07753592": banana,
-    "n07873807": pizza, "n07734744": mushroom, "n03445777": golf_ball, "n04254680": soccer_ball,
-    "n04409515": tennis_ball, "n06874185": traffic_light, "n04507155": umbrella, "n04146614": school_bus,
-    "n03345487": fire_engine, "n03530642": honeycomb, "n03590841": jack_o_lantern, "n09472597": volcano,
-    "nsfw": nsfw, "logo": logo,
+  "n01443537": goldfish,
+  "n01491361": tiger_shark,
+  "n02012849": crane_bird,
+  "n03126707": crane_machine,
+  "n02007558": flamingo,
+  "n02165456": ladybug,
+  "n02391049": zebra,
+  "n02317335": starfish,
+  "n07745940": strawberry,
+  "n07747607": orange,
+  "n07749582": lemon,
+  "n07753592": banana,
+  "n07873807": pizza,
+  "n07734744": mushroom,
+  "n03445777": golf_ball,
+  "n04254680": soccer_ball,
+  "n04409515": tennis_ball,
+  "n06874185": traffic_light,
+  "n04507155": umbrella,
+  "n04146614": school_bus,
+  "n03345487": fire_engine,
+  "n03530642": honeycomb,
+  "n03590841": jack_o_lantern,
+  "n09472597": volcano,
+  "nsfw": nsfw,
+  "logo": logo,
 }
 
 

@@ -9,8 +9,8 @@ the CLIP towers of `jax_aug.retrieval.clip_model`, the study's prompt "A photo o
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -32,8 +32,9 @@ def zero_shot_top1(image_embeddings: np.ndarray, labels: np.ndarray, prompt_embe
   return float(np.mean(np.argmax(image_embeddings @ prompt_embeddings.T, axis=1) == labels))
 
 
-def retrieval_precision(index, prompt_embeddings: np.ndarray, wnids: Sequence[str], k: int = RETRIEVED_PER_CLASS
-                        ) -> dict[str, float]:
+def retrieval_precision(
+  index, prompt_embeddings: np.ndarray, wnids: Sequence[str], k: int = RETRIEVED_PER_CLASS
+) -> dict[str, float]:
   """{wnid: fraction of the k nearest neighbours of its prompt whose `concept` metadata is wnid}, searched
   with `index` (a `jax_aug.retrieval.index` backend whose metadata has the `concept` column)."""
   precision = {}
@@ -47,5 +48,6 @@ def build_corpus_index(folder: str | Path, embeddings: np.ndarray, metadata_tabl
   """The corpus's image embeddings in clip-retrieval's layout (flat inner-product index, metadata rows in
   item order), via the project's index builder."""
   from jax_aug.retrieval.builder import write_index
+
   columns = metadata_table.to_pydict()
   return write_index(folder, embeddings, columns)

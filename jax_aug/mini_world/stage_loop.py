@@ -2,7 +2,8 @@
 
 A stage is (initial state, jitted step, batch of step s). Batches and per-step keys are pure functions of
 (seed, stage, step), so a stage killed and resumed from its last checkpoint continues exactly as an
-unbroken run. Writes under `<out>/<stage>/`: `metrics.jsonl` (step, mean loss since the last line, wall time summed over resumed runs, evaluations),
+unbroken run. Writes under `<out>/<stage>/`: `metrics.jsonl` (step, mean loss since the last line, wall time summed
+over resumed runs, evaluations),
 `checkpoint.msgpack` (atomic, every `checkpoint_every` steps and at the end) and `done.json`.
 """
 
@@ -10,8 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import numpy as np
@@ -59,16 +61,24 @@ def run_stage(stage: Stage, out: str | Path, key: jax.Array) -> Any:
   losses = []
 
   def checkpoint(step):
-    atomic_write_bytes(folder / CHECKPOINT, serialization.msgpack_serialize(
-        {"step": step, "wall_s": time.perf_counter() - wall, "state": serialization.to_state_dict(jax.device_get(state))}))
+    atomic_write_bytes(
+      folder / CHECKPOINT,
+      serialization.msgpack_serialize(
+        {"step": step, "wall_s": time.perf_counter() - wall, "state": serialization.to_state_dict(jax.device_get(state))}
+      ),
+    )
 
   for step in tqdm(range(start, stage.steps), desc=stage.name, initial=start, total=stage.steps, mininterval=10):
     state, metrics = stage.step(state, stage.batch(step), jax.random.fold_in(key, step))
     losses.append(float(metrics["loss"]))
     done = step + 1
     if done % stage.log_every == 0 or done == stage.steps:
-      record = {"step": done, "loss": float(np.mean(losses)), "wall_s": round(time.perf_counter() - wall, 2),
-                **{k: float(v) for k, v in metrics.items() if k != "loss"}}
+      record = {
+        "step": done,
+        "loss": float(np.mean(losses)),
+        "wall_s": round(time.perf_counter() - wall, 2),
+        **{k: float(v) for k, v in metrics.items() if k != "loss"},
+      }
       losses = []
       if stage.evaluate is not None and (done % stage.eval_every == 0 or done == stage.steps):
         record.update(stage.evaluate(state))

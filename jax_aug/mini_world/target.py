@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -39,8 +39,7 @@ def split_counts(seed: int = concepts.WORLD_SEED, wnids: Sequence[str] = concept
   return {"train": {w: train[w] for w in wnids}, "val": {w: concepts.TARGET_TEST_PER_CLASS for w in wnids}}
 
 
-def write_target(root: str | os.PathLike, *, seed: int = concepts.WORLD_SEED,
-                 wnids: Sequence[str] = concepts.WNIDS) -> Path:
+def write_target(root: str | os.PathLike, *, seed: int = concepts.WORLD_SEED, wnids: Sequence[str] = concepts.WNIDS) -> Path:
   """Writes (or completes) the target dataset of `wnids` (default: all the world's classes) under `root`
   and returns `root`."""
   root = Path(root)

@@ -42,8 +42,7 @@ def record_export(out: Path, stage: str, files: list[Path]) -> None:
   manifest = read_json(manifest_path) if manifest_path.exists() else {}
   metrics = stage_dir(out, stage) / "metrics.jsonl"
   last = json.loads(metrics.read_text().strip().splitlines()[-1]) if metrics.exists() else {}
-  manifest[stage] = {"files": {str(f.relative_to(out / "export")): sha256(f) for f in sorted(files)},
-                     "last_metrics": last}
+  manifest[stage] = {"files": {str(f.relative_to(out / "export")): sha256(f) for f in sorted(files)}, "last_metrics": last}
   atomic_write_json(manifest_path, manifest)
 
 
@@ -59,6 +58,7 @@ def train(config, data: str | Path, out: str | Path) -> None:
   key = jax.random.key(config.seed)
   if "clip" in stages:
     from jax_aug.mini_world.train_clip import clip_stage, export_clip
+
     monitor = arrays.target_arrays(data / "target", "train", cache, per_class=config.clip.eval_per_class)
     stage, model = clip_stage(_Namespace(config.clip, cache=str(cache)), corpus, tokenizer, monitor, config.seed)
     state = run_stage(stage, out, jax.random.fold_in(key, STAGES.index("clip")))
@@ -66,6 +66,7 @@ def train(config, data: str | Path, out: str | Path) -> None:
     record_export(out, "clip", [p for p in folder.iterdir() if p.is_file()])
   if "vae" in stages:
     from jax_aug.mini_world.train_vae import HOLDOUT, scaling_factor, vae_stage
+
     stage, vae = vae_stage(_Namespace(config.vae), corpus, config.seed)
     state = run_stage(stage, out, jax.random.fold_in(key, STAGES.index("vae")))
     folder = out / "export" / "vae"
@@ -76,12 +77,20 @@ def train(config, data: str | Path, out: str | Path) -> None:
   if "unet" in stages:
     from jax_aug.mini_world.train_unet import unet_stage
     from jax_aug.mini_world.train_vae import build_vae
+
     clip = load_clip(str(_exported(out, "clip")))
     vae_folder = _exported(out, "vae")
     scaling = read_json(vae_folder / "config.json")["scaling_factor"]
-    stage, _ = unet_stage(_Namespace(config.unet, cache=str(cache)), corpus, tokenizer, vae=build_vae(),
-                          vae_params=load_params(vae_folder / WEIGHTS), scaling=scaling,
-                          text_params={"text_model": clip.params["text_model"]}, seed=config.seed)
+    stage, _ = unet_stage(
+      _Namespace(config.unet, cache=str(cache)),
+      corpus,
+      tokenizer,
+      vae=build_vae(),
+      vae_params=load_params(vae_folder / WEIGHTS),
+      scaling=scaling,
+      text_params={"text_model": clip.params["text_model"]},
+      seed=config.seed,
+    )
     state = run_stage(stage, out, jax.random.fold_in(key, STAGES.index("unet")))
     path = out / "export" / "unet" / WEIGHTS
     save_params(path, state["params"])
@@ -89,21 +98,25 @@ def train(config, data: str | Path, out: str | Path) -> None:
   if "aesthetic" in stages or "safety" in stages:
     from jax_aug.mini_world import heads
     from jax_aug.retrieval.clip_model import embed_images
+
     clip = load_clip(str(_exported(out, "clip")))
-    embeddings = arrays.cached_embeddings(cache, "corpus_clip_image", _exported(out, "clip"),
-                                          lambda: embed_images(clip, list(corpus.images), batch_size=256))
+    embeddings = arrays.cached_embeddings(
+      cache, "corpus_clip_image", _exported(out, "clip"), lambda: embed_images(clip, list(corpus.images), batch_size=256)
+    )
   if "aesthetic" in stages:
     from safetensors.numpy import save
-    tensors, report = heads.fit_aesthetic(embeddings, corpus.aesthetic, ridge=config.aesthetic.ridge,
-                                          holdout=config.aesthetic.holdout)
+
+    tensors, report = heads.fit_aesthetic(
+      embeddings, corpus.aesthetic, ridge=config.aesthetic.ridge, holdout=config.aesthetic.holdout
+    )
     path = out / "export" / "aesthetic.safetensors"
     atomic_write_bytes(path, save(tensors))
     _log_fit(out, "aesthetic", report)
     record_export(out, "aesthetic", [path])
   if "safety" in stages:
-    direction, threshold, report = heads.fit_safety(embeddings, corpus.concepts == concepts.NSFW,
-                                                    false_alarm=config.safety.false_alarm,
-                                                    holdout=config.safety.holdout)
+    direction, threshold, report = heads.fit_safety(
+      embeddings, corpus.concepts == concepts.NSFW, false_alarm=config.safety.false_alarm, holdout=config.safety.holdout
+    )
     path = out / "export" / "safety_checker" / WEIGHTS
     save_params(path, heads.safety_checker_params(clip.params, direction, threshold))
     _log_fit(out, "safety", report)
@@ -125,6 +138,7 @@ def _log_fit(out: Path, stage: str, report: dict) -> None:
 
 class _Namespace(dict):
   """A config block (ConfigDict) as a plain dict read by attribute, with extra fields (the cache folder)."""
+
   __getattr__ = dict.__getitem__
 
   def __init__(self, block, **extra):

@@ -54,17 +54,18 @@ def contrastive_loss(logits_per_image: jax.Array) -> jax.Array:
 def _decay_mask(params):
   """Weight decay on matrices only (not biases, norms, embeddings' scale or the temperature)."""
   return jax.tree_util.tree_map_with_path(
-      lambda path, leaf: leaf.ndim >= 2 and "embedding" not in jax.tree_util.keystr(path), params)
+    lambda path, leaf: leaf.ndim >= 2 and "embedding" not in jax.tree_util.keystr(path), params
+  )
 
 
 def build_clip(seed: int):
   from transformers import FlaxCLIPModel
+
   return FlaxCLIPModel(models.clip_config(), seed=seed, _do_init=True)
 
 
 def as_clip_model(model, params, tokenizer, name: str) -> ClipModel:
-  return ClipModel(model=model, params=params, tokenizer=tokenizer, image_processor=models.image_processor(),
-                   name=name)
+  return ClipModel(model=model, params=params, tokenizer=tokenizer, image_processor=models.image_processor(), name=name)
 
 
 def zero_shot_top1(clip: ClipModel, images: np.ndarray, labels: np.ndarray) -> float:
@@ -89,8 +90,13 @@ def clip_stage(config, corpus, tokenizer, monitor: tuple[np.ndarray, np.ndarray]
     del key  # CLIP has no dropout here; augmentation is drawn in `batch`
 
     def loss_fn(params):
-      out = model(input_ids=batch["ids"], pixel_values=pixel_values(batch["images"]),
-                  attention_mask=batch["mask"], params=params, train=False)
+      out = model(
+        input_ids=batch["ids"],
+        pixel_values=pixel_values(batch["images"]),
+        attention_mask=batch["mask"],
+        params=params,
+        train=False,
+      )
       return contrastive_loss(out.logits_per_image), out.logits_per_image
 
     (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
@@ -98,22 +104,32 @@ def clip_stage(config, corpus, tokenizer, monitor: tuple[np.ndarray, np.ndarray]
     params = optax.apply_updates(state["params"], updates)
     params = dict(params, logit_scale=jnp.minimum(params["logit_scale"], MAX_LOGIT_SCALE))
     accuracy = jnp.mean(jnp.argmax(logits, axis=1) == jnp.arange(logits.shape[0]))
-    return {"params": params, "opt_state": opt_state}, {"loss": loss, "batch_top1": accuracy,
-                                                       "logit_scale": jnp.exp(params["logit_scale"])}
+    return {"params": params, "opt_state": opt_state}, {
+      "loss": loss,
+      "batch_top1": accuracy,
+      "logit_scale": jnp.exp(params["logit_scale"]),
+    }
 
   def batch(step_index):
     rng = np.random.default_rng([seed, 1, step_index])
     chosen = np.sort(rng.choice(len(corpus), config.batch_size, replace=False))
-    return {"ids": ids[chosen], "mask": mask[chosen],
-            "images": augment(corpus.images[chosen], rng, config.max_shift)}
+    return {"ids": ids[chosen], "mask": mask[chosen], "images": augment(corpus.images[chosen], rng, config.max_shift)}
 
   def evaluate(state):
     clip = as_clip_model(model, state["params"], tokenizer, "mini-world tiny CLIP")
     return {"monitor_zero_shot_top1": zero_shot_top1(clip, *monitor)}
 
-  return Stage(name="clip", steps=config.steps, init=init, step=step, batch=batch, evaluate=evaluate,
-               eval_every=config.eval_every, log_every=config.log_every,
-               checkpoint_every=config.checkpoint_every), model
+  return Stage(
+    name="clip",
+    steps=config.steps,
+    init=init,
+    step=step,
+    batch=batch,
+    evaluate=evaluate,
+    eval_every=config.eval_every,
+    log_every=config.log_every,
+    checkpoint_every=config.checkpoint_every,
+  ), model
 
 
 def export_clip(model, params, tokenizer, folder: str | Path) -> Path:
@@ -130,7 +146,9 @@ def export_checkpoint(checkpoint: str | Path, folder: str | Path, seed: int = 0)
   """Exports the CLIP parameters of a `clip` stage checkpoint (an unfinished run) like `export_clip`;
   returns (folder, the checkpoint's step)."""
   from flax import serialization
+
   from jax_aug.diffusion.loading import load_clip_tokenizer
+
   saved = serialization.msgpack_restore(Path(checkpoint).read_bytes())
   model = build_clip(seed)
   params = serialization.from_state_dict(model.params, saved["state"]["params"])

@@ -25,21 +25,25 @@ from jax_aug.mini_world.train_vae import HOLDOUT
 
 def build_unet():
   from diffusers import FlaxUNet2DConditionModel
+
   return FlaxUNet2DConditionModel(**models.UNET)
 
 
 def build_text_encoder():
   from transformers import CLIPTextConfig, FlaxCLIPTextModel
+
   return FlaxCLIPTextModel(CLIPTextConfig(**models.CLIP_TEXT), _do_init=False)
 
 
-def unet_stage(config, corpus, tokenizer, *, vae, vae_params, scaling: float, text_params, seed: int
-               ) -> tuple[Stage, object]:
+def unet_stage(
+  config, corpus, tokenizer, *, vae, vae_params, scaling: float, text_params, seed: int
+) -> tuple[Stage, object]:
   unet = build_unet()
   text_encoder = build_text_encoder()
   ids, _ = corpus.tokens(tokenizer, CLIP_MAX_LENGTH, config.cache)
-  empty = np.asarray(tokenizer([""], padding="max_length", max_length=CLIP_MAX_LENGTH, return_tensors="np")["input_ids"][0],
-                     np.int32)
+  empty = np.asarray(
+    tokenizer([""], padding="max_length", max_length=CLIP_MAX_LENGTH, return_tensors="np")["input_ids"][0], np.int32
+  )
   train_size = len(corpus) - HOLDOUT
   abar = jnp.asarray(schedule_from_scheduler_config(SD14_SCHEDULER_CONFIG))
   latent_shape = (models.VAE["latent_channels"], models.UNET["sample_size"], models.UNET["sample_size"])
@@ -52,8 +56,9 @@ def unet_stage(config, corpus, tokenizer, *, vae, vae_params, scaling: float, te
 
   def loss_fn(params, images, token_ids, key):
     draws = draw_noise(key, images.shape[0], latent_shape, len(abar))
-    latents = encode_latents(vae, vae_params, jnp.transpose(images.astype(jnp.float32) / 127.5 - 1.0, (0, 3, 1, 2)),
-                             draws["latent_eps"], scaling)
+    latents = encode_latents(
+      vae, vae_params, jnp.transpose(images.astype(jnp.float32) / 127.5 - 1.0, (0, 3, 1, 2)), draws["latent_eps"], scaling
+    )
     states = jax.lax.stop_gradient(text_encoder(token_ids, params=text_params)[0])
     noisy = add_noise(abar, latents, draws["noise"], draws["timesteps"])
     prediction = unet.apply({"params": params}, noisy, draws["timesteps"], states).sample
@@ -65,7 +70,7 @@ def unet_stage(config, corpus, tokenizer, *, vae, vae_params, scaling: float, te
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
     return {"params": optax.apply_updates(state["params"], updates), "opt_state": opt_state}, {"loss": loss}
 
-  holdout = {"images": corpus.images[train_size:train_size + 256], "ids": ids[train_size:train_size + 256]}
+  holdout = {"images": corpus.images[train_size : train_size + 256], "ids": ids[train_size : train_size + 256]}
   holdout_loss = jax.jit(loss_fn)
 
   def batch(step_index):
@@ -77,9 +82,16 @@ def unet_stage(config, corpus, tokenizer, *, vae, vae_params, scaling: float, te
 
   def evaluate(state):
     # fixed noise and timesteps: comparable across evaluations
-    return {"holdout_loss": float(holdout_loss(state["params"], holdout["images"], holdout["ids"],
-                                               jax.random.key(seed)))}
+    return {"holdout_loss": float(holdout_loss(state["params"], holdout["images"], holdout["ids"], jax.random.key(seed)))}
 
-  return Stage(name="unet", steps=config.steps, init=init, step=step, batch=batch, evaluate=evaluate,
-               eval_every=config.eval_every, log_every=config.log_every,
-               checkpoint_every=config.checkpoint_every), unet
+  return Stage(
+    name="unet",
+    steps=config.steps,
+    init=init,
+    step=step,
+    batch=batch,
+    evaluate=evaluate,
+    eval_every=config.eval_every,
+    log_every=config.log_every,
+    checkpoint_every=config.checkpoint_every,
+  ), unet

@@ -27,6 +27,7 @@ def to_vae_input(images) -> jax.Array:
 
 def build_vae():
   from diffusers import FlaxAutoencoderKL
+
   return FlaxAutoencoderKL(**models.VAE)
 
 
@@ -60,8 +61,11 @@ def vae_stage(config, corpus, seed: int) -> tuple[Stage, object]:
 
     (loss, (l1, kl)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-    return {"params": optax.apply_updates(state["params"], updates), "opt_state": opt_state}, \
-        {"loss": loss, "l1": l1, "kl": kl}
+    return {"params": optax.apply_updates(state["params"], updates), "opt_state": opt_state}, {
+      "loss": loss,
+      "l1": l1,
+      "kl": kl,
+    }
 
   holdout = corpus.images[train_size:]
 
@@ -79,9 +83,17 @@ def vae_stage(config, corpus, seed: int) -> tuple[Stage, object]:
     l1 = float(holdout_l1(state["params"], holdout))
     return {"holdout_l1": l1, "holdout_l1_255": l1 * 127.5}  # also in pixel units (0..255)
 
-  return Stage(name="vae", steps=config.steps, init=init, step=step, batch=batch, evaluate=evaluate,
-               eval_every=config.eval_every, log_every=config.log_every,
-               checkpoint_every=config.checkpoint_every), vae
+  return Stage(
+    name="vae",
+    steps=config.steps,
+    init=init,
+    step=step,
+    batch=batch,
+    evaluate=evaluate,
+    eval_every=config.eval_every,
+    log_every=config.log_every,
+    checkpoint_every=config.checkpoint_every,
+  ), vae
 
 
 def scaling_factor(vae, params, images: np.ndarray) -> float:

@@ -10,8 +10,11 @@ from pathlib import Path
 from absl import flags
 
 PLAN = flags.DEFINE_string(
-    "plan", None, "Compile the hot steps for this target ('local', 'tpu:v5e-16', 'tpu:v5p-8', ...) without"
-    " running anything; writes <workdir>/plan/<target>/plan.json (TPU targets need the plan extra).")
+  "plan",
+  None,
+  "Compile the hot steps for this target ('local', 'tpu:v5e-16', 'tpu:v5p-8', ...) without"
+  " running anything; writes <workdir>/plan/<target>/plan.json (TPU targets need the plan extra).",
+)
 PLAN_UTILIZATION = flags.DEFINE_float("plan_utilization", 0.4, "Fraction of peak FLOP/s for --plan's time estimates.")
 
 
@@ -22,6 +25,7 @@ def requested() -> bool:
 def plan(script: str, config, workdir: str) -> None:
   """Plans `script`'s steps ("study", "classifier", "finetune", "sample" or "retrieval") for --plan."""
   from jax_aug.plan import study as plan_lib  # only --plan needs it (and libtpu for TPU targets)
+
   out_dir = Path(workdir) / "plan" / PLAN.value.replace(":", "_")
   if script == "study":
     result = plan_lib.plan_study(config, PLAN.value, out_dir, utilization=PLAN_UTILIZATION.value)

@@ -14,8 +14,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import jax
 
@@ -28,6 +29,7 @@ CACHE_VERSION = 1
 @dataclasses.dataclass(frozen=True)
 class LoopBody:
   """The body of a loop inside a step: `fn(*args)` is one iteration, run `trip_count` times per call."""
+
   name: str
   fn: Callable
   args: tuple
@@ -38,6 +40,7 @@ class LoopBody:
 class HotStep:
   """One jitted production function at the config's real shapes. `args`: ShapeDtypeStruct trees with
   shardings; `unit`: what one call does (e.g. "train step, batch 256")."""
+
   stage: str
   fn: Callable
   args: tuple
@@ -54,6 +57,7 @@ class StepCost:
   sizes are None: the step does not fit. When the production code refuses the config on the target
   (`cannot_run`), `refused` holds its error.
   """
+
   stage: str
   unit: str
   target: str
@@ -70,10 +74,23 @@ class StepCost:
   cannot_run: bool = False  # `refused` is the production code's own refusal of the config, not the compiler's
 
   @classmethod
-  def cannot_run_on(cls, stage: str, target: str, why: str) -> "StepCost":
-    return cls(stage=stage, unit="", target=target, num_devices=0, argument_bytes=None, output_bytes=None,
-               alias_bytes=None, temp_bytes=None, code_bytes=None, flops_per_device=None, loops=(),
-               compile_seconds=0.0, refused=why, cannot_run=True)
+  def cannot_run_on(cls, stage: str, target: str, why: str) -> StepCost:
+    return cls(
+      stage=stage,
+      unit="",
+      target=target,
+      num_devices=0,
+      argument_bytes=None,
+      output_bytes=None,
+      alias_bytes=None,
+      temp_bytes=None,
+      code_bytes=None,
+      flops_per_device=None,
+      loops=(),
+      compile_seconds=0.0,
+      refused=why,
+      cannot_run=True,
+    )
 
   @property
   def peak_bytes(self) -> int | None:
@@ -120,8 +137,7 @@ def _compile(lowered, label: str, log: Callable[[str], None]):
 
 def _num_devices(args: Sequence) -> int:
   """How many devices the step runs on: those its arguments are laid out over."""
-  return max(len(leaf.sharding.device_set) for leaf in jax.tree.leaves(args)
-             if getattr(leaf, "sharding", None) is not None)
+  return max(len(leaf.sharding.device_set) for leaf in jax.tree.leaves(args) if getattr(leaf, "sharding", None) is not None)
 
 
 def _cache_key(lowered_text: str, target: Target) -> str:
@@ -132,8 +148,9 @@ def _cache_key(lowered_text: str, target: Target) -> str:
   return digest.hexdigest()[:32]
 
 
-def compile_step(step: HotStep, target: Target, *, cache_dir: str | Path | None = None,
-                 log: Callable[[str], None] = print) -> StepCost:
+def compile_step(
+  step: HotStep, target: Target, *, cache_dir: str | Path | None = None, log: Callable[[str], None] = print
+) -> StepCost:
   """The step's per-device cost on `target` (its args must carry shardings on devices of target.devices)."""
   label = f"{step.stage} ({step.unit}) for {target.name}"
   lowered = step.fn.lower(*step.args, **step.kwargs)
@@ -153,9 +170,21 @@ def compile_step(step: HotStep, target: Target, *, cache_dir: str | Path | None 
     if "RESOURCE_EXHAUSTED" not in str(e):
       raise
     log(f"plan: {label}: the compiler refused it: {e}")
-    cost = StepCost(stage=step.stage, unit=step.unit, target=target.name, num_devices=num_devices,
-                    argument_bytes=None, output_bytes=None, alias_bytes=None, temp_bytes=None, code_bytes=None,
-                    flops_per_device=None, loops=(), compile_seconds=0.0, refused=str(e))
+    cost = StepCost(
+      stage=step.stage,
+      unit=step.unit,
+      target=target.name,
+      num_devices=num_devices,
+      argument_bytes=None,
+      output_bytes=None,
+      alias_bytes=None,
+      temp_bytes=None,
+      code_bytes=None,
+      flops_per_device=None,
+      loops=(),
+      compile_seconds=0.0,
+      refused=str(e),
+    )
     _write_cache(cache_path, cost)
     return cost
   memory = compiled.memory_analysis()
@@ -167,17 +196,26 @@ def compile_step(step: HotStep, target: Target, *, cache_dir: str | Path | None 
     flops += (loop.trip_count - 1) * body_flops
     loops.append({"name": loop.name, "trip_count": loop.trip_count, "flops_per_device": body_flops})
   cost = StepCost(
-      stage=step.stage, unit=step.unit, target=target.name, num_devices=num_devices,
-      argument_bytes=int(memory.argument_size_in_bytes), output_bytes=int(memory.output_size_in_bytes),
-      alias_bytes=int(memory.alias_size_in_bytes), temp_bytes=int(memory.temp_size_in_bytes),
-      code_bytes=int(memory.generated_code_size_in_bytes), flops_per_device=flops, loops=tuple(loops),
-      compile_seconds=seconds)
+    stage=step.stage,
+    unit=step.unit,
+    target=target.name,
+    num_devices=num_devices,
+    argument_bytes=int(memory.argument_size_in_bytes),
+    output_bytes=int(memory.output_size_in_bytes),
+    alias_bytes=int(memory.alias_size_in_bytes),
+    temp_bytes=int(memory.temp_size_in_bytes),
+    code_bytes=int(memory.generated_code_size_in_bytes),
+    flops_per_device=flops,
+    loops=tuple(loops),
+    compile_seconds=seconds,
+  )
   _write_cache(cache_path, cost)
   return cost
 
 
-def _body_flops(lowered, label: str, target: Target, cache_dir: str | Path | None,
-                log: Callable[[str], None]) -> tuple[float, float]:
+def _body_flops(
+  lowered, label: str, target: Target, cache_dir: str | Path | None, log: Callable[[str], None]
+) -> tuple[float, float]:
   """FLOPs per device of one loop iteration and the seconds its compile took (cached on its own: txt2img
   and img2img share their denoise step)."""
   path = None if cache_dir is None else Path(cache_dir) / f"body-{_cache_key(lowered.as_text(), target)}.json"

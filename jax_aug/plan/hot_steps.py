@@ -38,19 +38,21 @@ def classifier_steps(config: ConfigDict, num_classes: int, target: Target, stage
   tx = steps.make_optimizer(config.optimizer)
   size = config.input.image_size
   layout = steps.state_shardings(model, tx, mesh, size, config.parameter_sharding)
-  state = with_sharding(jax.eval_shape(lambda key: steps.create_train_state(model, tx, key, size),
-                                       jax.random.key(0)), layout)
+  state = with_sharding(
+    jax.eval_shape(lambda key: steps.create_train_state(model, tx, key, size), jax.random.key(0)), layout
+  )
   data = sharding.data_sharding(mesh)
   for name in ("global_batch_size", "eval_batch_size"):
     if config[name] % mesh.size:
-      raise ValueError(f"{stage}: config.{name}={config[name]} is not divisible by the {mesh.size} devices"
-                       f" of {target.name}")
+      raise ValueError(f"{stage}: config.{name}={config[name]} is not divisible by the {mesh.size} devices of {target.name}")
 
   def batch(size_b: int, mask: bool) -> dict:
     # As jax_aug.data.pipeline yields them: uint8 images (normalised inside the step), int32 labels
     # (eval: a 0/1 mask).
-    fields = {"image": jax.ShapeDtypeStruct((size_b, size, size, 3), jnp.uint8),
-              "label": jax.ShapeDtypeStruct((size_b,), jnp.int32)}
+    fields = {
+      "image": jax.ShapeDtypeStruct((size_b, size, size, 3), jnp.uint8),
+      "label": jax.ShapeDtypeStruct((size_b,), jnp.int32),
+    }
     if mask:
       fields["mask"] = jax.ShapeDtypeStruct((size_b,), jnp.int32)
     return with_sharding(fields, data)
@@ -58,10 +60,18 @@ def classifier_steps(config: ConfigDict, num_classes: int, target: Target, stage
   train = steps.jit_train_step(model, tx, mesh, layout)
   evaluate = steps.jit_eval_step(model, num_classes, mesh, layout)
   return [
-      HotStep(f"{stage}/train", train, (state, batch(config.global_batch_size, False)),
-              f"train step, batch {config.global_batch_size}"),
-      HotStep(f"{stage}/eval", evaluate, (state.variables(), batch(config.eval_batch_size, True)),
-              f"eval step, batch {config.eval_batch_size}"),
+    HotStep(
+      f"{stage}/train",
+      train,
+      (state, batch(config.global_batch_size, False)),
+      f"train step, batch {config.global_batch_size}",
+    ),
+    HotStep(
+      f"{stage}/eval",
+      evaluate,
+      (state.variables(), batch(config.eval_batch_size, True)),
+      f"eval step, batch {config.eval_batch_size}",
+    ),
   ]
 
 
@@ -87,10 +97,13 @@ def finetune_step(config: ConfigDict, num_classes: int, target: Target, stage: s
     with jax.ensure_compile_time_eval():
       with_weights = dataclasses.replace(sd, params={**sd.params, "text_encoder": text_params, "unet": unet_params})
       return initial_trainable(spec, spec.build(classes[:1], sd.tokenizer), with_weights)
+
   one = jax.eval_shape(initial, sd.params["unet"])
   learned = one[conditioning.group]
-  trainable = {**one, conditioning.group: jax.ShapeDtypeStruct((num_classes * learned.shape[0],) + learned.shape[1:],
-                                                               learned.dtype)}
+  trainable = {
+    **one,
+    conditioning.group: jax.ShapeDtypeStruct((num_classes * learned.shape[0],) + learned.shape[1:], learned.dtype),
+  }
   frozen = frozen_params(spec, sd)
   tx = trainer.make_optimizer(ft, trainable)
   abar = jnp.asarray(objective.schedule_from_scheduler_config(sd.scheduler.config))
@@ -99,12 +112,19 @@ def finetune_step(config: ConfigDict, num_classes: int, target: Target, stage: s
   b, r = ft.batch_size, sd.resolution
   # As jax_aug.finetune.data.BatchReader yields them: image, index, weight and the conditioning kind's fields.
   fields = conditioning.batch_fields([Example("", i % num_classes, i, 0) for i in range(b)], epoch=1, seed=0)
-  batch = {"image": jax.ShapeDtypeStruct((b, 3, r, r), jnp.float32), "index": jax.ShapeDtypeStruct((b,), jnp.int32),
-           "weight": jax.ShapeDtypeStruct((b,), jnp.float32),
-           **{name: jax.ShapeDtypeStruct(field.shape, field.dtype) for name, field in fields.items()}}
-  args = (with_sharding(trainable, replicated), with_sharding(jax.eval_shape(tx.init, trainable), replicated),
-          with_sharding(jax.eval_shape(lambda f: f, frozen), replicated), with_sharding(batch, data),
-          with_sharding(jax.eval_shape(lambda: jax.random.key(0)), replicated))
+  batch = {
+    "image": jax.ShapeDtypeStruct((b, 3, r, r), jnp.float32),
+    "index": jax.ShapeDtypeStruct((b,), jnp.int32),
+    "weight": jax.ShapeDtypeStruct((b,), jnp.float32),
+    **{name: jax.ShapeDtypeStruct(field.shape, field.dtype) for name, field in fields.items()},
+  }
+  args = (
+    with_sharding(trainable, replicated),
+    with_sharding(jax.eval_shape(tx.init, trainable), replicated),
+    with_sharding(jax.eval_shape(lambda f: f, frozen), replicated),
+    with_sharding(batch, data),
+    with_sharding(jax.eval_shape(lambda: jax.random.key(0)), replicated),
+  )
   return HotStep(f"{stage}/train", train_step, args, f"train step, batch {b}, {r} px")
 
 
@@ -123,8 +143,9 @@ def sampling_step(config: ConfigDict, target: Target, stage: str = "sample/txt2i
   mesh = host_mesh(target)
   b = config.batch_size
   if b % mesh.size:
-    raise ValueError(f"the sampling engine refuses batch_size={b}: not a multiple of the {mesh.size}"
-                     f" devices of one {target.name} host")
+    raise ValueError(
+      f"the sampling engine refuses batch_size={b}: not a multiple of the {mesh.size} devices of one {target.name} host"
+    )
   sampler = engine.Sampler(sd, settings_from_config(config), mesh)
   img2img = bool(sampler.settings.boomerang_strength)
   replicated, data = sharding.replicated_sharding(mesh), sharding.data_sharding(mesh)
@@ -134,19 +155,35 @@ def sampling_step(config: ConfigDict, target: Target, stage: str = "sample/txt2i
   # As Sampler.generate passes them: float32 arrays with the data sharding (txt2img: 1x1x1 zeros for the
   # unused init images and posterior noise), the guidance scale a scalar.
   init, posterior = (f32(b, 3, size, size), f32(b, *latent)) if img2img else (f32(b, 1, 1, 1), f32(b, 1, 1, 1))
-  args = (params, *with_sharding((f32(b, *latent), f32(b, length, hidden), f32(b, length, hidden)), data),
-          with_sharding(f32(), replicated), *with_sharding((init, posterior), data))
+  args = (
+    params,
+    *with_sharding((f32(b, *latent), f32(b, length, hidden), f32(b, length, hidden)), data),
+    with_sharding(f32(), replicated),
+    *with_sharding((init, posterior), data),
+  )
   # One iteration alone, with the loop's carry: latents and the scheduler state after set_timesteps.
-  state = jax.eval_shape(lambda s: sampler.scheduler.set_timesteps(
-      s, sampler.settings.num_inference_steps, (b,) + latent), sampler.scheduler_state)
-  body_args = (params, with_sharding(jax.ShapeDtypeStruct((2 * b, length, hidden), sd.unet.dtype), data),
-               with_sharding(f32(), replicated), with_sharding(state.timesteps, replicated),
-               with_sharding(jax.ShapeDtypeStruct((), jnp.int32), replicated),
-               (with_sharding(f32(b, *latent), data), with_sharding(state, replicated)))
+  state = jax.eval_shape(
+    lambda s: sampler.scheduler.set_timesteps(s, sampler.settings.num_inference_steps, (b,) + latent),
+    sampler.scheduler_state,
+  )
+  body_args = (
+    params,
+    with_sharding(jax.ShapeDtypeStruct((2 * b, length, hidden), sd.unet.dtype), data),
+    with_sharding(f32(), replicated),
+    with_sharding(state.timesteps, replicated),
+    with_sharding(jax.ShapeDtypeStruct((), jnp.int32), replicated),
+    (with_sharding(f32(b, *latent), data), with_sharding(state, replicated)),
+  )
   trips = sampler.loop_trip_count()
   unit = f"batch {b}, {size} px, {trips} steps" + (f", strength {sampler.settings.boomerang_strength:g}" if img2img else "")
-  return HotStep(stage, sampler._denoise, args, unit, kwargs={"img2img": img2img},
-                 loops=(LoopBody("denoise step", jax.jit(sampler._denoise_step), body_args, trips),))
+  return HotStep(
+    stage,
+    sampler._denoise,
+    args,
+    unit,
+    kwargs={"img2img": img2img},
+    loops=(LoopBody("denoise step", jax.jit(sampler._denoise_step), body_args, trips),),
+  )
 
 
 def inception_step(config: ConfigDict, target: Target, stage: str = "finetune/inception_v3") -> HotStep:
@@ -155,11 +192,13 @@ def inception_step(config: ConfigDict, target: Target, stage: str = "finetune/in
   device, as `clusters.image_features` calls it."""
   device = jax.sharding.SingleDeviceSharding(target.devices[0])
   size, b = config.image_size, config.batch_size
-  variables = jax.eval_shape(inception.InceptionV3Features().init, jax.random.key(0),
-                             jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32))
+  variables = jax.eval_shape(
+    inception.InceptionV3Features().init, jax.random.key(0), jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
+  )
   images = jax.ShapeDtypeStruct((b, size, size, 3), jnp.float32)
-  return HotStep(stage, clusters.inception_features, with_sharding((variables, images), device),
-                 f"features, batch {b}, {size} px")
+  return HotStep(
+    stage, clusters.inception_features, with_sharding((variables, images), device), f"features, batch {b}, {size} px"
+  )
 
 
 def clip_text_step(config: ConfigDict, target: Target, stage: str = "retrieval/clip_text_query") -> HotStep:
@@ -170,5 +209,9 @@ def clip_text_step(config: ConfigDict, target: Target, stage: str = "retrieval/c
   b = clip_model.EMBED_TEXTS_BATCH
   length = model.model.config.text_config.max_position_embeddings
   tokens = jax.ShapeDtypeStruct((b, length), jnp.int32)
-  return HotStep(stage, clip_model._text_features, (model.model, *with_sharding((model.params, tokens, tokens), device)),
-                 f"query embedding, batch {b}")
+  return HotStep(
+    stage,
+    clip_model._text_features,
+    (model.model, *with_sharding((model.params, tokens, tokens), device)),
+    f"query embedding, batch {b}",
+  )

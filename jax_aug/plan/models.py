@@ -37,13 +37,19 @@ def _sd_component_configs(model_config) -> tuple[dict, dict, dict, dict, str | N
     return tiny.UNET_CONFIG, tiny.VAE_CONFIG, tiny.TEXT_CONFIG, tiny.SD14_SCHEDULER_CONFIG, None
   if Path(path).expanduser().is_dir():
     folder = Path(path).expanduser()
-    return (_read_json(folder / "unet" / "config.json"), _read_json(folder / "vae" / "config.json"),
-            _read_json(folder / "text_encoder" / "config.json"),
-            _read_json(folder / "scheduler" / "scheduler_config.json"), str(folder / "tokenizer"))
+    return (
+      _read_json(folder / "unet" / "config.json"),
+      _read_json(folder / "vae" / "config.json"),
+      _read_json(folder / "text_encoder" / "config.json"),
+      _read_json(folder / "scheduler" / "scheduler_config.json"),
+      str(folder / "tokenizer"),
+    )
   if path == SD14_HUB_ID:
     return tiny.SD14_UNET, tiny.SD14_VAE, tiny.SD14_TEXT, tiny.SD14_SCHEDULER_CONFIG, None
-  raise ValueError(f"cannot plan model.path={path!r}: expected empty (tiny), a local diffusers folder, or"
-                   f" {SD14_HUB_ID!r} (its shapes are known without the hub)")
+  raise ValueError(
+    f"cannot plan model.path={path!r}: expected empty (tiny), a local diffusers folder, or"
+    f" {SD14_HUB_ID!r} (its shapes are known without the hub)"
+  )
 
 
 def stable_diffusion(model_config) -> StableDiffusion:
@@ -61,22 +67,36 @@ def stable_diffusion(model_config) -> StableDiffusion:
   vae = FlaxAutoencoderKL.from_config(vae_config, dtype=dtype)
   text_encoder = FlaxCLIPTextModel(CLIPTextConfig(**text_config), dtype=dtype, _do_init=False)
   # load_sd stores every floating parameter of these three in the compute dtype.
-  cast = lambda tree: jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, dtype if jnp.issubdtype(
-      x.dtype, jnp.floating) else x.dtype), tree)
+  cast = lambda tree: jax.tree.map(
+    lambda x: jax.ShapeDtypeStruct(x.shape, dtype if jnp.issubdtype(x.dtype, jnp.floating) else x.dtype), tree
+  )
   scheduler = FlaxPNDMScheduler.from_config(scheduler_config)
-  params = {"unet": cast(jax.eval_shape(unet.init_weights, key)),
-            "vae": cast(jax.eval_shape(vae.init_weights, key)),
-            "text_encoder": cast(jax.eval_shape(lambda k: text_encoder.init_weights(k, (1, 77)), key)),
-            "safety_checker": None, "scheduler": scheduler.create_state()}
-  return StableDiffusion(tokenizer=load_clip_tokenizer(tokenizer_dir), text_encoder=text_encoder, unet=unet,
-                         vae=vae, scheduler=scheduler, safety_checker=None, feature_extractor=None, params=params,
-                         checkpoint=f"shapes of {model_config.path or 'the tiny SD'}", dtype=model_config.dtype)
+  params = {
+    "unet": cast(jax.eval_shape(unet.init_weights, key)),
+    "vae": cast(jax.eval_shape(vae.init_weights, key)),
+    "text_encoder": cast(jax.eval_shape(lambda k: text_encoder.init_weights(k, (1, 77)), key)),
+    "safety_checker": None,
+    "scheduler": scheduler.create_state(),
+  }
+  return StableDiffusion(
+    tokenizer=load_clip_tokenizer(tokenizer_dir),
+    text_encoder=text_encoder,
+    unet=unet,
+    vae=vae,
+    scheduler=scheduler,
+    safety_checker=None,
+    feature_extractor=None,
+    params=params,
+    checkpoint=f"shapes of {model_config.path or 'the tiny SD'}",
+    dtype=model_config.dtype,
+  )
 
 
 def clip(clip_config) -> ClipModel:
   """The retrieval's CLIP (configs/base/retrieval.py `clip` block) with ShapeDtypeStruct parameters
   (float32, as load_clip gives them)."""
   from transformers import CLIPConfig, FlaxCLIPModel
+
   name = clip_config.model
   if name == "tiny":
     config = tiny_clip_config(clip_config.tiny_image_size)
@@ -89,5 +109,6 @@ def clip(clip_config) -> ClipModel:
     raise ValueError(f"cannot plan clip.model={name!r}: expected 'tiny', a local folder, or {CLIP_VIT_L14_HUB_ID!r}")
   model = FlaxCLIPModel(config, _do_init=False)
   shapes = jax.eval_shape(lambda k: model.init_weights(k, model.input_shape), jax.random.key(0))
-  return ClipModel(model=model, params=shapes, tokenizer=load_clip_tokenizer(), image_processor=None,
-                   name=f"shapes of {name}")
+  return ClipModel(
+    model=model, params=shapes, tokenizer=load_clip_tokenizer(), image_processor=None, name=f"shapes of {name}"
+  )

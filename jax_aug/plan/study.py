@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from ml_collections import ConfigDict
 
@@ -40,8 +40,8 @@ from jax_aug.plan import hot_steps
 from jax_aug.plan.compile import StepCost, compile_step
 from jax_aug.plan.targets import GIB, Target, resolve
 from jax_aug.retrieval import clip_model
-from jax_aug.study import methods as methods_lib
 from jax_aug.study import kinds
+from jax_aug.study import methods as methods_lib
 
 PLAN_FILE = "plan.json"
 # Model FLOPs utilization assumed for time estimates (a well-tuned convnet / U-Net step reaches 0.3..0.5).
@@ -51,8 +51,12 @@ ILSVRC2012_CLASSES = 1000
 # The study's device work that the plan does not compile (listed in plan.json): the fine-tuning runs'
 # per-epoch validation loss, the safety checker on every sampled image, the prompts' text encoding, the
 # retrieval's image embeddings (aesthetic predictor) and its index search (CPU, faiss).
-NOT_YET_PLANNED = ("finetune validation (eval_sums)", "safety checker", "prompt text encoding",
-                   "retrieval image embeddings (aesthetic predictor)")
+NOT_YET_PLANNED = (
+  "finetune validation (eval_sums)",
+  "safety checker",
+  "prompt text encoding",
+  "retrieval image embeddings (aesthetic predictor)",
+)
 
 
 class DoesNotFit(ValueError):
@@ -130,8 +134,15 @@ def sampling_stages(config: ConfigDict) -> dict[str, tuple[str, ConfigDict]]:
       mc = mc.copy_and_resolve_references()
       mc.boomerang_strength = _strengths(mc)[0]
     chosen[method.name] = mc
-  shape = lambda mc: (mc.model.path, mc.model.dtype, mc.batch_size, mc.resolution, mc.num_inference_steps,
-                      mc.scheduler, _is_img2img(mc) and mc.boomerang_strength)
+  shape = lambda mc: (
+    mc.model.path,
+    mc.model.dtype,
+    mc.batch_size,
+    mc.resolution,
+    mc.num_inference_steps,
+    mc.scheduler,
+    _is_img2img(mc) and mc.boomerang_strength,
+  )
   stages = {}
   for img2img in (False, True):
     group = {m: mc for m, mc in chosen.items() if _is_img2img(mc) == img2img}
@@ -143,8 +154,11 @@ def sampling_stages(config: ConfigDict) -> dict[str, tuple[str, ConfigDict]]:
 
 
 def _clusters_methods(config: ConfigDict) -> list[str]:
-  return [m.name for m in methods_lib.select(config, config.methods) if m.kind == method_kinds.FINETUNED
-          and config.method_configs[m.name].finetune.trainables.clusters_per_class > 1]
+  return [
+    m.name
+    for m in methods_lib.select(config, config.methods)
+    if m.kind == method_kinds.FINETUNED and config.method_configs[m.name].finetune.trainables.clusters_per_class > 1
+  ]
 
 
 def _retrieval(config: ConfigDict) -> bool:
@@ -173,19 +187,34 @@ def study_hours(config: ConfigDict, costs: dict[str, StepCost], target: Target, 
     grid = len(ft.lr_search.factors)
     run_hours = hours(costs[f"finetune/{method.name}/train"], grid * ft.policy.max_epochs * steps)
     finetune_total += run_hours
-    finetune_rows.append({"method": method.name, "runs": grid, "train_images": subset,
-                          "epochs_upper_bound": ft.policy.max_epochs, "train_steps_per_epoch": steps,
-                          "chip_hours": run_hours})
+    finetune_rows.append(
+      {
+        "method": method.name,
+        "runs": grid,
+        "train_images": subset,
+        "epochs_upper_bound": ft.policy.max_epochs,
+        "train_steps_per_epoch": steps,
+        "chip_hours": run_hours,
+      }
+    )
   rows, total = [], 0.0
   for run in classifier_runs(config):
     steps = math.ceil(run["train_images"] / classifier.global_batch_size)
     evals = math.ceil(run["validation_images"] / classifier.eval_batch_size)
     epochs = classifier.schedule.max_epochs
-    run_hours = (hours(costs["classifier/train"], run["runs"] * epochs * steps)
-                 + hours(costs["classifier/eval"], run["runs"] * epochs * evals))
+    run_hours = hours(costs["classifier/train"], run["runs"] * epochs * steps) + hours(
+      costs["classifier/eval"], run["runs"] * epochs * evals
+    )
     total += run_hours
-    rows.append({**run, "epochs_upper_bound": epochs, "train_steps_per_epoch": steps,
-                 "eval_steps_per_epoch": evals, "chip_hours": run_hours})
+    rows.append(
+      {
+        **run,
+        "epochs_upper_bound": epochs,
+        "train_steps_per_epoch": steps,
+        "eval_steps_per_epoch": evals,
+        "chip_hours": run_hours,
+      }
+    )
   sampling_rows, sampling_total = [], 0.0
   by_name = {m.name: m for m in methods_lib.select(config, config.methods)}
   for method, (stage, mc) in sampling_stages(config).items():
@@ -195,34 +224,66 @@ def study_hours(config: ConfigDict, costs: dict[str, StepCost], target: Target, 
       # One set per strength; a strength's call differs from the compiled one by its loop's trip count.
       body, trips = cost.loops[0]["flops_per_device"], cost.loops[0]["trip_count"]
       entries = trips + boomerang.start_step(mc.num_inference_steps, mc.boomerang_strength)
-      sets = {f"strength {s:g}": cost.flops_per_device - (trips - (entries - boomerang.start_step(
-          mc.num_inference_steps, s))) * body for s in _strengths(mc)}
+      sets = {
+        f"strength {s:g}": cost.flops_per_device
+        - (trips - (entries - boomerang.start_step(mc.num_inference_steps, s))) * body
+        for s in _strengths(mc)
+      }
     else:
       row = by_name[method]
-      candidates = (_selection_candidates(mc) if row.kind == method_kinds.FINETUNED
-                    and kinds.selects_on_validation(config, row) else 1)
+      candidates = (
+        _selection_candidates(mc) if row.kind == method_kinds.FINETUNED and kinds.selects_on_validation(config, row) else 1
+      )
       sets = {f"set {i}": cost.flops_per_device for i in range(candidates)}
     set_hours = sum(hours(cost, batches, flops) for flops in sets.values())
     sampling_total += set_hours
-    sampling_rows.append({"method": method, "stage": stage, "sets": len(sets), "images_per_set": images,
-                          "batch_size": mc.batch_size, "batches_per_set": batches, "chip_hours": set_hours})
+    sampling_rows.append(
+      {
+        "method": method,
+        "stage": stage,
+        "sets": len(sets),
+        "images_per_set": images,
+        "batch_size": mc.batch_size,
+        "batches_per_set": batches,
+        "chip_hours": set_hours,
+      }
+    )
   other_rows = []
   for method in _clusters_methods(config):
     block = config.method_configs[method].finetune.clusters
     calls = math.ceil(2 * subset / block.batch_size)  # subset + an equally large validation split
-    other_rows.append({"stage": "finetune/inception_v3", "method": method, "calls": calls,
-                       "chip_hours": hours(costs["finetune/inception_v3"], calls)})
+    other_rows.append(
+      {
+        "stage": "finetune/inception_v3",
+        "method": method,
+        "calls": calls,
+        "chip_hours": hours(costs["finetune/inception_v3"], calls),
+      }
+    )
   if _retrieval(config):
     calls = math.ceil(_retrieval_classes(config) / clip_model.EMBED_TEXTS_BATCH)
-    other_rows.append({"stage": "retrieval/clip_text_query", "method": "retrieval", "calls": calls,
-                       "chip_hours": hours(costs["retrieval/clip_text_query"], calls)})
+    other_rows.append(
+      {
+        "stage": "retrieval/clip_text_query",
+        "method": "retrieval",
+        "calls": calls,
+        "chip_hours": hours(costs["retrieval/clip_text_query"], calls),
+      }
+    )
   other_total = sum(r["chip_hours"] for r in other_rows)
-  return {"utilization": utilization, "classifier_runs": rows, "classifier_chip_hours": total,
-          "finetune_runs": finetune_rows, "finetune_chip_hours": finetune_total,
-          "sampling_runs": sampling_rows, "sampling_chip_hours": sampling_total,
-          "feature_runs": other_rows, "feature_chip_hours": other_total,
-          "chip_hours": total + finetune_total + sampling_total + other_total,
-          "not_yet_planned": list(NOT_YET_PLANNED)}
+  return {
+    "utilization": utilization,
+    "classifier_runs": rows,
+    "classifier_chip_hours": total,
+    "finetune_runs": finetune_rows,
+    "finetune_chip_hours": finetune_total,
+    "sampling_runs": sampling_rows,
+    "sampling_chip_hours": sampling_total,
+    "feature_runs": other_rows,
+    "feature_chip_hours": other_total,
+    "chip_hours": total + finetune_total + sampling_total + other_total,
+    "not_yet_planned": list(NOT_YET_PLANNED),
+  }
 
 
 def _retrieval_classes(config: ConfigDict) -> int:
@@ -235,37 +296,56 @@ def per_host_work(config: ConfigDict, num_hosts: int) -> dict:
   busiest host)."""
   classes, subset = _num_classes(config), _split_images(config, config.data.subset_fraction)
   work = {"hosts": num_hosts, "sampling": [], "finetune": [], "classifier": {}, "downloads": None}
-  for method, (stage, mc) in sampling_stages(config).items():
+  for method, (_stage, mc) in sampling_stages(config).items():
     batches = math.ceil(mc.images_per_class * classes / mc.batch_size)
     per_host = math.ceil(batches / num_hosts)
-    work["sampling"].append({"method": method, "batches_per_set": batches, "batches_per_host": per_host,
-                             "images_per_host": per_host * mc.batch_size})
+    work["sampling"].append(
+      {
+        "method": method,
+        "batches_per_set": batches,
+        "batches_per_host": per_host,
+        "images_per_host": per_host * mc.batch_size,
+      }
+    )
   for method in methods_lib.select(config, config.methods):
     if method.kind == method_kinds.FINETUNED:
       ft = config.method_configs[method.name].finetune
       # One model of every class; each step's global batch is split over all devices of all hosts.
-      work["finetune"].append({"method": method.name, "classes_per_host": classes,
-                               "steps_per_epoch_per_host": math.ceil(subset / ft.batch_size),
-                               "examples_per_step_per_host": ft.batch_size / num_hosts})
+      work["finetune"].append(
+        {
+          "method": method.name,
+          "classes_per_host": classes,
+          "steps_per_epoch_per_host": math.ceil(subset / ft.batch_size),
+          "examples_per_step_per_host": ft.batch_size / num_hosts,
+        }
+      )
   work["classifier"] = {"examples_per_train_step_per_host": config.classifier.global_batch_size / num_hosts}
   if _retrieval(config):
     rc = config.method_configs["retrieval"]
     n = _retrieval_classes(config)
     most = n * round(rc.max_multiple * rc.k_factor * rc.images_per_class)
     spread = rc.download.distributor == "pyspark"
-    work["downloads"] = {"distributor": rc.download.distributor,
-                         "candidates_at_least": n * rc.images_per_class, "candidates_at_most": most,
-                         "candidates_at_most_per_host": math.ceil(most / num_hosts) if spread else most}
+    work["downloads"] = {
+      "distributor": rc.download.distributor,
+      "candidates_at_least": n * rc.images_per_class,
+      "candidates_at_most": most,
+      "candidates_at_most_per_host": math.ceil(most / num_hosts) if spread else most,
+    }
   return work
 
 
 def plan_rows(costs: dict[str, StepCost], target: Target, utilization: float) -> list[dict]:
   hbm, peak = target.hbm_bytes(), target.peak_flops()
   rows = []
-  for stage, cost in costs.items():
-    rows.append({**cost.to_json(), "hbm_bytes": hbm,
-                 "fits": None if hbm is None else cost.fits(hbm),
-                 "seconds_per_call": None if peak is None else cost.seconds(peak, utilization)})
+  for cost in costs.values():
+    rows.append(
+      {
+        **cost.to_json(),
+        "hbm_bytes": hbm,
+        "fits": None if hbm is None else cost.fits(hbm),
+        "seconds_per_call": None if peak is None else cost.seconds(peak, utilization),
+      }
+    )
   return rows
 
 
@@ -273,13 +353,14 @@ def table(rows: list[dict]) -> str:
   """The terminal table: one line per stage (memory per device in GiB, 3 significant digits)."""
   width = max([len("stage")] + [len(r["stage"]) for r in rows])
   unit_width = max([len("per call")] + [len(r["unit"]) for r in rows])
-  header = (f"{'stage':<{width}} {'per call':<{unit_width}} {'dev':>4} {'args':>9} {'temp':>9} {'out':>9}"
-            f" {'aliased':>9} {'total GiB':>9} {'HBM GiB':>8}  {'fits':<13} {'FLOP/device':>11} {'s/call':>9}")
+  header = (
+    f"{'stage':<{width}} {'per call':<{unit_width}} {'dev':>4} {'args':>9} {'temp':>9} {'out':>9}"
+    f" {'aliased':>9} {'total GiB':>9} {'HBM GiB':>8}  {'fits':<13} {'FLOP/device':>11} {'s/call':>9}"
+  )
   lines = [header, "-" * len(header)]
   for r in rows:
     hbm = "?" if r["hbm_bytes"] is None else f"{r['hbm_bytes'] / GIB:.1f}"
-    fits = ("cannot run" if r["cannot_run"] else "unknown" if r["fits"] is None else
-            "fits" if r["fits"] else "does not fit")
+    fits = "cannot run" if r["cannot_run"] else "unknown" if r["fits"] is None else "fits" if r["fits"] else "does not fit"
     seconds = "?" if r["seconds_per_call"] is None else f"{r['seconds_per_call']:.3g}"
     start = f"{r['stage']:<{width}} {r['unit']:<{unit_width}} {r['num_devices'] or '-':>4}"
     if r["refused"] is not None:
@@ -287,8 +368,9 @@ def table(rows: list[dict]) -> str:
       lines.append(f"{start} {why:>49} {hbm:>8}  {fits:<13}")
       continue
     gib = [f"{r[k] / GIB:>9.3g}" for k in ("argument_bytes", "temp_bytes", "output_bytes", "alias_bytes")]
-    lines.append(f"{start} {' '.join(gib)} {r['peak_gib']:>9.3g} {hbm:>8}  {fits:<13}"
-                 f" {r['flops_per_device']:>11.3g} {seconds:>9}")
+    lines.append(
+      f"{start} {' '.join(gib)} {r['peak_gib']:>9.3g} {hbm:>8}  {fits:<13} {r['flops_per_device']:>11.3g} {seconds:>9}"
+    )
   return "\n".join(lines)
 
 
@@ -296,13 +378,17 @@ def summary(plan: dict) -> str:
   """Lines under the table: the target, the study's estimate, each host's share, what is not planned,
   what does not fit or cannot run."""
   target, study = plan["target"], plan["study"]
-  lines = [f"target {target['name']} ({target['topology'] or 'local devices'}): {target['num_devices']} x"
-           f" {target['device_kind']} on {target['num_hosts']} host(s); planned in {plan['plan_seconds']:.0f} s"]
+  lines = [
+    f"target {target['name']} ({target['topology'] or 'local devices'}): {target['num_devices']} x"
+    f" {target['device_kind']} on {target['num_hosts']} host(s); planned in {plan['plan_seconds']:.0f} s"
+  ]
   if "chip_hours" in study:
-    lines.append(f"planned stages of the study: {study['chip_hours']:.4g} chip-hours (classifiers"
-                 f" {study['classifier_chip_hours']:.4g}, fine-tuning {study['finetune_chip_hours']:.4g}, sampling"
-                 f" {study['sampling_chip_hours']:.4g}, features and queries {study['feature_chip_hours']:.3g}; upper"
-                 f" bounds: max_epochs every run) at {100 * plan['utilization']:.0f}% of peak bf16 FLOP/s")
+    lines.append(
+      f"planned stages of the study: {study['chip_hours']:.4g} chip-hours (classifiers"
+      f" {study['classifier_chip_hours']:.4g}, fine-tuning {study['finetune_chip_hours']:.4g}, sampling"
+      f" {study['sampling_chip_hours']:.4g}, features and queries {study['feature_chip_hours']:.3g}; upper"
+      f" bounds: max_epochs every run) at {100 * plan['utilization']:.0f}% of peak bf16 FLOP/s"
+    )
     lines.append("not planned: " + ", ".join(study["not_yet_planned"]))
   else:
     lines.append(study["note"])
@@ -311,16 +397,27 @@ def summary(plan: dict) -> str:
     lines.append(f"per host ({work['hosts']} hosts):")
     if work["classifier"] is not None:
       lines.append(f"  classifier: {work['classifier']['examples_per_train_step_per_host']:g} examples per train step")
-    lines += [f"  sample {w['method']}: {w['images_per_host']} images ({w['batches_per_host']} batches) per host per set"
-              for w in work["sampling"]]
-    lines += [f"  finetune {w['method']}: all {w['classes_per_host']} classes, {w['steps_per_epoch_per_host']} steps per"
-              f" epoch of {w['examples_per_step_per_host']:g} examples per host" for w in work["finetune"]]
+    lines += [
+      f"  sample {w['method']}: {w['images_per_host']} images ({w['batches_per_host']} batches) per host per set"
+      for w in work["sampling"]
+    ]
+    lines += [
+      f"  finetune {w['method']}: all {w['classes_per_host']} classes, {w['steps_per_epoch_per_host']} steps per"
+      f" epoch of {w['examples_per_step_per_host']:g} examples per host"
+      for w in work["finetune"]
+    ]
     if work["downloads"] is not None:
       d = work["downloads"]
-      lines.append(f"  downloads ({d['distributor']}): at most {d['candidates_at_most_per_host']} candidates per host"
-                   f" (of {d['candidates_at_least']}..{d['candidates_at_most']})")
-  lines += [f"{'CANNOT RUN' if r['cannot_run'] else 'DOES NOT FIT'}: {r['stage']}"
-            + (f" ({r['refused'].splitlines()[0]})" if r["refused"] else "") for r in plan["steps"] if r["fits"] is False]
+      lines.append(
+        f"  downloads ({d['distributor']}): at most {d['candidates_at_most_per_host']} candidates per host"
+        f" (of {d['candidates_at_least']}..{d['candidates_at_most']})"
+      )
+  lines += [
+    f"{'CANNOT RUN' if r['cannot_run'] else 'DOES NOT FIT'}: {r['stage']}"
+    + (f" ({r['refused'].splitlines()[0]})" if r["refused"] else "")
+    for r in plan["steps"]
+    if r["fits"] is False
+  ]
   return "\n".join(lines)
 
 
@@ -329,11 +426,19 @@ def check_fits(plan: dict) -> None:
   production code refuses to run on the target (e.g. a batch its devices cannot split)."""
   bad = [r for r in plan["steps"] if r["fits"] is False]
   if bad:
-    raise DoesNotFit("; ".join(
-        f"{r['stage']} cannot run on {plan['target']['name']}: {r['refused']}" if r["cannot_run"] else
-        f"{r['stage']} does not fit on {plan['target']['name']}: " + (
-            f"the compiler says {r['refused'].splitlines()[0]}" if r["refused"] is not None else
-            f"{r['peak_gib']:.2f} GiB per device > {r['hbm_bytes'] / GIB:.2f} GiB HBM") for r in bad))
+    raise DoesNotFit(
+      "; ".join(
+        f"{r['stage']} cannot run on {plan['target']['name']}: {r['refused']}"
+        if r["cannot_run"]
+        else f"{r['stage']} does not fit on {plan['target']['name']}: "
+        + (
+          f"the compiler says {r['refused'].splitlines()[0]}"
+          if r["refused"] is not None
+          else f"{r['peak_gib']:.2f} GiB per device > {r['hbm_bytes'] / GIB:.2f} GiB HBM"
+        )
+        for r in bad
+      )
+    )
 
 
 def _collector(target: Target) -> tuple[list, Callable]:
@@ -347,6 +452,7 @@ def _collector(target: Target) -> tuple[list, Callable]:
       steps.extend(build())
     except ValueError as e:
       steps.extend(StepCost.cannot_run_on(stage, target.name, str(e)) for stage in stages)
+
   return steps, add
 
 
@@ -360,31 +466,42 @@ def _hot_steps(config: ConfigDict, target: Target) -> list:
     add([stage], lambda st=stage, mc=mc: [hot_steps.sampling_step(mc, target, stage=st)])
   clusters = _clusters_methods(config)
   if clusters:
-    add(["finetune/inception_v3"], lambda: [hot_steps.inception_step(config.method_configs[clusters[0]].finetune.clusters,
-                                                                     target)])
+    add(
+      ["finetune/inception_v3"],
+      lambda: [hot_steps.inception_step(config.method_configs[clusters[0]].finetune.clusters, target)],
+    )
   if _retrieval(config):
     add(["retrieval/clip_text_query"], lambda: [hot_steps.clip_text_step(config.method_configs["retrieval"], target)])
   # Last: the fine-tuning steps are the biggest compiles (minutes each at SD v1.4 size on a CPU).
   for method in methods_lib.select(config, config.methods):
     if method.kind == method_kinds.FINETUNED:
       stage = f"finetune/{method.name}"
-      add([f"{stage}/train"], lambda m=method.name, st=stage: [
-          hot_steps.finetune_step(config.method_configs[m], classes, target, stage=st)])
+      add(
+        [f"{stage}/train"],
+        lambda m=method.name, st=stage: [hot_steps.finetune_step(config.method_configs[m], classes, target, stage=st)],
+      )
   return steps
 
 
-def _finish(target: Target, costs: dict[str, StepCost], utilization: float, study: dict, per_host: dict,
-            start: float, out_dir: Path) -> dict:
+def _finish(
+  target: Target, costs: dict[str, StepCost], utilization: float, study: dict, per_host: dict, start: float, out_dir: Path
+) -> dict:
   plan = {
-      "target": {"name": target.name, "topology": target.topology, "num_devices": len(target.devices),
-                 "num_hosts": target.num_hosts, "device_kind": target.devices[0].device_kind,
-                 "devices_per_chip": target.devices_per_chip, "hbm_bytes_per_device": target.hbm_bytes(),
-                 "peak_bf16_flops_per_device": target.peak_flops()},
-      "utilization": utilization,
-      "steps": plan_rows(costs, target, utilization),
-      "study": study,
-      "per_host": per_host,
-      "plan_seconds": time.time() - start,
+    "target": {
+      "name": target.name,
+      "topology": target.topology,
+      "num_devices": len(target.devices),
+      "num_hosts": target.num_hosts,
+      "device_kind": target.devices[0].device_kind,
+      "devices_per_chip": target.devices_per_chip,
+      "hbm_bytes_per_device": target.hbm_bytes(),
+      "peak_bf16_flops_per_device": target.peak_flops(),
+    },
+    "utilization": utilization,
+    "steps": plan_rows(costs, target, utilization),
+    "study": study,
+    "per_host": per_host,
+    "plan_seconds": time.time() - start,
   }
   plan["does_not_fit"] = [r["stage"] for r in plan["steps"] if r["fits"] is False and not r["cannot_run"]]
   plan["cannot_run"] = [r["stage"] for r in plan["steps"] if r["cannot_run"]]
@@ -394,8 +511,10 @@ def _finish(target: Target, costs: dict[str, StepCost], utilization: float, stud
 
 
 def _compile_all(steps: list, target: Target, out_dir: Path, log: Callable[[str], None]) -> dict[str, StepCost]:
-  return {s.stage: s if isinstance(s, StepCost) else compile_step(s, target, cache_dir=out_dir / "plan_cache", log=log)
-          for s in steps}
+  return {
+    s.stage: s if isinstance(s, StepCost) else compile_step(s, target, cache_dir=out_dir / "plan_cache", log=log)
+    for s in steps
+  }
 
 
 def _check_utilization(utilization: float) -> None:
@@ -403,23 +522,43 @@ def _check_utilization(utilization: float) -> None:
     raise ValueError(f"utilization must be in (0, 1], got {utilization}")
 
 
-def plan_study(config: ConfigDict, target_name: str, out_dir: str | Path, *,
-               utilization: float = DEFAULT_UTILIZATION, log: Callable[[str], None] = print) -> dict:
+def plan_study(
+  config: ConfigDict,
+  target_name: str,
+  out_dir: str | Path,
+  *,
+  utilization: float = DEFAULT_UTILIZATION,
+  log: Callable[[str], None] = print,
+) -> dict:
   """Compiles the study's hot steps for `target_name`, writes <out_dir>/plan.json (compiled results are
   cached in <out_dir>/plan_cache) and returns the plan; `table(plan["steps"])` prints it."""
   _check_utilization(utilization)
   out_dir, start = Path(out_dir), time.time()
   target = resolve(target_name)
   costs = _compile_all(_hot_steps(config, target), target, out_dir, log)
-  return _finish(target, costs, utilization, study_hours(config, costs, target, utilization),
-                 per_host_work(config, target.num_hosts), start, out_dir)
+  return _finish(
+    target,
+    costs,
+    utilization,
+    study_hours(config, costs, target, utilization),
+    per_host_work(config, target.num_hosts),
+    start,
+    out_dir,
+  )
 
 
 SCRIPTS = ("classifier", "finetune", "sample", "retrieval")
 
 
-def plan_script(script: str, config: ConfigDict, target_name: str, out_dir: str | Path, *,
-                utilization: float = DEFAULT_UTILIZATION, log: Callable[[str], None] = print) -> dict:
+def plan_script(
+  script: str,
+  config: ConfigDict,
+  target_name: str,
+  out_dir: str | Path,
+  *,
+  utilization: float = DEFAULT_UTILIZATION,
+  log: Callable[[str], None] = print,
+) -> dict:
   """The plan of one entry script's config: train_classifier.py ("classifier": a classifier / method
   config), finetune_dm.py ("finetune": its train step, + Inception-v3 features for cluster methods),
   sample.py ("sample": txt2img, or img2img for Boomerang) or retrieve.py ("retrieval": the CLIP query)."""
@@ -443,5 +582,12 @@ def plan_script(script: str, config: ConfigDict, target_name: str, out_dir: str 
   else:
     add(["retrieval/clip_text_query"], lambda: [hot_steps.clip_text_step(config, target)])
   costs = _compile_all(steps, target, out_dir, log)
-  return _finish(target, costs, utilization, {"note": f"{script} script: per-call figures only (the study's"
-                                              " totals: run_study.py --plan)"}, per_host, start, out_dir)
+  return _finish(
+    target,
+    costs,
+    utilization,
+    {"note": f"{script} script: per-call figures only (the study's totals: run_study.py --plan)"},
+    per_host,
+    start,
+    out_dir,
+  )

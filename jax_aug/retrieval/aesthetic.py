@@ -72,13 +72,15 @@ def load_aesthetic_head(path: str | os.PathLike) -> AestheticHead:
     raise FileNotFoundError(f"aesthetic predictor weights not found: {path}")
   if path.suffix == ".safetensors":
     from safetensors.numpy import load_file
+
     tensors = load_file(str(path))
   elif path.suffix == ".npz":
     with np.load(path, allow_pickle=False) as data:
       tensors = {k: data[k] for k in data.files}
   else:
-    raise ValueError(f"{path}: expected a .safetensors or .npz file (convert a .pth once with"
-                     " jax_aug.retrieval.aesthetic.convert_pth)")
+    raise ValueError(
+      f"{path}: expected a .safetensors or .npz file (convert a .pth once with jax_aug.retrieval.aesthetic.convert_pth)"
+    )
   return AestheticHead(_layers_from_tensors(tensors, str(path)))
 
 
@@ -87,6 +89,7 @@ def convert_pth(pth: str | os.PathLike, out: str | os.PathLike) -> Path:
   so no pickled code runs."""
   import torch
   from safetensors.numpy import save
+
   state = torch.load(str(pth), map_location="cpu", weights_only=True)
   tensors = {k: v.detach().cpu().numpy() for k, v in state.items()}
   _layers_from_tensors(tensors, str(pth))  # refuse anything that is not a Linear stack before writing

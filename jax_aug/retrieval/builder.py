@@ -11,8 +11,8 @@ from __future__ import annotations
 import io
 import os
 import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -22,11 +22,11 @@ from jax_aug.retrieval.clip_model import ClipModel, embed_images
 from jax_aug.retrieval.index import INDEX_FILE, METADATA_DIR
 
 
-def make_faiss_index(embeddings: np.ndarray, index_factory: str = "Flat", *, train_size: int = 100_000,
-                     seed: int = 0):
+def make_faiss_index(embeddings: np.ndarray, index_factory: str = "Flat", *, train_size: int = 100_000, seed: int = 0):
   """An inner-product faiss index over `embeddings` [N, D]; `index_factory` is faiss's string
   ("Flat", "IVF1024,PQ64", ...). Trainable indexes train on at most `train_size` vectors drawn with `seed`."""
   import faiss
+
   embeddings = np.ascontiguousarray(embeddings, np.float32)
   index = faiss.index_factory(embeddings.shape[1], index_factory, faiss.METRIC_INNER_PRODUCT)
   if not index.is_trained:
@@ -40,6 +40,7 @@ def make_faiss_index(embeddings: np.ndarray, index_factory: str = "Flat", *, tra
 def write_faiss_index(path: str | os.PathLike, index) -> None:
   """faiss writes to a path; a temp name in the same folder + rename keeps the write atomic."""
   import faiss
+
   path = Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -53,11 +54,19 @@ def write_faiss_index(path: str | os.PathLike, index) -> None:
     raise
 
 
-def write_index(folder: str | os.PathLike, embeddings: np.ndarray, metadata: Mapping[str, Sequence], *,
-                index_factory: str = "Flat", rows_per_file: int = 1_000_000, seed: int = 0) -> Path:
+def write_index(
+  folder: str | os.PathLike,
+  embeddings: np.ndarray,
+  metadata: Mapping[str, Sequence],
+  *,
+  index_factory: str = "Flat",
+  rows_per_file: int = 1_000_000,
+  seed: int = 0,
+) -> Path:
   """Writes `embeddings` [N, D] (L2-normalized) and per-row `metadata` columns in clip-retrieval's layout."""
   import pyarrow as pa
   import pyarrow.parquet as pq
+
   embeddings = np.asarray(embeddings, np.float32)
   if embeddings.ndim != 2 or not len(embeddings):
     raise ValueError(f"embeddings must be a non-empty [N, D] array, got shape {list(embeddings.shape)}")
@@ -76,9 +85,17 @@ def write_index(folder: str | os.PathLike, embeddings: np.ndarray, metadata: Map
   return folder
 
 
-def build_index(folder: str | os.PathLike, clip: ClipModel, collection: Sequence[Mapping], *,
-                image_root: str | os.PathLike, index_factory: str = "Flat", batch_size: int = 32,
-                max_bytes: int | None = None, max_pixels: int | None = None) -> Path:
+def build_index(
+  folder: str | os.PathLike,
+  clip: ClipModel,
+  collection: Sequence[Mapping],
+  *,
+  image_root: str | os.PathLike,
+  index_factory: str = "Flat",
+  batch_size: int = 32,
+  max_bytes: int | None = None,
+  max_pixels: int | None = None,
+) -> Path:
   """Indexes a collection of rows {"image_path": path relative to `image_root`, "caption": ..., other
   columns (url, aesthetic, NSFW, ...)}: every image is read with bounded decoding and embedded with
   `clip`'s image tower; all columns become metadata."""
@@ -91,20 +108,29 @@ def build_index(folder: str | os.PathLike, clip: ClipModel, collection: Sequence
   root = Path(image_root)
   embeddings = []
   for start in tqdm(range(0, len(collection), batch_size), desc="embedding images", unit="batch"):
-    batch = collection[start:start + batch_size]
+    batch = collection[start : start + batch_size]
     images = [load_image_file(root / row["image_path"], **limits) for row in batch]
     embeddings.append(embed_images(clip, images, batch_size=batch_size))
   metadata = {c: [row.get(c) for row in collection] for c in columns}
   return write_index(folder, np.concatenate(embeddings), metadata, index_factory=index_factory)
 
 
-def build_synthetic_index(folder: str | os.PathLike, clip: ClipModel, wnids: Sequence[str], *,
-                          per_class: int, image_size: int, seed: int, index_factory: str = "Flat") -> Path:
+def build_synthetic_index(
+  folder: str | os.PathLike,
+  clip: ClipModel,
+  wnids: Sequence[str],
+  *,
+  per_class: int,
+  image_size: int,
+  seed: int,
+  index_factory: str = "Flat",
+) -> Path:
   """A small collection drawn by `jax_aug.data.synthetic` (the tiny config's stand-in for LAION): images
   under `<folder>/images`, captions "A photo of <name>.", a synthetic aesthetic score spread around the
   paper's threshold 5 and LAION's NSFW column, indexed with `clip`. Already built: returned as is."""
   from jax_aug.data.imagenet_classes import class_by_wnid
   from jax_aug.data.synthetic import draw_image
+
   folder = Path(folder)
   if (folder / INDEX_FILE).is_file():
     return folder
@@ -116,7 +142,13 @@ def build_synthetic_index(folder: str | os.PathLike, clip: ClipModel, wnids: Seq
       buffer = io.BytesIO()
       draw_image(position, len(wnids), rng, image_size).save(buffer, format="PNG")
       atomic_write_bytes(folder / "images" / relative, buffer.getvalue())
-      collection.append({"image_path": relative, "caption": f"A photo of {class_by_wnid(wnid).name}.",
-                         "url": f"synthetic://{wnid}/{i}", "aesthetic": float(rng.uniform(3.5, 8.0)),
-                         "NSFW": "UNLIKELY"})
+      collection.append(
+        {
+          "image_path": relative,
+          "caption": f"A photo of {class_by_wnid(wnid).name}.",
+          "url": f"synthetic://{wnid}/{i}",
+          "aesthetic": float(rng.uniform(3.5, 8.0)),
+          "NSFW": "UNLIKELY",
+        }
+      )
   return build_index(folder, clip, collection, image_root=folder / "images", index_factory=index_factory)

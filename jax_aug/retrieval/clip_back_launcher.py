@@ -18,8 +18,9 @@ def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--indices_paths", required=True, help="clip back's indices JSON {name: folder or options}")
   parser.add_argument("--port", type=int, required=True)
-  parser.add_argument("--columns", default="url,caption,image_path,aesthetic,NSFW",
-                      help="comma-separated metadata columns to return")
+  parser.add_argument(
+    "--columns", default="url,caption,image_path,aesthetic,NSFW", help="comma-separated metadata columns to return"
+  )
   parser.add_argument("--memory_map", type=int, default=1, help="1: memory-map the faiss index")
   args = parser.parse_args()
 
@@ -27,6 +28,7 @@ def main() -> None:
 
   import all_clip
   import flask
+
   # The module, not the function of the same name that clip_retrieval/__init__ re-exports.
   clip_back = importlib.import_module("clip_retrieval.clip_back")
 
@@ -43,9 +45,16 @@ def main() -> None:
 
   flask.Flask.run = run_on_loopback
   clip_back.clip_back(
-      indices_paths=args.indices_paths, port=args.port, enable_faiss_memory_mapping=bool(args.memory_map),
-      columns_to_return=args.columns.split(","), enable_mclip_option=False, use_jit=False,
-      provide_safety_model=False, provide_violence_detector=False, provide_aesthetic_embeddings=False)
+    indices_paths=args.indices_paths,
+    port=args.port,
+    enable_faiss_memory_mapping=bool(args.memory_map),
+    columns_to_return=args.columns.split(","),
+    enable_mclip_option=False,
+    use_jit=False,
+    provide_safety_model=False,
+    provide_violence_detector=False,
+    provide_aesthetic_embeddings=False,
+  )
 
 
 if __name__ == "__main__":

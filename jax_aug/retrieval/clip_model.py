@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -37,36 +38,58 @@ class ClipModel:
 def load_clip(path_or_hub_id: str, *, from_pt: bool = False) -> ClipModel:
   """Loads a two-tower CLIP (e.g. openai/clip-vit-large-patch14) with its tokenizer and image processor."""
   from transformers import CLIPImageProcessor, CLIPTokenizer, FlaxCLIPModel
+
   try:
     model = FlaxCLIPModel.from_pretrained(path_or_hub_id, from_pt=from_pt)
   except OSError as e:
     raise FileNotFoundError(
-        f"cannot load a CLIP model from {path_or_hub_id!r}: expected a local folder or hub id with a"
-        f" FlaxCLIPModel (flax_model.msgpack, or PyTorch weights with from_pt=True) ({e})") from e
-  return ClipModel(model=model, params=model.params, tokenizer=CLIPTokenizer.from_pretrained(path_or_hub_id),
-                   image_processor=CLIPImageProcessor.from_pretrained(path_or_hub_id), name=str(path_or_hub_id))
+      f"cannot load a CLIP model from {path_or_hub_id!r}: expected a local folder or hub id with a"
+      f" FlaxCLIPModel (flax_model.msgpack, or PyTorch weights with from_pt=True) ({e})"
+    ) from e
+  return ClipModel(
+    model=model,
+    params=model.params,
+    tokenizer=CLIPTokenizer.from_pretrained(path_or_hub_id),
+    image_processor=CLIPImageProcessor.from_pretrained(path_or_hub_id),
+    name=str(path_or_hub_id),
+  )
 
 
 def tiny_clip_config(image_size: int = 32, hidden: int = 32):
   """The architecture of CLIP ViT-L/14 (real 49408-token vocabulary) at tiny sizes, for tests and the
   tiny config."""
   from transformers import CLIPConfig
-  text = dict(vocab_size=49408, hidden_size=hidden, intermediate_size=37, num_hidden_layers=2,
-              num_attention_heads=4, max_position_embeddings=77, bos_token_id=49406, eos_token_id=49407,
-              pad_token_id=49407)
-  vision = dict(hidden_size=hidden, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
-                image_size=image_size, patch_size=8)
+
+  text = dict(
+    vocab_size=49408,
+    hidden_size=hidden,
+    intermediate_size=37,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    max_position_embeddings=77,
+    bos_token_id=49406,
+    eos_token_id=49407,
+    pad_token_id=49407,
+  )
+  vision = dict(
+    hidden_size=hidden, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4, image_size=image_size, patch_size=8
+  )
   return CLIPConfig(text_config=text, vision_config=vision, projection_dim=hidden)
 
 
 def build_tiny_clip(seed: int = 0, image_size: int = 32) -> ClipModel:
   """A random-init tiny FlaxCLIPModel with the real CLIP tokenizer (no weights needed)."""
   from transformers import CLIPImageProcessor, FlaxCLIPModel
+
   model = FlaxCLIPModel(tiny_clip_config(image_size), seed=seed)
-  processor = CLIPImageProcessor(size={"shortest_edge": image_size},
-                                 crop_size={"height": image_size, "width": image_size})
-  return ClipModel(model=model, params=model.params, tokenizer=load_clip_tokenizer(),
-                   image_processor=processor, name=f"tiny-random-clip(seed={seed})")
+  processor = CLIPImageProcessor(size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size})
+  return ClipModel(
+    model=model,
+    params=model.params,
+    tokenizer=load_clip_tokenizer(),
+    image_processor=processor,
+    name=f"tiny-random-clip(seed={seed})",
+  )
 
 
 def _normalize(x: jax.Array) -> jax.Array:
@@ -94,14 +117,19 @@ def embed_texts(clip: ClipModel, texts: Sequence[str], batch_size: int = EMBED_T
     raise TypeError("embed_texts takes a list of strings, got one string")
   out = []
   for start in range(0, len(texts), batch_size):
-    batch = list(texts[start:start + batch_size])
-    tokens = clip.tokenizer(batch, padding="max_length", truncation=True,
-                            max_length=clip.model.config.text_config.max_position_embeddings, return_tensors="np")
+    batch = list(texts[start : start + batch_size])
+    tokens = clip.tokenizer(
+      batch,
+      padding="max_length",
+      truncation=True,
+      max_length=clip.model.config.text_config.max_position_embeddings,
+      return_tensors="np",
+    )
     # Fixed batch shape: one compilation for every batch.
     pad = batch_size - len(batch)
     ids = np.pad(tokens["input_ids"], ((0, pad), (0, 0)), constant_values=clip.tokenizer.pad_token_id)
     mask = np.pad(tokens["attention_mask"], ((0, pad), (0, 0)))
-    out.append(np.asarray(_text_features(clip.model, clip.params, ids, mask))[:len(batch)])
+    out.append(np.asarray(_text_features(clip.model, clip.params, ids, mask))[: len(batch)])
   return np.concatenate(out) if out else np.zeros((0, clip.embedding_dim), np.float32)
 
 
@@ -110,8 +138,8 @@ def embed_images(clip: ClipModel, images: Sequence[Image.Image | np.ndarray], ba
   mean/std normalization by the model's image processor)."""
   out = []
   for start in range(0, len(images), batch_size):
-    batch = list(images[start:start + batch_size])
+    batch = list(images[start : start + batch_size])
     pixels = clip.image_processor(images=batch, return_tensors="np")["pixel_values"]
     pixels = np.pad(pixels, ((0, batch_size - len(batch)), (0, 0), (0, 0), (0, 0)))
-    out.append(np.asarray(_image_features(clip.model, clip.params, pixels))[:len(batch)])
+    out.append(np.asarray(_image_features(clip.model, clip.params, pixels))[: len(batch)])
   return np.concatenate(out) if out else np.zeros((0, clip.embedding_dim), np.float32)

@@ -23,8 +23,8 @@ import dataclasses
 import os
 import signal
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from PIL import Image
 
@@ -34,6 +34,7 @@ from jax_aug.io import ImageDecodeError, decode_image, load_image_file
 @dataclasses.dataclass(frozen=True)
 class Fetched:
   """The outcome for one candidate: an RGB image resized to the configured size, or why there is none."""
+
   id: int
   image: Image.Image | None
   error: str | None
@@ -54,17 +55,23 @@ def distributor(config) -> str:
     try:
       import pyspark  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
     except ImportError as e:
-      raise ImportError("download.distributor='pyspark' needs pyspark, which is not installed: pip install pyspark"
-                        " (on every host of the Spark cluster), or set download.distributor='multiprocessing'"
-                        " to download on this host") from e
+      raise ImportError(
+        "download.distributor='pyspark' needs pyspark, which is not installed: pip install pyspark"
+        " (on every host of the Spark cluster), or set download.distributor='multiprocessing'"
+        " to download on this host"
+      ) from e
   return name
 
 
 def _options(config) -> dict:
   """decode_image's options for downloads: our limits, EXIF orientation applied (phone photos stand
   upright), transparency over the configured background."""
-  return {"max_bytes": config.max_bytes, "max_pixels": config.max_pixels, "exif_orientation": True,
-          "background": tuple(config.background)}
+  return {
+    "max_bytes": config.max_bytes,
+    "max_pixels": config.max_pixels,
+    "exif_orientation": True,
+    "background": tuple(config.background),
+  }
 
 
 def _success(item_id: int, image: Image.Image, config) -> Fetched:
@@ -99,6 +106,7 @@ def fetch_urls(items: Sequence[tuple[int, str]], config, *, scratch: str | os.Pa
   import img2dataset
   import pyarrow as pa
   import pyarrow.parquet as pq
+
   if not items:
     return []
   ids = [int(i) for i, _ in items]
@@ -111,11 +119,24 @@ def fetch_urls(items: Sequence[tuple[int, str]], config, *, scratch: str | os.Pa
     output = Path(tmp) / "out"
     previous_sigint = signal.getsignal(signal.SIGINT)
     img2dataset.download(
-        url_list=str(url_list), input_format="parquet", url_col="url", output_format="parquet",
-        output_folder=str(output), save_additional_columns=["candidate"], disable_all_reencoding=True,
-        processes_count=config.processes, thread_count=config.threads, timeout=config.timeout_s,
-        retries=config.retries, number_sample_per_shard=max(len(items), 10), compute_hash=None,
-        extract_exif=False, incremental_mode="incremental", enable_wandb=False, distributor=spread)
+      url_list=str(url_list),
+      input_format="parquet",
+      url_col="url",
+      output_format="parquet",
+      output_folder=str(output),
+      save_additional_columns=["candidate"],
+      disable_all_reencoding=True,
+      processes_count=config.processes,
+      thread_count=config.threads,
+      timeout=config.timeout_s,
+      retries=config.retries,
+      number_sample_per_shard=max(len(items), 10),
+      compute_hash=None,
+      extract_exif=False,
+      incremental_mode="incremental",
+      enable_wandb=False,
+      distributor=spread,
+    )
     # img2dataset installs a SIGINT handler that exits with status 0; give Ctrl-C back to the caller.
     signal.signal(signal.SIGINT, previous_sigint)
     rows = {}

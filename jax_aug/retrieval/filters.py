@@ -7,7 +7,7 @@ elsewhere.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -44,8 +44,7 @@ def duplicate_reasons(embeddings: np.ndarray, threshold: float = DEFAULT_DEDUP_T
       for other in np.flatnonzero(linked[node] & (component < 0)):
         component[other] = start
         frontier.append(int(other))
-  return [None if component[i] == i else f"near-duplicate of rank {component[i]}"
-          for i in range(embeddings.shape[0])]
+  return [None if component[i] == i else f"near-duplicate of rank {component[i]}" for i in range(embeddings.shape[0])]
 
 
 def aesthetic_reasons(scores: Sequence[float | None], min_score: float = DEFAULT_MIN_AESTHETIC) -> list[str | None]:
@@ -64,8 +63,7 @@ def aesthetic_reasons(scores: Sequence[float | None], min_score: float = DEFAULT
 def nsfw_flag_reasons(flags: Sequence[str | None], unsafe_values: Sequence[str] = ("NSFW",)) -> list[str | None]:
   """LAION's metadata NSFW column holds 'UNLIKELY' / 'UNSURE' / 'NSFW'; drops the values listed unsafe."""
   unsafe = {v.upper() for v in unsafe_values}
-  return [f"metadata NSFW flag {flag!r}" if flag is not None and str(flag).upper() in unsafe else None
-          for flag in flags]
+  return [f"metadata NSFW flag {flag!r}" if flag is not None and str(flag).upper() in unsafe else None for flag in flags]
 
 
 def shorter_side_reasons(sizes: Sequence[tuple[int, int]], min_side: int | None) -> list[str | None]:
@@ -81,10 +79,11 @@ def aspect_ratio_reasons(sizes: Sequence[tuple[int, int]], max_ratio: float | No
   crop shows almost nothing. None disables."""
   if max_ratio is None:
     return [None] * len(sizes)
-  return [f"aspect ratio {max(w, h) / min(w, h):.2f} > {max_ratio}" if max(w, h) > max_ratio * min(w, h) else None
-          for w, h in sizes]
+  return [
+    f"aspect ratio {max(w, h) / min(w, h):.2f} > {max_ratio}" if max(w, h) > max_ratio * min(w, h) else None
+    for w, h in sizes
+  ]
 
 
 def safety_checker_reasons(flagged: Sequence[bool]) -> list[str | None]:
   return ["flagged by the safety checker" if bool(f) else None for f in flagged]
-

@@ -25,4 +25,3 @@ def k_schedule(images_per_class: int, k_factor: float = 1.4, max_multiple: int =
     raise ValueError(f"max_multiple must be an integer >= 1, got {max_multiple!r}")
   base = k_factor * images_per_class
   return [max(images_per_class, math.floor(m * base + 0.5 - 1e-9)) for m in range(1, max_multiple + 1)]
-

@@ -18,8 +18,9 @@ import functools
 import logging
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -34,13 +35,13 @@ METADATA_DIR = "metadata"
 @dataclasses.dataclass(frozen=True)
 class Neighbour:
   """One search result: its id in the index, cosine similarity to the query, and metadata columns."""
+
   id: int
   similarity: float
   metadata: dict[str, Any]
 
 
 class KnnBackend(Protocol):
-
   def search(self, query: np.ndarray, k: int, *, deduplicate: bool) -> list[Neighbour]:
     """The k nearest neighbours of one L2-normalized query [D], best first, near-duplicates removed
     when `deduplicate` (so fewer than k may come back)."""
@@ -66,6 +67,7 @@ class ParquetMetadata:
 
   def __init__(self, folder: Path, columns: Sequence[str] | None = None, cache_row_groups: int = 16):
     import pyarrow.parquet as pq
+
     files = sorted(folder.glob("*.parquet"))
     if not files:
       raise FileNotFoundError(f"no metadata/*.parquet files in {folder} (clip-retrieval layout expected)")
@@ -102,16 +104,24 @@ class ParquetMetadata:
 class LocalIndex:
   """In-process faiss search over a clip-retrieval index folder."""
 
-  def __init__(self, folder: str | os.PathLike, *, columns: Sequence[str] | None = None,
-               nprobe: int | None = None, memory_map: bool = True,
-               dedup_threshold: float = DEFAULT_DEDUP_THRESHOLD):
+  def __init__(
+    self,
+    folder: str | os.PathLike,
+    *,
+    columns: Sequence[str] | None = None,
+    nprobe: int | None = None,
+    memory_map: bool = True,
+    dedup_threshold: float = DEFAULT_DEDUP_THRESHOLD,
+  ):
     import faiss
+
     self.folder = Path(folder)
     index_path = self.folder / INDEX_FILE
     if not index_path.is_file():
       raise FileNotFoundError(
-          f"no {INDEX_FILE} in {self.folder}: expected clip-retrieval's layout (image.index + metadata/*.parquet);"
-          " build one with jax_aug.retrieval.builder.build_index")
+        f"no {INDEX_FILE} in {self.folder}: expected clip-retrieval's layout (image.index + metadata/*.parquet);"
+        " build one with jax_aug.retrieval.builder.build_index"
+      )
     # MMAP_IFC reads the whole file through a memory map (flat codes and IVF lists alike stay on disk
     # until touched); adding IO_FLAG_MMAP to it makes faiss 1.15 refuse IVF files.
     flags = faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY if memory_map else 0
@@ -120,13 +130,17 @@ class LocalIndex:
       try:
         ivf = faiss.extract_index_ivf(self.index)
       except RuntimeError:
-        raise ValueError(f"index.nprobe={nprobe} applies to IVF indexes only, but {index_path} is a"
-                         f" {type(self.index).__name__}, which searches every vector: set index.nprobe=None") from None
+        raise ValueError(
+          f"index.nprobe={nprobe} applies to IVF indexes only, but {index_path} is a"
+          f" {type(self.index).__name__}, which searches every vector: set index.nprobe=None"
+        ) from None
       ivf.nprobe = int(nprobe)
     self.metadata = ParquetMetadata(self.folder / METADATA_DIR, columns)
     if self.metadata.num_rows != self.index.ntotal:
-      raise ValueError(f"{self.folder}: {INDEX_FILE} holds {self.index.ntotal} vectors but metadata has"
-                       f" {self.metadata.num_rows} rows; they must correspond one to one")
+      raise ValueError(
+        f"{self.folder}: {INDEX_FILE} holds {self.index.ntotal} vectors but metadata has"
+        f" {self.metadata.num_rows} rows; they must correspond one to one"
+      )
     self.dedup_threshold = dedup_threshold
 
   @property
@@ -162,9 +176,11 @@ class ClipBackClient:
   The server computes the near-duplicate filter itself, at clip-retrieval's fixed threshold 0.94.
   """
 
-  def __init__(self, url: str, indice_name: str, *, timeout_s: float = 30.0, retries: int = 3,
-               backoff_s: float = 1.0, session=None):
+  def __init__(
+    self, url: str, indice_name: str, *, timeout_s: float = 30.0, retries: int = 3, backoff_s: float = 1.0, session=None
+  ):
     import requests
+
     if not url.startswith(("http://", "https://")):
       raise ValueError(f"clip back url must start with http:// or https://, got {url!r}")
     self.url = url.rstrip("/")
@@ -176,6 +192,7 @@ class ClipBackClient:
 
   def _post(self, payload: dict) -> Any:
     import requests
+
     endpoint = f"{self.url}/knn-service"
     last_error: Exception | None = None
     for attempt in range(self.retries + 1):
@@ -192,38 +209,63 @@ class ClipBackClient:
         log.warning("clip back %s: attempt %d/%d: %s", endpoint, attempt + 1, self.retries + 1, last_error)
         continue
       if response.status_code != 200:
-        raise RuntimeError(f"clip back {endpoint} refused the query (index {self.indice_name!r}):"
-                           f" HTTP {response.status_code}: {response.text[:500]}")
+        raise RuntimeError(
+          f"clip back {endpoint} refused the query (index {self.indice_name!r}):"
+          f" HTTP {response.status_code}: {response.text[:500]}"
+        )
       return response.json()
     raise ClipBackUnavailableError(
-        f"clip back at {endpoint} is down or failing: {self.retries + 1} attempts within"
-        f" {self.timeout_s} s each failed (last error: {last_error}). Start it (see docs/retrieval.md) or"
-        " use the local faiss backend (retrieval.index.backend='local').")
+      f"clip back at {endpoint} is down or failing: {self.retries + 1} attempts within"
+      f" {self.timeout_s} s each failed (last error: {last_error}). Start it (see docs/retrieval.md) or"
+      " use the local faiss backend (retrieval.index.backend='local')."
+    )
 
   def search(self, query: np.ndarray, k: int, *, deduplicate: bool) -> list[Neighbour]:
     query = _check_query(query, None)
     k = _check_k(k)
-    results = self._post({
-        "embedding_input": query.tolist(), "modality": "image", "indice_name": self.indice_name,
+    results = self._post(
+      {
+        "embedding_input": query.tolist(),
+        "modality": "image",
+        "indice_name": self.indice_name,
         # num_images == num_result_ids: clip back attaches metadata only to the first num_images.
-        "num_images": k, "num_result_ids": k, "deduplicate": bool(deduplicate),
-        "use_mclip": False, "use_safety_model": False, "use_violence_detector": False,
-    })
+        "num_images": k,
+        "num_result_ids": k,
+        "deduplicate": bool(deduplicate),
+        "use_mclip": False,
+        "use_safety_model": False,
+        "use_violence_detector": False,
+      }
+    )
     if not isinstance(results, list):
       raise RuntimeError(f"clip back {self.url} answered {str(results)[:200]!r}; expected a list of results")
-    return [Neighbour(id=int(r["id"]), similarity=float(r["similarity"]),
-                      metadata={c: v for c, v in r.items() if c not in ("id", "similarity")}) for r in results]
+    return [
+      Neighbour(
+        id=int(r["id"]),
+        similarity=float(r["similarity"]),
+        metadata={c: v for c, v in r.items() if c not in ("id", "similarity")},
+      )
+      for r in results
+    ]
 
 
 def open_backend(config) -> KnnBackend:
   """The backend named by `config.backend` ('local' or 'clip_back') with its settings."""
   if config.backend == "local":
-    return LocalIndex(config.folder, columns=list(config.columns), nprobe=config.get("nprobe"),
-                      memory_map=config.memory_map, dedup_threshold=config.dedup_threshold)
+    return LocalIndex(
+      config.folder,
+      columns=list(config.columns),
+      nprobe=config.get("nprobe"),
+      memory_map=config.memory_map,
+      dedup_threshold=config.dedup_threshold,
+    )
   if config.backend == "clip_back":
     if config.dedup_threshold != DEFAULT_DEDUP_THRESHOLD:
-      raise ValueError(f"clip back's duplicate detector has a fixed threshold of {DEFAULT_DEDUP_THRESHOLD};"
-                       f" got dedup_threshold={config.dedup_threshold} (use the local backend to change it)")
-    return ClipBackClient(config.url, config.indice_name, timeout_s=config.timeout_s, retries=config.retries,
-                          backoff_s=config.backoff_s)
+      raise ValueError(
+        f"clip back's duplicate detector has a fixed threshold of {DEFAULT_DEDUP_THRESHOLD};"
+        f" got dedup_threshold={config.dedup_threshold} (use the local backend to change it)"
+      )
+    return ClipBackClient(
+      config.url, config.indice_name, timeout_s=config.timeout_s, retries=config.retries, backoff_s=config.backoff_s
+    )
   raise ValueError(f"unknown retrieval index backend {config.backend!r}; expected 'local' or 'clip_back'")

@@ -23,18 +23,18 @@ import io
 import logging
 import os
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from jax_aug import metrics as metrics_lib
 from jax_aug.data.augmentation_set import AugmentationSetWriter, item_key, validate_wnid
 from jax_aug.data.imagenet_classes import class_by_wnid, load_classes
 from jax_aug.data.prompts import build_prompt
 from jax_aug.data.subsets import EXCLUSIONS_FILE, write_exclusions
-from jax_aug import metrics as metrics_lib
 from jax_aug.io import JsonlManifest, atomic_write_bytes, load_image_file
 from jax_aug.retrieval import download, filters
 from jax_aug.retrieval.gradual_k import k_schedule
@@ -50,6 +50,7 @@ PROMPT_STRATEGY = "simple_no_ws"  # the paper's query: "A photo of w(n)." (Sec. 
 @dataclasses.dataclass
 class Components:
   """What a retrieval run uses; `retrieve` builds them from the config, tests may pass their own."""
+
   embed_queries: Callable[[Sequence[str]], np.ndarray]  # prompts -> L2-normalized [N, D]
   backend: KnnBackend
   # uint8 images [B, H, W, 3] of one size -> bool [B] (True = unsafe); None only if the config disables it.
@@ -103,9 +104,10 @@ class _Run:
       missing = [n.id for n in neighbours if n.metadata.get(f.aesthetic_column) is None]
       if missing:
         raise ValueError(
-            f"aesthetic filter (min {f.min_aesthetic}) needs scores: index rows {missing[:5]} have no"
-            f" {f.aesthetic_column!r} column value and no aesthetic predictor is configured"
-            " (set filters.aesthetic_predictor to LAION's head, or filters.min_aesthetic=None to disable)")
+          f"aesthetic filter (min {f.min_aesthetic}) needs scores: index rows {missing[:5]} have no"
+          f" {f.aesthetic_column!r} column value and no aesthetic predictor is configured"
+          " (set filters.aesthetic_predictor to LAION's head, or filters.min_aesthetic=None to disable)"
+        )
       scores = [n.metadata.get(f.aesthetic_column) for n in neighbours]
       reasons = [a or b for a, b in zip(reasons, filters.aesthetic_reasons(scores, f.min_aesthetic))]
     return reasons
@@ -127,8 +129,9 @@ class _Run:
     ok = [i for i, o in enumerate(outcomes) if o.image is not None]
     sizes = [outcomes[i].size for i in ok]
     for stage, stage_reasons in (
-        ("min_shorter_side", filters.shorter_side_reasons(sizes, self.config.filters.min_shorter_side)),
-        ("max_aspect_ratio", filters.aspect_ratio_reasons(sizes, self.config.filters.max_aspect_ratio))):
+      ("min_shorter_side", filters.shorter_side_reasons(sizes, self.config.filters.min_shorter_side)),
+      ("max_aspect_ratio", filters.aspect_ratio_reasons(sizes, self.config.filters.max_aspect_ratio)),
+    ):
       for i, reason in zip(ok, stage_reasons):
         if reason is not None and reasons[i] is None:
           reasons[i], stages[i] = reason, stage
@@ -147,9 +150,17 @@ class _Run:
         stages[i] = "kept" if reason is None else "aesthetic_predictor"
     records = []
     for n, outcome, reason, score in zip(neighbours, outcomes, reasons, aesthetic):
-      record = {"wnid": wnid, "id": n.id, "k": k, "similarity": n.similarity, "kept": reason is None,
-                "reason": reason, "aesthetic": score, "url": n.metadata.get(self.config.download.url_column),
-                "caption": n.metadata.get("caption")}
+      record = {
+        "wnid": wnid,
+        "id": n.id,
+        "k": k,
+        "similarity": n.similarity,
+        "kept": reason is None,
+        "reason": reason,
+        "aesthetic": score,
+        "url": n.metadata.get(self.config.download.url_column),
+        "caption": n.metadata.get("caption"),
+      }
       if reason is None:
         # The image is on disk before its record: a record marked kept always has its image.
         atomic_write_bytes(self.cache_path(wnid, n.id), _png(outcome.image))
@@ -196,18 +207,29 @@ class _Run:
       neighbours = self.c.backend.search(query, k, deduplicate=self.config.index.deduplicate)
       reasons = self.metadata_reasons(neighbours)
       while needed := self.to_fetch(wnid, neighbours, reasons):
-        chunk = needed[:self.config.download.chunk_size]
+        chunk = needed[: self.config.download.chunk_size]
         self.fetch(wnid, k, [neighbours[i] for i in chunk])
-      survivors = [n for n, reason in zip(neighbours, reasons)
-                   if reason is None and self.fetched.get((wnid, n.id), {}).get("kept")][:target]
-      self.log({"event": "k_step", "wnid": wnid, "k": k, "neighbours": len(neighbours),
-                "dropped_by_metadata": sum(r is not None for r in reasons), "survivors": len(survivors),
-                "time": time.time()})
+      survivors = [
+        n for n, reason in zip(neighbours, reasons) if reason is None and self.fetched.get((wnid, n.id), {}).get("kept")
+      ][:target]
+      self.log(
+        {
+          "event": "k_step",
+          "wnid": wnid,
+          "k": k,
+          "neighbours": len(neighbours),
+          "dropped_by_metadata": sum(r is not None for r in reasons),
+          "survivors": len(survivors),
+          "time": time.time(),
+        }
+      )
       if len(survivors) >= target:
         self.write_class(wnid, k, survivors)
         return {"wnid": wnid, "status": "complete", "k": k, "images": target}
-    reason = (f"only {len(survivors)} of {target} images survived download and filters at the largest"
-              f" k={self.schedule[-1]} ({self.config.max_multiple} x {self.config.k_factor} x {target})")
+    reason = (
+      f"only {len(survivors)} of {target} images survived download and filters at the largest"
+      f" k={self.schedule[-1]} ({self.config.max_multiple} x {self.config.k_factor} x {target})"
+    )
     return {"wnid": wnid, "status": "excluded", "k": self.schedule[-1], "images": len(survivors), "reason": reason}
 
   def write_class(self, wnid: str, k: int, survivors: Sequence[Neighbour]) -> None:
@@ -217,9 +239,19 @@ class _Run:
         continue
       record = self.fetched[(wnid, n.id)]
       image = load_image_file(self.cache_path(wnid, n.id))
-      self.writer.add(image, {"wnid": wnid, "key": key, "index_id": n.id, "url": record["url"],
-                              "caption": record["caption"], "similarity": n.similarity,
-                              "aesthetic": record["aesthetic"], "k": k})
+      self.writer.add(
+        image,
+        {
+          "wnid": wnid,
+          "key": key,
+          "index_id": n.id,
+          "url": record["url"],
+          "caption": record["caption"],
+          "similarity": n.similarity,
+          "aesthetic": record["aesthetic"],
+          "k": k,
+        },
+      )
 
 
 def run_retrieval(config, workdir: str | os.PathLike, components: Components) -> Path:
@@ -250,15 +282,24 @@ def run_retrieval(config, workdir: str | os.PathLike, components: Components) ->
 def components_from_config(config, workdir: Path) -> tuple[object, Components]:
   """The components named by `config`, and the config with the synthetic index's paths filled in."""
   from jax_aug.retrieval import aesthetic, builder, clip_model, index
-  clip = (clip_model.build_tiny_clip(config.clip.seed, config.clip.tiny_image_size) if config.clip.model == "tiny"
-          else clip_model.load_clip(config.clip.model, from_pt=config.clip.from_pt))
+
+  clip = (
+    clip_model.build_tiny_clip(config.clip.seed, config.clip.tiny_image_size)
+    if config.clip.model == "tiny"
+    else clip_model.load_clip(config.clip.model, from_pt=config.clip.from_pt)
+  )
   index_config = config.index
   if index_config.backend == "local" and not index_config.folder:
     # No index given: the tiny stand-in for LAION, drawn and indexed into the workdir.
     synthetic = index_config.synthetic
     folder = builder.build_synthetic_index(
-        workdir / "synthetic_index", clip, class_wnids(config), per_class=synthetic.per_class,
-        image_size=synthetic.image_size, seed=synthetic.seed)
+      workdir / "synthetic_index",
+      clip,
+      class_wnids(config),
+      per_class=synthetic.per_class,
+      image_size=synthetic.image_size,
+      seed=synthetic.seed,
+    )
     index_config = index_config.copy_and_resolve_references()
     index_config.folder = str(folder)
     if config.download.source == "local" and not config.download.image_root:
@@ -268,14 +309,18 @@ def components_from_config(config, workdir: Path) -> tuple[object, Components]:
   if config.filters.safety_checker:
     from jax_aug.diffusion.loading import load_sd
     from jax_aug.diffusion.safety import make_safety_fn
+
     safety_fn = make_safety_fn(load_sd(config.filters.safety_checker))
   aesthetic_fn = None
   if config.filters.aesthetic_predictor:
     head = aesthetic.load_aesthetic_head(config.filters.aesthetic_predictor)
     aesthetic_fn = lambda images: head(clip_model.embed_images(clip, images))
-  return config, Components(embed_queries=lambda prompts: clip_model.embed_texts(clip, prompts),
-                            backend=index.open_backend(index_config), safety_fn=safety_fn,
-                            aesthetic_fn=aesthetic_fn)
+  return config, Components(
+    embed_queries=lambda prompts: clip_model.embed_texts(clip, prompts),
+    backend=index.open_backend(index_config),
+    safety_fn=safety_fn,
+    aesthetic_fn=aesthetic_fn,
+  )
 
 
 def retrieve(config, workdir: str | os.PathLike) -> Path:

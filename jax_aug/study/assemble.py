@@ -30,12 +30,20 @@ def write_study_report(config, workdir: Path, out: Path, *, exclusion: Path | No
     for r in range(config.n_resamples):
       path = wiring.classifier_results_path(workdir / "train" / method.name / f"r{r}")
       result = read_json(path)
-      runs.append({"method": method.name, "resample": r, "top1": result["top1"],
-                   "per_class_top1": result["per_class_top1"], "best_epoch": result["best_epoch"],
-                   "results": str(path.relative_to(workdir)), "reused_from": result.get("reused_from")})
+      runs.append(
+        {
+          "method": method.name,
+          "resample": r,
+          "top1": result["top1"],
+          "per_class_top1": result["per_class_top1"],
+          "best_epoch": result["best_epoch"],
+          "results": str(path.relative_to(workdir)),
+          "reused_from": result.get("reused_from"),
+        }
+      )
   data = wiring.study_data(workdir / "data", exclusion)
   wanted = comma_separated(config.report.figure5_classes) or data.wnids
-  shown = [w for w in wanted if w in set(data.wnids)][:config.report.figure5_max_classes]
+  shown = [w for w in wanted if w in set(data.wnids)][: config.report.figure5_max_classes]
   k = config.report.figure5_images_per_class
   augmentation = {"subset": data.split("subset")}
   selections, lr_searches = {}, {}
@@ -51,12 +59,19 @@ def write_study_report(config, workdir: Path, out: Path, *, exclusion: Path | No
   if exclusion is None:
     notes.append("Retrieval was not selected, so no class was excluded (the exclusion list comes from retrieval).")
   display = {m.name: m.display for m in selected}
-  report_lib.write_report(out, runs=runs, methods=selected, eval_split=wiring.EVAL_SPLIT_DESCRIPTION,
-                          tiny=config.report.tiny_random_init_models,
-                          excluded=wiring.read_exclusions(exclusion) if exclusion else [],
-                          class_names=data.class_names, figure5=figure5, notes=notes,
-                          figure5_rows=report_lib.figure5_paper_rows(augmentation, shown, k, config.method_configs,
-                                                                     display),
-                          class_images={w: paths[0] for w, paths in examples(augmentation["subset"], data.wnids, 1)},
-                          selections=selections, lr_searches=lr_searches,
-                          protocol=protocol.protocol_rows(config))
+  report_lib.write_report(
+    out,
+    runs=runs,
+    methods=selected,
+    eval_split=wiring.EVAL_SPLIT_DESCRIPTION,
+    tiny=config.report.tiny_random_init_models,
+    excluded=wiring.read_exclusions(exclusion) if exclusion else [],
+    class_names=data.class_names,
+    figure5=figure5,
+    notes=notes,
+    figure5_rows=report_lib.figure5_paper_rows(augmentation, shown, k, config.method_configs, display),
+    class_images={w: paths[0] for w, paths in examples(augmentation["subset"], data.wnids, 1)},
+    selections=selections,
+    lr_searches=lr_searches,
+    protocol=protocol.protocol_rows(config),
+  )

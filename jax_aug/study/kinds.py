@@ -8,8 +8,9 @@ lies once the stage is done. No method is named here: a new method of an existin
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from jax_aug import method_kinds
 from jax_aug.finetune import lr_search
@@ -23,6 +24,7 @@ from jax_aug.study.stages import Stage
 @dataclasses.dataclass(frozen=True)
 class PlanContext:
   """What a kind's stages read: the study config, where the study's data, models and exclusion list are."""
+
   config: Any
   workdir: Path
   data_dir: Path
@@ -44,9 +46,11 @@ KINDS: dict[str, StudyKind] = {}
 
 def register(kind: str, *, augmentation_stage: Callable[[Any, Method], str | None]):
   """Registers the decorated `stages(context, method) -> [Stage]` as the study's stages of `kind`."""
+
   def decorate(stages: Callable[[PlanContext, Method], list[Stage]]):
     KINDS[method_kinds.check_kind(kind)] = StudyKind(stages, augmentation_stage)
     return stages
+
   return decorate
 
 
@@ -86,15 +90,17 @@ def baseline_stages(context: PlanContext, method: Method) -> list[Stage]:
 def retrieval_stages(context: PlanContext, method: Method) -> list[Stage]:
   """One study-wide stage: retrieval also writes the exclusion list every other method's splits use."""
   rc = context.config.method_configs[method.name]
-  return [Stage("retrieval", {"method": rc}, lambda out: wiring.retrieve(rc, out, data_dir=context.data_dir),
-                ("data",))]
+  return [Stage("retrieval", {"method": rc}, lambda out: wiring.retrieve(rc, out, data_dir=context.data_dir), ("data",))]
 
 
 def _sampling_stage(context: PlanContext, method: Method) -> Stage:
   mc = context.config.method_configs[method.name]
-  return Stage(f"augment/{method.name}", {"method": mc},
-               lambda out: wiring.sample(mc, out, data_dir=context.data_dir, models_dir=context.models_dir),
-               ("data",) + context.model_upstream)
+  return Stage(
+    f"augment/{method.name}",
+    {"method": mc},
+    lambda out: wiring.sample(mc, out, data_dir=context.data_dir, models_dir=context.models_dir),
+    ("data",) + context.model_upstream,
+  )
 
 
 @register(method_kinds.PROMPT, augmentation_stage=lambda config, method: f"augment/{method.name}")
@@ -113,12 +119,16 @@ def boomerang_stages(context: PlanContext, method: Method) -> list[Stage]:
   if not selects_on_validation(context.config, method):
     return [_sampling_stage(context, method)]
   config, mc = context.config, context.config.method_configs[method.name]
-  return [Stage(
-      f"select/{method.name}", {"method": mc, **_selection_config(config)},
+  return [
+    Stage(
+      f"select/{method.name}",
+      {"method": mc, **_selection_config(config)},
       lambda out: selection.select_boomerang_strength(
-          method.name, mc, config, out, data_dir=context.data_dir, models_dir=context.models_dir,
-          exclusion=context.exclusion),
-      context.after_exclusion + context.model_upstream)]
+        method.name, mc, config, out, data_dir=context.data_dir, models_dir=context.models_dir, exclusion=context.exclusion
+      ),
+      context.after_exclusion + context.model_upstream,
+    )
+  ]
 
 
 def _selection_config(config) -> dict:
@@ -136,21 +146,43 @@ def finetuned_stages(context: PlanContext, method: Method) -> list[Stage]:
     run_config.finetune = lr_search.run_config(mc.finetune, factor)
     name = f"finetune/{method.name}/lr{index}"
     trained = Trainables.from_config(run_config.finetune.trainables).trainable_groups
-    runs[name] = {"factor": factor,
-                  "base_learning_rate": {g: run_config.finetune.base_learning_rate[g] for g in trained},
-                  "learning_rate": {g: run_config.finetune.learning_rate[g] for g in trained}}
-    stages.append(Stage(
+    runs[name] = {
+      "factor": factor,
+      "base_learning_rate": {g: run_config.finetune.base_learning_rate[g] for g in trained},
+      "learning_rate": {g: run_config.finetune.learning_rate[g] for g in trained},
+    }
+    stages.append(
+      Stage(
         # Only what fine-tuning reads: a change to the sampling settings redoes the selection, not this.
-        name, {"finetune": run_config.finetune, "model": mc.model, "data": mc.data},
+        name,
+        {"finetune": run_config.finetune, "model": mc.model, "data": mc.data},
         lambda out, rc=run_config: wiring.finetune(rc, out, data_dir=context.data_dir, models_dir=context.models_dir),
-        ("data",) + context.model_upstream))
-  stages.append(Stage(
-      f"lr_search/{method.name}", {"factors": factors},
-      lambda out: selection.search_learning_rate(method.name, runs, context.workdir, out), tuple(runs)))
-  stages.append(Stage(
-      f"select/{method.name}", {"method": mc, **_selection_config(config)},
+        ("data",) + context.model_upstream,
+      )
+    )
+  stages.append(
+    Stage(
+      f"lr_search/{method.name}",
+      {"factors": factors},
+      lambda out: selection.search_learning_rate(method.name, runs, context.workdir, out),
+      tuple(runs),
+    )
+  )
+  stages.append(
+    Stage(
+      f"select/{method.name}",
+      {"method": mc, **_selection_config(config)},
       lambda out: selection.select_checkpoint(
-          method.name, mc, config, out, workdir=context.workdir, data_dir=context.data_dir,
-          models_dir=context.models_dir, exclusion=context.exclusion),
-      context.after_exclusion + context.model_upstream + (f"lr_search/{method.name}",)))
+        method.name,
+        mc,
+        config,
+        out,
+        workdir=context.workdir,
+        data_dir=context.data_dir,
+        models_dir=context.models_dir,
+        exclusion=context.exclusion,
+      ),
+      context.after_exclusion + context.model_upstream + (f"lr_search/{method.name}",),
+    )
+  )
   return stages

@@ -17,6 +17,7 @@ from jax_aug.study.stages import comma_separated
 @dataclasses.dataclass(frozen=True)
 class Method:
   """A row of Table 1 as the study runs it; everything but the paper's numbers comes from the method config."""
+
   name: str  # the method config's name (ablations: the name of their study block)
   display: str  # as in Table 1
   family: str
@@ -46,19 +47,19 @@ BASELINE = "baseline_10pct"  # what Figure 6 measures improvement against
 
 # Table 1 of the paper, in its order, with its numbers (../shared/PROTOCOL.md): (method, top-1, SE).
 TABLE1: tuple[tuple[str, float, float], ...] = (
-    ("baseline_10pct", 57.2, 0.2),
-    ("baseline_20pct", 70.2, 0.3),
-    ("boomerang", 56.3, 0.3),
-    ("simple_prompt_no_ws", 60.0, 0.3),
-    ("simple_prompt", 60.1, 0.2),
-    ("sariyildiz_prompts", 60.8, 0.2),
-    ("clip_prompts", 60.9, 0.2),
-    ("ft_conditioning", 60.8, 0.1),
-    ("ft_cluster_conditioning", 60.9, 0.2),
-    ("imagic", 61.0, 0.3),
-    ("textual_inversion", 61.0, 0.4),
-    ("pseudo_word_dm", 61.2, 0.2),
-    ("retrieval", 62.6, 0.1),
+  ("baseline_10pct", 57.2, 0.2),
+  ("baseline_20pct", 70.2, 0.3),
+  ("boomerang", 56.3, 0.3),
+  ("simple_prompt_no_ws", 60.0, 0.3),
+  ("simple_prompt", 60.1, 0.2),
+  ("sariyildiz_prompts", 60.8, 0.2),
+  ("clip_prompts", 60.9, 0.2),
+  ("ft_conditioning", 60.8, 0.1),
+  ("ft_cluster_conditioning", 60.9, 0.2),
+  ("imagic", 61.0, 0.3),
+  ("textual_inversion", 61.0, 0.4),
+  ("pseudo_word_dm", 61.2, 0.2),
+  ("retrieval", 62.6, 0.1),
 )
 TABLE1_NAMES = tuple(name for name, _, _ in TABLE1)
 
@@ -67,14 +68,30 @@ TABLE1_NAMES = tuple(name for name, _, _ in TABLE1)
 # accuracy)"; Sec. 3.2: "providing multiple lemmas led to better performance than using only the first
 # lemma of a synset", no number). k = 1: 60.9 - 0.1, no standard error given.
 ABLATIONS: tuple[Ablation, ...] = (
-    Ablation("ft_cluster_conditioning_k1", "ft_cluster_conditioning", "FT cluster conditioning, k = 1",
-             (("finetune.trainables.clusters_per_class", 1),), 60.8),
-    Ablation("ft_cluster_conditioning_k10", "ft_cluster_conditioning", "FT cluster conditioning, k = 10",
-             (("finetune.trainables.clusters_per_class", 10),), 60.8, 0.2),
-    Ablation("ft_cluster_conditioning_k15", "ft_cluster_conditioning", "FT cluster conditioning, k = 15",
-             (("finetune.trainables.clusters_per_class", 15),), 60.6, 0.3),
-    Ablation("simple_prompt_first_lemma", "simple_prompt", "Simple prompt, first lemma only",
-             (("prompt_lemmas", "first"),)),
+  Ablation(
+    "ft_cluster_conditioning_k1",
+    "ft_cluster_conditioning",
+    "FT cluster conditioning, k = 1",
+    (("finetune.trainables.clusters_per_class", 1),),
+    60.8,
+  ),
+  Ablation(
+    "ft_cluster_conditioning_k10",
+    "ft_cluster_conditioning",
+    "FT cluster conditioning, k = 10",
+    (("finetune.trainables.clusters_per_class", 10),),
+    60.8,
+    0.2,
+  ),
+  Ablation(
+    "ft_cluster_conditioning_k15",
+    "ft_cluster_conditioning",
+    "FT cluster conditioning, k = 15",
+    (("finetune.trainables.clusters_per_class", 15),),
+    60.6,
+    0.3,
+  ),
+  Ablation("simple_prompt_first_lemma", "simple_prompt", "Simple prompt, first lemma only", (("prompt_lemmas", "first"),)),
 )
 ABLATION_BY_NAME = {a.name: a for a in ABLATIONS}
 
@@ -86,8 +103,16 @@ def _row(name: str, method_config) -> Method:
   subset = method_config.train_manifests[0] if kind == method_kinds.BASELINE else "subset"
   ablation = ABLATION_BY_NAME.get(name)
   if ablation is not None:
-    return Method(name, f"{ablation.display} (ablation)", block.family, kind, subset, ablation.paper_top1,
-                  ablation.paper_standard_error, ablation.ablation_of)
+    return Method(
+      name,
+      f"{ablation.display} (ablation)",
+      block.family,
+      kind,
+      subset,
+      ablation.paper_top1,
+      ablation.paper_standard_error,
+      ablation.ablation_of,
+    )
   paper = {n: (top1, se) for n, top1, se in TABLE1}.get(name, (None, None))
   return Method(name, block.display_name, block.family, kind, subset, *paper)
 
@@ -110,8 +135,10 @@ def select(config, names: str) -> list[Method]:
     return methods
   unknown = [n for n in names if n not in {m.name for m in methods}]
   if unknown:
-    raise ValueError(f"unknown method(s) {unknown} in config.methods: expected 'all' or a comma-separated"
-                     f" subset of {[m.name for m in methods]}")
+    raise ValueError(
+      f"unknown method(s) {unknown} in config.methods: expected 'all' or a comma-separated"
+      f" subset of {[m.name for m in methods]}"
+    )
   if not names:
     raise ValueError("config.methods selects no method: expected 'all' or comma-separated method names")
   return [m for m in methods if m.name in set(names)]
@@ -125,8 +152,10 @@ def select_ablations(config, names: str) -> list[Method]:
     return ablations
   unknown = [n for n in names if n not in {m.name for m in ablations}]
   if unknown:
-    raise ValueError(f"unknown ablation(s) {unknown} in config.ablations: expected '', 'all' or a"
-                     f" comma-separated subset of {[m.name for m in ablations]}")
+    raise ValueError(
+      f"unknown ablation(s) {unknown} in config.ablations: expected '', 'all' or a"
+      f" comma-separated subset of {[m.name for m in ablations]}"
+    )
   return [m for m in ablations if m.name in set(names)]
 
 

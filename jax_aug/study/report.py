@@ -15,8 +15,8 @@ import csv
 import io
 import math
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import matplotlib
 
@@ -31,13 +31,15 @@ from jax_aug.study import methods as methods_lib  # noqa: E402
 from jax_aug.study import statistics  # noqa: E402
 
 TABLE_CAPTION = (
-    "Table 1: top-1 accuracy (%) of the downstream classifier on {eval_split}, mean ± standard"
-    " error of the mean over n classifiers, one per resampled augmentation set (SE = std / sqrt(n), ddof=1;"
-    " for the baselines the n runs differ only in their training seed).")
+  "Table 1: top-1 accuracy (%) of the downstream classifier on {eval_split}, mean ± standard"
+  " error of the mean over n classifiers, one per resampled augmentation set (SE = std / sqrt(n), ddof=1;"
+  " for the baselines the n runs differ only in their training seed)."
+)
 TINY_NOTICE = (
-    "**This run used tiny random-init models and a synthetic ImageNet.** Its numbers test the machinery"
-    " (every stage ran, the statistics are computed right), not the science: they say nothing about"
-    " diffusion models vs. retrieval.")
+  "**This run used tiny random-init models and a synthetic ImageNet.** Its numbers test the machinery"
+  " (every stage ran, the statistics are computed right), not the science: they say nothing about"
+  " diffusion models vs. retrieval."
+)
 
 
 def table1_rows(runs: Sequence[Mapping], methods: Sequence[methods_lib.Method]) -> list[dict]:
@@ -59,11 +61,20 @@ def table1_rows(runs: Sequence[Mapping], methods: Sequence[methods_lib.Method]) 
     if len(set(resamples)) != len(resamples):
       raise ValueError(f"method {method.name}: resample indices repeat in the run records: {resamples}")
     mean, se = statistics.mean_and_standard_error([r["top1"] for r in method_runs])
-    rows.append({"method": method.name, "display": method.display, "family": method.family,
-                 "top1_mean": mean, "top1_standard_error": se, "n": len(method_runs),
-                 "paper_top1_mean": method.paper_top1, "paper_top1_standard_error": method.paper_standard_error,
-                 "difference_to_paper": None if method.paper_top1 is None else mean - method.paper_top1,
-                 "ablation": bool(method.ablation_of)})
+    rows.append(
+      {
+        "method": method.name,
+        "display": method.display,
+        "family": method.family,
+        "top1_mean": mean,
+        "top1_standard_error": se,
+        "n": len(method_runs),
+        "paper_top1_mean": method.paper_top1,
+        "paper_top1_standard_error": method.paper_standard_error,
+        "difference_to_paper": None if method.paper_top1 is None else mean - method.paper_top1,
+        "ablation": bool(method.ablation_of),
+      }
+    )
   return rows
 
 
@@ -83,16 +94,29 @@ def _format_mean_se(mean: float, se: float | None) -> str:
 def table1_markdown(rows: Sequence[Mapping], eval_split: str) -> str:
   lines = ["| Method | Family | Top-1 (%), ours | Top-1 (%), paper | ours - paper | n |", "|---|---|---|---|---|---|"]
   for r in rows:
-    paper = ("not given" if r["paper_top1_mean"] is None
-             else _format_mean_se(r["paper_top1_mean"], r["paper_top1_standard_error"]))
+    paper = (
+      "not given" if r["paper_top1_mean"] is None else _format_mean_se(r["paper_top1_mean"], r["paper_top1_standard_error"])
+    )
     difference = "" if r["difference_to_paper"] is None else f"{r['difference_to_paper']:+.1f}"
-    lines.append(f"| {r['display']} | {r['family']} | {_format_mean_se(r['top1_mean'], r['top1_standard_error'])}"
-                 f" | {paper} | {difference} | {r['n']} |")
+    lines.append(
+      f"| {r['display']} | {r['family']} | {_format_mean_se(r['top1_mean'], r['top1_standard_error'])}"
+      f" | {paper} | {difference} | {r['n']} |"
+    )
   return "\n".join(lines) + "\n\n" + TABLE_CAPTION.format(eval_split=eval_split) + "\n"
 
 
-CSV_COLUMNS = ("method", "display", "family", "top1_mean", "top1_standard_error", "n", "paper_top1_mean",
-               "paper_top1_standard_error", "difference_to_paper", "ablation")
+CSV_COLUMNS = (
+  "method",
+  "display",
+  "family",
+  "top1_mean",
+  "top1_standard_error",
+  "n",
+  "paper_top1_mean",
+  "paper_top1_standard_error",
+  "difference_to_paper",
+  "ablation",
+)
 
 
 def table1_csv(rows: Sequence[Mapping]) -> str:
@@ -150,8 +174,7 @@ def figure5_grid(title: str, rows: Sequence[tuple[str, Sequence[str | os.PathLik
   columns = max(len(paths) for _, paths in rows)
   if columns == 0:
     raise ValueError(f"figure 5 grid {title!r}: no images to show")
-  figure, axes = plt.subplots(len(rows), columns, figsize=(1.2 * columns + 1.6, 1.2 * len(rows) + 0.5),
-                              squeeze=False)
+  figure, axes = plt.subplots(len(rows), columns, figsize=(1.2 * columns + 1.6, 1.2 * len(rows) + 0.5), squeeze=False)
   for i, (label, paths) in enumerate(rows):
     for j in range(columns):
       ax = axes[i][j]
@@ -170,11 +193,23 @@ def figure5_grid(title: str, rows: Sequence[tuple[str, Sequence[str | os.PathLik
 
 
 # Figure 5 of the paper: its rows A-I, and the four CLIP templates its caption names for row D.
-FIGURE5_ROWS = (("A", "subset"), ("B", "simple_prompt"), ("C", "simple_prompt_no_ws"), ("D", "clip_prompts"),
-                ("E", "ft_conditioning"), ("F", "textual_inversion"), ("G", "imagic"), ("H", "pseudo_word_dm"),
-                ("I", "retrieval"))
-FIGURE5_CLIP_TEMPLATES = ("a bad photo of a {}.", "a black and white photo of the {}.", "a cartoon {}.",
-                          "a photo of many {}.")
+FIGURE5_ROWS = (
+  ("A", "subset"),
+  ("B", "simple_prompt"),
+  ("C", "simple_prompt_no_ws"),
+  ("D", "clip_prompts"),
+  ("E", "ft_conditioning"),
+  ("F", "textual_inversion"),
+  ("G", "imagic"),
+  ("H", "pseudo_word_dm"),
+  ("I", "retrieval"),
+)
+FIGURE5_CLIP_TEMPLATES = (
+  "a bad photo of a {}.",
+  "a black and white photo of the {}.",
+  "a cartoon {}.",
+  "a photo of many {}.",
+)
 
 
 def _first_paths(records: Sequence[Mapping], wnid: str, count: int) -> list[str]:
@@ -186,6 +221,7 @@ def clip_template_examples(records: Sequence[Mapping], wnid: str, lemmas: str = 
   prompt is that template filled with w(n); None where the set has no such image (few images per class)."""
   from jax_aug.data import prompts
   from jax_aug.data.imagenet_classes import class_by_wnid
+
   name = prompts.no_ws_name(class_by_wnid(wnid), lemmas)
   picked = []
   for template in FIGURE5_CLIP_TEMPLATES:
@@ -194,8 +230,13 @@ def clip_template_examples(records: Sequence[Mapping], wnid: str, lemmas: str = 
   return picked
 
 
-def figure5_paper_rows(augmentation: Mapping[str, Sequence[Mapping]], wnids: Sequence[str], per_class: int,
-                       method_configs, display: Mapping[str, str]) -> list[tuple[str, list[tuple[str, list[str | None]]]]]:
+def figure5_paper_rows(
+  augmentation: Mapping[str, Sequence[Mapping]],
+  wnids: Sequence[str],
+  per_class: int,
+  method_configs,
+  display: Mapping[str, str],
+) -> list[tuple[str, list[tuple[str, list[str | None]]]]]:
   """The rows A-I of the paper's Figure 5 the run has: (row label, [(wnid, image paths or None)]);
   `display`: each method's Table 1 label."""
   rows = []
@@ -213,16 +254,16 @@ def figure5_paper_rows(augmentation: Mapping[str, Sequence[Mapping]], wnids: Seq
   return rows
 
 
-def figure5_paper(rows: Sequence[tuple[str, Sequence[tuple[str, Sequence[str | None]]]]],
-                  class_names: Mapping[str, str], thumb: int = 64) -> bytes:
+def figure5_paper(
+  rows: Sequence[tuple[str, Sequence[tuple[str, Sequence[str | None]]]]], class_names: Mapping[str, str], thumb: int = 64
+) -> bytes:
   """One grid like the paper's Figure 5: a row per method (A-I), columns grouped by class."""
   if not rows:
     raise ValueError("figure 5: no method rows to show")
   wnids = [w for w, _ in rows[0][1]]
   width = {w: max(len(dict(cells)[w]) for _, cells in rows) for w in wnids}
   columns = sum(width.values())
-  figure, axes = plt.subplots(len(rows), columns, figsize=(0.9 * columns + 1.8, 0.9 * len(rows) + 0.6),
-                              squeeze=False)
+  figure, axes = plt.subplots(len(rows), columns, figsize=(0.9 * columns + 1.8, 0.9 * len(rows) + 0.6), squeeze=False)
   for i, (label, cells) in enumerate(rows):
     j = 0
     for wnid, paths in cells:
@@ -265,12 +306,18 @@ def figure6_histogram(improvements: Mapping[str, Mapping[str, float]]) -> bytes:
   return _png(figure)
 
 
-def figure6_examples(changes: Mapping[str, Mapping[str, float]], class_images: Mapping[str, str],
-                     class_names: Mapping[str, str], per_side: int = 3, thumb: int = 80) -> bytes:
+def figure6_examples(
+  changes: Mapping[str, Mapping[str, float]],
+  class_images: Mapping[str, str],
+  class_names: Mapping[str, str],
+  per_side: int = 3,
+  thumb: int = 80,
+) -> bytes:
   """Figure 6's images: per method, a real image of each of the classes that lose most (left) and gain
   most (right) against the 10% baseline, labelled with the change."""
-  figure, axes = plt.subplots(len(changes), 2 * per_side, figsize=(1.3 * 2 * per_side + 1.5, 1.5 * len(changes) + 0.4),
-                              squeeze=False)
+  figure, axes = plt.subplots(
+    len(changes), 2 * per_side, figsize=(1.3 * 2 * per_side + 1.5, 1.5 * len(changes) + 0.4), squeeze=False
+  )
   for i, (label, series) in enumerate(changes.items()):
     ranked = sorted(series, key=lambda w: (series[w], w))
     shown = ranked[:per_side] + ranked[::-1][:per_side][::-1]
@@ -294,8 +341,13 @@ def lr_search_chart(lr_searches: Mapping[str, Mapping], display: Mapping[str, st
   for ax, (method, search) in zip(axes[0], lr_searches.items()):
     for name, run in search["runs"].items():
       epochs = [h["epoch"] for h in run["history"]]
-      ax.plot(epochs, [h["val_loss"] for h in run["history"]], marker="o", linewidth=2.5 if name == search["chosen"] else 1,
-              label=f"x{run['factor']:g}" + (" (chosen)" if name == search["chosen"] else ""))
+      ax.plot(
+        epochs,
+        [h["val_loss"] for h in run["history"]],
+        marker="o",
+        linewidth=2.5 if name == search["chosen"] else 1,
+        label=f"x{run['factor']:g}" + (" (chosen)" if name == search["chosen"] else ""),
+      )
     ax.set_title(display[method], fontsize=8)
     ax.set_xlabel("epoch", fontsize=7)
     ax.set_ylabel("validation loss", fontsize=7)
@@ -305,13 +357,17 @@ def lr_search_chart(lr_searches: Mapping[str, Mapping], display: Mapping[str, st
 
 
 def _lr_search_markdown(lr_searches: Mapping[str, Mapping], display: Mapping[str, str]) -> list[str]:
-  md = ["| Method | grid point (factor) | learning rates (batch-scaled) | best validation loss | chosen |",
-        "|---|---|---|---|---|"]
+  md = [
+    "| Method | grid point (factor) | learning rates (batch-scaled) | best validation loss | chosen |",
+    "|---|---|---|---|---|",
+  ]
   for method, search in lr_searches.items():
     for name, run in search["runs"].items():
       rates = ", ".join(f"{g} {v:.3g}" for g, v in sorted(run["learning_rate"].items()))
-      md.append(f"| {display[method]} | x{run['factor']:g} | {rates} |"
-                f" {run['best_validation_loss']:.5f} | {'yes' if name == search['chosen'] else ''} |")
+      md.append(
+        f"| {display[method]} | x{run['factor']:g} | {rates} |"
+        f" {run['best_validation_loss']:.5f} | {'yes' if name == search['chosen'] else ''} |"
+      )
   return md
 
 
@@ -320,22 +376,36 @@ def _selection_markdown(selections: Mapping[str, Mapping], display: Mapping[str,
   for method, selection in selections.items():
     chosen = selection["chosen"]
     scores = ", ".join(f"{name} {top1:.2f}" for name, top1 in sorted(selection["validation_top1"].items()))
-    what = (f"checkpoint {chosen} ({', '.join(selection['roles'][chosen])}) of run {selection['finetune_run']}"
-            if "roles" in selection else f"{chosen}")
-    md.append(f"- {display[method]}: {what} chosen by the validation top-1 (%) of a classifier on subset + its samples"
-              f" (resampled set {selection['resample']}): {scores}. That classifier is the method's run"
-              f" r{selection['resample']} (reused, not retrained).")
+    what = (
+      f"checkpoint {chosen} ({', '.join(selection['roles'][chosen])}) of run {selection['finetune_run']}"
+      if "roles" in selection
+      else f"{chosen}"
+    )
+    md.append(
+      f"- {display[method]}: {what} chosen by the validation top-1 (%) of a classifier on subset + its samples"
+      f" (resampled set {selection['resample']}): {scores}. That classifier is the method's run"
+      f" r{selection['resample']} (reused, not retrained)."
+    )
   return md
 
 
-def write_report(report_dir: str | os.PathLike, *, runs: Sequence[Mapping], methods: Sequence[methods_lib.Method],
-                 eval_split: str, tiny: bool,
-                 excluded: Sequence[Mapping] = (), class_names: Mapping[str, str] | None = None,
-                 figure5: Mapping[str, Sequence[tuple[str, Sequence[str]]]] | None = None,
-                 notes: Sequence[str] = (), figure5_rows: Sequence | None = None,
-                 class_images: Mapping[str, str] | None = None, selections: Mapping[str, Mapping] | None = None,
-                 lr_searches: Mapping[str, Mapping] | None = None,
-                 protocol: Sequence[Mapping] = ()) -> dict[str, Path]:
+def write_report(
+  report_dir: str | os.PathLike,
+  *,
+  runs: Sequence[Mapping],
+  methods: Sequence[methods_lib.Method],
+  eval_split: str,
+  tiny: bool,
+  excluded: Sequence[Mapping] = (),
+  class_names: Mapping[str, str] | None = None,
+  figure5: Mapping[str, Sequence[tuple[str, Sequence[str]]]] | None = None,
+  notes: Sequence[str] = (),
+  figure5_rows: Sequence | None = None,
+  class_images: Mapping[str, str] | None = None,
+  selections: Mapping[str, Mapping] | None = None,
+  lr_searches: Mapping[str, Mapping] | None = None,
+  protocol: Sequence[Mapping] = (),
+) -> dict[str, Path]:
   """Writes the whole report; returns {artifact name: path}.
 
   `methods`: the run's Table 1 rows in their order (`jax_aug.study.methods.study_methods`);
@@ -361,9 +431,18 @@ def write_report(report_dir: str | os.PathLike, *, runs: Sequence[Mapping], meth
   put("table1.md", (TINY_NOTICE + "\n\n" if tiny else "") + table1_markdown(rows, eval_split))
   order = [m.name for m in methods]
   runs_sorted = sorted(runs, key=lambda r: (order.index(r["method"]), r["resample"]))
-  atomic_write_json(report_dir / "runs.json", {"table1": rows, "runs": runs_sorted, "excluded_classes": list(excluded),
-                                               "eval_split": eval_split, "tiny_random_init_models": tiny,
-                                               "lr_search": dict(lr_searches or {}), "selection": dict(selections or {})})
+  atomic_write_json(
+    report_dir / "runs.json",
+    {
+      "table1": rows,
+      "runs": runs_sorted,
+      "excluded_classes": list(excluded),
+      "eval_split": eval_split,
+      "tiny_random_init_models": tiny,
+      "lr_search": dict(lr_searches or {}),
+      "selection": dict(selections or {}),
+    },
+  )
   paths["runs.json"] = report_dir / "runs.json"
 
   md = ["# Study report", ""]
@@ -376,8 +455,14 @@ def write_report(report_dir: str | os.PathLike, *, runs: Sequence[Mapping], meth
   bars = figure1_bars(rows)
   if bars:
     put("figure1.png", figure1_chart(bars))
-    md += ["## Figure 1: best method of each family", "", "![Figure 1](figure1.png)", "",
-           "Ours (mean ± SE over the resamples) beside the paper's number for the same method.", ""]
+    md += [
+      "## Figure 1: best method of each family",
+      "",
+      "![Figure 1](figure1.png)",
+      "",
+      "Ours (mean ± SE over the resamples) beside the paper's number for the same method.",
+      "",
+    ]
 
   md += ["## Figure 6: per-class improvement over 10% ImageNet", ""]
   best_dm = best_dm_method(rows)
@@ -394,15 +479,21 @@ def write_report(report_dir: str | os.PathLike, *, runs: Sequence[Mapping], meth
     md += ["![Figure 6](figure6.png)", ""]
     if class_images:
       put("figure6_examples.png", figure6_examples(improvements, class_images, class_names))
-      md += ["![Figure 6 examples](figure6_examples.png)", "",
-             "A real 10% ImageNet image of each class that loses most (left) and gains most (right).", ""]
+      md += [
+        "![Figure 6 examples](figure6_examples.png)",
+        "",
+        "A real 10% ImageNet image of each class that loses most (left) and gains most (right).",
+        "",
+      ]
     md += [
-           f"Per-class top-1 of each method (mean over its resamples) minus that of the 10% baseline (mean over"
-           f" its runs), for Retrieval and the best DM method by Table 1 ({display[best_dm]})."
-           f" Numbers: figure6.json.", ""]
+      f"Per-class top-1 of each method (mean over its resamples) minus that of the 10% baseline (mean over"
+      f" its runs), for Retrieval and the best DM method by Table 1 ({display[best_dm]})."
+      f" Numbers: figure6.json.",
+      "",
+    ]
     for label, series in improvements.items():
       ranked = sorted(series, key=lambda w: (series[w], w))
-      show = lambda wnids: ", ".join(f"{class_names.get(w, w)} ({series[w]:+.1f})" for w in wnids)
+      show = lambda wnids, series=series: ", ".join(f"{class_names.get(w, w)} ({series[w]:+.1f})" for w in wnids)
       # Ranked by change, not by sign: with few classes every change can be positive (or negative).
       md += [f"- {label}: lowest change {show(ranked[:3])}; highest change {show(ranked[::-1][:3])}."]
     md += [""]
@@ -412,12 +503,16 @@ def write_report(report_dir: str | os.PathLike, *, runs: Sequence[Mapping], meth
   md += ["## Figure 5: example images", ""]
   if figure5_rows:
     put("figure5.png", figure5_paper(figure5_rows, class_names))
-    md += ["![Figure 5](figure5.png)", "",
-           "Rows as in the paper's Figure 5 (those this run has): A 10% ImageNet, B simple prompt, C simple prompt"
-           " (no ws), D CLIP prompts with the caption's four templates ('a bad photo of a w(n).', 'a black and"
-           " white photo of the w(n).', 'a cartoon w(n).', 'a photo of many w(n).'; blank where no image of the"
-           " set had that template), E FT conditioning, F textual inversion, G Imagic, H pseudoword + DM,"
-           " I retrieval. Per-method grids follow.", ""]
+    md += [
+      "![Figure 5](figure5.png)",
+      "",
+      "Rows as in the paper's Figure 5 (those this run has): A 10% ImageNet, B simple prompt, C simple prompt"
+      " (no ws), D CLIP prompts with the caption's four templates ('a bad photo of a w(n).', 'a black and"
+      " white photo of the w(n).', 'a cartoon w(n).', 'a photo of many w(n).'; blank where no image of the"
+      " set had that template), E FT conditioning, F textual inversion, G Imagic, H pseudoword + DM,"
+      " I retrieval. Per-method grids follow.",
+      "",
+    ]
   for method, grid_rows in (figure5 or {}).items():
     title = "10% ImageNet (subset images)" if method == "subset" else display[method]
     labelled = [(f"{class_names.get(w, w)}", p) for w, p in grid_rows]
@@ -427,24 +522,41 @@ def write_report(report_dir: str | os.PathLike, *, runs: Sequence[Mapping], meth
 
   md += ["## Excluded classes", ""]
   if excluded:
-    md += [f"{len(excluded)} classes were excluded from augmentation, training and evaluation for every method:", "",
-           "| wnid | class | reason |", "|---|---|---|"]
+    md += [
+      f"{len(excluded)} classes were excluded from augmentation, training and evaluation for every method:",
+      "",
+      "| wnid | class | reason |",
+      "|---|---|---|",
+    ]
     md += [f"| {e['wnid']} | {class_names.get(e['wnid'], '')} | {e['reason']} |" for e in excluded]
   else:
     md += ["None."]
   md += [""]
   if lr_searches:
     put("lr_search.png", lr_search_chart(lr_searches, display))
-    md += ["## Learning-rate grid search (fine-tuned methods)", "",
-           "One fine-tuning run per grid point (every group's base learning rate times the factor); the run"
-           " with the lowest validation loss wins (the paper trains by the validation loss), then its"
-           " checkpoints are selected below. Every run's curve: lr_search.png.", "",
-           *_lr_search_markdown(lr_searches, display), "", "![learning-rate search](lr_search.png)", ""]
+    md += [
+      "## Learning-rate grid search (fine-tuned methods)",
+      "",
+      "One fine-tuning run per grid point (every group's base learning rate times the factor); the run"
+      " with the lowest validation loss wins (the paper trains by the validation loss), then its"
+      " checkpoints are selected below. Every run's curve: lr_search.png.",
+      "",
+      *_lr_search_markdown(lr_searches, display),
+      "",
+      "![learning-rate search](lr_search.png)",
+      "",
+    ]
   if selections:
     md += ["## Choices by downstream validation accuracy", "", *_selection_markdown(selections, display), ""]
   if protocol:
-    md += ["## Protocol", "", "Every setting this run used; 'not given in the paper' marks our choices.", "",
-           "| setting | this run | paper |", "|---|---|---|"]
+    md += [
+      "## Protocol",
+      "",
+      "Every setting this run used; 'not given in the paper' marks our choices.",
+      "",
+      "| setting | this run | paper |",
+      "|---|---|---|",
+    ]
     md += [f"| {p['setting']} | {p['value']} | {p['source']} |" for p in protocol]
     md += [""]
     atomic_write_json(report_dir / "protocol.json", list(protocol))

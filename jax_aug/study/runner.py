@@ -31,8 +31,8 @@ from __future__ import annotations
 import fnmatch
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import ml_collections
 
@@ -51,9 +51,15 @@ def plan(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> list[
   names = {m.name for m in selected}
   seed = config.seed
   data_dir = workdir / "data"
-  stages = [Stage("check", {"data": config.data}, lambda out: wiring.check_data(config.data, out, data_dir=data_dir)),
-            Stage("data", {"data": config.data},
-                  lambda out: wiring.prepare_data(config.data, out, check_dir=workdir / "check"), ("check",))]
+  stages = [
+    Stage("check", {"data": config.data}, lambda out: wiring.check_data(config.data, out, data_dir=data_dir)),
+    Stage(
+      "data",
+      {"data": config.data},
+      lambda out: wiring.prepare_data(config.data, out, check_dir=workdir / "check"),
+      ("check",),
+    ),
+  ]
   # Retrieval is the only source of the exclusion list, so it runs first whenever it is selected;
   # without it no class is excluded (the report says so).
   retrieval = [m for m in selected if m.kind == method_kinds.RETRIEVAL]
@@ -62,8 +68,9 @@ def plan(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> list[
   dm_methods = [m for m in selected if m.kind in method_kinds.DIFFUSION_KINDS]
   models_dir = workdir / "models"
   seeds = wiring.tiny_model_seeds([config.method_configs.get(m.name) for m in dm_methods])
-  context = kinds.PlanContext(config, workdir, data_dir, models_dir, exclusion, after_exclusion,
-                              ("models",) if seeds else ())
+  context = kinds.PlanContext(
+    config, workdir, data_dir, models_dir, exclusion, after_exclusion, ("models",) if seeds else ()
+  )
   for method in retrieval:
     stages += kinds.study_kind(method).stages(context, method)
   if seeds:
@@ -74,55 +81,88 @@ def plan(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> list[
   for method in selected:
     source = kinds.study_kind(method).augmentation_stage(config, method)
     if source is not None:
-      stages.append(Stage(
-          f"resample/{method.name}", {"n_resamples": config.n_resamples, "seed": seed},
+      stages.append(
+        Stage(
+          f"resample/{method.name}",
+          {"n_resamples": config.n_resamples, "seed": seed},
           lambda out, m=method: wiring.resample_sets(
-              kinds.augmentation_dir(config, workdir, m), out, data_dir=data_dir, exclusion=exclusion,
-              n_sets=config.n_resamples, seed=seed),
-          after_exclusion + (source,)))
+            kinds.augmentation_dir(config, workdir, m),
+            out,
+            data_dir=data_dir,
+            exclusion=exclusion,
+            n_sets=config.n_resamples,
+            seed=seed,
+          ),
+          after_exclusion + (source,),
+        )
+      )
     for r in range(config.n_resamples):
       if source is not None and source.startswith("select/") and r == config.selection.resample:
         # The selection trained exactly this classifier (same subset + set, same seed) for the chosen
         # candidate: reuse it (paper scale: one ResNet-50 of up to 270 epochs fewer per method).
-        stages.append(Stage(
+        stages.append(
+          Stage(
             f"train/{method.name}/r{r}",
-            {"classifier": config.classifier, "subset": method.subset, "resample": r, "seed": seed,
-             "reused_from": source},
+            {"classifier": config.classifier, "subset": method.subset, "resample": r, "seed": seed, "reused_from": source},
             lambda out, m=method.name, r=r: selection.reuse_selection_classifier(m, r, config, workdir, out),
-            after_exclusion + (f"resample/{method.name}", source)))
+            after_exclusion + (f"resample/{method.name}", source),
+          )
+        )
         continue
       # Baselines have no resampled set: their n runs differ only in the classifier's seed.
-      stages.append(Stage(
+      stages.append(
+        Stage(
           f"train/{method.name}/r{r}",
           {"classifier": config.classifier, "subset": method.subset, "resample": r, "seed": seed},
           lambda out, m=method, r=r, source=source: wiring.train_classifier(
-              config.classifier, out, data_dir=data_dir, exclusion=exclusion, subset=m.subset,
-              augmentation=(workdir / "resample" / m.name / f"set_{r}.jsonl") if source else None,
-              evaluate_on=wiring.EVAL_SPLIT, seed=seed + r, resample_index=r if source else -1),
-          after_exclusion + ((f"resample/{method.name}",) if source else ())))
+            config.classifier,
+            out,
+            data_dir=data_dir,
+            exclusion=exclusion,
+            subset=m.subset,
+            augmentation=(workdir / "resample" / m.name / f"set_{r}.jsonl") if source else None,
+            evaluate_on=wiring.EVAL_SPLIT,
+            seed=seed + r,
+            resample_index=r if source else -1,
+          ),
+          after_exclusion + ((f"resample/{method.name}",) if source else ()),
+        )
+      )
 
   trained = tuple(s.name for s in stages if s.name.startswith("train/"))
   # The methods and resamples in the report are its upstream stages: selecting other methods changes the
   # upstream set, which redoes this cheap stage without asking (its own settings are `config.report`).
-  stages.append(Stage("report", {"report": config.report},
-                      lambda out: assemble.write_study_report(config, workdir, out, exclusion=exclusion),
-                      after_exclusion + trained))
+  stages.append(
+    Stage(
+      "report",
+      {"report": config.report},
+      lambda out: assemble.write_study_report(config, workdir, out, exclusion=exclusion),
+      after_exclusion + trained,
+    )
+  )
   # Last, so a twin (a comparison, not part of Table 1) never holds up the report.
   twins = methods_lib.select(config, config.twin_methods) if config.get("twin_methods") else []
   unselected = [m.name for m in twins if m.name not in names]
   if unselected:
-    raise ValueError(f"config.twin_methods names {unselected}, which config.methods={config.methods!r} does not"
-                     " select: a twin needs the method's classifier run")
+    raise ValueError(
+      f"config.twin_methods names {unselected}, which config.methods={config.methods!r} does not"
+      " select: a twin needs the method's classifier run"
+    )
   for method in twins:
-    stages.append(Stage(f"twin/{method.name}", {"twin": "torch"},
-                        lambda out, m=method: wiring.train_twin(workdir / "train" / m.name / "r0", out,
-                                                                workdir=workdir),
-                        (f"train/{method.name}/r0",)))
+    stages.append(
+      Stage(
+        f"twin/{method.name}",
+        {"twin": "torch"},
+        lambda out, m=method: wiring.train_twin(workdir / "train" / m.name / "r0", out, workdir=workdir),
+        (f"train/{method.name}/r0",),
+      )
+    )
   return stages
 
 
 def _enable_compilation_cache(cache_dir: Path) -> None:
   import jax
+
   jax.config.update("jax_compilation_cache_dir", str(cache_dir))
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
   jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
@@ -131,14 +171,15 @@ def _enable_compilation_cache(cache_dir: Path) -> None:
 def _multihost() -> dict:
   """Stage-record writing and stage barriers for runs over several hosts (jax.distributed)."""
   import jax
+
   if jax.process_count() == 1:
     return {}
   from jax.experimental import multihost_utils
+
   return {"is_writer": jax.process_index() == 0, "barrier": multihost_utils.sync_global_devices}
 
 
-def run_study(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
-              log: Callable[[str], None] = print) -> Path:
+def run_study(config: ml_collections.ConfigDict, workdir: str | os.PathLike, log: Callable[[str], None] = print) -> Path:
   """Runs (or resumes) every selected stage and returns the report directory."""
   workdir = Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
@@ -152,8 +193,10 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
   all_stages = plan(config, workdir)
   unmatched = [p for p in stage_patterns + redo if not any(fnmatch.fnmatchcase(s.name, p) for s in all_stages)]
   if unmatched:
-    raise ValueError(f"config.stages / config.redo pattern(s) {unmatched} match no stage of this study (a typo?);"
-                     f" its stages: {[s.name for s in all_stages]}")
+    raise ValueError(
+      f"config.stages / config.redo pattern(s) {unmatched} match no stage of this study (a typo?);"
+      f" its stages: {[s.name for s in all_stages]}"
+    )
   runner = stages_lib.StageRunner(workdir, redo=redo, log=log, **_multihost())
   start = time.perf_counter()
   blocked: set[str] = set()
@@ -168,8 +211,10 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
       continue
     missing = sorted(set(stage.upstream) & blocked)
     if missing:
-      raise RuntimeError(f"stage {stage.name!r} needs {missing}, which config.stages={config.stages!r} leaves"
-                         f" unrun: add them to config.stages")
+      raise RuntimeError(
+        f"stage {stage.name!r} needs {missing}, which config.stages={config.stages!r} leaves"
+        f" unrun: add them to config.stages"
+      )
     runner.run(stage.name, stage.config, stage.fn, upstream=stage.upstream, position=position)
   log(f"time per stage (this run, {time.perf_counter() - start:.1f} s in all):\n{runner.summary()}")
   report_dir = workdir / "report"

@@ -27,8 +27,9 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 from jax_aug.io import atomic_write_json, read_json
 
@@ -44,6 +45,7 @@ def comma_separated(value) -> list[str]:
 @dataclasses.dataclass(frozen=True)
 class Stage:
   """A stage of the study's plan: its name (= its directory), what it depends on, and the job."""
+
   name: str
   config: Any  # what the stage's fingerprint covers: exactly the settings its output depends on
   fn: Callable[[Path], None]
@@ -79,8 +81,9 @@ def _json_default(value: Any) -> Any:
 
 
 def fingerprint(config: Any, upstream: Mapping[str, str] | None = None) -> str:
-  payload = json.dumps({"config": canonical_config(config), "upstream": dict(sorted((upstream or {}).items()))},
-                       sort_keys=True)
+  payload = json.dumps(
+    {"config": canonical_config(config), "upstream": dict(sorted((upstream or {}).items()))}, sort_keys=True
+  )
   return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
@@ -112,9 +115,15 @@ def validate_stage_name(name: str) -> str:
 class StageRunner:
   """Runs named stages in a workdir, recording completion; see the module docstring for the rules."""
 
-  def __init__(self, workdir: str | os.PathLike, *, redo: Iterable[str] = (),
-               log: Callable[[str], None] = print, is_writer: bool = True,
-               barrier: Callable[[str], None] | None = None):
+  def __init__(
+    self,
+    workdir: str | os.PathLike,
+    *,
+    redo: Iterable[str] = (),
+    log: Callable[[str], None] = print,
+    is_writer: bool = True,
+    barrier: Callable[[str], None] | None = None,
+  ):
     """Multi-host runs: every process runs every stage (the areas split the work), only `is_writer`
     writes records and moves superseded output, and `barrier(name)` lines all processes up after a
     stage, so none records it done while another is still in it."""
@@ -149,8 +158,9 @@ class StageRunner:
   def _asked_to_redo(self, name: str) -> bool:
     return any(fnmatch.fnmatchcase(name, p) for p in self.redo_patterns)
 
-  def run(self, name: str, config: Any, fn: Callable[[Path], None], *, upstream: Iterable[str] = (),
-          position: str = "") -> Path:
+  def run(
+    self, name: str, config: Any, fn: Callable[[Path], None], *, upstream: Iterable[str] = (), position: str = ""
+  ) -> Path:
     """Runs `fn(stage_dir)` unless the stage is already done under the same config; returns stage_dir."""
     upstream_fps = {u: self.fingerprint_of(u) for u in upstream}
     config = canonical_config(config)
@@ -163,14 +173,23 @@ class StageRunner:
       own_changes = config_diff(record["config"], config)
       if own_changes and not self._asked_to_redo(name):
         raise StageConfigChanged(
-            f"stage {name!r} {'finished' if record['state'] == 'done' else 'started'} under a different config"
-            f" ({'; '.join(own_changes)}). Its output in {out} was kept. Restore the config, or pass"
-            f" --config.redo={name} (patterns such as 'train/*' work) to move that output to"
-            f" {self.workdir / SUPERSEDED_DIR} and run the stage again.")
-      reason = "config changed, redo asked" if own_changes else (
-          "upstream redone: " + ", ".join(
-              u for u in sorted(set(record["upstream"]) | set(upstream_fps))
-              if record["upstream"].get(u) != upstream_fps.get(u)))
+          f"stage {name!r} {'finished' if record['state'] == 'done' else 'started'} under a different config"
+          f" ({'; '.join(own_changes)}). Its output in {out} was kept. Restore the config, or pass"
+          f" --config.redo={name} (patterns such as 'train/*' work) to move that output to"
+          f" {self.workdir / SUPERSEDED_DIR} and run the stage again."
+        )
+      reason = (
+        "config changed, redo asked"
+        if own_changes
+        else (
+          "upstream redone: "
+          + ", ".join(
+            u
+            for u in sorted(set(record["upstream"]) | set(upstream_fps))
+            if record["upstream"].get(u) != upstream_fps.get(u)
+          )
+        )
+      )
       self.log(f"{label}: redo ({reason})")
       if self.is_writer:
         self._supersede(name, record)
@@ -196,9 +215,15 @@ class StageRunner:
     self.barrier(f"stage {name}")
     seconds = time.perf_counter() - start
     if self.is_writer:
-      atomic_write_json(self.record_path(name), {
-          **base, "state": "done", "seconds": previous_seconds + seconds,
-          "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+      atomic_write_json(
+        self.record_path(name),
+        {
+          **base,
+          "state": "done",
+          "seconds": previous_seconds + seconds,
+          "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        },
+      )
     self._fingerprints[name] = fp
     self.outcomes.append(StageOutcome(name, status, seconds))
     self.log(f"{label}: done in {seconds:.1f} s")

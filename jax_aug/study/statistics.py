@@ -7,7 +7,7 @@ each): SE = s / sqrt(n) with s the sample standard deviation (ddof=1), as in the
 from __future__ import annotations
 
 import math
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 
 def mean_and_standard_error(values: Sequence[float]) -> tuple[float, float]:
@@ -33,8 +33,9 @@ def mean_per_class(runs_per_class: Sequence[Mapping[str, float]]) -> dict[str, f
   for index, run in enumerate(runs_per_class[1:], start=1):
     if set(run) != classes:
       raise ValueError(
-          f"run {index} scores different classes than run 0: only in run 0 {sorted(classes - set(run))},"
-          f" only in run {index} {sorted(set(run) - classes)}")
+        f"run {index} scores different classes than run 0: only in run 0 {sorted(classes - set(run))},"
+        f" only in run {index} {sorted(set(run) - classes)}"
+      )
   return {c: sum(float(run[c]) for run in runs_per_class) / len(runs_per_class) for c in sorted(classes)}
 
 
@@ -42,6 +43,7 @@ def per_class_improvement(method: Mapping[str, float], baseline: Mapping[str, fl
   """method[c] - baseline[c] for every class (accuracy points); both must score the same classes."""
   if set(method) != set(baseline):
     raise ValueError(
-        f"per-class improvement needs the same classes in method and baseline: only in the method"
-        f" {sorted(set(method) - set(baseline))}, only in the baseline {sorted(set(baseline) - set(method))}")
+      f"per-class improvement needs the same classes in method and baseline: only in the method"
+      f" {sorted(set(method) - set(baseline))}, only in the baseline {sorted(set(baseline) - set(method))}"
+    )
   return {c: float(method[c]) - float(baseline[c]) for c in sorted(method)}

@@ -7,8 +7,8 @@ onto one area's public entry point and its own config block; nothing here reimpl
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 from jax_aug.data import augmentation_set, subsets
 from jax_aug.data.imagenet_classes import class_by_wnid
@@ -24,27 +24,37 @@ def check_data(data_config, out: Path, *, data_dir: Path) -> None:
   `out` (quarantine.jsonl, summary.json), before any split is drawn; the dataset is drawn first at tiny
   scale, into `data_dir` where the data stage reads it."""
   from jax_aug.data import check, sources
+
   subsets.ensure_dataset(data_config, data_dir)
   listed, ignored = subsets.source_records(data_config, data_dir)
   reader = sources.ImageReader(subsets.dataset_dirs(data_config, data_dir)[1], data_config.tfds_name)
-  check.check_records(listed["train"] + listed["val"], out, reader=reader, num_workers=data_config.check.num_workers,
-                      strict=data_config.check.strict, ignored=ignored)
+  check.check_records(
+    listed["train"] + listed["val"],
+    out,
+    reader=reader,
+    num_workers=data_config.check.num_workers,
+    strict=data_config.check.strict,
+    ignored=ignored,
+  )
 
 
 def prepare_data(data_config, out: Path, *, check_dir: Path) -> None:
   """The dataset's splits in `out/splits/`, without the images the data check in `check_dir` quarantined;
   no exclusions yet."""
   from jax_aug.data import check
+
   if data_config.get("excluded_classes"):
     raise ValueError(
-        "config.data.excluded_classes must be empty in a study: the study excludes the classes retrieval"
-        " could not fill, for every method alike, after retrieval ran")
+      "config.data.excluded_classes must be empty in a study: the study excludes the classes retrieval"
+      " could not fill, for every method alike, after retrieval ran"
+    )
   subsets.prepare_splits(data_config, out, quarantine=check.read_quarantine(check_dir))
 
 
 @dataclasses.dataclass(frozen=True)
 class StudyData:
   """The splits as the study sees them: excluded classes dropped, labels = positions in `wnids`."""
+
   split_dir: Path
   excluded: Mapping[str, str]
 
@@ -78,8 +88,9 @@ def load_augmentation(root: Path) -> list[dict]:
   return augmentation_set.load_augmentation_set(root)
 
 
-def resample_sets(augmentation_dir: Path, out: Path, *, data_dir: Path, exclusion: Path | None, n_sets: int,
-                  seed: int) -> list[Path]:
+def resample_sets(
+  augmentation_dir: Path, out: Path, *, data_dir: Path, exclusion: Path | None, n_sets: int, seed: int
+) -> list[Path]:
   """`out/set_<i>.jsonl`: n resampled sets with the 10% subset's per-class counts, excluded classes dropped."""
   data = study_data(data_dir, exclusion)
   counts = subsets.per_class_counts(data.split("subset"))
@@ -97,15 +108,27 @@ CLASSIFIER_DIR = "classifier"
 
 def classifier_results_path(stage_dir: Path) -> Path:
   from jax_aug.classifier.train import RESULTS_FILE
+
   return Path(stage_dir) / CLASSIFIER_DIR / RESULTS_FILE
 
 
-def train_classifier(classifier_config, out: Path, *, data_dir: Path, exclusion: Path | None, subset: str,
-                     augmentation: Path | None, evaluate_on: str, seed: int, resample_index: int = -1) -> dict:
+def train_classifier(
+  classifier_config,
+  out: Path,
+  *,
+  data_dir: Path,
+  exclusion: Path | None,
+  subset: str,
+  augmentation: Path | None,
+  evaluate_on: str,
+  seed: int,
+  resample_index: int = -1,
+) -> dict:
   """One classifier (`jax_aug.classifier.train.train_and_evaluate`) on `subset` (+ one resampled set),
   early-stopped on the validation split and scored on `evaluate_on` ("test", or "validation" when choosing
   a fine-tuning checkpoint), with the excluded classes dropped from every split and from the labels."""
   from jax_aug.classifier.train import train_and_evaluate
+
   if evaluate_on not in ("test", "validation"):
     raise ValueError(f"evaluate_on must be 'test' or 'validation', got {evaluate_on!r}")
   data = study_data(data_dir, exclusion)
@@ -130,6 +153,7 @@ def train_twin(train_stage_dir: Path, out: Path, *, workdir: Path) -> Path:
   run of its own: the twin then reruns that classifier, which trained on the same set with the same seed."""
   from jax_aug.io import read_json
   from jax_aug.twin.run import twin_of_run
+
   results_path = classifier_results_path(train_stage_dir)
   reused_from = read_json(results_path).get("reused_from")
   run_dir = (Path(workdir) / reused_from).parent if reused_from else results_path.parent
@@ -137,6 +161,7 @@ def train_twin(train_stage_dir: Path, out: Path, *, workdir: Path) -> Path:
 
 
 # --- models ------------------------------------------------------------------------------------------
+
 
 def tiny_model_seeds(method_configs) -> list[int]:
   """Seeds of the tiny random-init SDs the methods ask for (an empty `model.path` means "build one")."""
@@ -152,7 +177,9 @@ def build_tiny_models(out: Path, seeds) -> None:
   """One tiny random-init SD per seed, built once for the whole study so every method (and every
   fine-tuned checkpoint) starts from the same weights, as all methods share SD v1.4 in the paper."""
   import shutil
+
   from jax_aug.diffusion import tiny
+
   for seed in seeds:
     path = Path(out) / f"tiny_sd_{seed}"
     if not (path / "model_index.json").exists():
@@ -171,6 +198,7 @@ def with_study_model(config, models_dir: Path):
 
 # --- fine-tuning ---------------------------------------------------------------------------------------
 
+
 def _study_method_config(method_config, data_dir: Path, models_dir: Path):
   """A method config reading the study's splits (all classes: exclusions come later) and model."""
   config = with_study_model(method_config, models_dir)
@@ -181,13 +209,16 @@ def _study_method_config(method_config, data_dir: Path, models_dir: Path):
 def finetune(method_config, out: Path, *, data_dir: Path, models_dir: Path) -> None:
   """`jax_aug.finetune.trainer.finetune` of a fine-tuned method's config on the study's splits."""
   from jax_aug.finetune.trainer import finetune as run_finetune
+
   run_finetune(_study_method_config(method_config, data_dir, models_dir), out)
 
 
-def sample_finetuned(method_config, out: Path, *, finetune_dir: Path, checkpoint: Path, data_dir: Path,
-                     models_dir: Path) -> None:
+def sample_finetuned(
+  method_config, out: Path, *, finetune_dir: Path, checkpoint: Path, data_dir: Path, models_dir: Path
+) -> None:
   """`jax_aug.finetune.sampling.sample_finetuned`: the method's images from one kept checkpoint."""
   from jax_aug.finetune.sampling import sample_finetuned as run_sampling
+
   config = _study_method_config(method_config, data_dir, models_dir)
   config.finetune.workdir = str(finetune_dir)
   config.finetune.checkpoint = str(checkpoint)
@@ -198,6 +229,7 @@ def finetune_checkpoints(finetune_dir: Path) -> dict[str, dict]:
   """Distinct kept checkpoints of a fine-tuning run: {checkpoint name: {"path", "roles"}}; several roles
   (best_train, best_val, epoch_<e>) often name the same epoch, which is sampled and scored once."""
   from jax_aug.finetune.checkpoints import kept_checkpoints
+
   unique: dict[str, dict] = {}
   for role, path in sorted(kept_checkpoints(finetune_dir).items()):
     entry = unique.setdefault(Path(path).name, {"path": str(path), "roles": []})
@@ -207,10 +239,12 @@ def finetune_checkpoints(finetune_dir: Path) -> dict[str, dict]:
 
 # --- sampling ------------------------------------------------------------------------------------------
 
+
 def sample(method_config, out: Path, *, data_dir: Path, models_dir: Path) -> None:
   """`jax_aug.diffusion.run.sample_augmentation_set` (prompt methods, Boomerang) into `out`, for every
   class of the study's splits (Boomerang reads its subset images from them)."""
   from jax_aug.diffusion.run import sample_augmentation_set
+
   sample_augmentation_set(_study_method_config(method_config, data_dir, models_dir), out)
 
 
@@ -222,7 +256,9 @@ RETRIEVAL_AUGMENTATION_DIR = "augmentation_set"
 def retrieve(method_config, out: Path, *, data_dir: Path) -> None:
   """`jax_aug.retrieval.pipeline.retrieve` for the study's classes; leaves the augmentation set and the
   study's exclusion list in `out`."""
-  from jax_aug.retrieval.pipeline import AUGMENTATION_DIR, retrieve as run_retrieval
+  from jax_aug.retrieval.pipeline import AUGMENTATION_DIR
+  from jax_aug.retrieval.pipeline import retrieve as run_retrieval
+
   if AUGMENTATION_DIR != RETRIEVAL_AUGMENTATION_DIR:
     raise RuntimeError(f"retrieval writes its set to {AUGMENTATION_DIR!r}, the study expects {RETRIEVAL_AUGMENTATION_DIR!r}")
   config = method_config.copy_and_resolve_references()

@@ -17,8 +17,8 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import jax
 import numpy as np
@@ -58,8 +58,13 @@ class ConfigResNet(torchvision.models.ResNet):
     self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
     self.stages = len(stage_sizes)
     for stage, blocks in enumerate(stage_sizes):
-      setattr(self, f"layer{stage + 1}", self._make_layer(
-          torchvision.models.resnet.Bottleneck, num_filters * 2 ** stage, blocks, stride=1 if stage == 0 else 2))
+      setattr(
+        self,
+        f"layer{stage + 1}",
+        self._make_layer(
+          torchvision.models.resnet.Bottleneck, num_filters * 2**stage, blocks, stride=1 if stage == 0 else 2
+        ),
+      )
     self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
     self.fc = nn.Linear(self.inplanes, num_classes)
 
@@ -73,8 +78,7 @@ class ConfigResNet(torchvision.models.ResNet):
 def build_model(model_config: ConfigDict, num_classes: int, variables: dict) -> ConfigResNet:
   """The torchvision twin of `model_lib.build_model(model_config)`, holding the Flax `variables`."""
   model = ConfigResNet(tuple(model_config.stage_sizes), model_config.num_filters, num_classes)
-  model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in port.flax_to_torch(variables).items()},
-                        strict=True)
+  model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in port.flax_to_torch(variables).items()}, strict=True)
   return model
 
 
@@ -90,15 +94,23 @@ def make_optimizer(model: nn.Module, optimizer_config: ConfigDict, variables: di
   decay on exactly the parameters `steps.weight_decay_mask` selects (two parameter groups)."""
   mask = steps.weight_decay_mask(variables["params"], optimizer_config.weight_decay_applies_to)
   # The mask as arrays of 0/1 in each parameter's shape goes through the same port as the weights.
-  as_arrays = jax.tree.map(lambda decayed, p: np.full(np.shape(p), float(decayed), np.float32),
-                           mask, variables["params"])
-  decayed = {k for k, v in port.flax_to_torch({"params": as_arrays, "batch_stats": variables["batch_stats"]}
-                                              ).items() if "running_" not in k and "num_batches" not in k and v.all()}
+  as_arrays = jax.tree.map(lambda decayed, p: np.full(np.shape(p), float(decayed), np.float32), mask, variables["params"])
+  decayed = {
+    k
+    for k, v in port.flax_to_torch({"params": as_arrays, "batch_stats": variables["batch_stats"]}).items()
+    if "running_" not in k and "num_batches" not in k and v.all()
+  }
   named = dict(model.named_parameters())
-  groups = [{"params": [p for k, p in named.items() if k in decayed], "weight_decay": optimizer_config.weight_decay},
-            {"params": [p for k, p in named.items() if k not in decayed], "weight_decay": 0.0}]
-  return torch.optim.SGD([g for g in groups if g["params"]], lr=optimizer_config.learning_rate,
-                         momentum=optimizer_config.momentum, nesterov=optimizer_config.nesterov)
+  groups = [
+    {"params": [p for k, p in named.items() if k in decayed], "weight_decay": optimizer_config.weight_decay},
+    {"params": [p for k, p in named.items() if k not in decayed], "weight_decay": 0.0},
+  ]
+  return torch.optim.SGD(
+    [g for g in groups if g["params"]],
+    lr=optimizer_config.learning_rate,
+    momentum=optimizer_config.momentum,
+    nesterov=optimizer_config.nesterov,
+  )
 
 
 def set_learning_rate(optimizer: torch.optim.Optimizer, learning_rate: float) -> None:
@@ -117,8 +129,9 @@ def _autocast(device: torch.device, dtype: str):
   return torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == "bfloat16")
 
 
-def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor, labels: torch.Tensor,
-               *, dtype: str = "float32") -> tuple[torch.Tensor, torch.Tensor]:
+def train_step(
+  model: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor, labels: torch.Tensor, *, dtype: str = "float32"
+) -> tuple[torch.Tensor, torch.Tensor]:
   """One SGD step in train mode; returns (mean cross-entropy loss, number of correct top-1 predictions)."""
   model.train()
   optimizer.zero_grad(set_to_none=True)
@@ -131,8 +144,9 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, images: torch
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, records: Sequence[dict], *, wnids: Sequence[str], config: ConfigDict,
-             device: torch.device) -> dict:
+def evaluate(
+  model: nn.Module, records: Sequence[dict], *, wnids: Sequence[str], config: ConfigDict, device: torch.device
+) -> dict:
   """Top-1 (%) overall and per class, the same batches and counting as `train.evaluate`."""
   model.eval()
   correct = np.zeros(len(wnids), np.int64)
@@ -155,16 +169,23 @@ def _train_epoch(model, optimizer, records, *, wnids, epoch: int, config: Config
   first_losses, skipped = [], 0
   loader = train.train_loader(records, wnids=wnids, epoch=epoch, config=config, process_index=0, process_count=1)
   for step, batch in enumerate(tqdm(loader, total=num_steps, desc=f"torch epoch {epoch}", unit="step", leave=False)):
-    loss, correct = train_step(model, optimizer, to_tensor(batch["image"], device),
-                               torch.from_numpy(batch["label"]).long().to(device), dtype=config.model.dtype)
+    loss, correct = train_step(
+      model,
+      optimizer,
+      to_tensor(batch["image"], device),
+      torch.from_numpy(batch["label"]).long().to(device),
+      dtype=config.model.dtype,
+    )
     loss_sum += loss
     correct_sum += correct
     skipped += int(batch["skipped"].sum())
     if epoch * num_steps + step < train.LOGGED_FIRST_STEPS:
       first_losses.append(loss)
-  return {"train_loss": float(loss_sum) / num_steps,
-          "train_top1": 100.0 * int(correct_sum) / (num_steps * config.global_batch_size),
-          "train_skipped_images": skipped}, [float(loss) for loss in first_losses]
+  return {
+    "train_loss": float(loss_sum) / num_steps,
+    "train_top1": 100.0 * int(correct_sum) / (num_steps * config.global_batch_size),
+    "train_skipped_images": skipped,
+  }, [float(loss) for loss in first_losses]
 
 
 class TwinCheckpoints:
@@ -175,8 +196,9 @@ class TwinCheckpoints:
     self.dir = Path(workdir) / CHECKPOINT_DIR
 
   def _write(self, name: str, tensors: dict, meta: dict) -> None:
-    io.atomic_write_bytes(self.dir / f"{name}.safetensors",
-                          save_tensors({k: v.detach().cpu().contiguous() for k, v in tensors.items()}))
+    io.atomic_write_bytes(
+      self.dir / f"{name}.safetensors", save_tensors({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
+    )
     io.atomic_write_json(self.dir / f"{name}.json", meta)
 
   def _read(self, name: str) -> tuple[dict, dict] | None:
@@ -219,15 +241,19 @@ def default_device() -> torch.device:
   return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def train_and_evaluate(config: ConfigDict, workdir: str | os.PathLike, data: dict,
-                       device: torch.device | None = None) -> dict:
+def train_and_evaluate(
+  config: ConfigDict, workdir: str | os.PathLike, data: dict, device: torch.device | None = None
+) -> dict:
   """The twin of `train.train_and_evaluate(config, ...)` in `workdir`, on `data` (`train.load_run_data`
   of the JAX run, so both read the same splits); resumes what is there and returns results.json's dict."""
   workdir = Path(workdir)
   device = device or default_device()
   config_json = train.config_record(config)
-  results_path, metrics_path, config_path = (workdir / train.RESULTS_FILE, workdir / train.METRICS_FILE,
-                                             workdir / train.CONFIG_FILE)
+  results_path, metrics_path, config_path = (
+    workdir / train.RESULTS_FILE,
+    workdir / train.METRICS_FILE,
+    workdir / train.CONFIG_FILE,
+  )
   if config_path.exists() and io.read_json(config_path) != config_json:
     raise ValueError(f"{workdir} holds a twin run of a different config ({config_path}); use a new workdir")
   if results_path.exists():
@@ -253,22 +279,23 @@ def train_and_evaluate(config: ConfigDict, workdir: str | os.PathLike, data: dic
   while not plateau.stop:
     set_learning_rate(optimizer, plateau.learning_rate)
     start = time.time()
-    train_metrics, first_losses = _train_epoch(model, optimizer, data["train"], wnids=wnids, epoch=epoch,
-                                               config=config, device=device)
+    train_metrics, first_losses = _train_epoch(
+      model, optimizer, data["train"], wnids=wnids, epoch=epoch, config=config, device=device
+    )
     train_seconds = time.time() - start
     val = evaluate(model, data["validation"], wnids=wnids, config=config, device=device)
     learning_rate = plateau.learning_rate
     plateau, decision = schedule.update(plateau, epoch, val["top1"], **config.schedule.to_dict())
     if decision.improved:
       checkpoints.save_best(model, {"epoch": epoch, "validation": val})
-    row = train.epoch_row(epoch, learning_rate, train_metrics, val, plateau, decision, train_seconds,
-                          num_train=len(data["train"]), config=config)
+    row = train.epoch_row(
+      epoch, learning_rate, train_metrics, val, plateau, decision, train_seconds, num_train=len(data["train"]), config=config
+    )
     train.append_step_losses(workdir / train.STEP_LOSSES_FILE, train.step_loss_rows(epoch, num_steps, first_losses))
     metrics_log.append(row)
     log.info("torch epoch %d: %s", epoch, {k: row[k] for k in ("train_loss", "validation_top1")})
     stop_reason = decision.stop_reason
-    checkpoints.save_latest(model, optimizer, {"epoch": epoch, "schedule": plateau.to_json(),
-                                               "stop_reason": stop_reason})
+    checkpoints.save_latest(model, optimizer, {"epoch": epoch, "schedule": plateau.to_json(), "stop_reason": stop_reason})
     epoch += 1
 
   best_meta = checkpoints.restore_best(model)
@@ -276,8 +303,16 @@ def train_and_evaluate(config: ConfigDict, workdir: str | os.PathLike, data: dic
     final, eval_split = evaluate(model, data["test"], wnids=wnids, config=config, device=device), "test"
   else:
     final, eval_split = best_meta["validation"], "validation"
-  results = train.results_record(final, eval_split, best_meta["validation"], best_epoch=best_meta["epoch"],
-                                 plateau=plateau, stop_reason=stop_reason, data=data, config=config)
+  results = train.results_record(
+    final,
+    eval_split,
+    best_meta["validation"],
+    best_epoch=best_meta["epoch"],
+    plateau=plateau,
+    stop_reason=stop_reason,
+    data=data,
+    config=config,
+  )
   results["framework"] = f"torch {torch.__version__}, torchvision {torchvision.__version__} on {device}"
   io.atomic_write_json(results_path, results)
   return results

@@ -9,7 +9,8 @@ noise, diffusion noise and timestep come from `trainer.example_draws` under the 
 (`trainer.train_step_key`, `trainer.validation_key`), drawn by JAX and handed to PyTorch as tensors.
 PyTorch's own: the three networks, the forward diffusion, autograd, gradient clipping and AdamW.
 
-The twin runs as many epochs as our run did (its progress record, `checkpoints.read_progress`) and writes metrics.jsonl in the trainer's
+The twin runs as many epochs as our run did (its progress record, `checkpoints.read_progress`) and writes
+metrics.jsonl in the trainer's
 format (one row per step, one per epoch with the validation loss). It needs the base model as PyTorch
 weights (a diffusers folder; our run loads the same folder with `model.from_pt=True`).
 """
@@ -54,16 +55,19 @@ def load_torch_sd(model_config: Any) -> dict:
   """diffusers' / transformers' PyTorch models of the config's base SD folder, frozen, float32."""
   from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
   from transformers import CLIPTextModel, CLIPTokenizer
+
   if not model_config.path or not model_config.from_pt:
-    raise ValueError("the PyTorch twin reads PyTorch weights: set model.path to a diffusers folder with PyTorch"
-                     f" weights and model.from_pt=True (got path={model_config.path!r}, from_pt={model_config.from_pt})")
+    raise ValueError(
+      "the PyTorch twin reads PyTorch weights: set model.path to a diffusers folder with PyTorch"
+      f" weights and model.from_pt=True (got path={model_config.path!r}, from_pt={model_config.from_pt})"
+    )
   if model_config.dtype != "float32":
     raise ValueError(f"the twin compares float32 runs; got model.dtype={model_config.dtype!r}")
   path, revision = model_config.path, model_config.revision or None
   models = {
-      "unet": UNet2DConditionModel.from_pretrained(path, subfolder="unet", revision=revision),
-      "vae": AutoencoderKL.from_pretrained(path, subfolder="vae", revision=revision),
-      "text_encoder": CLIPTextModel.from_pretrained(path, subfolder="text_encoder", revision=revision),
+    "unet": UNet2DConditionModel.from_pretrained(path, subfolder="unet", revision=revision),
+    "vae": AutoencoderKL.from_pretrained(path, subfolder="vae", revision=revision),
+    "text_encoder": CLIPTextModel.from_pretrained(path, subfolder="text_encoder", revision=revision),
   }
   for model in models.values():
     model.requires_grad_(False)
@@ -130,21 +134,27 @@ def prepare(config: Any, ours_workdir: Path, device: torch.device) -> dict:
   classes = [class_by_wnid(w) for w in wnids]
   resolution = models["unet"].config.sample_size * 2 ** (len(models["vae"].config.block_out_channels) - 1)
   # The trainer's own batch fields: the pseudo-word kind's templates, tokenized with its extended tokenizer.
-  reader_args = dict(read_image=read_image, resolution=resolution,
-                     conditioning=TEXTUAL_INVERSION.build(classes, models["tokenizer"]), seed=ft.seed)
+  reader_args = dict(
+    read_image=read_image,
+    resolution=resolution,
+    conditioning=TEXTUAL_INVERSION.build(classes, models["tokenizer"]),
+    seed=ft.seed,
+  )
   embeddings = models["text_encoder"].text_model.embeddings
   table = embeddings.token_embedding.weight.detach().cpu().numpy()
   embeddings.token_embedding = PseudoWordEmbedding(
-      embeddings.token_embedding,
-      torch.from_numpy(pseudo_word.initial_embeddings(models["tokenizer"], table, classes))).to(device)
+    embeddings.token_embedding, torch.from_numpy(pseudo_word.initial_embeddings(models["tokenizer"], table, classes))
+  ).to(device)
   pseudo_words = embeddings.token_embedding.pseudo_words
   opt = ft.optimizer
   return {
-      "models": models, "pseudo_words": pseudo_words,
-      "train": BatchReader(trainer.make_examples(train_records, wnids, None), **reader_args),
-      "validation": BatchReader(trainer.make_examples(val_records, wnids, None), **reader_args),
-      "optimizer": torch.optim.AdamW([pseudo_words], lr=ft.learning_rate.pseudo_words, betas=(opt.b1, opt.b2),
-                                     eps=opt.eps, weight_decay=opt.weight_decay),
+    "models": models,
+    "pseudo_words": pseudo_words,
+    "train": BatchReader(trainer.make_examples(train_records, wnids, None), **reader_args),
+    "validation": BatchReader(trainer.make_examples(val_records, wnids, None), **reader_args),
+    "optimizer": torch.optim.AdamW(
+      [pseudo_words], lr=ft.learning_rate.pseudo_words, betas=(opt.b1, opt.b2), eps=opt.eps, weight_decay=opt.weight_decay
+    ),
   }
 
 
@@ -152,16 +162,18 @@ def train_step(twin: dict, batch: dict, key, *, max_grad_norm: float, device: to
   """One AdamW step of the pseudo-word rows on `batch` with the noise of `key`; returns the loss."""
   models, optimizer = twin["models"], twin["optimizer"]
   optimizer.zero_grad(set_to_none=True)
-  loss = _weighted_mean(per_example_loss(models, batch, _draws(models, batch, key), device),
-                        _to_torch(batch["weight"], device))
+  loss = _weighted_mean(
+    per_example_loss(models, batch, _draws(models, batch, key), device), _to_torch(batch["weight"], device)
+  )
   loss.backward()
   torch.nn.utils.clip_grad_norm_([twin["pseudo_words"]], max_grad_norm)
   optimizer.step()
   return float(loss.detach())
 
 
-def textual_inversion_twin(config: Any, ours_workdir: str | os.PathLike, out: str | os.PathLike,
-                           device: torch.device | None = None) -> Path:
+def textual_inversion_twin(
+  config: Any, ours_workdir: str | os.PathLike, out: str | os.PathLike, device: torch.device | None = None
+) -> Path:
   """The twin of our finished textual-inversion run in `ours_workdir` (method config `config`), in `out`;
   returns the twin's metrics.jsonl (rewritten from scratch: the twin is a comparison, minutes at tiny
   scale; at paper scale limit the epochs with finetune.policy.max_epochs)."""
@@ -177,10 +189,18 @@ def textual_inversion_twin(config: Any, ours_workdir: str | os.PathLike, out: st
   for epoch in epochs:
     order = epoch_order(len(twin["train"].examples), ft.batch_size, seed=ft.seed, epoch=epoch, shuffle=True)
     epoch_losses = []
-    for step_in_epoch, batch in enumerate(tqdm(twin["train"].batches(order, epoch), total=len(order),
-                                               desc=f"torch twin epoch {epoch}", leave=False)):
-      epoch_losses.append(train_step(twin, batch, trainer.train_step_key(ft.seed, epoch, step_in_epoch),
-                                     max_grad_norm=ft.optimizer.max_grad_norm, device=device))
+    for step_in_epoch, batch in enumerate(
+      tqdm(twin["train"].batches(order, epoch), total=len(order), desc=f"torch twin epoch {epoch}", leave=False)
+    ):
+      epoch_losses.append(
+        train_step(
+          twin,
+          batch,
+          trainer.train_step_key(ft.seed, epoch, step_in_epoch),
+          max_grad_norm=ft.optimizer.max_grad_norm,
+          device=device,
+        )
+      )
       step += 1
       rows.append({"step": step, "epoch": epoch, "train_loss": epoch_losses[-1]})
     val_loss = evaluate(twin["models"], twin["validation"], batch_size=ft.batch_size, seed=ft.seed, device=device)

@@ -29,9 +29,11 @@ def load_run(run_dir: str | os.PathLike) -> dict:
   for name in (train.METRICS_FILE, train.STEP_LOSSES_FILE, train.RESULTS_FILE):
     if not (run_dir / name).exists():
       raise FileNotFoundError(f"{run_dir / name} is missing: is {run_dir} a finished classifier (or twin) run?")
-  return {"epochs": io.JsonlManifest(run_dir / train.METRICS_FILE).read(),
-          "steps": io.JsonlManifest(run_dir / train.STEP_LOSSES_FILE).read(),
-          "results": io.read_json(run_dir / train.RESULTS_FILE)}
+  return {
+    "epochs": io.JsonlManifest(run_dir / train.METRICS_FILE).read(),
+    "steps": io.JsonlManifest(run_dir / train.STEP_LOSSES_FILE).read(),
+    "results": io.read_json(run_dir / train.RESULTS_FILE),
+  }
 
 
 def _step_differences(ours: list[dict], twin: list[dict], field: str, rtol: float) -> tuple[list, list, int]:
@@ -61,8 +63,9 @@ def _readable_ylim(ax, min_relative_span: float = 0.02) -> None:
 
 def _plot_step_difference(ax, comparison: dict) -> None:
   # Exact agreement (0) has no logarithm: drawn at the floor of the axis.
-  ax.plot(comparison["steps"], [max(d, 1e-9) for d in comparison["step_relative_difference"]], "-o",
-          label="|ours - twin| / |twin|")
+  ax.plot(
+    comparison["steps"], [max(d, 1e-9) for d in comparison["step_relative_difference"]], "-o", label="|ours - twin| / |twin|"
+  )
   ax.axhline(comparison["loss_rtol"], color="gray", linestyle=":", label=f"{comparison['loss_rtol']:g}")
   ax.set_yscale("log")
   ax.set_title("train loss, relative difference per step")
@@ -79,15 +82,19 @@ def compare(ours: dict, twin: dict, *, loss_rtol: float = LOSS_RTOL) -> dict:
   val_diff = [our_epochs[e]["validation_top1"] - twin_epochs[e]["validation_top1"] for e in epochs]
   lr_same = all(our_epochs[e]["learning_rate"] == twin_epochs[e]["learning_rate"] for e in epochs)
   return {
-      "steps": steps, "step_relative_difference": step_rel, "loss_rtol": loss_rtol,
-      "steps_within_rtol": leading, "first_step_beyond_rtol": steps[leading] if leading < len(steps) else None,
-      "epochs": epochs, "validation_difference": val_diff,
-      "max_abs_validation_difference": max((abs(d) for d in val_diff), default=0.0),
-      "first_epoch_validation_differs": next((e for e, d in zip(epochs, val_diff) if d != 0), None),
-      "same_learning_rates": lr_same,
-      "top1": {"ours": ours["results"]["top1"], "twin": twin["results"]["top1"]},
-      "best_epoch": {"ours": ours["results"]["best_epoch"], "twin": twin["results"]["best_epoch"]},
-      "eval_split": ours["results"]["eval_split"],
+    "steps": steps,
+    "step_relative_difference": step_rel,
+    "loss_rtol": loss_rtol,
+    "steps_within_rtol": leading,
+    "first_step_beyond_rtol": steps[leading] if leading < len(steps) else None,
+    "epochs": epochs,
+    "validation_difference": val_diff,
+    "max_abs_validation_difference": max((abs(d) for d in val_diff), default=0.0),
+    "first_epoch_validation_differs": next((e for e, d in zip(epochs, val_diff) if d != 0), None),
+    "same_learning_rates": lr_same,
+    "top1": {"ours": ours["results"]["top1"], "twin": twin["results"]["top1"]},
+    "best_epoch": {"ours": ours["results"]["best_epoch"], "twin": twin["results"]["best_epoch"]},
+    "eval_split": ours["results"]["eval_split"],
   }
 
 
@@ -96,46 +103,60 @@ def divergence_statement(comparison: dict, config) -> str:
   c = comparison
   lines = []
   if c["steps"]:
-    worst = max(c["step_relative_difference"][:c["steps_within_rtol"]] or [0.0])
+    worst = max(c["step_relative_difference"][: c["steps_within_rtol"]] or [0.0])
     if c["first_step_beyond_rtol"] is None:
-      lines.append(f"All {len(c['steps'])} logged steps agree within {c['loss_rtol']:g} relative (largest"
-                   f" {worst:.2g}).")
+      lines.append(f"All {len(c['steps'])} logged steps agree within {c['loss_rtol']:g} relative (largest {worst:.2g}).")
     else:
       lines.append(
-          f"The first {c['steps_within_rtol']} steps agree within {c['loss_rtol']:g} relative (largest {worst:.2g});"
-          f" from step {c['first_step_beyond_rtol']} on the losses differ by more"
-          f" ({c['step_relative_difference'][c['steps_within_rtol']]:.2g} there).")
+        f"The first {c['steps_within_rtol']} steps agree within {c['loss_rtol']:g} relative (largest {worst:.2g});"
+        f" from step {c['first_step_beyond_rtol']} on the losses differ by more"
+        f" ({c['step_relative_difference'][c['steps_within_rtol']]:.2g} there)."
+      )
   if c["first_epoch_validation_differs"] is None:
     lines.append(f"Validation top-1 is identical in all {len(c['epochs'])} epochs.")
   else:
-    lines.append(f"Validation top-1 first differs after epoch {c['first_epoch_validation_differs']}; the largest"
-                 f" difference over {len(c['epochs'])} epochs is {c['max_abs_validation_difference']:.2f} points.")
+    lines.append(
+      f"Validation top-1 first differs after epoch {c['first_epoch_validation_differs']}; the largest"
+      f" difference over {len(c['epochs'])} epochs is {c['max_abs_validation_difference']:.2f} points."
+    )
   if not c["same_learning_rates"]:
-    lines.append("The plateau schedule divided the learning rate at different epochs, because the validation"
-                 " curves differ; from there on the runs follow different schedules.")
+    lines.append(
+      "The plateau schedule divided the learning rate at different epochs, because the validation"
+      " curves differ; from there on the runs follow different schedules."
+    )
   lines.append("")
   lines.append("Why they part (the inputs, initial weights, recipe and schedule are identical by construction):")
-  lines.append("- **Float reduction order.** XLA and PyTorch (oneDNN on CPU, cuDNN on GPU) sum convolutions,"
-               " BatchNorm statistics and gradients in different orders, so results differ in the last bits"
-               " (~1e-7 relative in float32). Training is chaotic: SGD amplifies such differences from step to"
-               " step, so per-step agreement holds for the first steps only, and later the runs are two samples"
-               " of the same training distribution: their final accuracies should differ like two seeds' do,"
-               " not systematically.")
-  lines.append("- **Random-init ResNet-50 gradients are ill-conditioned in float32**: near-constant BatchNorm"
-               " channels amplify rounding (PyTorch's own float32 gradients differ from its float64 ones by"
-               " 20-40% on some tensors: tests/test_classifier_torch_equivalence.py), which shortens the"
-               " step-for-step phase at paper scale compared with the tiny network.")
-  lines.append("- **BatchNorm statistics.** Ours are over the global batch whatever the device count; the twin"
-               " runs in one process, so it normalises over the same global batch. The paper's PyTorch runs"
-               " (DDP on 8 GPUs) normalised per GPU (32 images); neither run here emulates that.")
+  lines.append(
+    "- **Float reduction order.** XLA and PyTorch (oneDNN on CPU, cuDNN on GPU) sum convolutions,"
+    " BatchNorm statistics and gradients in different orders, so results differ in the last bits"
+    " (~1e-7 relative in float32). Training is chaotic: SGD amplifies such differences from step to"
+    " step, so per-step agreement holds for the first steps only, and later the runs are two samples"
+    " of the same training distribution: their final accuracies should differ like two seeds' do,"
+    " not systematically."
+  )
+  lines.append(
+    "- **Random-init ResNet-50 gradients are ill-conditioned in float32**: near-constant BatchNorm"
+    " channels amplify rounding (PyTorch's own float32 gradients differ from its float64 ones by"
+    " 20-40% on some tensors: tests/test_classifier_torch_equivalence.py), which shortens the"
+    " step-for-step phase at paper scale compared with the tiny network."
+  )
+  lines.append(
+    "- **BatchNorm statistics.** Ours are over the global batch whatever the device count; the twin"
+    " runs in one process, so it normalises over the same global batch. The paper's PyTorch runs"
+    " (DDP on 8 GPUs) normalised per GPU (32 images); neither run here emulates that."
+  )
   if config.model.dtype == "bfloat16":
-    lines.append("- **bfloat16.** Ours computes every layer in bfloat16 with float32 parameters and float32 BN"
-                 " statistics; the twin uses torch.autocast, which keeps BatchNorm and some reductions in"
-                 " float32: the two round differently from the first step (expect loss differences of the"
-                 " order of bfloat16's rounding, 2^-8 = 4e-3 relative, at once).")
+    lines.append(
+      "- **bfloat16.** Ours computes every layer in bfloat16 with float32 parameters and float32 BN"
+      " statistics; the twin uses torch.autocast, which keeps BatchNorm and some reductions in"
+      " float32: the two round differently from the first step (expect loss differences of the"
+      " order of bfloat16's rounding, 2^-8 = 4e-3 relative, at once)."
+    )
   else:
-    lines.append("- **Precision.** Both compute in float32 here. On Ampere+ GPUs both frameworks may use TF32"
-                 " for convolutions by default, which rounds to 10-bit mantissas: see docs/twin.md.")
+    lines.append(
+      "- **Precision.** Both compute in float32 here. On Ampere+ GPUs both frameworks may use TF32"
+      " for convolutions by default, which rounds to 10-bit mantissas: see docs/twin.md."
+    )
   return "\n".join(lines)
 
 
@@ -149,8 +170,11 @@ def make_figure(ours: dict, twin: dict, comparison: dict) -> Figure:
     axes[0, 0].plot(epochs, [r["train_loss"] for r in run["epochs"]], style, label=label)
     axes[0, 1].plot(epochs, [r["validation_top1"] for r in run["epochs"]], style, label=label)
     axes[1, 0].plot(epochs, [r["learning_rate"] for r in run["epochs"]], style, label=label)
-  for ax, title in ((axes[0, 0], "train loss (epoch mean)"), (axes[0, 1], "validation top-1 (%)"),
-                    (axes[1, 0], "learning rate")):
+  for ax, title in (
+    (axes[0, 0], "train loss (epoch mean)"),
+    (axes[0, 1], "validation top-1 (%)"),
+    (axes[1, 0], "learning rate"),
+  ):
     if ax is not axes[1, 0]:  # the lr axis is logarithmic
       _readable_ylim(ax)
     ax.set_title(title)
@@ -165,27 +189,26 @@ def make_figure(ours: dict, twin: dict, comparison: dict) -> Figure:
 
 def _table(ours: dict, twin: dict) -> str:
   twin_epochs = {r["epoch"]: r for r in twin["epochs"]}
-  lines = ["| epoch | lr (ours / twin) | train loss (ours / twin) | validation top-1 % (ours / twin) |",
-           "|---|---|---|---|"]
+  lines = ["| epoch | lr (ours / twin) | train loss (ours / twin) | validation top-1 % (ours / twin) |", "|---|---|---|---|"]
   for r in ours["epochs"]:
     t = twin_epochs.get(r["epoch"])
     if t is None:
       continue
-    lines.append(f"| {r['epoch']} | {r['learning_rate']:g} / {t['learning_rate']:g} | {r['train_loss']:.6f} /"
-                 f" {t['train_loss']:.6f} | {r['validation_top1']:.2f} / {t['validation_top1']:.2f} |")
+    lines.append(
+      f"| {r['epoch']} | {r['learning_rate']:g} / {t['learning_rate']:g} | {r['train_loss']:.6f} /"
+      f" {t['train_loss']:.6f} | {r['validation_top1']:.2f} / {t['validation_top1']:.2f} |"
+    )
   return "\n".join(lines)
 
 
-def write_report(ours_dir: str | os.PathLike, twin_dir: str | os.PathLike, out_dir: str | os.PathLike,
-                 config) -> Path:
+def write_report(ours_dir: str | os.PathLike, twin_dir: str | os.PathLike, out_dir: str | os.PathLike, config) -> Path:
   """twin_report.md and twin_report.png in `out_dir`; returns the markdown's path."""
   ours, twin = load_run(ours_dir), load_run(twin_dir)
   comparison = compare(ours, twin)
   out_dir = Path(out_dir)
   _save_png(make_figure(ours, twin, comparison), out_dir / FIGURE_FILE)
   top1, best = comparison["top1"], comparison["best_epoch"]
-  step_lines = "\n".join(f"| {s} | {d:.3g} |" for s, d in zip(comparison["steps"],
-                                                               comparison["step_relative_difference"]))
+  step_lines = "\n".join(f"| {s} | {d:.3g} |" for s, d in zip(comparison["steps"], comparison["step_relative_difference"]))
   text = f"""# Classifier run vs its PyTorch twin
 
 Ours: `{Path(ours_dir).resolve()}` (JAX/Flax). Twin: `{Path(twin_dir).resolve()}`
@@ -221,10 +244,12 @@ flips), SGD recipe, weight-decay mask and plateau schedule; only the framework d
 
 # --- fine-tuning (textual inversion) -----------------------------------------------------------------------
 
+
 def load_finetune_metrics(run_dir: str | os.PathLike) -> dict:
   """{"steps": [{"step", "train_loss"}...], "epochs": [{"epoch", "epoch_train_loss", "val_loss"}...]} of a
   fine-tuning run's (or its twin's) metrics.jsonl."""
   from jax_aug.finetune.trainer import METRICS_FILE  # pylint: disable=g-import-not-at-top
+
   path = Path(run_dir) / METRICS_FILE
   if not path.exists():
     raise FileNotFoundError(f"{path} is missing: is {run_dir} a fine-tuning run (or its twin)?")
@@ -235,11 +260,18 @@ def load_finetune_metrics(run_dir: str | os.PathLike) -> dict:
 def compare_finetune(ours: dict, twin: dict, *, loss_rtol: float = LOSS_RTOL) -> dict:
   steps, step_rel, leading = _step_differences(ours["steps"], twin["steps"], "train_loss", loss_rtol)
   twin_val = {r["epoch"]: r["val_loss"] for r in twin["epochs"]}
-  val_rel = [abs(r["val_loss"] - twin_val[r["epoch"]]) / max(abs(twin_val[r["epoch"]]), 1e-12)
-             for r in ours["epochs"] if r["epoch"] in twin_val]
-  return {"steps": steps, "step_relative_difference": step_rel, "loss_rtol": loss_rtol,
-          "steps_within_rtol": leading,
-          "validation_relative_difference": val_rel}
+  val_rel = [
+    abs(r["val_loss"] - twin_val[r["epoch"]]) / max(abs(twin_val[r["epoch"]]), 1e-12)
+    for r in ours["epochs"]
+    if r["epoch"] in twin_val
+  ]
+  return {
+    "steps": steps,
+    "step_relative_difference": step_rel,
+    "loss_rtol": loss_rtol,
+    "steps_within_rtol": leading,
+    "validation_relative_difference": val_rel,
+  }
 
 
 def make_finetune_figure(ours: dict, twin: dict, comparison: dict) -> Figure:
@@ -259,8 +291,7 @@ def make_finetune_figure(ours: dict, twin: dict, comparison: dict) -> Figure:
   return figure
 
 
-def write_finetune_report(ours_dir: str | os.PathLike, twin_dir: str | os.PathLike,
-                          out_dir: str | os.PathLike) -> Path:
+def write_finetune_report(ours_dir: str | os.PathLike, twin_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
   """twin_report.md and twin_report.png of a fine-tuning run and its twin, in `out_dir`."""
   ours, twin = load_finetune_metrics(ours_dir), load_finetune_metrics(twin_dir)
   comparison = compare_finetune(ours, twin)
@@ -271,12 +302,17 @@ def write_finetune_report(ours_dir: str | os.PathLike, twin_dir: str | os.PathLi
   if c["steps_within_rtol"] == len(c["steps"]):
     where = f"All {len(c['steps'])} steps agree within {c['loss_rtol']:g} relative (largest {worst:.2g})."
   else:
-    where = (f"The first {c['steps_within_rtol']} steps agree within {c['loss_rtol']:g} relative; step"
-             f" {c['steps'][c['steps_within_rtol']]} is the first beyond (largest difference {worst:.2g}).")
+    where = (
+      f"The first {c['steps_within_rtol']} steps agree within {c['loss_rtol']:g} relative; step"
+      f" {c['steps'][c['steps_within_rtol']]} is the first beyond (largest difference {worst:.2g})."
+    )
   twin_epochs = {r["epoch"]: r for r in twin["epochs"]}
   table = "\n".join(
-      f"| {r['epoch']} | {r['epoch_train_loss']:.6f} / {twin_epochs[r['epoch']]['epoch_train_loss']:.6f} |"
-      f" {r['val_loss']:.6f} / {twin_epochs[r['epoch']]['val_loss']:.6f} |" for r in ours["epochs"] if r["epoch"] in twin_epochs)
+    f"| {r['epoch']} | {r['epoch_train_loss']:.6f} / {twin_epochs[r['epoch']]['epoch_train_loss']:.6f} |"
+    f" {r['val_loss']:.6f} / {twin_epochs[r['epoch']]['val_loss']:.6f} |"
+    for r in ours["epochs"]
+    if r["epoch"] in twin_epochs
+  )
   text = f"""# Textual inversion: our trainer vs its PyTorch twin
 
 Ours: `{Path(ours_dir).resolve()}` (JAX/Flax, diffusers' Flax models). Twin: `{Path(twin_dir).resolve()}`

@@ -41,6 +41,7 @@ def finetune_with_twin(config: ConfigDict, workdir: str | os.PathLike) -> dict:
   report in `workdir`; {"ours": progress, "report": path}."""
   from jax_aug.finetune.trainer import finetune  # pylint: disable=g-import-not-at-top
   from jax_aug.twin import finetune as twin_finetune  # pylint: disable=g-import-not-at-top
+
   workdir = Path(workdir)
   progress = finetune(config, workdir)
   twin_finetune.textual_inversion_twin(config, workdir, workdir / TWIN_DIR)

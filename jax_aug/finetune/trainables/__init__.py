@@ -23,7 +23,8 @@ import abc
 import dataclasses
 import importlib
 import pkgutil
-from typing import Any, Callable, ClassVar, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -74,8 +75,7 @@ class ConditioningKind(abc.ABC):
     """`sd` with whatever the learned array replaces (tokenizer, text encoder) swapped in."""
 
   @abc.abstractmethod
-  def conditioning(self, learned: np.ndarray, *, label: int, cluster: int, image_index: int,
-                   seed: int) -> np.ndarray | str:
+  def conditioning(self, learned: np.ndarray, *, label: int, cluster: int, image_index: int, seed: int) -> np.ndarray | str:
     """What image `image_index` of class `label` (in `cluster`) is sampled with: encoder hidden states
     [77, hidden] or a prompt."""
 
@@ -99,6 +99,7 @@ def build(name: str, classes: Sequence[ClassInfo], *, clusters_per_class: int, t
 @dataclasses.dataclass(frozen=True)
 class Trainables:
   """A method's `config.finetune.trainables` block."""
+
   conditioning: str
   clusters_per_class: int
   train_unet: bool
@@ -139,8 +140,7 @@ def frozen_params(spec: Trainables, sd: Any) -> dict:
 def tokenize(tokenizer: Any, texts: Sequence[str]) -> np.ndarray:
   """[len(texts), 77] int32 ids padded to the model length; refuses prompts that would be cut."""
   max_length = tokenizer.model_max_length
-  ids = tokenizer(list(texts), padding="max_length", max_length=max_length, truncation=False,
-                  return_tensors="np").input_ids
+  ids = tokenizer(list(texts), padding="max_length", max_length=max_length, truncation=False, return_tensors="np").input_ids
   if ids.shape[1] != max_length:
     longest = max(texts, key=lambda t: len(tokenizer(t).input_ids))
     raise ValueError(f"prompt {longest!r} tokenizes beyond CLIP's {max_length} tokens")

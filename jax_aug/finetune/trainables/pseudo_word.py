@@ -50,8 +50,9 @@ class Conditioning(trainables.ConditioningKind):
     return hidden_states
 
   def _prompt(self, label: int, image_index: int, seed: int) -> str:
-    return prompts.build_prompt("textual_inversion", self.classes[label], image_index, seed,
-                                placeholder=self.placeholders[label])
+    return prompts.build_prompt(
+      "textual_inversion", self.classes[label], image_index, seed, placeholder=self.placeholders[label]
+    )
 
   def batch_fields(self, examples, *, epoch, seed):
     texts = [self._prompt(e.label, e.index, template_seed(seed, epoch)) for e in examples]
@@ -62,10 +63,13 @@ class Conditioning(trainables.ConditioningKind):
 
   def export(self, sd, learned):
     frozen_table = pseudo_word.get_token_table(sd.params["text_encoder"])
-    text_params = pseudo_word.with_token_table(sd.params["text_encoder"],
-                                               pseudo_word.extended_table(frozen_table, jnp.asarray(learned)))
-    return dataclasses.replace(sd.with_overrides(tokenizer=self.tokenizer, text_encoder_params=text_params),
-                               text_encoder=pseudo_word.extended_text_encoder(sd.text_encoder, len(self.classes)))
+    text_params = pseudo_word.with_token_table(
+      sd.params["text_encoder"], pseudo_word.extended_table(frozen_table, jnp.asarray(learned))
+    )
+    return dataclasses.replace(
+      sd.with_overrides(tokenizer=self.tokenizer, text_encoder_params=text_params),
+      text_encoder=pseudo_word.extended_text_encoder(sd.text_encoder, len(self.classes)),
+    )
 
   def conditioning(self, learned, *, label, cluster, image_index, seed):
     del learned, cluster

@@ -7,10 +7,11 @@ w(n)."; every cluster of a class starts from its class's row). The text encoder 
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
-import numpy as np
 import jax.numpy as jnp
+import numpy as np
 
 from jax_aug.data import prompts
 from jax_aug.finetune import trainables
@@ -31,8 +32,9 @@ class Conditioning(trainables.ConditioningKind):
 
   def init(self, sd):
     """[num_classes * k, 77, hidden]."""
-    encoded = encode_prompts(sd.text_encoder, sd.params["text_encoder"], sd.tokenizer,
-                             [prompts.simple_no_ws(c) for c in self.classes])
+    encoded = encode_prompts(
+      sd.text_encoder, sd.params["text_encoder"], sd.tokenizer, [prompts.simple_no_ws(c) for c in self.classes]
+    )
     return jnp.asarray(np.repeat(encoded, self.clusters_per_class, axis=0))
 
   def hidden_states_fn(self, sd):
