@@ -2,20 +2,20 @@
 big_vision-style argument `<scale>[,key=value,...]`.
 
 A method config file is its whole definition: `method_config(__file__, arg, kind=..., display_name=...,
-family=..., ...)`, the method's name being the file's name. `config.method` then holds
+...)`, the method's name being the file's name. `config.method` then holds
 
   name             the file's stem: the study's stage names, the augmentation set's `method` field
   kind             jax_aug/method_kinds.py: baseline | prompt | boomerang | finetuned | retrieval
   display_name     Table 1's row label
-  family           baseline | unconditional DM | prompt | personalization | retrieval (Figure 1's groups)
+  family           Figure 1's group: the kind's (FAMILY_OF_KIND) unless `family=` names another
   prompt_strategy  prompt kind: a strategy registered in jax_aug/data/prompts.py (`@prompts.strategy`)
 
 and the area blocks follow the kind: baseline the classifier block (configs/base/classifier.py) with the
 split it trains on; retrieval configs/base/retrieval.py; the diffusion kinds configs/base/diffusion.py at the
 top (sample.py) plus, fine-tuned, configs/base/finetune.py under `finetune` with `finetune.trainables`
-(what trains: conditioning, clusters_per_class, train_unet). Every kind carries the data block as `data`
-except retrieval. `arg` = "paper,images_per_class=50": the scale, then overrides of existing fields (dotted
-paths; typed by the field; an unknown key is refused).
+(what trains: the `conditioning=`, `clusters_per_class=`, `train_unet=` arguments). Every kind carries the
+data block as `data` except retrieval. `arg` = "paper,images_per_class=50": the scale, then overrides of
+existing fields (dotted paths; typed by the field; an unknown key is refused).
 """
 
 from pathlib import Path
@@ -26,6 +26,14 @@ from jax_aug import method_kinds
 from jax_aug.study.config_files import apply_overrides, base_config, parse_arg
 
 CONFIGS = Path(__file__).resolve().parent
+# Figure 1's group of each kind (a method may name another with `family=`).
+FAMILY_OF_KIND = {
+  method_kinds.BASELINE: "baseline",
+  method_kinds.PROMPT: "prompt",
+  method_kinds.BOOMERANG: "unconditional DM",
+  method_kinds.FINETUNED: "personalization",
+  method_kinds.RETRIEVAL: "retrieval",
+}
 
 
 def _area_blocks(kind: str, scale: str, train_split: str) -> ml_collections.ConfigDict:
@@ -50,15 +58,18 @@ def method_config(
   *,
   kind: str,
   display_name: str,
-  family: str,
+  family: str = "",
   prompt_strategy: str = "",
-  trainables: dict | None = None,
+  conditioning: str = "",
+  clusters_per_class: int = 1,
+  train_unet: bool = False,
   train_split: str = "subset",
   customize=None,
 ) -> ml_collections.ConfigDict:
-  """The config of the method defined in `config_file` at `arg`; `trainables` (fine-tuned kind) is
-  `finetune.trainables`, `train_split` the baseline's split, `customize(config, scale)` the method's own
-  settings, applied before the argument's overrides."""
+  """The config of the method defined in `config_file` at `arg`; `family` defaults to its kind's
+  (`FAMILY_OF_KIND`); `conditioning`, `clusters_per_class`, `train_unet` (fine-tuned kind) make
+  `finetune.trainables`; `train_split` is the baseline's split; `customize(config, scale)` sets the method's
+  own settings, applied before the argument's overrides."""
   name = Path(config_file).stem
   method_kinds.check_kind(kind, name)
   if (kind == method_kinds.PROMPT) != bool(prompt_strategy):
@@ -66,15 +77,23 @@ def method_config(
       f"{config_file}: a prompt_strategy is given for the prompt kind and only for it (kind {kind!r},"
       f" prompt_strategy {prompt_strategy!r})"
     )
-  if (kind == method_kinds.FINETUNED) != (trainables is not None):
-    raise ValueError(f"{config_file}: trainables are given for the finetuned kind and only for it (kind {kind!r})")
+  if (kind == method_kinds.FINETUNED) != bool(conditioning):
+    raise ValueError(f"{config_file}: a conditioning is given for the finetuned kind and only for it (kind {kind!r})")
   scale, overrides = parse_arg(arg)
   config = _area_blocks(kind, scale, train_split)
   config.method = ml_collections.ConfigDict(
-    {"name": name, "kind": kind, "display_name": display_name, "family": family, "prompt_strategy": prompt_strategy}
+    {
+      "name": name,
+      "kind": kind,
+      "display_name": display_name,
+      "family": family or FAMILY_OF_KIND[kind],
+      "prompt_strategy": prompt_strategy,
+    }
   )
-  if trainables is not None:
-    config.finetune.trainables = ml_collections.ConfigDict(trainables)
+  if conditioning:
+    config.finetune.trainables = ml_collections.ConfigDict(
+      {"conditioning": conditioning, "clusters_per_class": clusters_per_class, "train_unet": train_unet}
+    )
   if customize is not None:
     customize(config, scale)
   return apply_overrides(config, overrides)

@@ -35,29 +35,25 @@ def _optimizer_config():
   return _Config(learning_rate=rates, optimizer=_Config(b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, max_grad_norm=1.0))
 
 
-def _fixed_batch(spec, sd, tokenizer):
-  """4 images (2 per class) with their labels, clusters and template prompts."""
+def smooth_batch(spec, resolution, tokenizer, *, index=(0, 1, 2, 3), weight=(1, 1, 1, 1)):
+  """4 smooth images (per channel a*x + b*y + c, which the VAE encodes to structured latents), 2 per class of
+  WNIDS, with their indices, weights, clusters and template prompts."""
   rng = np.random.default_rng(0)
-  res = sd.resolution
-  # Smooth images (per channel a*x + b*y + c) that the VAE encodes to structured latents.
-  grid = np.linspace(-1, 1, res, dtype=np.float32)
+  grid = np.linspace(-1, 1, resolution, dtype=np.float32)
   coef = rng.uniform(-0.6, 0.6, (4, 3, 3, 1, 1)).astype(np.float32)
-  images = coef[:, :, 0] * grid[None, :] + coef[:, :, 1] * grid[:, None] + coef[:, :, 2]
   labels = np.array([0, 0, 1, 1])
+  clusters = np.array([0, 1, 0, 1]) % spec.clusters_per_class
   batch = {
-    "image": images,
-    "index": np.arange(4, dtype=np.int32),
-    "weight": np.ones(4, np.float32),
-    "conditioning_index": (labels * spec.clusters_per_class + np.array([0, 1, 0, 1]) % spec.clusters_per_class).astype(
-      np.int32
-    ),
+    "image": coef[:, :, 0] * grid[None, :] + coef[:, :, 1] * grid[:, None] + coef[:, :, 2],
+    "index": np.array(index, np.int32),
+    "weight": np.array(weight, np.float32),
+    "conditioning_index": (labels * spec.clusters_per_class + clusters).astype(np.int32),
   }
   if spec.conditioning == "pseudo_word":
+    wnids = [WNIDS[label] for label in labels]
     texts = [
-      prompts.build_prompt(
-        "textual_inversion", class_by_wnid(WNIDS[label]), i, 0, placeholder=pseudo_word.placeholder(WNIDS[label])
-      )
-      for i, label in enumerate(labels)
+      prompts.build_prompt("textual_inversion", class_by_wnid(w), i, 0, placeholder=pseudo_word.placeholder(w))
+      for i, w in enumerate(wnids)
     ]
     batch["input_ids"] = tokenize(tokenizer, texts)
   return batch
@@ -75,7 +71,7 @@ def _train(spec, steps=6):
   tx = make_optimizer(_optimizer_config(), trainable0)
   abar = jnp.asarray(objective.schedule_from_scheduler_config(sd.scheduler.config))
   train_step, _ = make_steps(make_loss_fn(conditioning, sd, abar), tx, mesh)
-  batch = sharding.global_batch(_fixed_batch(spec, sd, tokenizer), mesh)
+  batch = sharding.global_batch(smooth_batch(spec, sd.resolution, tokenizer), mesh)
   # The same batch and noise key at every step: the loss a step reports (before its update) is the
   # loss of the fixed set under the parameters of that moment.
   key = jax.random.key(0)

@@ -20,14 +20,13 @@ import optax
 import pytest
 import torch
 from flax.traverse_util import flatten_dict
-from test_finetune_methods import METHODS, WNIDS  # the five methods' trainable kinds, two classes
+from test_finetune_methods import METHODS, WNIDS, smooth_batch  # the five methods' kinds, two classes, a batch
 
 from jax_aug import sharding
-from jax_aug.data import prompts
 from jax_aug.data.imagenet_classes import class_by_wnid
 from jax_aug.diffusion import tiny
 from jax_aug.finetune import objective, pseudo_word
-from jax_aug.finetune.trainables import frozen_params, initial_trainable, tokenize
+from jax_aug.finetune.trainables import frozen_params, initial_trainable
 from jax_aug.finetune.trainer import make_loss_fn, make_steps
 
 LOSS_RTOL = 1e-4
@@ -78,27 +77,7 @@ def _capture_gradients() -> optax.GradientTransformation:
 
 def _batch(spec, sd, tokenizer):
   """4 smooth images (2 per class), unequal weights (the train step's weighted mean), template prompts."""
-  rng = np.random.default_rng(0)
-  grid = np.linspace(-1, 1, sd.resolution, dtype=np.float32)
-  coef = rng.uniform(-0.6, 0.6, (4, 3, 3, 1, 1)).astype(np.float32)
-  labels = np.array([0, 0, 1, 1])
-  batch = {
-    "image": coef[:, :, 0] * grid[None, :] + coef[:, :, 1] * grid[:, None] + coef[:, :, 2],
-    "index": np.array([5, 17, 2, 40], np.int32),
-    "weight": np.array([1, 1, 1, 0.5], np.float32),
-    "conditioning_index": (labels * spec.clusters_per_class + np.array([0, 1, 0, 1]) % spec.clusters_per_class).astype(
-      np.int32
-    ),
-  }
-  if spec.conditioning == "pseudo_word":
-    texts = [
-      prompts.build_prompt(
-        "textual_inversion", class_by_wnid(WNIDS[label]), i, 0, placeholder=pseudo_word.placeholder(WNIDS[label])
-      )
-      for i, label in enumerate(labels)
-    ]
-    batch["input_ids"] = tokenize(tokenizer, texts)
-  return batch
+  return smooth_batch(spec, sd.resolution, tokenizer, index=(5, 17, 2, 40), weight=(1, 1, 1, 0.5))
 
 
 def _ours(spec, sd, batch, key):

@@ -14,6 +14,4 @@ common = load_module(Path(__file__).resolve().parents[1] / "common.py")
 
 
 def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
-  return common.method_config(
-    __file__, arg, kind="baseline", display_name="20% ImageNet", family="baseline", train_split="subset_20"
-  )
+  return common.method_config(__file__, arg, kind="baseline", display_name="20% ImageNet", train_split="subset_20")

@@ -32,6 +32,4 @@ def _strength(config: ml_collections.ConfigDict, scale: str) -> None:
 
 
 def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
-  return common.method_config(
-    __file__, arg, kind="boomerang", display_name="Boomerang", family="unconditional DM", customize=_strength
-  )
+  return common.method_config(__file__, arg, kind="boomerang", display_name="Boomerang", customize=_strength)

@@ -23,10 +23,5 @@ common = load_module(Path(__file__).resolve().parents[1] / "common.py")
 
 def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   return common.method_config(
-    __file__,
-    arg,
-    kind="finetuned",
-    display_name="FT cluster conditioning",
-    family="personalization",
-    trainables={"conditioning": "tensor", "clusters_per_class": 5, "train_unet": False},
+    __file__, arg, kind="finetuned", display_name="FT cluster conditioning", conditioning="tensor", clusters_per_class=5
   )

@@ -19,11 +19,4 @@ common = load_module(Path(__file__).resolve().parents[1] / "common.py")
 
 
 def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
-  return common.method_config(
-    __file__,
-    arg,
-    kind="finetuned",
-    display_name="FT conditioning",
-    family="personalization",
-    trainables={"conditioning": "tensor", "clusters_per_class": 1, "train_unet": False},
-  )
+  return common.method_config(__file__, arg, kind="finetuned", display_name="FT conditioning", conditioning="tensor")

@@ -43,7 +43,7 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
     arg,
     kind="finetuned",
     display_name="Imagic (conditioning & DM)",
-    family="personalization",
     customize=_first_epochs,
-    trainables={"conditioning": "tensor", "clusters_per_class": 1, "train_unet": True},
+    conditioning="tensor",
+    train_unet=True,
   )

@@ -17,4 +17,4 @@ common = load_module(Path(__file__).resolve().parents[1] / "common.py")
 
 
 def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
-  return common.method_config(__file__, arg, kind="retrieval", display_name="Retrieval", family="retrieval")
+  return common.method_config(__file__, arg, kind="retrieval", display_name="Retrieval")

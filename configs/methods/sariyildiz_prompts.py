@@ -17,5 +17,5 @@ common = load_module(Path(__file__).resolve().parents[1] / "common.py")
 
 def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   return common.method_config(
-    __file__, arg, kind="prompt", display_name="Sariyildiz et al. prompts", family="prompt", prompt_strategy="sariyildiz"
+    __file__, arg, kind="prompt", display_name="Sariyildiz et al. prompts", prompt_strategy="sariyildiz"
   )

@@ -16,6 +16,4 @@ common = load_module(Path(__file__).resolve().parents[1] / "common.py")
 
 
 def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
-  return common.method_config(
-    __file__, arg, kind="prompt", display_name="Simple prompt", family="prompt", prompt_strategy="simple"
-  )
+  return common.method_config(__file__, arg, kind="prompt", display_name="Simple prompt", prompt_strategy="simple")

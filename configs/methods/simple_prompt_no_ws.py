@@ -17,5 +17,5 @@ common = load_module(Path(__file__).resolve().parents[1] / "common.py")
 
 def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   return common.method_config(
-    __file__, arg, kind="prompt", display_name="Simple prompt (no ws)", family="prompt", prompt_strategy="simple_no_ws"
+    __file__, arg, kind="prompt", display_name="Simple prompt (no ws)", prompt_strategy="simple_no_ws"
   )

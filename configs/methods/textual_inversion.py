@@ -21,10 +21,5 @@ common = load_module(Path(__file__).resolve().parents[1] / "common.py")
 
 def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   return common.method_config(
-    __file__,
-    arg,
-    kind="finetuned",
-    display_name="Textual inversion (pseudoword)",
-    family="personalization",
-    trainables={"conditioning": "pseudo_word", "clusters_per_class": 1, "train_unet": False},
+    __file__, arg, kind="finetuned", display_name="Textual inversion (pseudoword)", conditioning="pseudo_word"
   )

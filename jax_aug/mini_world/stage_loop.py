@@ -38,6 +38,18 @@ class Stage:
   eval_every: int = 500
   checkpoint_every: int = 200
 
+  @classmethod
+  def configured(cls, name: str, config: Any, **functions) -> Stage:
+    """A stage whose step count and log / eval / checkpoint intervals come from its config block."""
+    return cls(
+      name=name,
+      steps=config.steps,
+      eval_every=config.eval_every,
+      log_every=config.log_every,
+      checkpoint_every=config.checkpoint_every,
+      **functions,
+    )
+
 
 def stage_dir(out: str | Path, name: str) -> Path:
   return Path(out) / name

@@ -119,17 +119,7 @@ def clip_stage(config, corpus, tokenizer, monitor: tuple[np.ndarray, np.ndarray]
     clip = as_clip_model(model, state["params"], tokenizer, "mini-world tiny CLIP")
     return {"monitor_zero_shot_top1": zero_shot_top1(clip, *monitor)}
 
-  return Stage(
-    name="clip",
-    steps=config.steps,
-    init=init,
-    step=step,
-    batch=batch,
-    evaluate=evaluate,
-    eval_every=config.eval_every,
-    log_every=config.log_every,
-    checkpoint_every=config.checkpoint_every,
-  ), model
+  return Stage.configured("clip", config, init=init, step=step, batch=batch, evaluate=evaluate), model
 
 
 def export_clip(model, params, tokenizer, folder: str | Path) -> Path:

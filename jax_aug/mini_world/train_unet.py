@@ -84,14 +84,4 @@ def unet_stage(
     # fixed noise and timesteps: comparable across evaluations
     return {"holdout_loss": float(holdout_loss(state["params"], holdout["images"], holdout["ids"], jax.random.key(seed)))}
 
-  return Stage(
-    name="unet",
-    steps=config.steps,
-    init=init,
-    step=step,
-    batch=batch,
-    evaluate=evaluate,
-    eval_every=config.eval_every,
-    log_every=config.log_every,
-    checkpoint_every=config.checkpoint_every,
-  ), unet
+  return Stage.configured("unet", config, init=init, step=step, batch=batch, evaluate=evaluate), unet

@@ -83,17 +83,7 @@ def vae_stage(config, corpus, seed: int) -> tuple[Stage, object]:
     l1 = float(holdout_l1(state["params"], holdout))
     return {"holdout_l1": l1, "holdout_l1_255": l1 * 127.5}  # also in pixel units (0..255)
 
-  return Stage(
-    name="vae",
-    steps=config.steps,
-    init=init,
-    step=step,
-    batch=batch,
-    evaluate=evaluate,
-    eval_every=config.eval_every,
-    log_every=config.log_every,
-    checkpoint_every=config.checkpoint_every,
-  ), vae
+  return Stage.configured("vae", config, init=init, step=step, batch=batch, evaluate=evaluate), vae
 
 
 def scaling_factor(vae, params, images: np.ndarray) -> float:
