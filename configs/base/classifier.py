@@ -14,8 +14,6 @@ import ml_collections
 
 
 def get(scale: str) -> ml_collections.ConfigDict:
-  if scale not in ("tiny", "paper"):
-    raise ValueError(f"unknown scale {scale!r}: expected 'tiny' or 'paper'")
   tiny = scale == "tiny"
   config = ml_collections.ConfigDict()
 

@@ -15,8 +15,6 @@ TINY_WNIDS = ("n01443537", "n01491361", "n02123159", "n03180011", "n04152593", "
 
 
 def get(scale: str) -> ml_collections.ConfigDict:
-  if scale not in ("tiny", "paper"):
-    raise ValueError(f"unknown scale {scale!r}: expected 'tiny' or 'paper'")
   tiny = scale == "tiny"
   config = ml_collections.ConfigDict()
   # "folder": <root>/train/<wnid>/*.JPEG and <root>/val/<wnid>/*.JPEG; "tfds": tfds imagenet2012 prepared

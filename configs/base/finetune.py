@@ -10,8 +10,6 @@ import ml_collections
 
 
 def get(scale: str) -> ml_collections.ConfigDict:
-  if scale not in ("tiny", "paper"):
-    raise ValueError(f"unknown scale {scale!r}: expected 'tiny' or 'paper'")
   tiny = scale == "tiny"
   config = ml_collections.ConfigDict()
   # The base model is the method config's `model` block (configs/base/diffusion.py), shared with sampling;

@@ -15,8 +15,6 @@ PAPER_IMAGES_PER_CLASS = 130
 
 
 def get(scale: str) -> ml_collections.ConfigDict:
-  if scale not in ("tiny", "paper"):
-    raise ValueError(f"unknown scale {scale!r}: expected 'tiny' or 'paper'")
   tiny = scale == "tiny"
   c = ml_collections.ConfigDict()
   c.seed = 0

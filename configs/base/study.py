@@ -13,8 +13,6 @@ PAPER_FIGURE5_CLASSES = "n01491361,n02086910,n03180011,n03791053,n03709823,n0201
 
 
 def get(scale: str) -> ml_collections.ConfigDict:
-  if scale not in ("tiny", "paper"):
-    raise ValueError(f"unknown scale {scale!r}: expected 'tiny' or 'paper'")
   tiny = scale == "tiny"
   config = ml_collections.ConfigDict()
   config.scale = scale
