@@ -1,8 +1,12 @@
 """Shared test fixtures: JAX programs in fresh subprocesses with N forced CPU devices, and multi-host runs
-of several local processes joined through jax.distributed on 127.0.0.1."""
+of several local processes joined through jax.distributed on 127.0.0.1; and, when the suite runs on several
+pytest-xdist workers (the README's command), the rule that a test marked `alone` runs with no other test
+beside it."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import socket
@@ -15,6 +19,33 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULT_MARKER = "@@RESULT@@"
+
+
+@contextlib.contextmanager
+def _flock(path: Path, operation: int):
+  with open(path, "a") as f:
+    fcntl.flock(f, operation)
+    try:
+      yield
+    finally:
+      fcntl.flock(f, fcntl.LOCK_UN)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+  """Under xdist, every test holds a shared lock from its setup (module fixtures included) to its teardown,
+  and a test marked `alone` (a memory peak that leaves no room for a neighbour on a 24 GiB machine) an
+  exclusive one. The gate gives a waiting `alone` test precedence: it holds the gate while it waits, so the
+  other workers start nothing new, and runs once their current tests end."""
+  if "PYTEST_XDIST_WORKER" not in os.environ:
+    yield
+    return
+  locks = item.config._tmp_path_factory.getbasetemp().parent  # shared by the workers: <run>/popen-gw<i>
+  mode = fcntl.LOCK_EX if item.get_closest_marker("alone") else fcntl.LOCK_SH
+  with contextlib.ExitStack() as held:
+    with _flock(locks / "alone.gate", fcntl.LOCK_EX):
+      held.enter_context(_flock(locks / "alone.lock", mode))
+    yield
 
 
 def _jax_env(devices: int) -> dict:

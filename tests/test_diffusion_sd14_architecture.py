@@ -29,7 +29,7 @@ import torch
 from jax_aug.diffusion import engine, tiny
 from jax_aug.diffusion.loading import load_sd
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.alone]  # 18.5 GB peak: see tests/conftest.py
 
 PROMPTS = ["A photo of goldfish, Carassius auratus.", "a black and white photo of the tigershark."]
 RESOLUTION, STEPS = 64, 2
