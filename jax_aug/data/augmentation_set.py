@@ -117,9 +117,9 @@ def _read_rows(root: Path) -> list[tuple[str, dict]]:
 
 
 def validate_row(row, root: Path, where: str) -> dict:
-  """A manifest row checked as untrusted input: a JSON object with a safe key, a safe class id (an ILSVRC2012 one where shaped like a wnid)
-  and a path that resolves to a file inside `root`; returns it with `path` absolute. Errors name `where`
-  (manifest file and line)."""
+  """A manifest row checked as untrusted input: a JSON object with a safe key, a safe class id (an
+  ILSVRC2012 one where shaped like a wnid) and a path that resolves to a file inside `root`; returns it
+  with `path` absolute. Errors name `where` (manifest file and line)."""
   if not isinstance(row, dict):
     raise ValueError(f"{where}: expected a JSON object, got {type(row).__name__}")
   missing = [field for field in ("wnid", "key", "path") if field not in row]

@@ -12,9 +12,9 @@ Per class c with n_c train images, after one seeded permutation of the class's i
 The official ILSVRC2012 validation split is the `test` split (final scores); other datasets' test split is
 their `test` split, else their `val`/`validation` split, else drawn from train before anything else
 (`hold_out_test`: per class the first ceil(test_fraction n_c) images of a seeded permutation of its own,
-the rest being the train split above). Every split is a pure
-function of (the class's file list, seed): the permutation of class c uses its own stream seeded by
-(seed, class_seed(c)) (jax_aug.data.classes: the WordNet offset on ImageNet), so adding or excluding a class never changes another class's split.
+the rest being the train split above). Every split is a pure function of (the class's file list, seed):
+the permutation of class c uses its own stream seeded by (seed, class_seed(c)) (jax_aug.data.classes: the
+WordNet offset on ImageNet), so adding or excluding a class never changes another class's split.
 
 Excluded classes (`excluded_classes.json`, `{class id: reason}`) are dropped from every split; labels are
 assigned later from the remaining classes (see `study_wnids`), so exclusion never rewrites a manifest row.
