@@ -69,7 +69,7 @@ def write_study_report(config, workdir: Path, out: Path, *, exclusion: Path | No
     class_names=data.class_names,
     figure5=figure5,
     notes=notes,
-    figure5_rows=report_lib.figure5_paper_rows(augmentation, shown, k, config.method_configs, display),
+    figure5_rows=report_lib.figure5_paper_rows(augmentation, shown, k, config.method_configs, display, data.classes),
     class_images={w: paths[0] for w, paths in examples(augmentation["subset"], data.wnids, 1)},
     selections=selections,
     lr_searches=lr_searches,

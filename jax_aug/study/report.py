@@ -26,6 +26,7 @@ import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from jax_aug.data.classes import DatasetClasses  # noqa: E402
 from jax_aug.io import atomic_write_bytes, atomic_write_json, atomic_write_text, load_image_file  # noqa: E402
 from jax_aug.study import methods as methods_lib  # noqa: E402
 from jax_aug.study import statistics  # noqa: E402
@@ -216,13 +217,16 @@ def _first_paths(records: Sequence[Mapping], wnid: str, count: int) -> list[str]
   return sorted(r["path"] for r in records if r["wnid"] == wnid)[:count]
 
 
-def clip_template_examples(records: Sequence[Mapping], wnid: str, lemmas: str = "all") -> list[str | None]:
-  """Row D: for each template of the Figure 5 caption, the first image (by path) of class `wnid` whose
-  prompt is that template filled with w(n); None where the set has no such image (few images per class)."""
+def clip_template_examples(
+  records: Sequence[Mapping], wnid: str, lemmas: str = "all", classes: DatasetClasses | None = None
+) -> list[str | None]:
+  """Row D: for each template of the Figure 5 caption, the first image (by path) of class `wnid` (of
+  `classes`, default ImageNet) whose prompt is that template filled with w(n); None where the set has no
+  such image (few images per class)."""
   from jax_aug.data import prompts
-  from jax_aug.data.imagenet_classes import class_by_wnid
+  from jax_aug.data.classes import imagenet
 
-  name = prompts.no_ws_name(class_by_wnid(wnid), lemmas)
+  name = prompts.no_ws_name((classes or imagenet())[wnid], lemmas)
   picked = []
   for template in FIGURE5_CLIP_TEMPLATES:
     matches = sorted(r["path"] for r in records if r["wnid"] == wnid and r.get("prompt") == template.format(name))
@@ -236,9 +240,10 @@ def figure5_paper_rows(
   per_class: int,
   method_configs,
   display: Mapping[str, str],
+  classes: DatasetClasses | None = None,
 ) -> list[tuple[str, list[tuple[str, list[str | None]]]]]:
   """The rows A-I of the paper's Figure 5 the run has: (row label, [(wnid, image paths or None)]);
-  `display`: each method's Table 1 label."""
+  `display`: each method's Table 1 label; `classes`: the dataset of `wnids` (default ImageNet)."""
   rows = []
   for letter, name in FIGURE5_ROWS:
     if name not in augmentation:
@@ -246,7 +251,7 @@ def figure5_paper_rows(
     records = augmentation[name]
     if name == "clip_prompts":
       lemmas = method_configs[name].get("prompt_lemmas", "all")
-      cells = [(w, clip_template_examples(records, w, lemmas)) for w in wnids]
+      cells = [(w, clip_template_examples(records, w, lemmas, classes)) for w in wnids]
     else:
       cells = [(w, _first_paths(records, w, per_class)) for w in wnids]
     label = "10% ImageNet" if name == "subset" else display[name]
