@@ -278,10 +278,10 @@ def run_retrieval(config, workdir: str | os.PathLike, components: Components) ->
     classes = config_classes(config)
     prompts = [build_prompt(PROMPT_STRATEGY, classes[w], 0, config.seed) for w in todo]
     queries = components.embed_queries(prompts)
-    for wnid, query in zip(tqdm(todo, desc="retrieval", unit="class"), queries):
+    for wnid, prompt, query in zip(tqdm(todo, desc="retrieval", unit="class"), prompts, queries):
       result = run.run_class(wnid, query)
       run.classes.append(result)
-      run.log({"event": "class", **result, "time": time.time()})
+      run.log({"event": "class", **result, "query": prompt, "time": time.time()})
       done[wnid] = result
   run.metrics.close()
   excluded = {w: done[w]["reason"] for w in wnids if done[w]["status"] == "excluded"}
