@@ -82,6 +82,11 @@ def test_reduced_study_on_class_folders_with_names(tmp_path):
   ]
   assert [r["method"] for r in report["runs"]] == METHODS
   assert all(set(r["per_class_top1"]) == set(ids) for r in report["runs"])
+  # The report names the dataset's own baseline and test split, not ImageNet's.
+  assert report["eval_split"].startswith("the test split (the dataset's test/ or val/ split")
+  markdown = (study / "report" / "report.md").read_text()
+  assert "## Figure 6: per-class improvement over 10% subset" in markdown
+  assert "ImageNet" not in markdown
 
 
 def _rows(path):

@@ -17,6 +17,8 @@ from jax_aug.io import read_json
 # Official ILSVRC2012 validation split (50 per class), the split every final score is computed on.
 EVAL_SPLIT = "test"
 EVAL_SPLIT_DESCRIPTION = "the test split (the official ILSVRC2012 validation images; tiny: the synthetic 'val' images)"
+# The same on a dataset other than ImageNet (jax_aug.data.subsets.test_source decides which).
+EVAL_SPLIT_DESCRIPTION_OWN_DATA = "the test split (the dataset's test/ or val/ split, else images held out from train)"
 
 
 def check_data(data_config, out: Path, *, data_dir: Path) -> None:
