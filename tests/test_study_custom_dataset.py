@@ -91,3 +91,20 @@ def test_reduced_study_on_class_folders_with_names(tmp_path):
 
 def _rows(path):
   return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def test_sariyildiz_prompts_without_definitions_are_refused_before_any_stage(tmp_path):
+  root = make_folder_dataset(tmp_path / "pets", NAMES, {"train": 2}, image_size=8)
+  config = load_module(CONFIGS / "custom_dataset.py").get_config("tiny")
+  config.data.root = str(root)
+  config.methods = "baseline_10pct,sariyildiz_prompts"
+  lines = []
+  with pytest.raises(ValueError, match=r"prompt strategy 'sariyildiz' needs each class's definition, but dataset folder"):
+    runner.run_study(config, tmp_path / "study", log=lines.append)
+  assert not lines and not (tmp_path / "study" / "check").exists()
+  # With the fields in classes.json the same study passes the check (its stages are not run here).
+  metadata = {name: {"definition": f"a kind of {name}", "hypernym": "thing"} for name in NAMES}
+  config.data.classes_file = str(write_classes_json(tmp_path / "classes.json", metadata))
+  config.stages = "check"
+  runner.run_study(config, tmp_path / "study", log=lines.append)
+  assert (tmp_path / "study" / "check").is_dir()
