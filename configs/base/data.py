@@ -17,8 +17,15 @@ TINY_WNIDS = ("n01443537", "n01491361", "n02123159", "n03180011", "n04152593", "
 def get(scale: str) -> ml_collections.ConfigDict:
   tiny = scale == "tiny"
   config = ml_collections.ConfigDict()
-  # "folder": <root>/train/<wnid>/*.JPEG and <root>/val/<wnid>/*.JPEG; "tfds": tfds imagenet2012 prepared
-  # as array_record under tfds_data_dir (read via tfds.data_source, no TensorFlow).
+  # Where the classes come from (jax_aug/data/classes.py, docs/data.md "Your own dataset"): "imagenet" (the
+  # 1000 ILSVRC2012 classes, either `source` layout), "folder" (<root>/train/<class>/ images, optional
+  # <root>/test/ or <root>/val/; classes = the sorted folder names) or "tfds:<name>" (a tfds dataset prepared
+  # under tfds_data_dir; classes = its label names).
+  config.dataset = "imagenet"
+  # Folder and tfds datasets: optional classes.json with per class names, definition, hypernym, prompt_words.
+  config.classes_file = ""
+  # ImageNet's layout: "folder": <root>/train/<wnid>/*.JPEG and <root>/val/<wnid>/*.JPEG; "tfds": tfds
+  # imagenet2012 prepared as array_record under tfds_data_dir (read via tfds.data_source, no TensorFlow).
   config.source = "folder"
   # Empty (tiny): <workdir>/synthetic_imagenet, and its tfds copy in <root>/tfds.
   config.root = "" if tiny else "/data/imagenet"
@@ -32,6 +39,9 @@ def get(scale: str) -> ml_collections.ConfigDict:
   # Paper Sec. 4: 10% subset, ceil(0.1 n_c) per class; a validation split of the same sizes; 20% baseline.
   config.subset_fraction = 0.1
   config.upper_bound_fraction = 0.2
+  # Only for a dataset without a test (or val) split: ceil(test_fraction n_c) train images per class become
+  # the test split, drawn before the subsets (jax_aug.data.subsets.hold_out_test).
+  config.test_fraction = 0.1
   config.split_seed = 0
   # The data check (study stage `check`, or check_data.py alone): every image decoded once before any split
   # is drawn, in `num_workers` processes; undecodable ones are quarantined (strict: the check fails instead,

@@ -18,7 +18,10 @@ def get(scale: str) -> ml_collections.ConfigDict:
   tiny = scale == "tiny"
   c = ml_collections.ConfigDict()
   c.seed = 0
-  c.classes = TINY_WNIDS if tiny else None  # None: all 1000 ILSVRC2012 classes
+  c.classes = TINY_WNIDS if tiny else None  # None: all classes of the dataset (ImageNet: its 1000)
+  # The dataset the class ids belong to: a splits/classes.json the data stage wrote (jax_aug/data/classes.py;
+  # the study sets it); empty: ImageNet.
+  c.dataset_classes = ""
   c.images_per_class = 4 if tiny else PAPER_IMAGES_PER_CLASS
   # Gradual k: round(m * k_factor * images_per_class) for m = 1..max_multiple (182, 364, ..., 1092).
   c.k_factor = 1.4

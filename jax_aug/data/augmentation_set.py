@@ -25,20 +25,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from jax_aug.data.imagenet_classes import class_by_wnid
+from jax_aug.data.classes import check_class_id, class_seed
 from jax_aug.io import JsonlManifest, atomic_write_bytes
 
 MANIFEST_GLOB = "manifest*.jsonl"
-WNID_RE = re.compile(r"n\d{8}")
 # Keys become file names: letters, digits, '_', '-', '.', never starting with '.', so no key can name a
 # hidden file, a parent directory or a path separator.
 _KEY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
-
-
-def validate_wnid(wnid: str) -> str:
-  if not isinstance(wnid, str) or not WNID_RE.fullmatch(wnid):
-    raise ValueError(f"bad WordNet id {wnid!r}: expected 'n' followed by 8 digits, e.g. 'n01491361'")
-  return wnid
 
 
 def validate_key(key: str) -> str:
@@ -54,7 +47,7 @@ def item_key(wnid: str, index: int) -> str:
   """The key of image `index` of class `wnid`, e.g. 'n01491361_000042'."""
   if not isinstance(index, (int, np.integer)) or index < 0:
     raise ValueError(f"bad image index {index!r} for class {wnid}: expected an integer >= 0")
-  return f"{validate_wnid(wnid)}_{int(index):06d}"
+  return f"{check_class_id(wnid)}_{int(index):06d}"
 
 
 def _png_bytes(image: Image.Image | np.ndarray, key: str) -> bytes:
@@ -104,7 +97,7 @@ class AugmentationSetWriter:
     for field in ("wnid", "key"):
       if field not in record:
         raise ValueError(f"augmentation record {dict(record)!r} lacks the field {field!r}")
-    wnid, key = validate_wnid(record["wnid"]), validate_key(record["key"])
+    wnid, key = check_class_id(record["wnid"]), validate_key(record["key"])
     if key in self._keys:
       raise ValueError(f"{self.root}: key {key!r} is already in the augmentation set")
     path = Path("images") / wnid / f"{key}.png"
@@ -124,9 +117,9 @@ def _read_rows(root: Path) -> list[tuple[str, dict]]:
 
 
 def validate_row(row, root: Path, where: str) -> dict:
-  """A manifest row checked as untrusted input: a JSON object with a safe key, a known ILSVRC2012 wnid
-  and a path that resolves to a file inside `root`; returns it with `path` absolute. Errors name `where`
-  (manifest file and line)."""
+  """A manifest row checked as untrusted input: a JSON object with a safe key, a safe class id (an
+  ILSVRC2012 one where shaped like a wnid) and a path that resolves to a file inside `root`; returns it
+  with `path` absolute. Errors name `where` (manifest file and line)."""
   if not isinstance(row, dict):
     raise ValueError(f"{where}: expected a JSON object, got {type(row).__name__}")
   missing = [field for field in ("wnid", "key", "path") if field not in row]
@@ -134,8 +127,8 @@ def validate_row(row, root: Path, where: str) -> dict:
     raise ValueError(f"{where}: the row lacks {missing} (every row needs 'wnid', 'key' and 'path'): {row}")
   try:
     validate_key(row["key"])
-    class_by_wnid(validate_wnid(row["wnid"]))
-  except (ValueError, KeyError) as e:
+    check_class_id(row["wnid"])
+  except ValueError as e:
     raise ValueError(f"{where}: {e.args[0]}") from None
   if not isinstance(row["path"], str) or Path(row["path"]).is_absolute():
     raise ValueError(f"{where}: path {row['path']!r} must be relative to the set folder {root}")
@@ -190,7 +183,7 @@ def resample(
   for set_index in range(n_sets):
     drawn = []
     for wnid in sorted(per_class_counts):
-      rng = np.random.default_rng([seed, set_index, int(validate_wnid(wnid)[1:])])
+      rng = np.random.default_rng([seed, set_index, class_seed(check_class_id(wnid))])
       candidates = by_class.get(wnid, [])
       chosen = rng.choice(len(candidates), size=per_class_counts[wnid], replace=False)
       drawn.extend(candidates[i] for i in sorted(chosen))

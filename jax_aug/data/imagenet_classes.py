@@ -14,16 +14,19 @@ from pathlib import Path
 
 @dataclasses.dataclass(frozen=True)
 class ClassInfo:
+  """One class of a dataset (jax_aug.data.classes): on ImageNet a WordNet synset of this table."""
+
   index: int  # position in the standard ILSVRC2012 order (sorted wnids), the label of the full dataset
-  wnid: str
-  lemmas: tuple[str, ...]  # all synset lemmas in WordNet order
-  definition: str
-  hypernyms: tuple[str, ...]  # immediate parent first, up to 'entity'
+  wnid: str  # the class id: the WordNet id on ImageNet, the folder / label name elsewhere (jax_aug.data.classes)
+  lemmas: tuple[str, ...]  # all synset lemmas in WordNet order (other datasets: the class's names)
+  definition: str  # "" where the dataset has none
+  hypernyms: tuple[str, ...]  # immediate parent first, up to 'entity'; () where the dataset has none
+  extra_words: tuple[str, ...] = ()  # classes.json's prompt words, after the lemmas in the class name (ImageNet: none)
 
   @property
   def name(self) -> str:
-    """The class name of the paper's simple prompt: all lemmas joined by ', '."""
-    return ", ".join(self.lemmas)
+    """The class name of the paper's simple prompt: all lemmas (then any extra words) joined by ', '."""
+    return ", ".join(self.lemmas + self.extra_words)
 
 
 @functools.cache

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from jax_aug.data.classes import DatasetClasses, require_fields
 from jax_aug.data.imagenet_classes import ClassInfo, places365_categories
 
 # CLIP's 80 ImageNet prompt templates, in the order of openai/CLIP
@@ -152,13 +153,18 @@ PROMPT_STRATEGIES: dict[str, Strategy] = {}
 
 @dataclasses.dataclass(frozen=True)
 class Strategy:
-  """`fn(cls, image_index, seed, lemmas) -> prompt`, or with `placeholder` first when `takes_placeholder`."""
+  """`fn(cls, image_index, seed, lemmas) -> prompt`, or with `placeholder` first when `takes_placeholder`;
+  `needs`: the ClassInfo fields beyond the names it reads ('definition', 'hypernyms'), which datasets other
+  than ImageNet may lack (`check_strategy`)."""
 
   fn: Callable[..., str]
   takes_placeholder: bool = False
+  needs: tuple[str, ...] = ()
 
 
-def strategy(name: str, *, takes_placeholder: bool = False) -> Callable[[Callable[..., str]], Callable[..., str]]:
+def strategy(
+  name: str, *, takes_placeholder: bool = False, needs: tuple[str, ...] = ()
+) -> Callable[[Callable[..., str]], Callable[..., str]]:
   """Registers a prompt strategy under `name` (a decorator); a name registered twice is refused."""
 
   def register(fn: Callable[..., str]) -> Callable[..., str]:
@@ -166,7 +172,7 @@ def strategy(name: str, *, takes_placeholder: bool = False) -> Callable[[Callabl
       raise ValueError(
         f"prompt strategy {name!r} is registered twice ({PROMPT_STRATEGIES[name].fn.__qualname__}, {fn.__qualname__})"
       )
-    PROMPT_STRATEGIES[name] = Strategy(fn, takes_placeholder)
+    PROMPT_STRATEGIES[name] = Strategy(fn, takes_placeholder, needs)
     return fn
 
   return register
@@ -183,10 +189,11 @@ LEMMA_CHOICES = ("all", "first")
 
 
 def class_name(cls: ClassInfo, lemmas: str = "all") -> str:
-  """n: all lemmas joined by ', ' ('tiger shark, Galeocerdo cuvieri'), or only the first ('tiger shark')."""
+  """n: all lemmas joined by ', ' ('tiger shark, Galeocerdo cuvieri'), or only the first ('tiger shark'); a
+  dataset's extra prompt words (classes.json, jax_aug.data.classes) follow either."""
   if lemmas not in LEMMA_CHOICES:
     raise ValueError(f"unknown lemma choice {lemmas!r} for {cls.wnid}: expected one of {LEMMA_CHOICES}")
-  return cls.name if lemmas == "all" else cls.lemmas[0]
+  return cls.name if lemmas == "all" else ", ".join((cls.lemmas[0],) + cls.extra_words)
 
 
 def no_ws_name(cls: ClassInfo, lemmas: str = "all") -> str:
@@ -223,7 +230,7 @@ def sariyildiz_category(image_index: int) -> int:
   return image_index % len(SARIYILDIZ_TEMPLATES)
 
 
-@strategy("sariyildiz")
+@strategy("sariyildiz", needs=("definition", "hypernyms"))
 def sariyildiz(cls: ClassInfo, image_index: int, seed: int, lemmas: str = "all") -> str:
   """Method 4: Sariyildiz et al.'s template categories with a random Places365 background (c = all lemmas,
   as Sariyildiz et al.'s class name; `lemmas` does not apply)."""
@@ -245,6 +252,19 @@ def textual_inversion(placeholder: str, cls: ClassInfo, image_index: int, seed: 
   return TEXTUAL_INVERSION_TEMPLATES[rng.integers(len(TEXTUAL_INVERSION_TEMPLATES))].format(placeholder)
 
 
+def registered_strategy(strategy: str) -> Strategy:
+  registered = PROMPT_STRATEGIES.get(strategy)
+  if registered is None:
+    raise ValueError(f"unknown prompt strategy {strategy!r}: expected one of {', '.join(PROMPT_STRATEGIES)}")
+  return registered
+
+
+def check_strategy(strategy: str, classes: DatasetClasses) -> None:
+  """Refuses `strategy` on a dataset some class of which lacks a field the strategy reads (Sariyildiz's
+  definition and hypernym on a folder dataset without them in classes.json), before anything runs."""
+  require_fields(strategy, registered_strategy(strategy).needs, classes)
+
+
 def build_prompt(
   strategy: str, cls: ClassInfo, image_index: int, seed: int, *, placeholder: str | None = None, lemmas: str = "all"
 ) -> str:
@@ -252,9 +272,7 @@ def build_prompt(
   `lemmas` ("all" | "first") makes the class name n of the simple and CLIP prompts."""
   if image_index < 0:
     raise ValueError(f"image index must be >= 0, got {image_index} for {cls.wnid}")
-  registered = PROMPT_STRATEGIES.get(strategy)
-  if registered is None:
-    raise ValueError(f"unknown prompt strategy {strategy!r}: expected one of {', '.join(PROMPT_STRATEGIES)}")
+  registered = registered_strategy(strategy)
   if registered.takes_placeholder:
     return registered.fn(placeholder or "", cls, image_index, seed, lemmas)
   if placeholder is not None:

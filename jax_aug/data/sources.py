@@ -1,10 +1,14 @@
-"""Image records from the two ImageNet layouts, and reading one record's image, both without TensorFlow.
+"""Image records from the two layouts (class folders, prepared tfds), and reading one record's image, both
+without TensorFlow.
 
-- ILSVRC folder layout: `<root>/<split>/<wnid>/*.JPEG`. Records `{"wnid", "path": absolute file path}`.
-- tfds `imagenet2012` prepared as array_record: records `{"wnid", "path": "tfds://<split>/<index>"}`, read
-  with `tfds.data_source`; the image bytes are decoded by `jax_aug.io.decode_image` (bounded), not by tfds.
+- Folder layout (ILSVRC's or any ImageFolder): `<root>/<split>/<class>/*.JPEG`. Records `{"wnid": class
+  id, "path": absolute file path}`.
+- A tfds dataset prepared as array_record (`imagenet2012` or any other with `image` and `label`
+  features): records `{"wnid": class id, "path": "tfds://<split>/<index>"}`, read with
+  `tfds.data_source`; the image bytes are decoded by `jax_aug.io.decode_image` (bounded), not by tfds.
 
-Labels are never part of a record: the pipeline maps wnid -> label from the study's class list.
+The record field "wnid" holds the class id (jax_aug.data.classes: the WordNet id on ImageNet). Labels are
+never part of a record: the pipeline maps class id -> label from the study's class list.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ from pathlib import Path
 from PIL import Image
 from tqdm import tqdm
 
-from jax_aug.data.imagenet_classes import class_by_wnid
+from jax_aug.data import classes as classes_lib
+from jax_aug.data.classes import DatasetClasses
 from jax_aug.io import DecodeOptions, decode_image, load_image_file
 
 log = logging.getLogger(__name__)
@@ -42,18 +47,20 @@ def parse_tfds_path(path: str) -> tuple[str, int]:
   return match.group(1), int(match.group(2))
 
 
-def _check_wnids(wnids: Iterable[str], where: str) -> None:
-  for wnid in wnids:
+def _check_classes(class_ids: Iterable[str], classes: DatasetClasses, where: str) -> None:
+  for cid in class_ids:
     try:
-      class_by_wnid(wnid)
-    except KeyError:
-      raise ValueError(f"{where}: unknown WordNet id {wnid!r} (not an ILSVRC2012 class)") from None
+      classes[cid]
+    except KeyError as e:
+      raise ValueError(f"{where}: {e.args[0]}") from None
 
 
-def folder_records(split_dir: str | os.PathLike, wnids: Sequence[str] | None = None) -> list[dict]:
-  """All images of `split_dir/<wnid>/`, sorted by class then file name; files of other types are ignored
+def folder_records(
+  split_dir: str | os.PathLike, wnids: Sequence[str] | None = None, classes: DatasetClasses | None = None
+) -> list[dict]:
+  """All images of `split_dir/<class>/`, sorted by class then file name; files of other types are ignored
   with a warning that counts them (`folder_listing` returns them)."""
-  records, ignored = folder_listing(split_dir, wnids)
+  records, ignored = folder_listing(split_dir, wnids, classes)
   if ignored:
     log.warning(
       "%s: ignored %d files that are not images (%s), e.g. %s",
@@ -65,31 +72,38 @@ def folder_records(split_dir: str | os.PathLike, wnids: Sequence[str] | None = N
   return records
 
 
-def folder_listing(split_dir: str | os.PathLike, wnids: Sequence[str] | None = None) -> tuple[list[dict], list[str]]:
-  """(records of every image of `split_dir/<wnid>/` sorted by class then file name, the other files).
+def folder_listing(
+  split_dir: str | os.PathLike, wnids: Sequence[str] | None = None, classes: DatasetClasses | None = None
+) -> tuple[list[dict], list[str]]:
+  """(records of every image of `split_dir/<class>/` sorted by class then file name, the other files).
 
   Images are the files whose suffix is one of IMAGE_SUFFIXES in any case, as for torchvision's
-  ImageFolder. `wnids=None` takes every class folder; otherwise exactly the given classes, each of which
-  must exist. A class folder without images, or a folder not named by an ILSVRC2012 wnid, is an error
-  naming it.
+  ImageFolder. A record's class is its folder's id (jax_aug.data.classes.class_id: the folder name, white
+  space made '_'). `wnids=None` takes every class folder; otherwise exactly the given class ids, each of
+  which must exist. A class folder without images, or one that is not a class of `classes` (default:
+  ImageNet's, so a folder not named by an ILSVRC2012 wnid), is an error naming it.
   """
+  classes = classes or classes_lib.imagenet()
   split_dir = Path(split_dir).resolve()
   if not split_dir.is_dir():
-    raise FileNotFoundError(f"ImageNet split folder not found: {split_dir}")
-  if wnids is None:
-    wnids = sorted(p.name for p in split_dir.iterdir() if p.is_dir())
-    if not wnids:
-      raise ValueError(f"{split_dir}: no class folders (expected <wnid>/ folders of images)")
-  _check_wnids(wnids, str(split_dir))
+    raise FileNotFoundError(f"split folder not found: {split_dir}")
+  folders = {}
+  for name in classes_lib.class_folders(split_dir):
+    cid = classes_lib.class_id(name)
+    if cid in folders:
+      raise ValueError(f"{split_dir}: folders {folders[cid].name!r} and {name!r} are the same class {cid!r}")
+    folders[cid] = split_dir / name
+  wnids = sorted(folders) if wnids is None else list(wnids)
+  _check_classes(wnids, classes, str(split_dir))
   records, ignored = [], []
-  for wnid in sorted(wnids):
-    class_dir = split_dir / wnid
-    if not class_dir.is_dir():
-      raise FileNotFoundError(f"class folder not found: {class_dir}")
+  for cid in sorted(wnids):
+    if cid not in folders:
+      raise FileNotFoundError(f"class folder not found: {split_dir / cid}")
+    class_dir = folders[cid]
     files = sorted(p for p in class_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
       raise ValueError(f"class folder {class_dir} holds no images ({'/'.join(IMAGE_SUFFIXES)})")
-    records.extend({"wnid": wnid, "path": str(p)} for p in files)
+    records.extend({"wnid": cid, "path": str(p)} for p in files)
     ignored.extend(sorted(str(p) for p in class_dir.iterdir() if p.is_file() and p.suffix.lower() not in IMAGE_SUFFIXES))
   return records, ignored
 
@@ -101,10 +115,23 @@ _tfds_sources: dict[tuple[str, str, str], object] = {}
 _tfds_lock = threading.Lock()
 
 
+def check_tfds_prepared(data_dir: str | os.PathLike, name: str) -> Path:
+  """The folder of the newest prepared version of tfds dataset `name` under `data_dir`; an error saying
+  how to prepare it when there is none (reading never downloads)."""
+  versions = sorted((p.parent for p in Path(data_dir, name).glob("*/dataset_info.json")), key=lambda p: p.name)
+  if not versions:
+    raise FileNotFoundError(
+      f"tfds dataset {name!r} is not prepared under {data_dir} (no {name}/<version>/dataset_info.json): prepare"
+      f" it once with tensorflow-datasets, e.g. `tfds build {name} --data_dir={data_dir}` (see docs/data.md)"
+    )
+  return versions[-1]
+
+
 def _tfds_source(data_dir: str, name: str, split: str):
   key = (data_dir, name, split)
   with _tfds_lock:
     if key not in _tfds_sources:
+      check_tfds_prepared(data_dir, name)
       import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top  (slow import, tfds only)
 
       _tfds_sources[key] = tfds.data_source(
@@ -119,20 +146,24 @@ def tfds_records(
   *,
   name: str = "imagenet2012",
   wnids: Sequence[str] | None = None,
+  classes: DatasetClasses | None = None,
   batch_size: int = 256,
 ) -> list[dict]:
-  """Records of a prepared tfds dataset split (e.g. 'train', 'validation'), optionally only `wnids`.
+  """Records of a prepared tfds dataset split (e.g. 'train', 'validation'), optionally only the class ids
+  `wnids`; a record's class is the id of its label name (jax_aug.data.classes.class_id), a class of
+  `classes` (default: ImageNet's).
 
   Finding each example's class reads every record once (array_record holds whole serialized
   examples); on real ImageNet train that is one pass over ~140 GB, done once when the split manifests
   are written.
   """
+  classes = classes or classes_lib.imagenet()
   source = _tfds_source(str(data_dir), name, split)
-  label_names = _tfds_label_names(str(data_dir), name)
+  label_ids = [classes_lib.class_id(n) for n in tfds_label_names(str(data_dir), name)]
   keep = None if wnids is None else set(wnids)
   if keep is not None:
-    _check_wnids(keep, f"tfds {name} {split}")
-    missing = keep - set(label_names)
+    _check_classes(keep, classes, f"tfds {name} {split}")
+    missing = keep - set(label_ids)
     if missing:
       raise ValueError(f"tfds {name} has no class {sorted(missing)[0]!r}")
   records = []
@@ -144,9 +175,9 @@ def tfds_records(
   ):
     indices = list(range(start, min(start + batch_size, len(source))))
     for index, example in zip(indices, source.__getitems__(indices)):
-      wnid = label_names[int(example["label"])]
-      if keep is None or wnid in keep:
-        records.append({"wnid": wnid, "path": tfds_path(split, index)})
+      cid = label_ids[int(example["label"])]
+      if keep is None or cid in keep:
+        records.append({"wnid": cid, "path": tfds_path(split, index)})
   if keep is not None:
     empty = keep - {r["wnid"] for r in records}
     if empty:
@@ -156,10 +187,21 @@ def tfds_records(
 
 
 @functools.cache
-def _tfds_label_names(data_dir: str, name: str) -> tuple[str, ...]:
+def tfds_label_names(data_dir: str, name: str) -> tuple[str, ...]:
+  """The label names of prepared tfds dataset `name`, in label order (its `label` feature's)."""
+  check_tfds_prepared(data_dir, name)
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
   return tuple(tfds.builder(name, data_dir=data_dir).info.features["label"].names)
+
+
+@functools.cache
+def tfds_splits(data_dir: str, name: str) -> tuple[str, ...]:
+  """The split names of prepared tfds dataset `name` ('train', 'validation', 'test', ...)."""
+  check_tfds_prepared(data_dir, name)
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
+  return tuple(tfds.builder(name, data_dir=data_dir).info.splits)
 
 
 class ImageReader:

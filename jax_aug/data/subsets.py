@@ -1,4 +1,5 @@
-"""The study's splits of ILSVRC2012 train (paper Sec. 4) and the class-exclusion list.
+"""The study's splits of ILSVRC2012 train (paper Sec. 4), or of any dataset's train split, and the
+class-exclusion list.
 
 Per class c with n_c train images, after one seeded permutation of the class's images:
 
@@ -8,11 +9,14 @@ Per class c with n_c train images, after one seeded permutation of the class's i
               the upper-bound baseline CONTAINS the 10% subset and is disjoint from validation, so it is
               "the subset plus the same amount of real data" that an augmentation set adds synthetically.
 
-The official ILSVRC2012 validation split is the `test` split (final scores). Every split is a pure
-function of (the class's file list, seed): the permutation of class c uses its own stream seeded by
-(seed, c), so adding or excluding a class never changes another class's split.
+The official ILSVRC2012 validation split is the `test` split (final scores); other datasets' test split is
+their `test` split, else their `val`/`validation` split, else drawn from train before anything else
+(`hold_out_test`: per class the first ceil(test_fraction n_c) images of a seeded permutation of its own,
+the rest being the train split above). Every split is a pure function of (the class's file list, seed):
+the permutation of class c uses its own stream seeded by (seed, class_seed(c)) (jax_aug.data.classes: the
+WordNet offset on ImageNet), so adding or excluding a class never changes another class's split.
 
-Excluded classes (`excluded_classes.json`, `{wnid: reason}`) are dropped from every split; labels are
+Excluded classes (`excluded_classes.json`, `{class id: reason}`) are dropped from every split; labels are
 assigned later from the remaining classes (see `study_wnids`), so exclusion never rewrites a manifest row.
 
 Quarantined images (those the data check, `jax_aug.data.check`, could not decode) never enter a split,
@@ -35,8 +39,9 @@ from pathlib import Path
 
 import numpy as np
 
+from jax_aug.data import classes as classes_lib
 from jax_aug.data import sources
-from jax_aug.data.imagenet_classes import class_by_wnid, load_classes
+from jax_aug.data.classes import DatasetClasses, class_seed
 from jax_aug.data.synthetic import COMPLETE_FILE, make_synthetic_imagenet
 from jax_aug.io import JsonlManifest, atomic_write_json, atomic_write_text, read_json
 
@@ -76,7 +81,7 @@ def make_splits(
     candidates = sorted(by_class[wnid], key=lambda r: r["path"])
     n = len(candidates)
     k, k20 = fraction_size(n, subset_fraction), fraction_size(n, upper_bound_fraction)
-    order = np.random.default_rng([seed, int(wnid[1:])]).permutation(n)
+    order = np.random.default_rng([seed, class_seed(wnid)]).permutation(n)
     picked = [candidates[i] for i in order if candidates[i]["path"] not in quarantined]
     if 2 * k + (k20 - k) > len(picked):
       bad = f" ({n - len(picked)} quarantined, {len(picked)} usable)" if len(picked) < n else ""
@@ -91,33 +96,35 @@ def make_splits(
 
 
 def load_exclusions(path: str | os.PathLike) -> dict[str, str]:
-  """`{wnid: reason}` from an excluded_classes.json; an absent file means no exclusions."""
+  """`{class id: reason}` from an excluded_classes.json; an absent file means no exclusions."""
   path = Path(path)
   if not path.exists():
     return {}
   excluded = read_json(path)
   if not isinstance(excluded, dict) or not all(isinstance(v, str) and v for v in excluded.values()):
-    raise ValueError(f"{path}: expected a JSON object {{wnid: non-empty reason}}")
+    raise ValueError(f"{path}: expected a JSON object {{class id: non-empty reason}}")
   for wnid in excluded:
     try:
-      class_by_wnid(wnid)
-    except KeyError:
-      raise ValueError(f"{path}: unknown WordNet id {wnid!r} in the exclusion list") from None
+      classes_lib.check_class_id(wnid)
+    except ValueError as e:
+      raise ValueError(f"{path}: {e.args[0]} in the exclusion list") from None
   return excluded
 
 
 def write_exclusions(path: str | os.PathLike, excluded: Mapping[str, str]) -> None:
   for wnid in excluded:
-    class_by_wnid(wnid)
+    classes_lib.check_class_id(wnid)
   atomic_write_json(path, dict(sorted(excluded.items())))
 
 
-def study_wnids(wnids: Sequence[str] | None, excluded: Mapping[str, str] = ()) -> list[str]:
-  """The study's classes in ILSVRC2012 order without the excluded ones; label = position in this list."""
-  wnids = [c.wnid for c in load_classes()] if wnids is None else list(wnids)
-  for wnid in wnids:
-    class_by_wnid(wnid)
-  return sorted((w for w in set(wnids) if w not in excluded), key=lambda w: class_by_wnid(w).index)
+def study_wnids(
+  wnids: Sequence[str] | None, excluded: Mapping[str, str] = (), classes: DatasetClasses | None = None
+) -> list[str]:
+  """The study's classes in the dataset's label order (ImageNet, the default: ILSVRC2012's) without the
+  excluded ones; label = position in this list."""
+  classes = classes or classes_lib.imagenet()
+  wnids = classes.ids if wnids is None else list(wnids)
+  return [w for w in classes.ordered(wnids) if w not in excluded]
 
 
 def apply_exclusions(records: Sequence[dict], excluded: Mapping[str, str]) -> list[dict]:
@@ -140,8 +147,8 @@ def read_manifest(path: str | os.PathLike, *, check_files: bool = True) -> list[
     if not isinstance(record, dict) or "wnid" not in record or "path" not in record:
       raise ValueError(f"{path}:{number}: a record needs 'wnid' and 'path', got {record}")
     try:
-      class_by_wnid(record["wnid"])
-    except KeyError as e:
+      classes_lib.check_class_id(record["wnid"])
+    except ValueError as e:
       raise ValueError(f"{path}:{number}: {e.args[0]}") from None
     records.append(record)
     if record["path"].startswith("tfds://"):
@@ -161,16 +168,70 @@ def dataset_dirs(config, workdir: str | os.PathLike) -> tuple[Path, Path]:
   return root, Path(config.tfds_data_dir) if config.tfds_data_dir else root / "tfds"
 
 
-def _source_records(config, workdir, split: str, wnids: Sequence[str] | None) -> tuple[list[dict], list[str]]:
-  """(records, ignored files) of the train ('train') or official validation ('val') split of the
-  configured source."""
+def source_tfds_name(config) -> str:
+  """The tfds dataset the data block reads: "tfds:<name>"'s name, or ImageNet's `tfds_name`."""
+  dataset = config.get("dataset", classes_lib.IMAGENET)
+  return classes_lib.tfds_name(dataset) if dataset.startswith(classes_lib.TFDS_PREFIX) else config.tfds_name
+
+
+def image_reader(config, workdir: str | os.PathLike) -> sources.ImageReader:
+  """The reader of the data block's records (files, or tfds:// records of its tfds dataset)."""
+  return sources.ImageReader(dataset_dirs(config, workdir)[1], source_tfds_name(config))
+
+
+def configured_classes(config, workdir: str | os.PathLike) -> DatasetClasses:
+  """The classes of the data block's dataset (jax_aug.data.classes.dataset_classes)."""
+  return classes_lib.dataset_classes(config, *dataset_dirs(config, workdir))
+
+
+def _uses_tfds(config) -> bool:
+  dataset = config.get("dataset", classes_lib.IMAGENET)
+  return dataset.startswith(classes_lib.TFDS_PREFIX) or (dataset == classes_lib.IMAGENET and config.source == "tfds")
+
+
+def test_source(config, workdir: str | os.PathLike) -> str | None:
+  """The split of the source that becomes the study's test split: ImageNet's official validation split
+  ('val' folders / tfds 'validation'); for other datasets `test/` (tfds 'test'), else `val/` (tfds
+  'validation'); None when the dataset has neither (the test split is then drawn from train,
+  `hold_out_test`)."""
   root, tfds_data_dir = dataset_dirs(config, workdir)
-  if config.source == "folder":
-    return sources.folder_listing(root / split, wnids)
-  if config.source == "tfds":
-    tfds_split = {"train": "train", "val": "validation"}[split]
-    return sources.tfds_records(tfds_data_dir, tfds_split, name=config.tfds_name, wnids=wnids), []
-  raise ValueError(f"unknown data source {config.source!r}: expected 'folder' or 'tfds'")
+  dataset = config.get("dataset", classes_lib.IMAGENET)
+  if dataset == classes_lib.IMAGENET:
+    return "validation" if config.source == "tfds" else "val"
+  if dataset == classes_lib.FOLDER:
+    return next((s for s in ("test", "val") if (root / s).is_dir()), None)
+  splits = sources.tfds_splits(str(tfds_data_dir), source_tfds_name(config))
+  return next((s for s in ("test", "validation") if s in splits), None)
+
+
+def _source_records(
+  config, workdir, split: str, wnids: Sequence[str] | None, classes: DatasetClasses
+) -> tuple[list[dict], list[str]]:
+  """(records, ignored files) of split `split` ('train', or the one `test_source` names) of the configured
+  source."""
+  root, tfds_data_dir = dataset_dirs(config, workdir)
+  if _uses_tfds(config):
+    return sources.tfds_records(tfds_data_dir, split, name=source_tfds_name(config), wnids=wnids, classes=classes), []
+  if config.source != "folder":
+    raise ValueError(f"unknown data source {config.source!r}: expected 'folder' or 'tfds'")
+  return sources.folder_listing(root / split, wnids, classes)
+
+
+def hold_out_test(train_records: Sequence[dict], *, seed: int, fraction: float) -> tuple[list[dict], list[dict]]:
+  """(train without the test split, the test split) of a dataset that has no test split: per class the
+  first ceil(fraction n_c) images of a seeded permutation (the splits' rule, in a stream of its own:
+  (seed, class, 1)), so the study's subsets are then drawn from the rest."""
+  by_class: dict[str, list[dict]] = collections.defaultdict(list)
+  for record in train_records:
+    by_class[record["wnid"]].append(record)
+  train, test = [], []
+  for wnid in sorted(by_class):
+    candidates = sorted(by_class[wnid], key=lambda r: r["path"])
+    order = np.random.default_rng([seed, class_seed(wnid), 1]).permutation(len(candidates))
+    k = fraction_size(len(candidates), fraction)
+    test += [candidates[i] for i in order[:k]]
+    train += [candidates[i] for i in order[k:]]
+  return train, test
 
 
 def ensure_dataset(config, workdir: str | os.PathLike) -> None:
@@ -190,13 +251,20 @@ def ensure_dataset(config, workdir: str | os.PathLike) -> None:
 
 
 def source_records(config, workdir: str | os.PathLike) -> tuple[dict[str, list[dict]], list[str]]:
-  """({"train", "val"}: every record of the configured source's two splits (the study's classes), the
-  files of the folder layout that are not images by their suffix)."""
+  """({"train", "val"}: every record of the configured source's train split and of the split that becomes
+  the study's test split (`test_source`; drawn from train by `hold_out_test` when the dataset has none),
+  the study's classes only; the files of the folder layout that are not images by their suffix)."""
+  classes = configured_classes(config, workdir)
   wnids = None if config.wnids is None else list(config.wnids)
   listed, ignored = {}, []
-  for split in ("train", "val"):
-    listed[split], split_ignored = _source_records(config, workdir, split, wnids)
-    ignored += split_ignored
+  listed["train"], ignored = _source_records(config, workdir, "train", wnids, classes)
+  test_split = test_source(config, workdir)
+  if test_split is None:
+    listed["train"], listed["val"] = hold_out_test(listed["train"], seed=config.split_seed, fraction=config.test_fraction)
+  else:
+    train_wnids = sorted({r["wnid"] for r in listed["train"]})
+    listed["val"], test_ignored = _source_records(config, workdir, test_split, wnids or train_wnids, classes)
+    ignored += test_ignored
   if ignored:
     log.warning(
       "ignored %d files that are not images (%s), e.g. %s",
@@ -236,10 +304,12 @@ def prepare_splits(config, workdir: str | os.PathLike, *, quarantine: Mapping[st
   splits["test"] = [r for r in apply_exclusions(listed["val"], excluded) if r["path"] not in quarantine]
   for name, records in splits.items():
     write_manifest(paths[name], records)
+  classes = configured_classes(config, workdir)
+  classes_lib.write_split_classes(split_dir, classes)
   atomic_write_json(
     info_path,
     {
-      "wnids": study_wnids(sorted({r["wnid"] for r in train}), excluded),
+      "wnids": study_wnids(sorted({r["wnid"] for r in train}), excluded, classes),
       "excluded": dict(excluded),
       "train_per_class": per_class_counts(train),
       "quarantined_per_class": per_class_counts([r for r in train + listed["val"] if r["path"] in quarantine]),

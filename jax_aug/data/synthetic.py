@@ -13,7 +13,7 @@ import colorsys
 import io
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -176,13 +176,29 @@ def make_synthetic_imagenet(
 
 
 def _build_tfds(data_dir: Path, wnids, counts, image_size, seed) -> None:
+  # tfds' imagenet2012 calls the ILSVRC val split "validation".
+  examples = {
+    tfds_split: lambda split=split: _examples(wnids, split, counts[split], image_size, seed)
+    for tfds_split, split in (("train", "train"), ("validation", "val"))
+  }
+  write_tfds_dataset(data_dir, TFDS_NAME, TFDS_VERSION, [c.wnid for c in load_classes()], examples)
+
+
+def write_tfds_dataset(
+  data_dir: str | os.PathLike, name: str, version: str, label_names: Sequence[str], examples: Mapping[str, Callable]
+) -> Path:
+  """Prepares tfds dataset `name` as array_record under `data_dir` with tfds' image-classification features
+  (image: JPEG, label: ClassLabel of `label_names`, file_name), as `tfds build` would; `examples[split]()`
+  yields its (label name, file name, JPEG bytes). Returns `data_dir`."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top  (slow import, tfds only)
 
-  class Imagenet2012(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-    """The synthetic images with the features of tfds' imagenet2012 (image, label, file_name)."""
+  dataset_name = name
 
-    name = TFDS_NAME
-    VERSION = tfds.core.Version(TFDS_VERSION)
+  class Builder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """JPEG images with the features of tfds' image-classification datasets (image, label, file_name)."""
+
+    name = dataset_name
+    VERSION = tfds.core.Version(version)
     # tfds derives this from the package's resources via `importlib_resources`, a backport that is not
     # installed on Python >= 3.9 and not needed here: the builder's code is this file.
     code_path = Path(__file__)
@@ -192,7 +208,7 @@ def _build_tfds(data_dir: Path, wnids, counts, image_size, seed) -> None:
         features=tfds.features.FeaturesDict(
           {
             "image": tfds.features.Image(encoding_format="jpeg"),
-            "label": tfds.features.ClassLabel(names=[c.wnid for c in load_classes()]),
+            "label": tfds.features.ClassLabel(names=list(label_names)),
             "file_name": tfds.features.Text(),
           }
         )
@@ -200,15 +216,15 @@ def _build_tfds(data_dir: Path, wnids, counts, image_size, seed) -> None:
 
     def _split_generators(self, dl_manager):
       del dl_manager
-      # tfds' imagenet2012 calls the ILSVRC val split "validation".
-      return {"train": self._generate_examples("train"), "validation": self._generate_examples("val")}
+      return {split: self._generate_examples(split) for split in examples}
 
     def _generate_examples(self, split):
-      for wnid, name, data in _examples(wnids, split, counts[split], image_size, seed):
+      for label, file_name, data in examples[split]():
         # Encoded JPEG bytes: tfds stores them as they are, no TensorFlow needed to encode.
-        yield name, {"image": data, "label": wnid, "file_name": name}
+        yield file_name, {"image": data, "label": label, "file_name": file_name}
 
-  builder = Imagenet2012(data_dir=str(data_dir), file_format="array_record")
+  builder = Builder(data_dir=str(data_dir), file_format="array_record")
   builder.download_and_prepare(
     download_config=tfds.download.DownloadConfig(download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS)
   )
+  return Path(data_dir)

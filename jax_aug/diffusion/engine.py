@@ -32,7 +32,7 @@ from jax_aug import metrics as metrics_lib
 from jax_aug import sharding
 from jax_aug.data.augmentation_set import AugmentationSetWriter
 from jax_aug.data.augmentation_set import item_key as augmentation_item_key
-from jax_aug.data.imagenet_classes import class_by_wnid
+from jax_aug.data.classes import imagenet
 from jax_aug.data.transforms import vae_image
 from jax_aug.diffusion import boomerang, conditioning
 from jax_aug.diffusion.loading import StableDiffusion
@@ -54,7 +54,8 @@ SCHEDULERS = {
 class Request:
   """One image to generate. Exactly one conditioning: `prompt` (may contain pseudo-word tokens of the
   model's tokenizer) or `encoder_hidden_states` [77, hidden] (a learned conditioning tensor).
-  `init_image` (a subset image path) makes it a Boomerang request. `provenance` is copied into its row."""
+  `init_image` (a subset image path) makes it a Boomerang request. `provenance` is copied into its row.
+  `class_index`: the class's index in its dataset (jax_aug.data.classes); None: the ImageNet class `wnid`."""
 
   wnid: str
   image_index: int
@@ -62,6 +63,7 @@ class Request:
   encoder_hidden_states: np.ndarray | None = dataclasses.field(default=None, repr=False, compare=False)
   init_image: str | None = None
   provenance: Mapping = dataclasses.field(default_factory=dict, compare=False)
+  class_index: int | None = None
 
   @property
   def key(self) -> str:
@@ -69,8 +71,9 @@ class Request:
 
   @property
   def label(self) -> int:
-    """ILSVRC2012 class index: fixed per wnid, so keys never depend on which classes a study keeps."""
-    return class_by_wnid(self.wnid).index
+    """The class's dataset index (ILSVRC2012's on ImageNet): fixed per class, so keys never depend on which
+    classes a study keeps."""
+    return imagenet()[self.wnid].index if self.class_index is None else self.class_index
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from jax_aug import method_kinds
+from jax_aug.data import classes as classes_lib
 from jax_aug.data import subsets
-from jax_aug.data.sources import ImageReader
 from jax_aug.diffusion import engine, methods
 from jax_aug.diffusion.loading import StableDiffusion, load_configured
 from jax_aug.io import read_json
@@ -61,11 +61,15 @@ def sample_augmentation_set(
     boomerang = method.kind == method_kinds.BOOMERANG
     wnids = list(config.wnids) if config.wnids else None
     subset_records = ()
-    if wnids is None or boomerang:
+    # The dataset's classes: those the data stage stored beside the splits, else the data block's.
+    classes = None
+    if wnids is None or boomerang or config.splits_dir:
       split_dir = _splits_dir(config, workdir)
+      classes = classes_lib.read_split_classes(split_dir)
       wnids = wnids or list(read_json(split_dir / "info.json")["wnids"])
       if boomerang:
         subset_records = subsets.read_manifest(split_dir / "subset.jsonl")
+    classes = classes or subsets.configured_classes(config.data, workdir / "data")
     requests = methods.build_requests(
       method.kind,
       wnids=wnids,
@@ -74,9 +78,10 @@ def sample_augmentation_set(
       prompt_strategy=method.prompt_strategy,
       subset_records=subset_records,
       lemmas=config.prompt_lemmas,
+      classes=classes,
     )
   if config.boomerang_strength:
-    read_image = ImageReader(subsets.dataset_dirs(config.data, workdir / "data")[1])
+    read_image = subsets.image_reader(config.data, workdir / "data")
   if safety_fn is None and not config.safety_checker:
     safety_fn = lambda images: np.zeros(len(images), dtype=bool)
   return engine.sample_requests(

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jax_aug.data.imagenet_classes import class_by_wnid
+from jax_aug.data.classes import DatasetClasses
 from jax_aug.finetune import kmeans, trainables
 from jax_aug.finetune.clusters import CLUSTERS_FILE, cluster_sizes
 from jax_aug.io import read_json
@@ -60,13 +60,18 @@ class Personalized:
     )
 
 
+def run_classes(info: dict) -> DatasetClasses:
+  """The dataset classes a fine-tuning run trained on (its finetune.json; runs without them: ImageNet)."""
+  return DatasetClasses.from_json(info.get("dataset_classes", {"dataset": "imagenet"}))
+
+
 def apply_trainable(
   sd: Any, info: dict, trainable: dict, *, sizes: dict | None = None, checkpoint: str | None = None
 ) -> Personalized:
   """SD with the trained parts of `trainable` in place of the originals (cast to SD's dtype)."""
   kind = trainables.build(
     info["conditioning"],
-    [class_by_wnid(w) for w in info["wnids"]],
+    [run_classes(info)[w] for w in info["wnids"]],
     clusters_per_class=info["clusters_per_class"],
     tokenizer=sd.tokenizer,
   )

@@ -11,7 +11,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from jax_aug.finetune.export import Personalized, load_personalized
+from jax_aug.finetune.export import Personalized, load_personalized, run_classes
 
 
 def finetuned_requests(personalized: Personalized, wnids: Sequence[str], *, images_per_class: int, seed: int) -> list:
@@ -20,16 +20,20 @@ def finetuned_requests(personalized: Personalized, wnids: Sequence[str], *, imag
 
   if images_per_class < 1:
     raise ValueError(f"zero images requested: images_per_class is {images_per_class}, expected >= 1")
+  classes = run_classes(personalized.info)
   requests = []
   for wnid in wnids:
+    class_index = classes[wnid].index
     for index in range(images_per_class):
       conditioning = personalized.conditioning(wnid, index, num_images=images_per_class, seed=seed)
       provenance = {"finetuned_checkpoint": personalized.sd.checkpoint}
       if isinstance(conditioning, str):
-        requests.append(Request(wnid, index, prompt=conditioning, provenance=provenance))
+        requests.append(Request(wnid, index, prompt=conditioning, provenance=provenance, class_index=class_index))
       else:
         provenance["cluster"] = personalized.cluster(wnid, index, num_images=images_per_class, seed=seed)
-        requests.append(Request(wnid, index, encoder_hidden_states=conditioning, provenance=provenance))
+        requests.append(
+          Request(wnid, index, encoder_hidden_states=conditioning, provenance=provenance, class_index=class_index)
+        )
   return requests
 
 

@@ -39,8 +39,9 @@ from tqdm import tqdm
 
 from jax_aug import metrics as metrics_lib
 from jax_aug import sharding
+from jax_aug.data import classes as classes_lib
 from jax_aug.data import subsets
-from jax_aug.data.imagenet_classes import class_by_wnid
+from jax_aug.data.imagenet_classes import ClassInfo
 from jax_aug.data.sources import ImageReader
 from jax_aug.finetune import checkpoint_policy, clusters, objective
 from jax_aug.finetune.checkpoint_policy import EpochLosses
@@ -90,8 +91,14 @@ def split_records(data_config: Any, splits_dir: str, workdir: Path) -> tuple[lis
       f"{splits_dir / 'validation.jsonl'} lists no images: fine-tuning stops on the validation"
       " loss (and keeps the best-validation checkpoint), so it needs a non-empty validation split"
     )
-  _, tfds_dir = subsets.dataset_dirs(data_config, workdir / "data")
-  return wnids, train, validation, ImageReader(tfds_dir)
+  return wnids, train, validation, subsets.image_reader(data_config, workdir / "data")
+
+
+def split_classes(splits_dir: str, workdir: Path, wnids: list[str]) -> tuple[classes_lib.DatasetClasses, list[ClassInfo]]:
+  """(the dataset's classes stored beside the splits (`split_records`' folder: `splits_dir`, or the one it
+  prepared in `workdir`), the ClassInfo of each class id in `wnids`)."""
+  dataset = classes_lib.read_split_classes(Path(splits_dir) if splits_dir else workdir / "data" / "splits")
+  return dataset, [dataset[w] for w in wnids]
 
 
 def make_examples(records: list[dict], wnids: list[str], cluster_of: dict[str, int] | None) -> list[Example]:
@@ -302,7 +309,7 @@ def setup(config: Any, workdir: Path) -> tuple[Run, TrainState]:
   sharding.local_batch_size(config.batch_size, mesh)  # refuses a batch the devices cannot split
 
   wnids, train_records, val_records, read_image = split_records(data_config, splits_dir, workdir)
-  classes = [class_by_wnid(w) for w in wnids]
+  dataset, classes = split_classes(splits_dir, workdir, wnids)
   cluster_of = None
   if spec.clusters_per_class > 1:
     cluster_of = clusters.class_clusters(
@@ -325,6 +332,7 @@ def setup(config: Any, workdir: Path) -> tuple[Run, TrainState]:
         "clusters_per_class": spec.clusters_per_class,
         "train_unet": spec.train_unet,
         "wnids": wnids,
+        "dataset_classes": dataset.to_json(),
         **conditioning.info(),
         "model": model_source,
         "resolution": sd.resolution,

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from jax_aug.data.imagenet_classes import ClassInfo
 from jax_aug.io import atomic_write_bytes, load_image_file
 from jax_aug.retrieval.clip_model import ClipModel, embed_images
 from jax_aug.retrieval.index import INDEX_FILE, METADATA_DIR
@@ -118,7 +119,7 @@ def build_index(
 def build_synthetic_index(
   folder: str | os.PathLike,
   clip: ClipModel,
-  wnids: Sequence[str],
+  classes: Sequence[ClassInfo],
   *,
   per_class: int,
   image_size: int,
@@ -128,7 +129,6 @@ def build_synthetic_index(
   """A small collection drawn by `jax_aug.data.synthetic` (the tiny config's stand-in for LAION): images
   under `<folder>/images`, captions "A photo of <name>.", a synthetic aesthetic score spread around the
   paper's threshold 5 and LAION's NSFW column, indexed with `clip`. Already built: returned as is."""
-  from jax_aug.data.imagenet_classes import class_by_wnid
   from jax_aug.data.synthetic import draw_image
 
   folder = Path(folder)
@@ -136,16 +136,17 @@ def build_synthetic_index(
     return folder
   rng = np.random.default_rng(seed)
   collection = []
-  for position, wnid in enumerate(wnids):
+  for position, cls in enumerate(classes):
+    wnid = cls.wnid
     for i in range(per_class):
       relative = f"{wnid}/{i:05d}.png"
       buffer = io.BytesIO()
-      draw_image(position, len(wnids), rng, image_size).save(buffer, format="PNG")
+      draw_image(position, len(classes), rng, image_size).save(buffer, format="PNG")
       atomic_write_bytes(folder / "images" / relative, buffer.getvalue())
       collection.append(
         {
           "image_path": relative,
-          "caption": f"A photo of {class_by_wnid(wnid).name}.",
+          "caption": f"A photo of {cls.name}.",
           "url": f"synthetic://{wnid}/{i}",
           "aesthetic": float(rng.uniform(3.5, 8.0)),
           "NSFW": "UNLIKELY",

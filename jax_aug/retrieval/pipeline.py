@@ -31,11 +31,11 @@ from PIL import Image
 from tqdm import tqdm
 
 from jax_aug import metrics as metrics_lib
-from jax_aug.data.augmentation_set import AugmentationSetWriter, item_key, validate_wnid
-from jax_aug.data.imagenet_classes import class_by_wnid, load_classes
+from jax_aug.data.augmentation_set import AugmentationSetWriter, item_key
+from jax_aug.data.classes import DatasetClasses, imagenet
 from jax_aug.data.prompts import build_prompt
 from jax_aug.data.subsets import EXCLUSIONS_FILE, write_exclusions
-from jax_aug.io import JsonlManifest, atomic_write_bytes, load_image_file
+from jax_aug.io import JsonlManifest, atomic_write_bytes, load_image_file, read_json
 from jax_aug.retrieval import download, filters
 from jax_aug.retrieval.gradual_k import k_schedule
 from jax_aug.retrieval.index import KnnBackend, Neighbour
@@ -63,10 +63,21 @@ def exclusion_list_path(workdir: str | os.PathLike) -> Path:
   return Path(workdir) / EXCLUSIONS_FILE
 
 
+def config_classes(config) -> DatasetClasses:
+  """The dataset `config.classes` belong to: the file `config.dataset_classes` names (the data stage's
+  splits/classes.json, jax_aug.data.classes), or ImageNet when it is empty."""
+  if not config.get("dataset_classes"):
+    return imagenet()
+  return DatasetClasses.from_json(read_json(config.dataset_classes))
+
+
 def class_wnids(config) -> list[str]:
-  wnids = [c.wnid for c in load_classes()] if config.classes is None else list(config.classes)
-  for wnid in wnids:
-    class_by_wnid(validate_wnid(wnid))
+  """The ids of the classes to retrieve: `config.classes`, or every class of the dataset when None."""
+  classes = config_classes(config)
+  wnids = classes.ids if config.classes is None else list(config.classes)
+  unknown = [w for w in wnids if w not in classes]
+  if unknown:
+    raise ValueError(f"retrieval: config.classes names {unknown[0]!r}, not a class of dataset {classes.dataset}")
   return wnids
 
 
@@ -264,12 +275,13 @@ def run_retrieval(config, workdir: str | os.PathLike, components: Components) ->
   done = {r["wnid"]: r for r in run.classes.read()}
   todo = [w for w in wnids if w not in done]
   if todo:
-    prompts = [build_prompt(PROMPT_STRATEGY, class_by_wnid(w), 0, config.seed) for w in todo]
+    classes = config_classes(config)
+    prompts = [build_prompt(PROMPT_STRATEGY, classes[w], 0, config.seed) for w in todo]
     queries = components.embed_queries(prompts)
-    for wnid, query in zip(tqdm(todo, desc="retrieval", unit="class"), queries):
+    for wnid, prompt, query in zip(tqdm(todo, desc="retrieval", unit="class"), prompts, queries):
       result = run.run_class(wnid, query)
       run.classes.append(result)
-      run.log({"event": "class", **result, "time": time.time()})
+      run.log({"event": "class", **result, "query": prompt, "time": time.time()})
       done[wnid] = result
   run.metrics.close()
   excluded = {w: done[w]["reason"] for w in wnids if done[w]["status"] == "excluded"}
@@ -295,7 +307,7 @@ def components_from_config(config, workdir: Path) -> tuple[object, Components]:
     folder = builder.build_synthetic_index(
       workdir / "synthetic_index",
       clip,
-      class_wnids(config),
+      [config_classes(config)[w] for w in class_wnids(config)],
       per_class=synthetic.per_class,
       image_size=synthetic.image_size,
       seed=synthetic.seed,

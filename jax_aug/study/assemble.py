@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from jax_aug import method_kinds
+from jax_aug.data.classes import IMAGENET
 from jax_aug.io import read_json
 from jax_aug.study import kinds, protocol, selection, wiring
 from jax_aug.study import methods as methods_lib
@@ -59,19 +60,25 @@ def write_study_report(config, workdir: Path, out: Path, *, exclusion: Path | No
   if exclusion is None:
     notes.append("Retrieval was not selected, so no class was excluded (the exclusion list comes from retrieval).")
   display = {m.name: m.display for m in selected}
+  imagenet = data.classes.dataset == IMAGENET
+  subset_label = report_lib.SUBSET_LABEL if imagenet else display.get("baseline_10pct", "10% subset")
   report_lib.write_report(
     out,
     runs=runs,
     methods=selected,
-    eval_split=wiring.EVAL_SPLIT_DESCRIPTION,
+    eval_split=wiring.EVAL_SPLIT_DESCRIPTION if imagenet else wiring.EVAL_SPLIT_DESCRIPTION_OWN_DATA,
     tiny=config.report.tiny_random_init_models,
     excluded=wiring.read_exclusions(exclusion) if exclusion else [],
     class_names=data.class_names,
     figure5=figure5,
     notes=notes,
-    figure5_rows=report_lib.figure5_paper_rows(augmentation, shown, k, config.method_configs, display),
+    figure5_rows=report_lib.figure5_paper_rows(
+      augmentation, shown, k, config.method_configs, display, data.classes, subset_label
+    ),
     class_images={w: paths[0] for w, paths in examples(augmentation["subset"], data.wnids, 1)},
     selections=selections,
     lr_searches=lr_searches,
     protocol=protocol.protocol_rows(config),
+    subset_label=subset_label,
+    tiny_notice=report_lib.TINY_NOTICE if imagenet else report_lib.TINY_NOTICE_OWN_DATA,
   )

@@ -26,6 +26,7 @@ import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from jax_aug.data.classes import DatasetClasses  # noqa: E402
 from jax_aug.io import atomic_write_bytes, atomic_write_json, atomic_write_text, load_image_file  # noqa: E402
 from jax_aug.study import methods as methods_lib  # noqa: E402
 from jax_aug.study import statistics  # noqa: E402
@@ -35,11 +36,15 @@ TABLE_CAPTION = (
   " error of the mean over n classifiers, one per resampled augmentation set (SE = std / sqrt(n), ddof=1;"
   " for the baselines the n runs differ only in their training seed)."
 )
-TINY_NOTICE = (
-  "**This run used tiny random-init models and a synthetic ImageNet.** Its numbers test the machinery"
-  " (every stage ran, the statistics are computed right), not the science: they say nothing about"
-  " diffusion models vs. retrieval."
+_TINY_NOTICE_TAIL = (
+  " Its numbers test the machinery (every stage ran, the statistics are computed right), not the science:"
+  " they say nothing about diffusion models vs. retrieval."
 )
+TINY_NOTICE = "**This run used tiny random-init models and a synthetic ImageNet.**" + _TINY_NOTICE_TAIL
+# The same on a dataset other than ImageNet (jax_aug.data.classes): the data are the user's, the models tiny.
+TINY_NOTICE_OWN_DATA = "**This run used tiny random-init models.**" + _TINY_NOTICE_TAIL
+# The 10% baseline's name in the report's figures and text; a dataset other than ImageNet passes its own.
+SUBSET_LABEL = "10% ImageNet"
 
 
 def table1_rows(runs: Sequence[Mapping], methods: Sequence[methods_lib.Method]) -> list[dict]:
@@ -216,13 +221,16 @@ def _first_paths(records: Sequence[Mapping], wnid: str, count: int) -> list[str]
   return sorted(r["path"] for r in records if r["wnid"] == wnid)[:count]
 
 
-def clip_template_examples(records: Sequence[Mapping], wnid: str, lemmas: str = "all") -> list[str | None]:
-  """Row D: for each template of the Figure 5 caption, the first image (by path) of class `wnid` whose
-  prompt is that template filled with w(n); None where the set has no such image (few images per class)."""
+def clip_template_examples(
+  records: Sequence[Mapping], wnid: str, lemmas: str = "all", classes: DatasetClasses | None = None
+) -> list[str | None]:
+  """Row D: for each template of the Figure 5 caption, the first image (by path) of class `wnid` (of
+  `classes`, default ImageNet) whose prompt is that template filled with w(n); None where the set has no
+  such image (few images per class)."""
   from jax_aug.data import prompts
-  from jax_aug.data.imagenet_classes import class_by_wnid
+  from jax_aug.data.classes import imagenet
 
-  name = prompts.no_ws_name(class_by_wnid(wnid), lemmas)
+  name = prompts.no_ws_name((classes or imagenet())[wnid], lemmas)
   picked = []
   for template in FIGURE5_CLIP_TEMPLATES:
     matches = sorted(r["path"] for r in records if r["wnid"] == wnid and r.get("prompt") == template.format(name))
@@ -236,9 +244,11 @@ def figure5_paper_rows(
   per_class: int,
   method_configs,
   display: Mapping[str, str],
+  classes: DatasetClasses | None = None,
+  subset_label: str = SUBSET_LABEL,
 ) -> list[tuple[str, list[tuple[str, list[str | None]]]]]:
   """The rows A-I of the paper's Figure 5 the run has: (row label, [(wnid, image paths or None)]);
-  `display`: each method's Table 1 label."""
+  `display`: each method's Table 1 label; `classes`: the dataset of `wnids` (default ImageNet)."""
   rows = []
   for letter, name in FIGURE5_ROWS:
     if name not in augmentation:
@@ -246,10 +256,10 @@ def figure5_paper_rows(
     records = augmentation[name]
     if name == "clip_prompts":
       lemmas = method_configs[name].get("prompt_lemmas", "all")
-      cells = [(w, clip_template_examples(records, w, lemmas)) for w in wnids]
+      cells = [(w, clip_template_examples(records, w, lemmas, classes)) for w in wnids]
     else:
       cells = [(w, _first_paths(records, w, per_class)) for w in wnids]
-    label = "10% ImageNet" if name == "subset" else display[name]
+    label = subset_label if name == "subset" else display[name]
     rows.append((f"{letter}. {label}", cells))
   return rows
 
@@ -285,7 +295,7 @@ def figure5_paper(
   return _png(figure)
 
 
-def figure6_histogram(improvements: Mapping[str, Mapping[str, float]]) -> bytes:
+def figure6_histogram(improvements: Mapping[str, Mapping[str, float]], subset_label: str = SUBSET_LABEL) -> bytes:
   """Figure 6: histogram of per-class top-1 improvement over the 10% baseline, one series per method."""
   values = [v for series in improvements.values() for v in series.values()]
   if not values:
@@ -298,7 +308,7 @@ def figure6_histogram(improvements: Mapping[str, Mapping[str, float]]) -> bytes:
   for label, series in improvements.items():
     ax.hist(list(series.values()), bins=bins, alpha=0.55, label=f"{label} (mean {np.mean(list(series.values())):+.2f})")
   ax.axvline(0.0, color="black", linewidth=0.8)
-  ax.set_xlabel("per-class top-1 improvement over 10% ImageNet (points)")
+  ax.set_xlabel(f"per-class top-1 improvement over {subset_label} (points)")
   ax.set_ylabel("number of classes")
   ax.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
   ax.legend(fontsize=8)
@@ -405,6 +415,8 @@ def write_report(
   selections: Mapping[str, Mapping] | None = None,
   lr_searches: Mapping[str, Mapping] | None = None,
   protocol: Sequence[Mapping] = (),
+  subset_label: str = SUBSET_LABEL,
+  tiny_notice: str = TINY_NOTICE,
 ) -> dict[str, Path]:
   """Writes the whole report; returns {artifact name: path}.
 
@@ -413,7 +425,8 @@ def write_report(
   classes to show (one grid per method); `figure5_rows`: the paper's rows A-I (`figure5_paper_rows`);
   `class_images`: {wnid: a real image} for Figure 6's examples; `selections` / `lr_searches`: the select
   stages' selection.json and the lr_search stages' lr_search.json by method; `protocol`: rows of
-  `jax_aug.study.protocol.protocol_rows`; `notes`: extra lines for the Markdown.
+  `jax_aug.study.protocol.protocol_rows`; `notes`: extra lines for the Markdown; `subset_label`,
+  `tiny_notice`: the 10% baseline's name and the tiny-run notice (datasets other than ImageNet pass theirs).
   """
   report_dir = Path(report_dir)
   class_names = dict(class_names or {})
@@ -428,7 +441,7 @@ def write_report(
     return path
 
   put("table1.csv", table1_csv(rows))
-  put("table1.md", (TINY_NOTICE + "\n\n" if tiny else "") + table1_markdown(rows, eval_split))
+  put("table1.md", (tiny_notice + "\n\n" if tiny else "") + table1_markdown(rows, eval_split))
   order = [m.name for m in methods]
   runs_sorted = sorted(runs, key=lambda r: (order.index(r["method"]), r["resample"]))
   atomic_write_json(
@@ -447,7 +460,7 @@ def write_report(
 
   md = ["# Study report", ""]
   if tiny:
-    md += [TINY_NOTICE, ""]
+    md += [tiny_notice, ""]
   md += ["## Table 1", "", table1_markdown(rows, eval_split)]
   if any(r["ablation"] for r in rows):
     md += ["Rows marked (ablation) are the paper's ablations (Sec. 3.2, 4.4), not methods of its Table 1.", ""]
@@ -464,7 +477,7 @@ def write_report(
       "",
     ]
 
-  md += ["## Figure 6: per-class improvement over 10% ImageNet", ""]
+  md += [f"## Figure 6: per-class improvement over {subset_label}", ""]
   best_dm = best_dm_method(rows)
   per_method = {m: [r for r in runs if r["method"] == m] for m in {r["method"] for r in runs}}
   if methods_lib.BASELINE in per_method and "retrieval" in per_method and best_dm:
@@ -473,7 +486,7 @@ def write_report(
     for name in (best_dm, "retrieval"):
       mean = statistics.mean_per_class([r["per_class_top1"] for r in per_method[name]])
       improvements[display[name]] = statistics.per_class_improvement(mean, baseline)
-    put("figure6.png", figure6_histogram(improvements))
+    put("figure6.png", figure6_histogram(improvements, subset_label))
     atomic_write_json(report_dir / "figure6.json", improvements)
     paths["figure6.json"] = report_dir / "figure6.json"
     md += ["![Figure 6](figure6.png)", ""]
@@ -482,7 +495,7 @@ def write_report(
       md += [
         "![Figure 6 examples](figure6_examples.png)",
         "",
-        "A real 10% ImageNet image of each class that loses most (left) and gains most (right).",
+        f"A real {subset_label} image of each class that loses most (left) and gains most (right).",
         "",
       ]
     md += [
@@ -506,7 +519,7 @@ def write_report(
     md += [
       "![Figure 5](figure5.png)",
       "",
-      "Rows as in the paper's Figure 5 (those this run has): A 10% ImageNet, B simple prompt, C simple prompt"
+      f"Rows as in the paper's Figure 5 (those this run has): A {subset_label}, B simple prompt, C simple prompt"
       " (no ws), D CLIP prompts with the caption's four templates ('a bad photo of a w(n).', 'a black and"
       " white photo of the w(n).', 'a cartoon w(n).', 'a photo of many w(n).'; blank where no image of the"
       " set had that template), E FT conditioning, F textual inversion, G Imagic, H pseudoword + DM,"
@@ -514,7 +527,7 @@ def write_report(
       "",
     ]
   for method, grid_rows in (figure5 or {}).items():
-    title = "10% ImageNet (subset images)" if method == "subset" else display[method]
+    title = f"{subset_label} (subset images)" if method == "subset" else display[method]
     labelled = [(f"{class_names.get(w, w)}", p) for w, p in grid_rows]
     name = f"figure5_{method}.png"
     put(name, figure5_grid(title, labelled))

@@ -191,6 +191,7 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | os.PathLike, log
   stage_patterns = stages_lib.comma_separated(config.stages) or ["*"]
   redo = stages_lib.comma_separated(config.redo)
   all_stages = plan(config, workdir)
+  wiring.check_prompt_strategies(config, methods_lib.study_methods(config), workdir / "data")
   unmatched = [p for p in stage_patterns + redo if not any(fnmatch.fnmatchcase(s.name, p) for s in all_stages)]
   if unmatched:
     raise ValueError(

@@ -11,23 +11,25 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from jax_aug.data import augmentation_set, subsets
-from jax_aug.data.imagenet_classes import class_by_wnid
+from jax_aug.data import classes as classes_lib
 from jax_aug.io import read_json
 
 # Official ILSVRC2012 validation split (50 per class), the split every final score is computed on.
 EVAL_SPLIT = "test"
 EVAL_SPLIT_DESCRIPTION = "the test split (the official ILSVRC2012 validation images; tiny: the synthetic 'val' images)"
+# The same on a dataset other than ImageNet (jax_aug.data.subsets.test_source decides which).
+EVAL_SPLIT_DESCRIPTION_OWN_DATA = "the test split (the dataset's test/ or val/ split, else images held out from train)"
 
 
 def check_data(data_config, out: Path, *, data_dir: Path) -> None:
   """The data check (`jax_aug.data.check`) of every train and val image of the study's source, into
   `out` (quarantine.jsonl, summary.json), before any split is drawn; the dataset is drawn first at tiny
   scale, into `data_dir` where the data stage reads it."""
-  from jax_aug.data import check, sources
+  from jax_aug.data import check
 
   subsets.ensure_dataset(data_config, data_dir)
   listed, ignored = subsets.source_records(data_config, data_dir)
-  reader = sources.ImageReader(subsets.dataset_dirs(data_config, data_dir)[1], data_config.tfds_name)
+  reader = subsets.image_reader(data_config, data_dir)
   check.check_records(
     listed["train"] + listed["val"],
     out,
@@ -36,6 +38,19 @@ def check_data(data_config, out: Path, *, data_dir: Path) -> None:
     strict=data_config.check.strict,
     ignored=ignored,
   )
+
+
+def check_prompt_strategies(config, selected, data_dir: Path) -> None:
+  """Before any stage runs: every selected prompt method's strategy has the class fields it reads in the
+  configured dataset (Sariyildiz's definition and hypernym; jax_aug.data.prompts.check_strategy)."""
+  from jax_aug import method_kinds
+  from jax_aug.data import prompts
+
+  strategies = [config.method_configs[m.name].method.prompt_strategy for m in selected if m.kind == method_kinds.PROMPT]
+  if strategies:
+    classes = subsets.configured_classes(config.data, data_dir)
+    for strategy in strategies:
+      prompts.check_strategy(strategy, classes)
 
 
 def prepare_data(data_config, out: Path, *, check_dir: Path) -> None:
@@ -59,13 +74,19 @@ class StudyData:
   excluded: Mapping[str, str]
 
   @property
+  def classes(self) -> classes_lib.DatasetClasses:
+    """The dataset's classes, as the data stage stored them beside the splits."""
+    return classes_lib.read_split_classes(self.split_dir)
+
+  @property
   def wnids(self) -> list[str]:
     info = read_json(self.split_dir / "info.json")
-    return subsets.study_wnids(info["wnids"], self.excluded)
+    return subsets.study_wnids(info["wnids"], self.excluded, self.classes)
 
   @property
   def class_names(self) -> dict[str, str]:
-    return {w: class_by_wnid(w).name for w in self.wnids}
+    classes = self.classes
+    return {w: classes[w].name for w in self.wnids}
 
   def split_path(self, name: str) -> Path:
     if name not in subsets.SPLIT_NAMES:
@@ -263,6 +284,8 @@ def retrieve(method_config, out: Path, *, data_dir: Path) -> None:
     raise RuntimeError(f"retrieval writes its set to {AUGMENTATION_DIR!r}, the study expects {RETRIEVAL_AUGMENTATION_DIR!r}")
   config = method_config.copy_and_resolve_references()
   config.classes = tuple(read_json(Path(data_dir) / "splits" / "info.json")["wnids"])
+  if (Path(data_dir) / "splits" / classes_lib.CLASSES_FILE).is_file():
+    config.dataset_classes = str(Path(data_dir) / "splits" / classes_lib.CLASSES_FILE)
   run_retrieval(config, out)
 
 

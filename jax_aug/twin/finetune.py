@@ -29,7 +29,6 @@ from torch import nn
 from tqdm import tqdm
 
 from jax_aug import io
-from jax_aug.data.imagenet_classes import class_by_wnid
 from jax_aug.finetune import pseudo_word, trainer
 from jax_aug.finetune.checkpoints import read_progress
 from jax_aug.finetune.data import BatchReader, epoch_order
@@ -131,7 +130,7 @@ def prepare(config: Any, ours_workdir: Path, device: torch.device) -> dict:
   for name in ("unet", "vae", "text_encoder"):
     models[name].to(device)
   wnids, train_records, val_records, read_image = trainer.split_records(config.data, config.splits_dir, ours_workdir)
-  classes = [class_by_wnid(w) for w in wnids]
+  _, classes = trainer.split_classes(config.splits_dir, ours_workdir, wnids)
   resolution = models["unet"].config.sample_size * 2 ** (len(models["vae"].config.block_out_channels) - 1)
   # The trainer's own batch fields: the pseudo-word kind's templates, tokenized with its extended tokenizer.
   reader_args = dict(
