@@ -6,7 +6,7 @@
 `root` holds `train/<class>/*.jpg` (any folder names; labels in sorted order, as torchvision's ImageFolder),
 optionally `test/<class>/` or `val/<class>/` (the test split; without either, 10% of train per class is
 held out for it first). A prepared tfds dataset instead: `--config.data.dataset=tfds:oxford_flowers102
---config.data.tfds_data_dir=/data/tensorflow_datasets --config.classifier.input.tfds_name=oxford_flowers102`.
+--config.data.tfds_data_dir=/data/tensorflow_datasets` (the study's classifiers read that dataset's records).
 The fields below are the ones a user edits; the data fields are shared by reference with every method's
 data block and the classifier's tfds reader, so one `--config.data.<field>=` sets them all.
 

@@ -3,6 +3,7 @@ the selections and grid searches, the protocol) and hands them to the report wri
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from jax_aug import method_kinds
@@ -61,6 +62,12 @@ def write_study_report(config, workdir: Path, out: Path, *, exclusion: Path | No
     notes.append("Retrieval was not selected, so no class was excluded (the exclusion list comes from retrieval).")
   display = {m.name: m.display for m in selected}
   imagenet = data.classes.dataset == IMAGENET
+  if not imagenet:  # the paper's numbers are ImageNet's: no column of differences to another dataset
+    selected = [dataclasses.replace(m, paper_top1=None, paper_standard_error=None) for m in selected]
+    notes.append(
+      f"Table 1's paper column is empty ('not given'): the paper's numbers are of another dataset than these"
+      f" data ({data.classes.dataset})."
+    )
   subset_label = report_lib.SUBSET_LABEL if imagenet else display.get("baseline_10pct", "10% subset")
   report_lib.write_report(
     out,

@@ -159,6 +159,9 @@ def train_classifier(
   for split in sorted({subset, "validation", evaluate_on}):
     subsets.write_manifest(inputs / f"{split}.jsonl", data.split(split))
   config = classifier_config.copy_and_resolve_references()
+  dataset = data.classes.dataset
+  if dataset.startswith(classes_lib.TFDS_PREFIX):  # the split records are `tfds://` paths into this dataset
+    config.input.tfds_name = classes_lib.tfds_name(dataset)
   config.train_manifests = (str(inputs / f"{subset}.jsonl"),) + ((str(augmentation),) if augmentation else ())
   config.validation_manifest = str(inputs / "validation.jsonl")
   config.test_manifest = str(inputs / "test.jsonl") if evaluate_on == "test" else ""
