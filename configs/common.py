@@ -94,6 +94,8 @@ def method_config(
     config.finetune.trainables = ml_collections.ConfigDict(
       {"conditioning": conditioning, "clusters_per_class": clusters_per_class, "train_unet": train_unet}
     )
+    if train_unet:  # so that the U-Net's float32 state + AdamW fits a 16 GiB chip (docs/plan.md)
+      config.finetune.parameter_sharding = "fsdp"
   if customize is not None:
     customize(config, scale)
   return apply_overrides(config, overrides)

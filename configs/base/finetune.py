@@ -21,6 +21,12 @@ def get(scale: str) -> ml_collections.ConfigDict:
   # jax.checkpoint_policies name for rematerializing the U-Net in the backward pass ("" = off), e.g.
   # "dots_with_no_batch_dims_saveable" keeps only weight matmuls and recomputes the rest.
   config.gradient_checkpointing = ""
+  # Where the trainable tree and its AdamW state live (jax_aug/sharding.py): "replicated" on every device,
+  # or "fsdp", each large leaf split over the data axis (a 1/N share per device, the same parameters within
+  # float rounding, identical on one device). configs/common.py picks "fsdp" for the methods that train the
+  # U-Net: its float32 weights, gradients and moments are 12.8 GiB replicated, 0.8 GiB per chip on 16
+  # (docs/plan.md). The frozen weights (bfloat16) stay replicated.
+  config.parameter_sharding = "replicated"
   config.seed = 0
 
   # Global batch over all devices (the paper does not state its batch). Paper scale: 8, which the memory
