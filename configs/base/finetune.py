@@ -18,8 +18,9 @@ def get(scale: str) -> ml_collections.ConfigDict:
   # Set by configs/methods/<method>.py: conditioning (a kind: "tensor" | "pseudo_word"), clusters_per_class,
   # train_unet (jax_aug/finetune/trainables/).
   config.trainables = ml_collections.ConfigDict({"conditioning": "tensor", "clusters_per_class": 1, "train_unet": False})
-  # jax.checkpoint_policies name for rematerializing the U-Net in the backward pass ("" = off), e.g.
-  # "dots_with_no_batch_dims_saveable" keeps only weight matmuls and recomputes the rest.
+  # jax.checkpoint_policies name for rematerializing each U-Net block in the backward pass ("" = off;
+  # jax_aug/finetune/remat.py), e.g. "nothing_saveable" keeps only the blocks' inputs, or
+  # "dots_with_no_batch_dims_saveable" also the weight matmuls' outputs, and recomputes the rest.
   config.gradient_checkpointing = ""
   # Where the trainable tree and its AdamW state live (jax_aug/sharding.py): "replicated" on every device,
   # or "fsdp", each large leaf split over the data axis (a 1/N share per device, the same parameters within

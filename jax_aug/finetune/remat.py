@@ -1,7 +1,7 @@
 """Rematerialization of the U-Net's blocks in the backward pass (config.finetune.gradient_checkpointing).
 
-jax.checkpoint around the whole U-Net call would bound nothing: its backward pass recomputes the whole
-forward pass in one piece and holds all of its activations again at the peak. Each of diffusers' Flax ResNet
+jax.checkpoint around the whole U-Net call would not lower the peak: its backward pass recomputes the whole
+forward pass in one piece and holds all of its activations again. Each of diffusers' Flax ResNet
 blocks and transformer blocks is wrapped instead, with flax's lifted `nn.checkpoint` applied through
 `nn.intercept_methods` (diffusers' modules are left as they are): the forward pass keeps each block's inputs
 and what the policy saves, and the backward pass recomputes one block's activations at a time. The
