@@ -239,8 +239,7 @@ def state_shardings(trainable: Any, tx: optax.GradientTransformation, mesh: Any,
 def initial_state(trainable: Any, tx: optax.GradientTransformation, layout: TrainState) -> TrainState:
   """The train state at step 0 laid out by `layout`: `trainable` moved there, its optimizer state created
   there (already split, never whole on one device)."""
-  placed = jax.device_put(trainable, layout.trainable)
-  return jax.jit(lambda t: TrainState(t, tx.init(t)), out_shardings=layout, donate_argnums=0)(placed)
+  return jax.jit(lambda t: TrainState(t, tx.init(t)), out_shardings=layout)(jax.device_put(trainable, layout.trainable))
 
 
 @dataclasses.dataclass(frozen=True)
