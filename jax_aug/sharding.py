@@ -57,7 +57,7 @@ def fsdp_spec(shape: Sequence[int], num_devices: int) -> PartitionSpec:
   return PartitionSpec(*([None] * dim + [DATA_AXIS]))
 
 
-def check_parameter_sharding(mode: str, field: str = "parameter sharding") -> None:
+def check_parameter_sharding(mode: str, field: str = "parameter_sharding") -> None:
   """Refuses a mode that is not one of PARAMETER_SHARDINGS, naming the config `field` it came from."""
   if mode not in PARAMETER_SHARDINGS:
     raise ValueError(f"{field}={mode!r} is not a parameter sharding: expected one of {list(PARAMETER_SHARDINGS)}")
