@@ -68,8 +68,9 @@ def method_config(
 ) -> ml_collections.ConfigDict:
   """The config of the method defined in `config_file` at `arg`; `family` defaults to its kind's
   (`FAMILY_OF_KIND`); `conditioning`, `clusters_per_class`, `train_unet` (fine-tuned kind) make
-  `finetune.trainables`; `train_split` is the baseline's split; `customize(config, scale)` sets the method's
-  own settings, applied before the argument's overrides."""
+  `finetune.trainables` (`train_unet` also splits the trainable state: `finetune.parameter_sharding="fsdp"`);
+  `train_split` is the baseline's split; `customize(config, scale)` sets the method's own settings, applied
+  before the argument's overrides."""
   name = Path(config_file).stem
   method_kinds.check_kind(kind, name)
   if (kind == method_kinds.PROMPT) != bool(prompt_strategy):
@@ -94,6 +95,8 @@ def method_config(
     config.finetune.trainables = ml_collections.ConfigDict(
       {"conditioning": conditioning, "clusters_per_class": clusters_per_class, "train_unet": train_unet}
     )
+    if train_unet:  # so that the U-Net's float32 state + AdamW fits a 16 GiB chip (docs/plan.md)
+      config.finetune.parameter_sharding = "fsdp"
   if customize is not None:
     customize(config, scale)
   return apply_overrides(config, overrides)

@@ -57,14 +57,26 @@ def fsdp_spec(shape: Sequence[int], num_devices: int) -> PartitionSpec:
   return PartitionSpec(*([None] * dim + [DATA_AXIS]))
 
 
+def check_parameter_sharding(mode: str, field: str = "parameter_sharding") -> None:
+  """Refuses a mode that is not one of PARAMETER_SHARDINGS, naming the config `field` it came from."""
+  if mode not in PARAMETER_SHARDINGS:
+    raise ValueError(f"{field}={mode!r} is not a parameter sharding: expected one of {list(PARAMETER_SHARDINGS)}")
+
+
 def state_shardings(tree: Any, mesh: Mesh, mode: str) -> Any:
   """NamedShardings for a tree of parameters / optimizer state (arrays or ShapeDtypeStructs):
   "replicated" everywhere, or "fsdp" (fsdp_spec per leaf)."""
+  check_parameter_sharding(mode)
   if mode == "replicated":
     return jax.tree.map(lambda _: replicated_sharding(mesh), tree)
-  if mode == "fsdp":
-    return jax.tree.map(lambda x: NamedSharding(mesh, fsdp_spec(x.shape, mesh.size)), tree)
-  raise ValueError(f"parameter sharding must be one of {PARAMETER_SHARDINGS}, got {mode!r}")
+  return jax.tree.map(lambda x: NamedSharding(mesh, fsdp_spec(x.shape, mesh.size)), tree)
+
+
+def with_sharding(tree: Any, shardings: Any) -> Any:
+  """ShapeDtypeStructs of `tree` (arrays or shape structs) laid out by `shardings` (a tree or one sharding)."""
+  if not isinstance(shardings, jax.sharding.Sharding):
+    return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=shardings), tree)
 
 
 def local_batch_size(global_batch_size: int, mesh: Mesh) -> int:

@@ -1,8 +1,8 @@
 """finetune_dm's trainer end to end on a tiny SD and a synthetic ImageNet: every method trains, keeps
 its checkpoints, and its checkpoint samples an augmentation set with the sampling engine (one method
 through the sample.py script, the others through the function it calls); a run cut short resumes to
-exactly the result of an uninterrupted one. All of it in one subprocess, so the model loads and the
-train steps compile once per shape."""
+exactly the result of an uninterrupted one (Imagic, its state split over the devices). All of it in one
+subprocess, so the model loads and the train steps compile once per shape."""
 
 import os
 import subprocess
@@ -21,9 +21,8 @@ jax.config.update("jax_compilation_cache_dir", str(Path(WORK) / "jax_cache"))
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)  # the train steps, not every small op
 from jax_aug.data.augmentation_set import load_augmentation_set
 from jax_aug.finetune import trainer
-from jax_aug.finetune.checkpoints import read_progress
+from jax_aug.finetune.checkpoints import epoch_dir, read_progress, restore_trainable
 from jax_aug.method_kinds import make_augmentation_set
-from jax_aug.finetune.export import load_personalized
 from jax_aug.study.config_files import method_config
 
 WNIDS = ("n01491361", "n01440764")
@@ -59,8 +58,10 @@ for method in METHODS:
     result[method]["rows"] = load_augmentation_set(make_augmentation_set(config, Path(WORK) / (method + "_samples")))
 
 # Crash after 3 of the 4 steps (2 epochs x 2 steps), then run again: it resumes mid-epoch 2 (from the
-# state checkpoint of step 3) to the same result as the uninterrupted run.
-config = config_for("ft_conditioning")
+# state checkpoint of step 3) to the same result as the uninterrupted run. Imagic: its U-Net state and AdamW
+# moments are split over the 2 devices (parameter_sharding "fsdp"), saved split and restored split.
+config = config_for("imagic")
+assert config.finetune.parameter_sharding == "fsdp"
 config.finetune.checkpoint_every_steps = 1
 run = Path(WORK) / "interrupted"
 original = trainer.BatchReader.batches
@@ -80,12 +81,20 @@ def recording(self, order, epoch, start=0):
   resumed_from.append([epoch, start])
   return original(self, order, epoch, start)
 trainer.BatchReader.batches = recording
+original_restore, restored = trainer.restore, []
+def recording_restore(run, initial):
+  state, progress = original_restore(run, initial)
+  pairs = list(zip(jax.tree.leaves(state), jax.tree.leaves(run.layout)))
+  restored.append([sum(x.sharding.spec != jax.sharding.PartitionSpec() for x, _ in pairs),
+                   all(x.sharding == layout for x, layout in pairs)])
+  return state, progress
+trainer.restore = recording_restore
 progress = trainer.finetune(config, run)
-trainer.BatchReader.batches = original
-a = load_personalized(Path(WORK) / "ft_conditioning", "epoch_2").learned
-b = load_personalized(run, "epoch_2").learned
+trainer.BatchReader.batches, trainer.restore = original, original_restore
+a, b = (restore_trainable(epoch_dir(w, 2)) for w in (Path(WORK) / "imagic", run))
+same = all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 result["resume"] = {"history_before": interrupted_history, "history": progress["history"],
-                    "resumed_from": resumed_from, "same_checkpoint": bool(np.array_equal(a, b))}
+                    "resumed_from": resumed_from, "same_checkpoint": same, "restored": restored}
 emit(result)
 """
 
@@ -161,5 +170,8 @@ def test_every_method_trains_keeps_checkpoints_samples_and_resumes_identically(r
   resume = result["resume"]
   assert [h["epoch"] for h in resume["history_before"]] == [1]
   assert resume["resumed_from"] == [[2, 1]]  # only the missing step of epoch 2 ran again
-  assert resume["history"] == result["ft_conditioning"]["history"]
-  assert resume["same_checkpoint"]
+  assert resume["history"] == result["imagic"]["history"]
+  assert resume["same_checkpoint"]  # the U-Net and the conditioning, bit for bit
+  # Restored straight into the split layout (split leaves: the U-Net's kernels and their moments).
+  ((split, same_layout),) = resume["restored"]
+  assert split > 0 and same_layout

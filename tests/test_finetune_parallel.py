@@ -17,10 +17,9 @@ The two differ only by float reduction order, and the tolerance is derived from 
 
 import numpy as np
 import pytest
-from finetune_support import tiny_sd_path
+from finetune_support import B1, B2, adam_step_bound, tiny_sd_path
 
 N_STEPS = 3
-B1, B2 = 0.9, 0.999
 LARGE_GRADIENT = 1e-2  # of the tensor's largest gradient
 
 STEPS = """
@@ -64,12 +63,6 @@ np.savez(OUT + ".npz", **{"/".join(k): np.asarray(v) for k, v in flatten_dict(tr
 emit({"devices": jax.device_count(), "losses": losses, "optimizer": config.optimizer.to_dict(),
       "learning_rate": config.learning_rate.to_dict()})
 """
-
-
-def adam_step_bound(t: int, b1: float = B1, b2: float = B2) -> float:
-  """Largest |m_hat_t / sqrt(v_hat_t)| over any gradient sequence (Cauchy-Schwarz on the moment sums)."""
-  ratio = sum((b1 * b1 / b2) ** k for k in range(t))
-  return (1 - b1) / (1 - b1**t) * np.sqrt((1 - b2**t) / (1 - b2)) * np.sqrt(ratio)
 
 
 def test_adam_step_bound_by_hand():

@@ -12,7 +12,6 @@ import math
 import subprocess
 import sys
 
-import jax
 import pytest
 from conftest import REPO_ROOT, _jax_env
 
@@ -87,7 +86,7 @@ data, rep = sharding.data_sharding(mesh), sharding.replicated_sharding(mesh)
 unet, vae = FlaxUNet2DConditionModel(**tiny.UNET_CONFIG), FlaxAutoencoderKL(**tiny.VAE_CONFIG)
 key = jax.random.key(0)
 sds = lambda shape, dtype, s: jax.ShapeDtypeStruct(shape, dtype, sharding=s)
-with_rep = lambda tree: plan_compile.with_sharding(jax.eval_shape(lambda t: t, tree), rep)
+with_rep = lambda tree: sharding.with_sharding(jax.eval_shape(lambda t: t, tree), rep)
 unet_step = plan_compile.HotStep("unet", jax.jit(lambda p, x, t, c: unet.apply({"params": p}, x, t, c).sample),
                                  (with_rep(jax.eval_shape(unet.init_weights, key)), sds((8, 4, 16, 16), jnp.float32, data),
                                   sds((8,), jnp.int32, data), sds((8, 77, tiny.TINY_HIDDEN), jnp.float32, data)), "unet")
@@ -96,6 +95,24 @@ decode = plan_compile.HotStep("decode", jax.jit(lambda p, z: vae.apply({"params"
                               "decode")
 emit({"unet": plan_compile.compile_step(unet_step, target).flops_per_device,
       "decode": plan_compile.compile_step(decode, target).flops_per_device})
+"""
+
+
+IMAGIC_REPLICATED_CODE = """
+import jax
+from pathlib import Path
+from diffusers import FlaxUNet2DConditionModel
+from jax_aug.diffusion import tiny
+from jax_aug.plan import compile as plan_compile, hot_steps, targets
+from jax_aug.study.config_files import method_config
+
+target = targets.resolve("tpu:v5e-4")
+config = method_config(Path("configs"), "imagic", "tiny")
+assert config.finetune.parameter_sharding == "fsdp"
+config.finetune.parameter_sharding = "replicated"
+step = hot_steps.finetune_step(config, len(config.data.wnids), target, stage="finetune/imagic")  # as the study plans it
+unet = jax.eval_shape(FlaxUNet2DConditionModel(**tiny.UNET_CONFIG).init_weights, jax.random.key(0))
+emit([sum(x.size for x in jax.tree.leaves(unet)), plan_compile.compile_step(step, target).argument_bytes])
 """
 
 
@@ -127,19 +144,17 @@ def test_tiny_config_plans_end_to_end_for_v5e_4(tmp_path, run_jax):
   # 11 steps; txt2img's denoise step is compiled alone once and reused (cached) by img2img.
   assert proc.stdout.count("plan: compiled") == 12 and "sample/img2img loop body denoise step: cached" in proc.stdout
 
-  # Imagic trains the U-Net (float32 master weights + AdamW's two moments, replicated), FT conditioning keeps
-  # it frozen (one float32 copy): per device, Imagic's arguments are larger by at least 2 x 4 bytes per U-Net
-  # parameter (1.82x that seen: the TPU pads the tiny U-Net's many 32-wide vectors to whole tiles).
-  from diffusers import FlaxUNet2DConditionModel
-
-  from jax_aug.diffusion import tiny
-
-  unet_params = sum(
-    x.size
-    for x in jax.tree.leaves(jax.eval_shape(FlaxUNet2DConditionModel(**tiny.UNET_CONFIG).init_weights, jax.random.key(0)))
-  )
-  extra = steps["finetune/imagic/train"]["argument_bytes"] - steps["finetune/ft_conditioning/train"]["argument_bytes"]
-  assert 2 * 4 * unet_params <= extra, (extra, unet_params)
+  # Imagic trains the U-Net: float32 master weights + AdamW's two moments, 12 bytes per parameter. The plan
+  # lays its state out as the trainer does, split over the 4 chips (configs/common.py: "fsdp" for the
+  # methods that train the U-Net); the same step with the state replicated, compiled alone, holds the 12
+  # bytes on every chip. FT conditioning keeps the U-Net frozen (one float32 copy): replicated, Imagic's
+  # arguments are larger by at least 2 x 4 bytes per U-Net parameter (1.82x that seen: the TPU pads the tiny
+  # U-Net's many 32-wide vectors to whole tiles); split, they are smaller by at least 3/4 of 12 bytes per
+  # parameter than replicated (1.64x that seen, the padding again).
+  unet_params, replicated = run_jax(IMAGIC_REPLICATED_CODE)
+  split = steps["finetune/imagic/train"]["argument_bytes"]
+  assert 2 * 4 * unet_params <= replicated - steps["finetune/ft_conditioning/train"]["argument_bytes"], replicated
+  assert 0.75 * 12 * unet_params <= replicated - split, (replicated, split, unet_params)
 
   # The denoise loop: PNDM's 4 steps are 5 schedule entries, Boomerang's strength 0.5 starts at entry 2 of them.
   # One iteration costs one U-Net call on the guided batch (the scheduler's arithmetic is < 1% of it), and

@@ -18,9 +18,16 @@ def get(scale: str) -> ml_collections.ConfigDict:
   # Set by configs/methods/<method>.py: conditioning (a kind: "tensor" | "pseudo_word"), clusters_per_class,
   # train_unet (jax_aug/finetune/trainables/).
   config.trainables = ml_collections.ConfigDict({"conditioning": "tensor", "clusters_per_class": 1, "train_unet": False})
-  # jax.checkpoint_policies name for rematerializing the U-Net in the backward pass ("" = off), e.g.
-  # "dots_with_no_batch_dims_saveable" keeps only weight matmuls and recomputes the rest.
+  # jax.checkpoint_policies name for rematerializing each U-Net block in the backward pass ("" = off;
+  # jax_aug/finetune/remat.py), e.g. "nothing_saveable" keeps only the blocks' inputs, or
+  # "dots_with_no_batch_dims_saveable" also the weight matmuls' outputs, and recomputes the rest.
   config.gradient_checkpointing = ""
+  # Where the trainable tree and its AdamW state live (jax_aug/sharding.py): "replicated" on every device,
+  # or "fsdp", each large leaf split over the data axis (a 1/N share per device, the same parameters within
+  # float rounding, identical on one device). configs/common.py picks "fsdp" for the methods that train the
+  # U-Net: its float32 weights, gradients and moments are 12.8 GiB replicated, 0.8 GiB per chip on 16
+  # (docs/plan.md). The frozen weights (bfloat16) stay replicated.
+  config.parameter_sharding = "replicated"
   config.seed = 0
 
   # Global batch over all devices (the paper does not state its batch). Paper scale: 8, which the memory

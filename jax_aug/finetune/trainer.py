@@ -4,7 +4,8 @@ finetune(config, workdir) = setup, restore, then per epoch train_epoch and end_e
   setup       loads SD (or builds the tiny random one), the study's subset / validation splits, for FT cluster
               conditioning the k-means clusters of each class (clusters.py), the method's conditioning kind
               (jax_aug.finetune.trainables), and jit-compiles the steps: data-parallel over all devices
-              (jax_aug.sharding; parameters replicated, batches split);
+              (jax_aug.sharding: batches split; the trainable tree and its optimizer state replicated or
+              split FSDP-style by config.parameter_sharding, the frozen weights replicated);
   restore     the latest resume point of the workdir's orbax managers (checkpoints.py), if any: a resumed run
               repeats exactly the same batches and noise (both are functions of (seed, epoch, example index));
   train_epoch the latent-diffusion objective over the epoch's batches; each step's loss and global norms
@@ -43,7 +44,7 @@ from jax_aug.data import classes as classes_lib
 from jax_aug.data import subsets
 from jax_aug.data.imagenet_classes import ClassInfo
 from jax_aug.data.sources import ImageReader
-from jax_aug.finetune import checkpoint_policy, clusters, objective
+from jax_aug.finetune import checkpoint_policy, clusters, objective, remat
 from jax_aug.finetune.checkpoint_policy import EpochLosses
 from jax_aug.finetune.checkpoints import RunCheckpoints
 from jax_aug.finetune.data import BatchReader, Example, epoch_order
@@ -157,18 +158,17 @@ def example_draws(
 
 def make_loss_fn(conditioning: ConditioningKind, sd: Any, abar: jax.Array, *, gradient_checkpointing: str = "") -> Any:
   """per_example_loss(trainable, frozen, batch, key) -> [B] noise-prediction MSE of each example,
-  with each example's noise drawn from fold_in(key, its index)."""
+  with each example's noise drawn from fold_in(key, its index). `gradient_checkpointing`: "" or a policy of
+  jax_aug.finetune.remat, applied to each of the U-Net's blocks."""
+  remat.check_policy(gradient_checkpointing)
   hidden_states = conditioning.hidden_states_fn(sd)
   scaling = sd.vae.config.scaling_factor
   factor = sd.vae_scale_factor
   num_timesteps = len(abar)
 
   def unet_apply(params, x, t, c):
-    return sd.unet.apply({"params": params}, x, t, c).sample
-
-  if gradient_checkpointing:
-    policy = getattr(jax.checkpoint_policies, gradient_checkpointing)
-    unet_apply = jax.checkpoint(unet_apply, policy=policy)
+    with remat.rematerialized_blocks(gradient_checkpointing):
+      return sd.unet.apply({"params": params}, x, t, c).sample
 
   def per_example_loss(trainable, frozen, batch, key):
     images = batch["image"].astype(sd.unet.dtype)
@@ -186,16 +186,19 @@ def make_loss_fn(conditioning: ConditioningKind, sd: Any, abar: jax.Array, *, gr
   return per_example_loss
 
 
-def make_steps(per_example_loss: Any, tx: optax.GradientTransformation, mesh: Any):
-  """jit-compiled train and eval steps; parameters replicated, batches split over the data axis.
-  train_step(trainable, opt_state, frozen, batch, key) -> (trainable, opt_state, {"loss", "grad_norm",
-  "update_norm", "param_norm"}): the norms are extra outputs that change no other value."""
+def make_steps(per_example_loss: Any, tx: optax.GradientTransformation, mesh: Any, state_sharding: Any = None):
+  """jit-compiled train and eval steps; batches split over the data axis, the trainable tree and its
+  optimizer state laid out by `state_sharding` (a TrainState of shardings, `state_shardings`; None:
+  replicated). train_step(trainable, opt_state, frozen, batch, key) -> (trainable, opt_state, {"loss",
+  "grad_norm", "update_norm", "param_norm"}): the norms are extra outputs that change no other value. The
+  state keeps its layout from step to step (its arguments are donated to the outputs laid out the same)."""
   replicated = sharding.replicated_sharding(mesh)
+  layout = TrainState(replicated, replicated) if state_sharding is None else state_sharding
 
   def weighted_mean(losses, weight):
     return (losses * weight).sum() / jnp.maximum(weight.sum(), 1.0)
 
-  @functools.partial(jax.jit, out_shardings=(replicated, replicated, replicated), donate_argnums=(0, 1))
+  @functools.partial(jax.jit, out_shardings=(layout.trainable, layout.opt_state, replicated), donate_argnums=(0, 1))
   def train_step(trainable, opt_state, frozen, batch, key):
     def loss(t):
       return weighted_mean(per_example_loss(t, frozen, batch, key), batch["weight"])
@@ -231,6 +234,19 @@ class TrainState:
 
   trainable: Any
   opt_state: Any
+
+
+def state_shardings(trainable: Any, tx: optax.GradientTransformation, mesh: Any, parameter_sharding: str) -> TrainState:
+  """Where the train state lives (a TrainState of NamedShardings): config.parameter_sharding's rule of
+  jax_aug.sharding ("replicated", or "fsdp": each large leaf of the trainable tree and of its optimizer
+  state split over the data axis) applied to `trainable` (arrays or shapes) and `tx.init` of it."""
+  return sharding.state_shardings(jax.eval_shape(lambda t: TrainState(t, tx.init(t)), trainable), mesh, parameter_sharding)
+
+
+def initial_state(trainable: Any, tx: optax.GradientTransformation, layout: TrainState) -> TrainState:
+  """The train state at step 0 laid out by `layout`: `trainable` moved there, its optimizer state created
+  there (already split, never whole on one device)."""
+  return jax.jit(lambda t: TrainState(t, tx.init(t)), out_shardings=layout)(jax.device_put(trainable, layout.trainable))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -279,6 +295,7 @@ class Run:
   train_reader: BatchReader
   val_reader: BatchReader
   frozen: dict  # replicated on the mesh
+  layout: TrainState  # the train state's shardings (config.parameter_sharding)
   train_step: Any
   eval_sums: Any
   val_key: jax.Array
@@ -299,7 +316,10 @@ def write_metrics(run: Run, rows: list[dict]) -> None:
 
 
 def setup(config: Any, workdir: Path) -> tuple[Run, TrainState]:
-  """The run of method config `config` in `workdir` and its state at step 0 (on the default device)."""
+  """The run of method config `config` in `workdir` and its state at step 0 (laid out by `Run.layout`)."""
+  # The memory settings are checked before anything is loaded.
+  sharding.check_parameter_sharding(config.finetune.parameter_sharding, "config.finetune.parameter_sharding")
+  remat.check_policy(config.finetune.gradient_checkpointing)
   workdir.mkdir(parents=True, exist_ok=True)
   method_name, data_config, splits_dir = config.method.name, config.data, config.splits_dir
   sd, model_source = load_model(config, workdir)
@@ -345,7 +365,8 @@ def setup(config: Any, workdir: Path) -> tuple[Run, TrainState]:
   tx = make_optimizer(config, trainable)
   abar = jnp.asarray(objective.schedule_from_scheduler_config(sd.scheduler.config))
   per_example_loss = make_loss_fn(conditioning, sd, abar, gradient_checkpointing=config.gradient_checkpointing)
-  train_step, eval_sums = make_steps(per_example_loss, tx, mesh)
+  layout = state_shardings(trainable, tx, mesh, config.parameter_sharding)
+  train_step, eval_sums = make_steps(per_example_loss, tx, mesh, layout)
   checkpoints = RunCheckpoints(workdir)
   saved = checkpoints.progress()
   # A resumed run's events start after its resume point: TensorBoard drops what a killed run wrote from there.
@@ -362,6 +383,7 @@ def setup(config: Any, workdir: Path) -> tuple[Run, TrainState]:
     train_reader=BatchReader(make_examples(train_records, wnids, cluster_of), **reader_args),
     val_reader=BatchReader(make_examples(val_records, wnids, cluster_of), **reader_args),
     frozen=sharding.replicate(frozen_params(spec, sd), mesh),
+    layout=layout,
     train_step=train_step,
     eval_sums=eval_sums,
     val_key=validation_key(config.seed),
@@ -370,7 +392,7 @@ def setup(config: Any, workdir: Path) -> tuple[Run, TrainState]:
     profiler=metrics_lib.StepProfiler(writer.logdir, config.profile_first_step, config.profile_steps, enabled=is_writer),
     is_writer=is_writer,
   )
-  return run, TrainState(trainable, tx.init(trainable))
+  return run, initial_state(trainable, tx, layout)
 
 
 def restore(run: Run, initial: TrainState) -> tuple[TrainState, Progress]:
@@ -381,7 +403,8 @@ def restore(run: Run, initial: TrainState) -> tuple[TrainState, Progress]:
     return initial, Progress()
   progress = Progress.from_json(saved)
   run.checkpoints.keep_only(set(progress.kept.values()))
-  state = run.checkpoints.restore_state(initial)
+  # Restored straight into the run's layout: a split state is never assembled whole on one device.
+  state = run.checkpoints.restore_state(sharding.with_sharding(initial, run.layout))
   if state is None:
     if progress.stopped is None:
       raise RuntimeError(
@@ -506,8 +529,6 @@ def finetune(config: Any, workdir: str | Path) -> dict:
   run, state = setup(config, Path(workdir))
   try:
     state, progress = restore(run, state)
-    if progress.stopped is None:
-      state = sharding.replicate(state, run.mesh)
     while progress.stopped is None:
       state, progress = train_epoch(run, state, progress)
       progress = end_epoch(run, state, progress)

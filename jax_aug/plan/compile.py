@@ -16,7 +16,6 @@ import hashlib
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import jax
 
@@ -74,12 +73,14 @@ class StepCost:
   cannot_run: bool = False  # `refused` is the production code's own refusal of the config, not the compiler's
 
   @classmethod
-  def cannot_run_on(cls, stage: str, target: str, why: str) -> StepCost:
+  def refusal(cls, stage: str, target: str, why: str, *, cannot_run: bool, unit: str = "", num_devices: int = 0) -> StepCost:
+    """The cost of a step that was refused: by the production code (`cannot_run`, nothing built: no unit, no
+    devices) or by the compiler for lack of memory (does not fit)."""
     return cls(
       stage=stage,
-      unit="",
+      unit=unit,
       target=target,
-      num_devices=0,
+      num_devices=num_devices,
       argument_bytes=None,
       output_bytes=None,
       alias_bytes=None,
@@ -89,7 +90,7 @@ class StepCost:
       loops=(),
       compile_seconds=0.0,
       refused=why,
-      cannot_run=True,
+      cannot_run=cannot_run,
     )
 
   @property
@@ -110,13 +111,6 @@ class StepCost:
   def to_json(self) -> dict:
     peak = self.peak_bytes
     return {**dataclasses.asdict(self), "peak_bytes": peak, "peak_gib": None if peak is None else peak / GIB}
-
-
-def with_sharding(tree: Any, shardings: Any) -> Any:
-  """ShapeDtypeStructs of `tree` (arrays or shape structs) laid out by `shardings` (a tree or one sharding)."""
-  if not isinstance(shardings, jax.sharding.Sharding):
-    return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
-  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=shardings), tree)
 
 
 def _flops(compiled) -> float:
@@ -170,21 +164,7 @@ def compile_step(
     if "RESOURCE_EXHAUSTED" not in str(e):
       raise
     log(f"plan: {label}: the compiler refused it: {e}")
-    cost = StepCost(
-      stage=step.stage,
-      unit=step.unit,
-      target=target.name,
-      num_devices=num_devices,
-      argument_bytes=None,
-      output_bytes=None,
-      alias_bytes=None,
-      temp_bytes=None,
-      code_bytes=None,
-      flops_per_device=None,
-      loops=(),
-      compile_seconds=0.0,
-      refused=str(e),
-    )
+    cost = StepCost.refusal(step.stage, target.name, str(e), cannot_run=False, unit=step.unit, num_devices=num_devices)
     _write_cache(cache_path, cost)
     return cost
   memory = compiled.memory_analysis()

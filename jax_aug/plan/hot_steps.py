@@ -26,7 +26,7 @@ from jax_aug.finetune import clusters, inception, objective, trainer
 from jax_aug.finetune.data import Example
 from jax_aug.finetune.trainables import Trainables, frozen_params, initial_trainable
 from jax_aug.plan import models
-from jax_aug.plan.compile import HotStep, LoopBody, with_sharding
+from jax_aug.plan.compile import HotStep, LoopBody
 from jax_aug.plan.targets import Target
 from jax_aug.retrieval import clip_model
 
@@ -38,7 +38,7 @@ def classifier_steps(config: ConfigDict, num_classes: int, target: Target, stage
   tx = steps.make_optimizer(config.optimizer)
   size = config.input.image_size
   layout = steps.state_shardings(model, tx, mesh, size, config.parameter_sharding)
-  state = with_sharding(
+  state = sharding.with_sharding(
     jax.eval_shape(lambda key: steps.create_train_state(model, tx, key, size), jax.random.key(0)), layout
   )
   data = sharding.data_sharding(mesh)
@@ -55,7 +55,7 @@ def classifier_steps(config: ConfigDict, num_classes: int, target: Target, stage
     }
     if mask:
       fields["mask"] = jax.ShapeDtypeStruct((size_b,), jnp.int32)
-    return with_sharding(fields, data)
+    return sharding.with_sharding(fields, data)
 
   train = steps.jit_train_step(model, tx, mesh, layout)
   evaluate = steps.jit_eval_step(model, num_classes, mesh, layout)
@@ -77,8 +77,9 @@ def classifier_steps(config: ConfigDict, num_classes: int, target: Target, stage
 
 def finetune_step(config: ConfigDict, num_classes: int, target: Target, stage: str = "finetune") -> HotStep:
   """The train step of the method config `config` (configs/methods/<method>.py) as jax_aug.finetune.trainer
-  builds it: its base SD's shapes (jax_aug.plan.models), the method's trainable tree and AdamW,
-  parameters replicated, the batch split."""
+  builds it: its base SD's shapes (jax_aug.plan.models), the method's trainable tree and AdamW laid out by
+  the trainer's own `state_shardings` (config.finetune.parameter_sharding), the frozen weights replicated, the
+  batch split."""
   sd = models.stable_diffusion(config.model)
   ft = config.finetune
   spec = Trainables.from_config(ft.trainables)
@@ -108,7 +109,8 @@ def finetune_step(config: ConfigDict, num_classes: int, target: Target, stage: s
   tx = trainer.make_optimizer(ft, trainable)
   abar = jnp.asarray(objective.schedule_from_scheduler_config(sd.scheduler.config))
   per_example_loss = trainer.make_loss_fn(conditioning, sd, abar, gradient_checkpointing=ft.gradient_checkpointing)
-  train_step, _ = trainer.make_steps(per_example_loss, tx, mesh)
+  layout = trainer.state_shardings(trainable, tx, mesh, ft.parameter_sharding)
+  train_step, _ = trainer.make_steps(per_example_loss, tx, mesh, layout)
   b, r = ft.batch_size, sd.resolution
   # As jax_aug.finetune.data.BatchReader yields them: image, index, weight and the conditioning kind's fields.
   fields = conditioning.batch_fields([Example("", i % num_classes, i, 0) for i in range(b)], epoch=1, seed=0)
@@ -118,12 +120,13 @@ def finetune_step(config: ConfigDict, num_classes: int, target: Target, stage: s
     "weight": jax.ShapeDtypeStruct((b,), jnp.float32),
     **{name: jax.ShapeDtypeStruct(field.shape, field.dtype) for name, field in fields.items()},
   }
+  state = sharding.with_sharding(jax.eval_shape(lambda t: trainer.initial_state(t, tx, layout), trainable), layout)
   args = (
-    with_sharding(trainable, replicated),
-    with_sharding(jax.eval_shape(tx.init, trainable), replicated),
-    with_sharding(jax.eval_shape(lambda f: f, frozen), replicated),
-    with_sharding(batch, data),
-    with_sharding(jax.eval_shape(lambda: jax.random.key(0)), replicated),
+    state.trainable,
+    state.opt_state,
+    sharding.with_sharding(jax.eval_shape(lambda f: f, frozen), replicated),
+    sharding.with_sharding(batch, data),
+    sharding.with_sharding(jax.eval_shape(lambda: jax.random.key(0)), replicated),
   )
   return HotStep(f"{stage}/train", train_step, args, f"train step, batch {b}, {r} px")
 
@@ -150,16 +153,18 @@ def sampling_step(config: ConfigDict, target: Target, stage: str = "sample/txt2i
   img2img = bool(sampler.settings.boomerang_strength)
   replicated, data = sharding.replicated_sharding(mesh), sharding.data_sharding(mesh)
   latent, size, hidden, length = sampler.latent_shape, sampler.resolution, sampler.hidden, sampler.max_length
-  params = with_sharding(jax.eval_shape(lambda p: p, {**sd.params, "scheduler": sampler.scheduler_state}), replicated)
+  params = sharding.with_sharding(
+    jax.eval_shape(lambda p: p, {**sd.params, "scheduler": sampler.scheduler_state}), replicated
+  )
   f32 = lambda *shape: jax.ShapeDtypeStruct(shape, jnp.float32)
   # As Sampler.generate passes them: float32 arrays with the data sharding (txt2img: 1x1x1 zeros for the
   # unused init images and posterior noise), the guidance scale a scalar.
   init, posterior = (f32(b, 3, size, size), f32(b, *latent)) if img2img else (f32(b, 1, 1, 1), f32(b, 1, 1, 1))
   args = (
     params,
-    *with_sharding((f32(b, *latent), f32(b, length, hidden), f32(b, length, hidden)), data),
-    with_sharding(f32(), replicated),
-    *with_sharding((init, posterior), data),
+    *sharding.with_sharding((f32(b, *latent), f32(b, length, hidden), f32(b, length, hidden)), data),
+    sharding.with_sharding(f32(), replicated),
+    *sharding.with_sharding((init, posterior), data),
   )
   # One iteration alone, with the loop's carry: latents and the scheduler state after set_timesteps.
   state = jax.eval_shape(
@@ -168,11 +173,11 @@ def sampling_step(config: ConfigDict, target: Target, stage: str = "sample/txt2i
   )
   body_args = (
     params,
-    with_sharding(jax.ShapeDtypeStruct((2 * b, length, hidden), sd.unet.dtype), data),
-    with_sharding(f32(), replicated),
-    with_sharding(state.timesteps, replicated),
-    with_sharding(jax.ShapeDtypeStruct((), jnp.int32), replicated),
-    (with_sharding(f32(b, *latent), data), with_sharding(state, replicated)),
+    sharding.with_sharding(jax.ShapeDtypeStruct((2 * b, length, hidden), sd.unet.dtype), data),
+    sharding.with_sharding(f32(), replicated),
+    sharding.with_sharding(state.timesteps, replicated),
+    sharding.with_sharding(jax.ShapeDtypeStruct((), jnp.int32), replicated),
+    (sharding.with_sharding(f32(b, *latent), data), sharding.with_sharding(state, replicated)),
   )
   trips = sampler.loop_trip_count()
   unit = f"batch {b}, {size} px, {trips} steps" + (f", strength {sampler.settings.boomerang_strength:g}" if img2img else "")
@@ -197,7 +202,10 @@ def inception_step(config: ConfigDict, target: Target, stage: str = "finetune/in
   )
   images = jax.ShapeDtypeStruct((b, size, size, 3), jnp.float32)
   return HotStep(
-    stage, clusters.inception_features, with_sharding((variables, images), device), f"features, batch {b}, {size} px"
+    stage,
+    clusters.inception_features,
+    sharding.with_sharding((variables, images), device),
+    f"features, batch {b}, {size} px",
   )
 
 
@@ -212,6 +220,6 @@ def clip_text_step(config: ConfigDict, target: Target, stage: str = "retrieval/c
   return HotStep(
     stage,
     clip_model._text_features,
-    (model.model, *with_sharding((model.params, tokens, tokens), device)),
+    (model.model, *sharding.with_sharding((model.params, tokens, tokens), device)),
     f"query embedding, batch {b}",
   )

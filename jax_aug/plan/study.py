@@ -451,7 +451,7 @@ def _collector(target: Target) -> tuple[list, Callable]:
     try:
       steps.extend(build())
     except ValueError as e:
-      steps.extend(StepCost.cannot_run_on(stage, target.name, str(e)) for stage in stages)
+      steps.extend(StepCost.refusal(stage, target.name, str(e), cannot_run=True) for stage in stages)
 
   return steps, add
 
