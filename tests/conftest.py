@@ -32,9 +32,10 @@ def _flock(path: Path, operation: int):
 
 
 def pytest_collection_modifyitems(config, items):
-  """`alone` tests first (stable otherwise): a pytest worker keeps several GB of what its earlier in-process
-  tests allocated, so the 18.5 GB test gets the room it needs only while both workers are fresh (measured:
-  run in the middle of the suite it met 15 GB free and was killed by the kernel's OOM killer)."""
+  """`alone` tests first, stable otherwise (the README's command keeps this order: --no-loadscope-reorder): a
+  pytest worker keeps several GB of what its earlier in-process tests allocated, so the 18.5 GB test gets the
+  room it needs only while both workers are fresh (measured: run at the end of the suite it met 15 GB free and
+  was killed by the kernel's OOM killer)."""
   items.sort(key=lambda item: item.get_closest_marker("alone") is None)
 
 
