@@ -22,6 +22,7 @@ from jax_aug.mini_world.target import write_target  # pylint: disable=wrong-impo
 _OUT = flags.DEFINE_string("out", None, "output folder (gets corpus/ and target/)", required=True)
 _SEED = flags.DEFINE_integer("seed", concepts.WORLD_SEED, "world seed")
 _CORPUS_SIZE = flags.DEFINE_integer("corpus_size", concepts.CORPUS_SIZE, "corpus items (a prefix of the plan)")
+_WORKERS = flags.DEFINE_integer("workers", 1, "processes drawing corpus shards (same bytes for any number)")
 _EXAMPLES = flags.DEFINE_string("examples", None, "also write a grid: first corpus items, then target images per class")
 
 
@@ -48,7 +49,7 @@ def main(argv):
   del argv
   out = Path(_OUT.value)
   start = time.perf_counter()
-  write_corpus(out / "corpus", seed=_SEED.value, size=_CORPUS_SIZE.value)
+  write_corpus(out / "corpus", seed=_SEED.value, size=_CORPUS_SIZE.value, workers=_WORKERS.value)
   corpus_s = time.perf_counter() - start
   write_target(out / "target", seed=_SEED.value)
   print(f"corpus: {corpus_s:.1f} s, target: {time.perf_counter() - start - corpus_s:.1f} s")

@@ -13,7 +13,9 @@ atomically, so a killed run resumes at the first missing shard with identical re
 
 from __future__ import annotations
 
+import concurrent.futures
 import io
+import multiprocessing
 import os
 import shutil
 from pathlib import Path
@@ -101,8 +103,13 @@ def _write_shard(root: Path, shard: int, plan: np.ndarray, seed: int) -> None:
   atomic_write_bytes(root / "metadata" / f"{shard:05d}.parquet", buffer.getvalue())
 
 
-def write_corpus(root: str | os.PathLike, *, seed: int = concepts.WORLD_SEED, size: int = concepts.CORPUS_SIZE) -> Path:
-  """Writes (or completes) the corpus under `root` and returns `root`; a complete one is checked and kept."""
+def write_corpus(
+  root: str | os.PathLike, *, seed: int = concepts.WORLD_SEED, size: int = concepts.CORPUS_SIZE, workers: int = 1
+) -> Path:
+  """Writes (or completes) the corpus under `root` and returns `root`; a complete one is checked and kept.
+
+  `workers` > 1 draws the missing shards in that many processes; a shard depends only on (seed, its items,
+  the plan), so the files are the same bytes for any number of workers."""
   root = Path(root)
   info = {"design_version": concepts.DESIGN_VERSION, "seed": seed, "size": size, "image_size": concepts.IMAGE_SIZE}
   if (root / COMPLETE_FILE).exists():
@@ -111,10 +118,22 @@ def write_corpus(root: str | os.PathLike, *, seed: int = concepts.WORLD_SEED, si
       raise ValueError(f"{root} holds a mini-world corpus of {found}, not the requested {info}")
     return root
   plan = concepts.corpus_plan(seed, size)
-  shards = range((size + SHARD_SIZE - 1) // SHARD_SIZE)
-  for shard in tqdm(shards, desc="mini-world corpus", unit="shard"):
-    if not (root / "metadata" / f"{shard:05d}.parquet").exists():
+  missing = [
+    s for s in range((size + SHARD_SIZE - 1) // SHARD_SIZE) if not (root / "metadata" / f"{s:05d}.parquet").exists()
+  ]
+  progress = tqdm(total=len(missing), desc="mini-world corpus", unit="shard")
+  if workers > 1:
+    # spawn, not fork: the caller may hold JAX's threads, which a forked child must not inherit
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+      for done in concurrent.futures.as_completed([pool.submit(_write_shard, root, s, plan, seed) for s in missing]):
+        done.result()
+        progress.update()
+  else:
+    for shard in missing:
       _write_shard(root, shard, plan, seed)
+      progress.update()
+  progress.close()
   atomic_write_json(root / COMPLETE_FILE, info)
   return root
 

@@ -82,12 +82,13 @@ def run_stage(stage: Stage, out: str | Path, key: jax.Array) -> Any:
 
   for step in tqdm(range(start, stage.steps), desc=stage.name, initial=start, total=stage.steps, mininterval=10):
     state, metrics = stage.step(state, stage.batch(step), jax.random.fold_in(key, step))
-    losses.append(float(metrics["loss"]))
+    losses.append(metrics["loss"])  # kept on the device: reading it every step would stall the dispatch
     done = step + 1
     if done % stage.log_every == 0 or done == stage.steps:
       record = {
         "step": done,
-        "loss": float(np.mean(losses)),
+        # the float64 mean of the float32 losses, as float() of each one gives
+        "loss": float(np.mean(np.asarray(jax.device_get(losses), np.float64))),
         "wall_s": round(time.perf_counter() - wall, 2),
         **{k: float(v) for k, v in metrics.items() if k != "loss"},
       }

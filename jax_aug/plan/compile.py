@@ -143,9 +143,19 @@ def _cache_key(lowered_text: str, target: Target) -> str:
 
 
 def compile_step(
-  step: HotStep, target: Target, *, cache_dir: str | Path | None = None, log: Callable[[str], None] = print
+  step: HotStep,
+  target: Target,
+  *,
+  cache_dir: str | Path | None = None,
+  log: Callable[[str], None] = print,
+  compile_in_child: Callable[[str], None] | None = None,
 ) -> StepCost:
-  """The step's per-device cost on `target` (its args must carry shardings on devices of target.devices)."""
+  """The step's per-device cost on `target` (its args must carry shardings on devices of target.devices).
+
+  With `compile_in_child` (and a `cache_dir`), a step not in the cache is compiled by
+  `compile_in_child(step.stage)`, a fresh process that writes the same cache entry, and read from there:
+  XLA keeps much of a big compile's memory for the life of the process (one planning process grew to 24 GB
+  over ten SD-v1.4-sized compiles and was killed), so each compile gives it back when its process ends."""
   label = f"{step.stage} ({step.unit}) for {target.name}"
   lowered = step.fn.lower(*step.args, **step.kwargs)
   bodies = [loop.fn.lower(*loop.args) for loop in step.loops]
@@ -156,8 +166,13 @@ def compile_step(
     cache_path = Path(cache_dir) / f"{_cache_key(text, target)}.json"
     if cache_path.exists():
       log(f"plan: {label}: cached ({cache_path.name})")
-      record = io.read_json(cache_path)
-      return StepCost(**{**record, "loops": tuple(record["loops"])})
+      return _read_cache(cache_path)
+    if compile_in_child is not None:
+      log(f"plan: {label}: compiling in a fresh process")
+      compile_in_child(step.stage)
+      if not cache_path.exists():
+        raise RuntimeError(f"the process that compiled {step.stage} for {target.name} wrote no {cache_path}")
+      return _read_cache(cache_path)
   try:
     compiled, seconds = _compile(lowered, label, log)
   except jax.errors.JaxRuntimeError as e:
@@ -208,6 +223,11 @@ def _body_flops(
     path.parent.mkdir(parents=True, exist_ok=True)
     io.atomic_write_json(path, {"flops_per_device": flops})
   return flops, seconds
+
+
+def _read_cache(cache_path: Path) -> StepCost:
+  record = io.read_json(cache_path)
+  return StepCost(**{**record, "loops": tuple(record["loops"])})
 
 
 def _write_cache(cache_path: Path | None, cost: StepCost) -> None:

@@ -510,11 +510,24 @@ def _finish(
   return plan
 
 
-def _compile_all(steps: list, target: Target, out_dir: Path, log: Callable[[str], None]) -> dict[str, StepCost]:
+def _compile_all(
+  steps: list, target: Target, out_dir: Path, log: Callable[[str], None], compile_in_child: Callable[[str], None] | None
+) -> dict[str, StepCost]:
+  cache_dir = out_dir / "plan_cache"
   return {
-    s.stage: s if isinstance(s, StepCost) else compile_step(s, target, cache_dir=out_dir / "plan_cache", log=log)
+    s.stage: s
+    if isinstance(s, StepCost)
+    else compile_step(s, target, cache_dir=cache_dir, log=log, compile_in_child=compile_in_child)
     for s in steps
   }
+
+
+def compile_one_stage(steps: list, stage: str, target: Target, out_dir: Path, log: Callable[[str], None]) -> None:
+  """What a `compile_in_child` process does: compiles `stage`'s step into the plan cache (nothing else)."""
+  chosen = [s for s in steps if s.stage == stage]
+  if not chosen:
+    raise ValueError(f"no hot step named {stage!r} in this plan: expected one of {[s.stage for s in steps]}")
+  _compile_all(chosen, target, out_dir, log, None)
 
 
 def _check_utilization(utilization: float) -> None:
@@ -529,13 +542,21 @@ def plan_study(
   *,
   utilization: float = DEFAULT_UTILIZATION,
   log: Callable[[str], None] = print,
-) -> dict:
+  compile_in_child: Callable[[str], None] | None = None,
+  only_stage: str | None = None,
+) -> dict | None:
   """Compiles the study's hot steps for `target_name`, writes <out_dir>/plan.json (compiled results are
-  cached in <out_dir>/plan_cache) and returns the plan; `table(plan["steps"])` prints it."""
+  cached in <out_dir>/plan_cache) and returns the plan; `table(plan["steps"])` prints it.
+
+  `compile_in_child(stage)`: compiles each step not yet cached in a fresh process (see `compile_step`),
+  which calls this with `only_stage=stage`: that step alone into the cache, no plan (returns None)."""
   _check_utilization(utilization)
   out_dir, start = Path(out_dir), time.time()
   target = resolve(target_name)
-  costs = _compile_all(_hot_steps(config, target), target, out_dir, log)
+  steps = _hot_steps(config, target)
+  if only_stage is not None:
+    return compile_one_stage(steps, only_stage, target, out_dir, log)
+  costs = _compile_all(steps, target, out_dir, log, compile_in_child)
   return _finish(
     target,
     costs,
@@ -558,10 +579,13 @@ def plan_script(
   *,
   utilization: float = DEFAULT_UTILIZATION,
   log: Callable[[str], None] = print,
-) -> dict:
+  compile_in_child: Callable[[str], None] | None = None,
+  only_stage: str | None = None,
+) -> dict | None:
   """The plan of one entry script's config: train_classifier.py ("classifier": a classifier / method
   config), finetune_dm.py ("finetune": its train step, + Inception-v3 features for cluster methods),
-  sample.py ("sample": txt2img, or img2img for Boomerang) or retrieve.py ("retrieval": the CLIP query)."""
+  sample.py ("sample": txt2img, or img2img for Boomerang) or retrieve.py ("retrieval": the CLIP query).
+  `compile_in_child`, `only_stage`: as in `plan_study`."""
   if script not in SCRIPTS:
     raise ValueError(f"unknown script {script!r}: expected one of {SCRIPTS}")
   _check_utilization(utilization)
@@ -581,7 +605,9 @@ def plan_script(
     add([stage], lambda: [hot_steps.sampling_step(config, target, stage=stage)])
   else:
     add(["retrieval/clip_text_query"], lambda: [hot_steps.clip_text_step(config, target)])
-  costs = _compile_all(steps, target, out_dir, log)
+  if only_stage is not None:
+    return compile_one_stage(steps, only_stage, target, out_dir, log)
+  costs = _compile_all(steps, target, out_dir, log, compile_in_child)
   return _finish(
     target,
     costs,
