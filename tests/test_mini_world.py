@@ -11,6 +11,7 @@ from jax_aug.data.imagenet_classes import class_by_wnid
 from jax_aug.data.sources import folder_listing
 from jax_aug.data.subsets import make_splits
 from jax_aug.mini_world import captions, concepts, quality
+from jax_aug.mini_world import corpus as corpus_lib
 from jax_aug.mini_world.corpus import corpus_item, read_metadata, write_corpus
 from jax_aug.mini_world.drawing import Scene
 from jax_aug.mini_world.target import target_item, write_target
@@ -48,6 +49,18 @@ def test_corpus_is_deterministic_and_items_regenerate_alone(small_corpus, tmp_pa
     assert row == rows[i]
   other_seed, _ = corpus_item(17, str(plan[17]), seed=8)
   assert other_seed != corpus_item(17, str(plan[17]), seed=7)[0]
+
+
+def test_corpus_drawn_by_several_processes_is_the_same_bytes(tmp_path):
+  # Two shards (1,000 + 5 items): drawn by 2 processes and by this one, the files are identical.
+  size = corpus_lib.SHARD_SIZE + 5
+  parallel = write_corpus(tmp_path / "parallel", seed=7, size=size, workers=2)
+  serial = write_corpus(tmp_path / "serial", seed=7, size=size)
+  assert len(list((parallel / "metadata").glob("*.parquet"))) == 2
+  assert _tree_bytes(parallel) == _tree_bytes(serial)
+  last = size - 1  # an item of the second shard, drawn alone
+  data, row = corpus_item(last, str(concepts.corpus_plan(7, size)[last]), seed=7)
+  assert (parallel / "images" / row["image_path"]).read_bytes() == data
 
 
 def test_corpus_resumes_a_missing_shard_identically(small_corpus, tmp_path):

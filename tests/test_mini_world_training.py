@@ -54,6 +54,33 @@ def test_resumed_stage_equals_unbroken_run(tmp_path):
   assert not np.array_equal(np.asarray(other["params"]["w"]), np.asarray(unbroken["params"]["w"]))
 
 
+def test_a_stage_that_turns_non_finite_stops_and_keeps_its_last_finite_checkpoint(tmp_path):
+  import dataclasses
+
+  stage = _toy_stage(12, 3)
+  healthy = stage.batch
+
+  def batch(step_index):  # from step 7 on the data holds a NaN: so do the loss and, after the update, the weights
+    out = healthy(step_index)
+    if step_index >= 7:
+      out["x"][0] = np.nan
+    return out
+
+  with pytest.raises(FloatingPointError) as raised:
+    run_stage(dataclasses.replace(stage, batch=batch), tmp_path, jax.random.key(0))
+  # Steps 1..8 are logged in pairs; the pair (7, 8) has the NaN loss. The step-6 checkpoint stays.
+  assert str(raised.value) == (
+    "mini-world stage 'toy': the mean loss of the steps up to 8 is nan; stopped (the checkpoint of step 6 is"
+    " kept, nothing non-finite is saved)"
+  )
+  saved = serialization.msgpack_restore((tmp_path / "toy" / CHECKPOINT).read_bytes())
+  assert int(saved["step"]) == 6 and np.all(np.isfinite(saved["state"]["params"]["w"]))
+  assert not (tmp_path / "toy" / "done.json").exists()
+  # A state that turns non-finite between log lines is refused at its checkpoint: log every 5, checkpoint every 3.
+  with pytest.raises(FloatingPointError, match=r"the state after step 9 holds non-finite values in \d+ arrays"):
+    run_stage(dataclasses.replace(stage, batch=batch, log_every=5), tmp_path / "b", jax.random.key(0))
+
+
 def test_aesthetic_head_recovers_a_linear_score_and_loads(tmp_path):
   from safetensors.numpy import save
 

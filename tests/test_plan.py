@@ -34,7 +34,13 @@ looped = jax.jit(lambda a, b: jax.lax.fori_loop(0, TRIPS, lambda i, a: a @ b, a)
 loop = plan_compile.HotStep("loop", looped, (x_sq, sq), "10 matmuls",
                             loops=(plan_compile.LoopBody("matmul", body, (x_sq, sq), TRIPS),))
 uncorrected = plan_compile.HotStep("loop", looped, (x_sq, sq), "10 matmuls")
-emit({"matmul": plan_compile.compile_step(matmul, target).flops_per_device,
+import tempfile
+try:  # a compile process that ends without writing the step's cache entry
+  plan_compile.compile_step(matmul, target, cache_dir=tempfile.mkdtemp(), compile_in_child=lambda stage: None)
+  silent_child = None
+except RuntimeError as e:
+  silent_child = str(e)
+emit({"silent_child": silent_child,"matmul": plan_compile.compile_step(matmul, target).flops_per_device,
       "loop": plan_compile.compile_step(loop, target).flops_per_device,
       "uncorrected": plan_compile.compile_step(uncorrected, target).flops_per_device,
       "num_devices": len(target.devices), "kind": target.devices[0].device_kind})
@@ -52,6 +58,7 @@ def test_flops_of_matmul_steps_equal_the_hand_count(run_jax):
   assert math.isclose(out["loop"], 10 * one, rel_tol=1e-6)
   # Negative control: XLA alone counts the body once, 10x too few; the declared trip count fixes it.
   assert math.isclose(out["uncorrected"], one, rel_tol=1e-6)
+  assert out["silent_child"].startswith("the process that compiled matmul for tpu:v5e-4 wrote no ")
 
 
 def _run_study_plan(workdir, *overrides, target="tpu:v5e-4"):
@@ -143,6 +150,8 @@ def test_tiny_config_plans_end_to_end_for_v5e_4(tmp_path, run_jax):
   assert "classifier/train" in proc.stdout and "fits" in proc.stdout
   # 11 steps; txt2img's denoise step is compiled alone once and reused (cached) by img2img.
   assert proc.stdout.count("plan: compiled") == 12 and "sample/img2img loop body denoise step: cached" in proc.stdout
+  # Each of the 11 steps was compiled by a process of its own (--plan_stage), whose output is in this one's.
+  assert proc.stdout.count(": compiling in a fresh process") == 11
 
   # Imagic trains the U-Net: float32 master weights + AdamW's two moments, 12 bytes per parameter. The plan
   # lays its state out as the trainer does, split over the 4 chips (configs/common.py: "fsdp" for the

@@ -4,7 +4,9 @@ A stage is (initial state, jitted step, batch of step s). Batches and per-step k
 (seed, stage, step), so a stage killed and resumed from its last checkpoint continues exactly as an
 unbroken run. Writes under `<out>/<stage>/`: `metrics.jsonl` (step, mean loss since the last line, wall time summed
 over resumed runs, evaluations),
-`checkpoint.msgpack` (atomic, every `checkpoint_every` steps and at the end) and `done.json`.
+`checkpoint.msgpack` (atomic, every `checkpoint_every` steps and at the end) and `done.json`. A stage whose
+loss or state turns non-finite stops with FloatingPointError at the next log line or checkpoint, keeping its
+last finite checkpoint (a diverged run would otherwise train on NaN to the end).
 """
 
 from __future__ import annotations
@@ -71,14 +73,29 @@ def run_stage(stage: Stage, out: str | Path, key: jax.Array) -> Any:
   metrics_log = JsonlManifest(folder / "metrics.jsonl")
   wall = time.perf_counter() - elapsed  # wall time accumulates over resumed runs
   losses = []
+  saved_step = start
+
+  def diverged(what: str) -> FloatingPointError:
+    kept = f"the checkpoint of step {saved_step} is kept" if saved_step else "no checkpoint was written"
+    return FloatingPointError(f"mini-world stage {stage.name!r}: {what}; stopped ({kept}, nothing non-finite is saved)")
 
   def checkpoint(step):
+    nonlocal saved_step
+    host_state = jax.device_get(state)
+    bad = [
+      jax.tree_util.keystr(path)
+      for path, leaf in jax.tree_util.tree_leaves_with_path(host_state)
+      if np.issubdtype(np.asarray(leaf).dtype, np.floating) and not np.all(np.isfinite(leaf))
+    ]
+    if bad:
+      raise diverged(f"the state after step {step} holds non-finite values in {len(bad)} arrays, first {bad[:3]}")
     atomic_write_bytes(
       folder / CHECKPOINT,
       serialization.msgpack_serialize(
-        {"step": step, "wall_s": time.perf_counter() - wall, "state": serialization.to_state_dict(jax.device_get(state))}
+        {"step": step, "wall_s": time.perf_counter() - wall, "state": serialization.to_state_dict(host_state)}
       ),
     )
+    saved_step = step
 
   for step in tqdm(range(start, stage.steps), desc=stage.name, initial=start, total=stage.steps, mininterval=10):
     state, metrics = stage.step(state, stage.batch(step), jax.random.fold_in(key, step))
@@ -96,6 +113,8 @@ def run_stage(stage: Stage, out: str | Path, key: jax.Array) -> Any:
       if stage.evaluate is not None and (done % stage.eval_every == 0 or done == stage.steps):
         record.update(stage.evaluate(state))
       metrics_log.append(record)
+      if not np.isfinite(record["loss"]):
+        raise diverged(f"the mean loss of the steps up to {done} is {record['loss']}")
     if done % stage.checkpoint_every == 0 or done == stage.steps:
       checkpoint(done)
   atomic_write_json(folder / DONE, {"steps": stage.steps})

@@ -62,16 +62,26 @@ def unet_stage(
     states = jax.lax.stop_gradient(text_encoder(token_ids, params=text_params)[0])
     noisy = add_noise(abar, latents, draws["noise"], draws["timesteps"])
     prediction = unet.apply({"params": params}, noisy, draws["timesteps"], states).sample
-    return jnp.mean((prediction - draws["noise"]) ** 2)
+    # The magnitudes of what feeds the loss, logged with it: where a run turns non-finite, its last metrics
+    # line says which of the VAE latents, the text states or the U-Net's output went first.
+    magnitudes = {
+      "latent_absmax": jnp.max(jnp.abs(latents)),
+      "text_state_absmax": jnp.max(jnp.abs(states)),
+      "prediction_absmax": jnp.max(jnp.abs(prediction)),
+    }
+    return jnp.mean((prediction - draws["noise"]) ** 2), magnitudes
 
   @jax.jit
   def step(state, batch, key):
-    loss, grads = jax.value_and_grad(loss_fn)(state["params"], batch["images"], batch["ids"], key)
+    (loss, magnitudes), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+      state["params"], batch["images"], batch["ids"], key
+    )
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-    return {"params": optax.apply_updates(state["params"], updates), "opt_state": opt_state}, {"loss": loss}
+    metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), **magnitudes}
+    return {"params": optax.apply_updates(state["params"], updates), "opt_state": opt_state}, metrics
 
   holdout = {"images": corpus.images[train_size : train_size + 256], "ids": ids[train_size : train_size + 256]}
-  holdout_loss = jax.jit(loss_fn)
+  holdout_loss = jax.jit(lambda *args: loss_fn(*args)[0])
 
   def batch(step_index):
     rng = np.random.default_rng([seed, 3, step_index])
