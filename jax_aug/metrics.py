@@ -12,8 +12,8 @@ them (jax_aug/study, jax_aug/twin, tests) is unaffected.
   `.write_scalars(step, scalars)` writes TensorBoard scalars only (per-step values). Both refuse a NaN or
   infinite value with `NonFiniteMetricError` naming the step and the metric, before anything of that call is
   written, so the caller stops before it checkpoints a broken state. `purge_step`: a resumed run's first step;
-  TensorBoard drops the events a killed run wrote from that step on, so a resumed run's curves have no
-  duplicates (the rows of `metrics.jsonl` are truncated or skipped by the job itself, as before).
+  the rows of `metrics.jsonl` (`drop_rows_from_step`) and the TensorBoard events a killed run wrote from that
+  step on are dropped, so a resumed run's curves have no duplicates.
   `.close()` (also a context manager). `enabled=False` (not the chief host) writes nothing.
 - `StepMetrics`: per-step device scalars buffered without a host sync; `.flush(writer, prefix)` reads them in
   one transfer and writes them (guarded) every `log_every_steps` and at the end of an epoch.
@@ -91,6 +91,16 @@ def check_finite(scalars: Mapping[str, Any], *, step: int, where: str) -> None:
       )
 
 
+def drop_rows_from_step(jsonl_path: str | os.PathLike, first_step: int) -> None:
+  """Drops the rows of steps >= `first_step` from a metrics.jsonl (what a killed run wrote after the point its
+  resume starts from; the resumed run writes them again), as TensorBoard's purge_step drops their events."""
+  rows = io.JsonlManifest(jsonl_path)
+  found = rows.read()
+  kept = [r for r in found if r["step"] < first_step]
+  if len(kept) != len(found):
+    io.atomic_write_text(rows.path, "".join(rows.line(r) for r in kept))
+
+
 class MetricsWriter:
   """metrics.jsonl (the rows as before) + TensorBoard events in `logdir`, both behind the NaN/inf guard."""
 
@@ -101,6 +111,8 @@ class MetricsWriter:
     self.logdir = Path(logdir)
     self.purge_step = purge_step
     self.enabled = enabled
+    if enabled and purge_step is not None:
+      drop_rows_from_step(jsonl_path, purge_step)
     self._num_rows = None
     self._events = None  # opened on the first write: a job with nothing left to do leaves no empty file
 

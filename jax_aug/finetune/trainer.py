@@ -369,7 +369,7 @@ def setup(config: Any, workdir: Path) -> tuple[Run, TrainState]:
   train_step, eval_sums = make_steps(per_example_loss, tx, mesh, layout)
   checkpoints = RunCheckpoints(workdir)
   saved = checkpoints.progress()
-  # A resumed run's events start after its resume point: TensorBoard drops what a killed run wrote from there.
+  # A resumed run starts after its resume point: metrics.jsonl and TensorBoard drop what a killed run wrote from there.
   writer = metrics_lib.MetricsWriter(
     workdir / METRICS_FILE,
     workdir / metrics_lib.TENSORBOARD_DIR,

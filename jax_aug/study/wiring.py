@@ -7,6 +7,7 @@ onto one area's public entry point and its own config block; nothing here reimpl
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -73,9 +74,9 @@ class StudyData:
   split_dir: Path
   excluded: Mapping[str, str]
 
-  @property
+  @functools.cached_property
   def classes(self) -> classes_lib.DatasetClasses:
-    """The dataset's classes, as the data stage stored them beside the splits."""
+    """The dataset's classes, as the data stage stored them beside the splits (read once)."""
     return classes_lib.read_split_classes(self.split_dir)
 
   @property
