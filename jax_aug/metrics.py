@@ -12,8 +12,9 @@ them (jax_aug/study, jax_aug/twin, tests) is unaffected.
   `.write_scalars(step, scalars)` writes TensorBoard scalars only (per-step values). Both refuse a NaN or
   infinite value with `NonFiniteMetricError` naming the step and the metric, before anything of that call is
   written, so the caller stops before it checkpoints a broken state. `purge_step`: a resumed run's first step;
-  the rows of `metrics.jsonl` (`drop_rows_from_step`) and the TensorBoard events a killed run wrote from that
-  step on are dropped, so a resumed run's curves have no duplicates.
+  TensorBoard drops the events a killed run wrote from that step on, so a resumed run's curves have no
+  duplicates; the rows of `metrics.jsonl` are trimmed by the job itself (the classifier by epoch, the
+  fine-tuning trainer by step through `drop_rows_from_step`).
   `.close()` (also a context manager). `enabled=False` (not the chief host) writes nothing.
 - `StepMetrics`: per-step device scalars buffered without a host sync; `.flush(writer, prefix)` reads them in
   one transfer and writes them (guarded) every `log_every_steps` and at the end of an epoch.
@@ -92,8 +93,9 @@ def check_finite(scalars: Mapping[str, Any], *, step: int, where: str) -> None:
 
 
 def drop_rows_from_step(jsonl_path: str | os.PathLike, first_step: int) -> None:
-  """Drops the rows of steps >= `first_step` from a metrics.jsonl (what a killed run wrote after the point its
-  resume starts from; the resumed run writes them again), as TensorBoard's purge_step drops their events."""
+  """Drops the rows of steps >= `first_step` from a metrics.jsonl whose rows all carry their "step" (what a
+  killed run wrote after the point its resume starts from; the resumed run writes them again), as
+  TensorBoard's purge_step drops their events."""
   rows = io.JsonlManifest(jsonl_path)
   found = rows.read()
   kept = [r for r in found if r["step"] < first_step]
@@ -111,8 +113,6 @@ class MetricsWriter:
     self.logdir = Path(logdir)
     self.purge_step = purge_step
     self.enabled = enabled
-    if enabled and purge_step is not None:
-      drop_rows_from_step(jsonl_path, purge_step)
     self._num_rows = None
     self._events = None  # opened on the first write: a job with nothing left to do leaves no empty file
 

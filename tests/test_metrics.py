@@ -192,18 +192,18 @@ def test_writer_refuses_non_finite_rows_before_writing(tmp_path):
   assert [json.loads(line)["batch"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [0]
 
 
-def test_resumed_writer_drops_the_rows_a_killed_run_wrote_after_its_resume_point(tmp_path):
-  # A killed run wrote steps 1..5 (and an epoch row at step 4); it resumes from step 4's checkpoint, so its
-  # first step is 5: the rows of steps >= 5 go (they are written again), the rest stay byte for byte.
+def test_drop_rows_from_step_removes_what_a_killed_run_wrote_after_its_resume_point(tmp_path):
+  # The fine-tuning trainer's rows: one per step and one per epoch, all with their step. A killed run wrote
+  # steps 1..5 (epoch row at step 4) and resumes from step 4's checkpoint, so its first step is 5: the rows of
+  # steps >= 5 go (the resumed run writes them again), the rest stay byte for byte.
   path = tmp_path / "metrics.jsonl"
   rows = [{"step": s, "train_loss": 1.0 / s} for s in range(1, 6)]
   rows.insert(4, {"step": 4, "epoch": 1, "val_loss": 0.5})
   path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
   before = path.read_text().splitlines(keepends=True)
-  metrics.MetricsWriter(path, tmp_path / "tb", purge_step=6, enabled=False)  # not the chief: touches nothing
-  metrics.MetricsWriter(path, tmp_path / "tb")  # a fresh run: nothing to drop
+  metrics.drop_rows_from_step(path, 6)  # nothing after step 5: the file is left as it is
   assert path.read_text().splitlines(keepends=True) == before
-  metrics.MetricsWriter(path, tmp_path / "tb", purge_step=5)
+  metrics.drop_rows_from_step(path, 5)
   assert path.read_text() == "".join(before[:5])  # steps 1..4 and the epoch row
 
 

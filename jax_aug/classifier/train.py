@@ -218,6 +218,12 @@ def append_step_losses(path: Path, rows: Sequence[dict]) -> None:
   io.atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept + list(rows)))
 
 
+def truncate_metrics(path: Path, last_epoch: int) -> None:
+  """Drops rows of epochs after the checkpoint we resume from (written just before a crash)."""
+  rows = [r for r in io.JsonlManifest(path).read() if r["epoch"] <= last_epoch]
+  io.atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+
+
 def state_shardings(config: ConfigDict, model, tx, mesh) -> steps.TrainState:
   """The train state's layout chosen by config.parameter_sharding (jax_aug.sharding)."""
   return steps.state_shardings(model, tx, mesh, config.input.image_size, config.parameter_sharding)
@@ -331,7 +337,9 @@ def train_and_evaluate(config: ConfigDict, workdir: str | os.PathLike) -> dict:
     plateau, first_epoch = schedule.PlateauState.from_json(meta["schedule"]), last + 1
     stop_reason = meta["stop_reason"]
     log.info("resuming %s after epoch %d", workdir, last)
-  # A resumed run starts at its first step: metrics.jsonl and TensorBoard drop what the killed run wrote from there.
+    if is_chief:
+      truncate_metrics(metrics_path, last)
+  # A resumed run's events start at its first step: TensorBoard drops what the killed run wrote from there.
   writer = metrics_lib.MetricsWriter(
     metrics_path,
     workdir / metrics_lib.TENSORBOARD_DIR,

@@ -370,6 +370,8 @@ def setup(config: Any, workdir: Path) -> tuple[Run, TrainState]:
   checkpoints = RunCheckpoints(workdir)
   saved = checkpoints.progress()
   # A resumed run starts after its resume point: metrics.jsonl and TensorBoard drop what a killed run wrote from there.
+  if saved and is_writer:
+    metrics_lib.drop_rows_from_step(workdir / METRICS_FILE, saved["step"] + 1)
   writer = metrics_lib.MetricsWriter(
     workdir / METRICS_FILE,
     workdir / metrics_lib.TENSORBOARD_DIR,
