@@ -2,18 +2,21 @@
 # Draws the mini world and trains its neural stages on one accelerator, from a clean checkout, as the shipped
 # weights were trained (docs/mini_world.md, "Training run"):
 #
-#   scripts/train_mini_world_accelerator.sh OUT [BUDGET_S] [EXTRA_CLIP_STEPS]
+#   scripts/train_mini_world_accelerator.sh OUT [BUDGET_S] [EXTRA_CLIP_STEPS] [--config.<stage>.<field>=...]
 #
 # OUT/data            the world (make_mini_world.py, drawn by every CPU core: same bytes as one process)
 # OUT/train           clip + vae side by side (each far too small to fill an accelerator), then unet
 # OUT/train_long_clip with EXTRA_CLIP_STEPS: a second CLIP trained for that many steps beside the first, and a
 #                     U-Net on its text encoder (the VAE is shared), so that a run that misses the CLIP quality
 #                     bars at the configured schedule has its longer alternative without another run.
-# Every stage stops at BUDGET_S seconds from the start (default 3600) and resumes on the next call.
+# Every stage stops at BUDGET_S seconds from the start (default 3600) and resumes on the next call. Further
+# arguments go to every training call (e.g. --config.unet.log_every=1 to see the U-Net's first steps).
 set -euo pipefail
-out=${1:?usage: $0 OUT [BUDGET_S] [EXTRA_CLIP_STEPS]}
+out=${1:?usage: $0 OUT [BUDGET_S] [EXTRA_CLIP_STEPS] [--config.<stage>.<field>=...]}
 end=$((SECONDS + ${2:-3600}))
 long_clip=${3:-}
+shift $(($# < 3 ? $# : 3))
+overrides=("$@")
 cd "$(dirname "$0")/.."
 export XLA_PYTHON_CLIENT_PREALLOCATE=false  # several trainings share the one accelerator
 
@@ -23,7 +26,7 @@ train() {  # train OUT_SUBDIR STAGES [config overrides...]
   local dir=$1 stages=$2
   shift 2
   timeout $((end - SECONDS)) python3 scripts/train_mini_world.py --config=configs/mini_world_train.py \
-    --data="$out/data" --out="$out/$dir" --config.stages="$stages" "$@" >"$out/$dir-$stages.log" 2>&1
+    --data="$out/data" --out="$out/$dir" --config.stages="$stages" "${overrides[@]}" "$@" >"$out/$dir-$stages.log" 2>&1
 }
 
 train train clip &
