@@ -24,6 +24,13 @@ PLAN_STAGE = flags.DEFINE_string(
   " each step not yet cached in such a process of its own, so every compile's memory goes back to the system.",
 )
 
+PLAN_IN_ONE_PROCESS = flags.DEFINE_bool(
+  "plan_in_one_process",
+  False,
+  "Compile every step in this process instead of one process per step: quicker for a small config (no process"
+  " start-ups), but a paper-sized plan needs the separate processes (XLA keeps much of each compile's memory).",
+)
+
 
 def _compile_in_child(stage: str) -> None:
   """Runs this same command line again with --plan_stage=stage (its output goes to this terminal)."""
@@ -45,7 +52,8 @@ def plan(script: str, config, workdir: str) -> None:
   from jax_aug.plan import study as plan_lib  # only --plan needs it (and libtpu for TPU targets)
 
   out_dir = Path(workdir) / "plan" / PLAN.value.replace(":", "_")
-  kwargs = dict(utilization=PLAN_UTILIZATION.value, compile_in_child=_compile_in_child, only_stage=PLAN_STAGE.value)
+  compile_in_child = None if PLAN_IN_ONE_PROCESS.value else _compile_in_child
+  kwargs = dict(utilization=PLAN_UTILIZATION.value, compile_in_child=compile_in_child, only_stage=PLAN_STAGE.value)
   if script == "study":
     result = plan_lib.plan_study(config, PLAN.value, out_dir, **kwargs)
   else:

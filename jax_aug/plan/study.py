@@ -441,13 +441,16 @@ def check_fits(plan: dict) -> None:
     )
 
 
-def _collector(target: Target) -> tuple[list, Callable]:
+def _collector(target: Target, only_stage: str | None = None) -> tuple[list, Callable]:
   """A list of hot steps and its `add(stages, build)`: a `cannot_run` StepCost in place of each stage whose
   production code refuses the config on this target (`build` raises ValueError, e.g. a batch the devices
-  cannot split)."""
+  cannot split). With `only_stage`, only the `build` that makes that stage runs (a compile process's case:
+  building the others' models would cost it seconds to minutes for nothing)."""
   steps = []
 
   def add(stages: list[str], build: Callable[[], list]) -> None:
+    if only_stage is not None and only_stage not in stages:
+      return
     try:
       steps.extend(build())
     except ValueError as e:
@@ -456,9 +459,9 @@ def _collector(target: Target) -> tuple[list, Callable]:
   return steps, add
 
 
-def _hot_steps(config: ConfigDict, target: Target) -> list:
-  """The study's hot steps in order (see `_collector` for stages that cannot run)."""
-  steps, add = _collector(target)
+def _hot_steps(config: ConfigDict, target: Target, only_stage: str | None = None) -> list:
+  """The study's hot steps in order (see `_collector` for stages that cannot run and `only_stage`)."""
+  steps, add = _collector(target, only_stage)
 
   classes = _num_classes(config)
   add(["classifier/train", "classifier/eval"], lambda: hot_steps.classifier_steps(config.classifier, classes, target))
@@ -526,7 +529,9 @@ def compile_one_stage(steps: list, stage: str, target: Target, out_dir: Path, lo
   """What a `compile_in_child` process does: compiles `stage`'s step into the plan cache (nothing else)."""
   chosen = [s for s in steps if s.stage == stage]
   if not chosen:
-    raise ValueError(f"no hot step named {stage!r} in this plan: expected one of {[s.stage for s in steps]}")
+    raise ValueError(
+      f"no hot step named {stage!r} in this plan (--plan_stage is set by a --plan run, to one of the stages it lists)"
+    )
   _compile_all(chosen, target, out_dir, log, None)
 
 
@@ -553,7 +558,7 @@ def plan_study(
   _check_utilization(utilization)
   out_dir, start = Path(out_dir), time.time()
   target = resolve(target_name)
-  steps = _hot_steps(config, target)
+  steps = _hot_steps(config, target, only_stage)
   if only_stage is not None:
     return compile_one_stage(steps, only_stage, target, out_dir, log)
   costs = _compile_all(steps, target, out_dir, log, compile_in_child)
@@ -591,7 +596,7 @@ def plan_script(
   _check_utilization(utilization)
   out_dir, start = Path(out_dir), time.time()
   target = resolve(target_name)
-  steps, add = _collector(target)
+  steps, add = _collector(target, only_stage)
   per_host = {"hosts": target.num_hosts, "sampling": [], "finetune": [], "classifier": None, "downloads": None}
   if script == "classifier":
     add(["classifier/train", "classifier/eval"], lambda: hot_steps.classifier_steps(config, _num_classes(config), target))
