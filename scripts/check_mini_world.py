@@ -6,7 +6,8 @@
       --workdir=...                                                     # an unfinished run's latest checkpoint
 
 Prints and writes <workdir>/quality.json: zero-shot top-1 on the target test split with "A photo of w(n)."
-(bar 0.70) and retrieval precision of each class's no-ws prompt over the corpus index (bar 0.80).
+(bar 0.70; also per class, with the classes its images were taken for) and retrieval precision of each
+class's no-ws prompt over the corpus index (bar 0.80).
 """
 
 import json
@@ -44,7 +45,9 @@ def main(argv):
   clip = load_clip(str(clip_folder))
   prompts = embed_texts(clip, quality.class_prompts())
   images, labels = arrays.target_arrays(data / "target", "val", workdir / "cache")
-  zero_shot = quality.zero_shot_top1(embed_images(clip, list(images), batch_size=256), labels, prompts)
+  image_embeddings = embed_images(clip, list(images), batch_size=256)
+  zero_shot = quality.zero_shot_top1(image_embeddings, labels, prompts)
+  zero_shot_per_class = quality.zero_shot_per_class(image_embeddings, labels, prompts, concepts.WNIDS)
   corpus = arrays.CorpusArrays(data / "corpus", workdir / "cache")
   embeddings = arrays.cached_embeddings(
     workdir / "cache", "corpus_clip_image", clip_folder, lambda: embed_images(clip, list(corpus.images), batch_size=256)
@@ -63,9 +66,10 @@ def main(argv):
     "retrieval_precision_mean": sum(precision.values()) / len(precision),
     "retrieval_bar": quality.RETRIEVAL_BAR,
     "retrieval_precision": precision,
+    "zero_shot_per_class": zero_shot_per_class,
   }
   atomic_write_json(workdir / "quality.json", result)
-  print(json.dumps({k: v for k, v in result.items() if k != "retrieval_precision"}, indent=1))
+  print(json.dumps({k: v for k, v in result.items() if k not in ("retrieval_precision", "zero_shot_per_class")}, indent=1))
 
 
 if __name__ == "__main__":

@@ -41,6 +41,10 @@ status=0
 for pid in "${pids[@]}"; do wait "$pid" || status=$?; done
 ((status == 0)) || { echo "a first-phase stage failed or ran out of time (status $status): see $out/*.log"; exit "$status"; }
 
+# The U-Net's loss was NaN from the first logged step on an H200 (jax 0.11.2) while the same stage is finite on
+# CPU with jax 0.10.2 and 0.11.2 alike (docs/mini_world.md): with jax_debug_nans a non-finite output re-runs the
+# step primitive by primitive and raises at the first one that makes a NaN, naming its source line in the log.
+export JAX_DEBUG_NANS=true
 train train unet &
 pids=($!)
 if [[ -n $long_clip ]]; then

@@ -181,12 +181,20 @@ def test_quality_measures_on_hand_made_embeddings(tmp_path):
   # 10 images per class on its axis; class 1's closest 10 include 5 class-3 images leaning towards axis 1.
   images = np.concatenate([np.repeat(eye[c][None], 10, 0) for c in range(4)])
   labels = np.repeat(np.arange(4), 10)
+  wnids = ["a", "b", "c", "d"]
   leaning = images[labels == 3][:5] * 0.3 + eye[1] * 0.95
   images[np.flatnonzero(labels == 3)[:5]] = leaning / np.linalg.norm(leaning, axis=1, keepdims=True)
-  wnids = ["a", "b", "c", "d"]
   truth = [wnids[label] for label in labels]
   # zero-shot: every image nearest its own axis except the 5 leaning ones -> 35/40
   assert quality.zero_shot_top1(images, labels, eye) == pytest.approx(35 / 40)
+  per_class = quality.zero_shot_per_class(images, labels, eye, wnids)
+  assert per_class["d"] == {"top1": 0.5, "taken_for": {"b": 5}}
+  assert per_class["b"] == {"top1": 1.0, "taken_for": {}}
+  # two classes with one prompt (the cranes): the images of both go to the first, as argmax breaks ties
+  shared = (eye[1] + eye[2]) / np.sqrt(2)
+  per_class = quality.zero_shot_per_class(images, labels, np.stack([eye[0], shared, shared, eye[3]]), wnids)
+  assert per_class["b"] == {"top1": 1.0, "taken_for": {}}
+  assert per_class["c"] == {"top1": 0.0, "taken_for": {"b": 10}}
   # precision at k=15 for class b: 10 b's + 5 leaning d's -> 10/15; classes a and c: 10 own + 5 others
   folder = quality.build_corpus_index(tmp_path / "index", images, pa.table({"concept": truth}))
   precision = quality.retrieval_precision(LocalIndex(folder, columns=["concept"]), eye, wnids, k=15)

@@ -2,6 +2,8 @@
 fitted heads load through the project's loaders and act as fitted (aesthetic: a known linear function;
 safety checker: diffusers' own module flags what the cosine rule says)."""
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -39,19 +41,70 @@ def _toy_stage(steps, checkpoint_every):
   return Stage(name="toy", steps=steps, init=init, step=step, batch=batch, log_every=2, checkpoint_every=checkpoint_every)
 
 
+class _Killed(Exception):
+  pass
+
+
+def _killed_at(stage, step):
+  """`stage` whose process dies when it asks for the batch of `step` (after whatever it logged and saved)."""
+  import dataclasses
+
+  def batch(step_index):
+    if step_index == step:
+      raise _Killed
+    return stage.batch(step_index)
+
+  return dataclasses.replace(stage, batch=batch)
+
+
+def _rows(folder):
+  rows = [json.loads(line) for line in (folder / "toy" / "metrics.jsonl").read_text().splitlines()]
+  return [{k: v for k, v in row.items() if k != "wall_s"} for row in rows]
+
+
 def test_resumed_stage_equals_unbroken_run(tmp_path):
   key = jax.random.key(0)
   unbroken = run_stage(_toy_stage(8, 100), tmp_path / "a", key)
-  run_stage(_toy_stage(4, 2), tmp_path / "b", key)  # "killed" after step 4 (its last checkpoint)
+  # killed at step 7: it logged steps 2, 4, 6 and checkpointed step 4
+  with pytest.raises(_Killed):
+    run_stage(_killed_at(_toy_stage(8, 4), 6), tmp_path / "b", key)
   saved = serialization.msgpack_restore((tmp_path / "b" / "toy" / CHECKPOINT).read_bytes())
   assert int(saved["step"]) == 4
-  resumed = run_stage(_toy_stage(8, 2), tmp_path / "b", key)
+  assert [row["step"] for row in _rows(tmp_path / "b")] == [2, 4, 6]
+  resumed = run_stage(_toy_stage(8, 4), tmp_path / "b", key)
   np.testing.assert_array_equal(np.asarray(resumed["params"]["w"]), np.asarray(unbroken["params"]["w"]))
-  lines = (tmp_path / "b" / "toy" / "metrics.jsonl").read_text().splitlines()
-  assert len(lines) == 4  # steps 2, 4 then 6, 8 after the resume
+  # the killed run's row of step 6 was dropped and logged again: the rows are the unbroken run's, bit for bit
+  assert _rows(tmp_path / "b") == _rows(tmp_path / "a")
   # negative control: a different key changes the result, so the equality above is not vacuous
   other = run_stage(_toy_stage(8, 100), tmp_path / "c", jax.random.key(1))
   assert not np.array_equal(np.asarray(other["params"]["w"]), np.asarray(unbroken["params"]["w"]))
+
+
+def test_a_resume_with_another_recipe_is_refused_and_other_intervals_are_not(tmp_path):
+  import dataclasses
+
+  import ml_collections
+
+  toy = _toy_stage(8, 4)
+  functions = {f: getattr(toy, f) for f in ("init", "step", "batch")}
+
+  def configured(**changes):
+    block = dict(steps=8, lr=0.1, photometric=dict(brightness=(0.6, 1.2)), log_every=2, eval_every=4, checkpoint_every=4)
+    return Stage.configured("toy", ml_collections.ConfigDict({**block, **changes}), **functions)
+
+  with pytest.raises(_Killed):
+    run_stage(_killed_at(configured(), 6), tmp_path, jax.random.key(0))
+  with pytest.raises(ValueError) as raised:
+    run_stage(configured(lr=0.2, photometric=dict(brightness=(0.5, 1.2))), tmp_path, jax.random.key(0))
+  assert "was trained with another recipe (lr: 0.1 -> 0.2, photometric: {'brightness': [0.6, 1.2]} -> " in str(raised.value)
+  assert int(serialization.msgpack_restore((tmp_path / "toy" / CHECKPOINT).read_bytes())["step"]) == 4  # untouched
+  # the intervals may change: resumed and finished with other log and checkpoint intervals
+  finished = run_stage(configured(log_every=4, checkpoint_every=2), tmp_path, jax.random.key(0))
+  unbroken = run_stage(dataclasses.replace(toy, checkpoint_every=100), tmp_path / "unbroken", jax.random.key(0))
+  np.testing.assert_array_equal(np.asarray(finished["params"]["w"]), np.asarray(unbroken["params"]["w"]))
+  # a finished stage asked for more steps is refused too (its cosine schedule would have been another)
+  with pytest.raises(ValueError, match=r"steps: 8 -> 12"):
+    run_stage(configured(steps=12), tmp_path, jax.random.key(0))
 
 
 def test_a_stage_that_turns_non_finite_stops_and_keeps_its_last_finite_checkpoint(tmp_path):
@@ -208,6 +261,27 @@ def test_assembled_sd_loads_through_load_sd_with_the_exported_weights(tmp_path):
     for path, value in flatten_dict(expected).items():
       np.testing.assert_array_equal(np.asarray(got[path]), np.asarray(value), err_msg=f"{name} {path}")
   assert float(sd.params["safety_checker"]["concept_embeds_weights"][0]) == pytest.approx(0.9)
+
+
+def test_photometric_jitter_scales_gains_and_gamma_as_written():
+  from jax_aug.mini_world.train_clip import photometric
+
+  values = np.arange(256, dtype=np.uint8)
+  images = np.broadcast_to(values[None, :, None, None], (2, 256, 1, 3)).copy()
+  # brightness alone (a one-point range): x * 0.4 rounded (no value lands on a half)
+  out = photometric(images, np.random.default_rng(0), brightness=(0.4, 0.4), channel_gain=0.0, gamma=(1.0, 1.0))
+  np.testing.assert_array_equal(out[0, :, 0, 0], [int(x * 0.4 + 0.5) for x in range(256)])
+  # gamma alone: round(255 (x / 255)^2); 128 -> 64.25 -> 64, 255 stays 255, values are clipped at 1 first
+  out = photometric(images, np.random.default_rng(0), brightness=(1.0, 1.0), channel_gain=0.0, gamma=(2.0, 2.0))
+  assert (out[0, 128, 0, 0], out[0, 255, 0, 0], out[0, 0, 0, 0]) == (64, 255, 0)
+  out = photometric(images, np.random.default_rng(0), brightness=(1.5, 1.5), channel_gain=0.0, gamma=(1.0, 1.0))
+  assert out[0, 200, 0, 0] == 255 and out[0, 100, 0, 0] == 150
+  # per-channel gains stay within 1 +- 0.1, differ between channels and images, and are a function of the draws
+  out = photometric(images, np.random.default_rng(3), brightness=(1.0, 1.0), channel_gain=0.1, gamma=(1.0, 1.0))
+  gains = out[:, 200, 0, :] / 200.0
+  assert np.all(np.abs(gains - 1.0) <= 0.1 + 0.5 / 200) and len(np.unique(gains)) == 6
+  again = photometric(images, np.random.default_rng(3), brightness=(1.0, 1.0), channel_gain=0.1, gamma=(1.0, 1.0))
+  np.testing.assert_array_equal(out, again)
 
 
 def test_augment_is_a_flip_and_an_edge_padded_shift():

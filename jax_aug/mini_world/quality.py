@@ -27,9 +27,31 @@ def class_prompts(wnids: Sequence[str] = concepts.WNIDS) -> list[str]:
   return [simple_no_ws(class_by_wnid(w)) for w in wnids]
 
 
+def zero_shot_predictions(image_embeddings: np.ndarray, prompt_embeddings: np.ndarray) -> np.ndarray:
+  """Per image, the index of its most similar prompt (row of `prompt_embeddings`); ties go to the first."""
+  return np.argmax(image_embeddings @ prompt_embeddings.T, axis=1)
+
+
 def zero_shot_top1(image_embeddings: np.ndarray, labels: np.ndarray, prompt_embeddings: np.ndarray) -> float:
-  """Fraction of images whose most similar prompt (row of `prompt_embeddings`) is their label's."""
-  return float(np.mean(np.argmax(image_embeddings @ prompt_embeddings.T, axis=1) == labels))
+  """Fraction of images whose most similar prompt is their label's."""
+  return float(np.mean(zero_shot_predictions(image_embeddings, prompt_embeddings) == labels))
+
+
+def zero_shot_per_class(
+  image_embeddings: np.ndarray, labels: np.ndarray, prompt_embeddings: np.ndarray, wnids: Sequence[str]
+) -> dict[str, dict]:
+  """{wnid: {"top1": its images' zero-shot top-1, "taken_for": {other wnid: images predicted as it}}}: where
+  the bar is lost (classes with one prompt, such as the two cranes, split their images between them)."""
+  predictions = zero_shot_predictions(image_embeddings, prompt_embeddings)
+  per_class = {}
+  for label, wnid in enumerate(wnids):
+    predicted = predictions[labels == label]
+    counts = np.bincount(predicted, minlength=len(wnids))
+    per_class[wnid] = {
+      "top1": float(np.mean(predicted == label)),
+      "taken_for": {wnids[j]: int(counts[j]) for j in np.argsort(-counts, kind="stable") if counts[j] and j != label},
+    }
+  return per_class
 
 
 def retrieval_precision(

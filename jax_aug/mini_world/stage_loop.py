@@ -3,8 +3,10 @@
 A stage is (initial state, jitted step, batch of step s). Batches and per-step keys are pure functions of
 (seed, stage, step), so a stage killed and resumed from its last checkpoint continues exactly as an
 unbroken run. Writes under `<out>/<stage>/`: `metrics.jsonl` (step, mean loss since the last line, wall time summed
-over resumed runs, evaluations),
-`checkpoint.msgpack` (atomic, every `checkpoint_every` steps and at the end) and `done.json`. A stage whose
+over resumed runs, evaluations; a resumed run first drops the rows a killed run wrote after its checkpoint),
+`checkpoint.msgpack` (atomic, every `checkpoint_every` steps and at the end, with the stage's recipe) and
+`done.json`. A run whose recipe (its config block less the log / eval / checkpoint intervals) differs from the
+checkpoint's is refused: its schedule and batches would differ from the steps already taken. A stage whose
 loss or state turns non-finite stops with FloatingPointError at the next log line or checkpoint, keeping its
 last finite checkpoint (a diverged run would otherwise train on NaN to the end).
 """
@@ -12,6 +14,7 @@ last finite checkpoint (a diverged run would otherwise train on NaN to the end).
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,9 +26,12 @@ from flax import serialization
 from tqdm import tqdm
 
 from jax_aug.io import JsonlManifest, atomic_write_bytes, atomic_write_json
+from jax_aug.metrics import drop_rows_from_step
 
 CHECKPOINT = "checkpoint.msgpack"
 DONE = "done.json"
+# Config fields that change what is logged or saved when, never the training itself.
+SCHEDULING_FIELDS = ("log_every", "eval_every", "checkpoint_every", "cache")
 
 
 @dataclasses.dataclass
@@ -39,17 +45,38 @@ class Stage:
   log_every: int = 25
   eval_every: int = 500
   checkpoint_every: int = 200
+  recipe: dict = dataclasses.field(default_factory=dict)  # what a resumed run must share with the checkpoint
 
   @classmethod
   def configured(cls, name: str, config: Any, **functions) -> Stage:
-    """A stage whose step count and log / eval / checkpoint intervals come from its config block."""
+    """A stage whose step count, log / eval / checkpoint intervals and recipe come from its config block."""
     return cls(
       name=name,
       steps=config.steps,
       eval_every=config.eval_every,
       log_every=config.log_every,
       checkpoint_every=config.checkpoint_every,
+      recipe={k: _plain(v) for k, v in config.items() if k not in SCHEDULING_FIELDS},
       **functions,
+    )
+
+
+def _plain(value: Any) -> Any:
+  """A config value as JSON has it (ConfigDicts as dicts, tuples as lists), for comparing recipes."""
+  return json.loads(json.dumps(value.to_dict() if hasattr(value, "to_dict") else value))
+
+
+def _check_recipe(stage: Stage, saved: dict, folder: Path) -> None:
+  if "recipe" not in saved:  # checkpoints written before recipes were recorded
+    return
+  recorded = json.loads(saved["recipe"])
+  differing = sorted(k for k in set(recorded) | set(stage.recipe) if recorded.get(k) != stage.recipe.get(k))
+  if differing:
+    changes = ", ".join(f"{k}: {recorded.get(k)!r} -> {stage.recipe.get(k)!r}" for k in differing)
+    raise ValueError(
+      f"mini-world stage {stage.name!r}: {folder / CHECKPOINT} was trained with another recipe ({changes}); resume"
+      " with the checkpoint's values, or train into another --out (only the log, eval and checkpoint intervals may"
+      " change between runs)"
     )
 
 
@@ -66,11 +93,14 @@ def run_stage(stage: Stage, out: str | Path, key: jax.Array) -> Any:
   if (folder / CHECKPOINT).exists():
     saved = serialization.msgpack_restore((folder / CHECKPOINT).read_bytes())
     start, elapsed = int(saved["step"]), float(saved["wall_s"])
+    _check_recipe(stage, saved, folder)
     state = serialization.from_state_dict(state, saved["state"])
     print(f"{stage.name}: resumed at step {start}/{stage.steps}")
   if (folder / DONE).exists() and start >= stage.steps:
     return state
   metrics_log = JsonlManifest(folder / "metrics.jsonl")
+  if metrics_log.path.exists():
+    drop_rows_from_step(metrics_log.path, start + 1)  # rows a killed run logged after its last checkpoint
   wall = time.perf_counter() - elapsed  # wall time accumulates over resumed runs
   losses = []
   saved_step = start
@@ -92,7 +122,12 @@ def run_stage(stage: Stage, out: str | Path, key: jax.Array) -> Any:
     atomic_write_bytes(
       folder / CHECKPOINT,
       serialization.msgpack_serialize(
-        {"step": step, "wall_s": time.perf_counter() - wall, "state": serialization.to_state_dict(host_state)}
+        {
+          "step": step,
+          "wall_s": time.perf_counter() - wall,
+          "recipe": json.dumps(stage.recipe, sort_keys=True),
+          "state": serialization.to_state_dict(host_state),
+        }
       ),
     )
     saved_step = step

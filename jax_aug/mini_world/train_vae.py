@@ -1,4 +1,4 @@
-"""Stage `vae`: diffusers' FlaxAutoencoderKL at the world's size (2 levels: 32 px -> 16 x 16 x 4 latents),
+"""Stage `vae`: diffusers' FlaxAutoencoderKL at the world's size (3 levels: 32 px -> 8 x 8 x 4 latents),
 trained on corpus images with L1 reconstruction + `kl_weight` x KL (SD's VAE adds LPIPS and a GAN; at
 32 px the L1 term alone reconstructs the drawings).
 
@@ -43,7 +43,7 @@ def vae_losses(vae, params, images: jax.Array, eps: jax.Array) -> tuple[jax.Arra
 def vae_stage(config, corpus, seed: int) -> tuple[Stage, object]:
   vae = build_vae()
   train_size = len(corpus) - HOLDOUT
-  latent = (models.VAE["sample_size"] // 2, models.VAE["sample_size"] // 2, models.VAE["latent_channels"])
+  latent = (models.LATENT_SIZE, models.LATENT_SIZE, models.VAE["latent_channels"])
   schedule = optax.warmup_cosine_decay_schedule(0.0, config.lr, min(config.warmup, config.steps // 2), config.steps)
   tx = optax.adamw(schedule, weight_decay=0.0)
 
