@@ -222,22 +222,20 @@ def test_safety_checker_params_flag_what_the_cosine_rule_flags(tmp_path):
   assert flags[0] and not flags.all()
 
 
-@pytest.mark.slow
-def test_assembled_sd_loads_through_load_sd_with_the_exported_weights(tmp_path):
-  """Exported weights (random here) -> assemble_sd -> load_sd gives back exactly those parameters."""
-  from flax.traverse_util import flatten_dict
-
-  from jax_aug.diffusion.loading import load_clip_tokenizer, load_sd
+def _random_export(export):
+  """An export folder as scripts/train_mini_world.py leaves it (clip/, vae/, unet/, safety_checker/, manifest),
+  with random weights; returns the parameters written."""
+  from jax_aug.diffusion.loading import load_clip_tokenizer
   from jax_aug.diffusion.tiny import random_params
   from jax_aug.io import atomic_write_json
-  from jax_aug.mini_world.assemble import WEIGHTS, assemble_sd
+  from jax_aug.mini_world.assemble import WEIGHTS
+  from jax_aug.mini_world.train import record_export
   from jax_aug.mini_world.train_clip import export_clip
   from jax_aug.mini_world.train_unet import build_unet
   from jax_aug.mini_world.train_vae import build_vae
 
-  export = tmp_path / "export"
   clip, clip_params = _random_clip(3)
-  export_clip(clip, clip_params, load_clip_tokenizer(), export / "clip")
+  folder = export_clip(clip, clip_params, load_clip_tokenizer(), export / "clip")
   rng = np.random.default_rng(0)
   vae, unet = build_vae(), build_unet()
   vae_params = random_params(jax.eval_shape(vae.init_weights, jax.random.key(0)), rng)
@@ -250,17 +248,76 @@ def test_assembled_sd_loads_through_load_sd_with_the_exported_weights(tmp_path):
   save_params(
     export / "safety_checker" / WEIGHTS, heads.safety_checker_params(clip_params, np.ones(64, np.float32) / 8, 0.9)
   )
-  sd = load_sd(assemble_sd(export, tmp_path / "sd"))
+  out = export.parent  # record_export writes <out>/export/manifest.json
+  assert export == out / "export"
+  record_export(out, "clip", [p for p in folder.iterdir() if p.is_file()])
+  record_export(out, "vae", [export / "vae" / WEIGHTS, export / "vae" / "config.json"])
+  record_export(out, "unet", [export / "unet" / WEIGHTS])
+  record_export(out, "safety", [export / "safety_checker" / WEIGHTS])
+  return {"clip": clip_params, "vae": vae_params, "unet": unet_params}
+
+
+@pytest.mark.slow
+def test_assembled_sd_loads_through_load_sd_with_the_exported_weights(tmp_path):
+  """Exported weights (random here) -> assemble_sd -> load_sd gives back exactly those parameters."""
+  from flax.traverse_util import flatten_dict
+
+  from jax_aug.diffusion.loading import load_sd
+  from jax_aug.mini_world.assemble import assemble_sd
+
+  params = _random_export(tmp_path / "export")
+  sd = load_sd(assemble_sd(tmp_path / "export", tmp_path / "sd"))
   assert sd.resolution == 32 and sd.vae.config.scaling_factor == 0.5
   for name, expected in (
-    ("unet", unet_params),
-    ("vae", vae_params),
-    ("text_encoder", {"text_model": clip_params["text_model"]}),
+    ("unet", params["unet"]),
+    ("vae", params["vae"]),
+    ("text_encoder", {"text_model": params["clip"]["text_model"]}),
   ):
     got = flatten_dict(sd.params[name])
     for path, value in flatten_dict(expected).items():
       np.testing.assert_array_equal(np.asarray(got[path]), np.asarray(value), err_msg=f"{name} {path}")
   assert float(sd.params["safety_checker"]["concept_embeds_weights"][0]) == pytest.approx(0.9)
+
+
+@pytest.mark.slow
+def test_prepared_world_serves_retrieval_from_the_corpus_and_refuses_damaged_weights(tmp_path):
+  """prepare_world: corpus + target drawn, SD assembled, the index over the corpus's CLIP embeddings whose
+  image_path reads the corpus image it was embedded from; damaged weights and another world are refused."""
+  from jax_aug.io import load_image_file, read_json
+  from jax_aug.mini_world import corpus, world
+  from jax_aug.mini_world.assemble import WEIGHTS
+  from jax_aug.retrieval.clip_model import embed_images, load_clip
+  from jax_aug.retrieval.index import LocalIndex
+
+  export = tmp_path / "export"
+  _random_export(export)
+  paths = world.prepare_world(tmp_path / "world", export, corpus_size=120)
+  assert read_json(paths.target / "mini_world.json")["counts"]["val"]["n01443537"] == 50
+  assert (paths.sd / "model_index.json").is_file()
+  # every indexed row's image_path is the corpus item of that row; an item's own embedding finds it first
+  index = LocalIndex(paths.index, columns=list(world.INDEX_COLUMNS))
+  assert index.index.ntotal == 120
+  item = 37
+  image = load_image_file(paths.corpus_images / corpus.image_path(item))
+  query = embed_images(load_clip(str(export / "clip")), [np.asarray(image)])[0]
+  best = index.search(query, 3, deduplicate=False)[0]
+  metadata = corpus.read_metadata(paths.corpus).slice(item, 1).to_pylist()[0]
+  assert best.metadata["image_path"] == corpus.image_path(item) and best.metadata["caption"] == metadata["caption"]
+  assert best.metadata["concept"] == metadata["concept"]
+  # prepared once: a second call returns at once and rewrites nothing
+  stamp = (paths.root / world.WORLD_FILE).stat().st_mtime_ns
+  assert world.prepare_world(tmp_path / "world", export, corpus_size=120) == paths
+  assert (paths.root / world.WORLD_FILE).stat().st_mtime_ns == stamp
+  with pytest.raises(ValueError, match="holds the mini world"):
+    world.prepare_world(tmp_path / "world", export, corpus_size=121)
+  # a damaged weight file is named before anything is drawn
+  unet = export / "unet" / WEIGHTS
+  unet.write_bytes(unet.read_bytes()[:-1] + b"\0")
+  with pytest.raises(ValueError, match=r"unet/weights.safetensors \(unet\) has sha256 [0-9a-f]{64}, its manifest says"):
+    world.prepare_world(tmp_path / "other", export, corpus_size=120)
+  assert not (tmp_path / "other").exists()
+  with pytest.raises(FileNotFoundError, match="no mini-world weights at"):
+    world.prepare_world(tmp_path / "other", tmp_path / "nowhere")
 
 
 def test_photometric_jitter_scales_gains_and_gamma_as_written():
