@@ -10,6 +10,7 @@ import numpy as np
 import optax
 import pytest
 from flax import serialization
+from mini_world_support import random_clip, random_export
 
 from jax_aug.mini_world import heads, models
 from jax_aug.mini_world.stage_loop import CHECKPOINT, Stage, run_stage
@@ -163,22 +164,11 @@ def test_fit_safety_on_hand_made_embeddings():
   assert report["holdout_nsfw_recall"] == 1.0 and report["holdout_false_alarm"] == pytest.approx(1 / 3)
 
 
-def _random_clip(seed):
-  """A tiny CLIP with LeCun-normal weights: the models' own init maps distinct images to nearly one
-  embedding (cosines ~0.9999), which diffusers' 3-decimal rounding cannot tell apart."""
-  from jax_aug.diffusion.tiny import random_params
-  from jax_aug.mini_world.train_clip import build_clip
-
-  clip = build_clip(seed=seed)
-  params = random_params({k: v for k, v in clip.params.items() if k != "logit_scale"}, np.random.default_rng(seed))
-  return clip, dict(params, logit_scale=clip.params["logit_scale"])
-
-
 @pytest.mark.slow
 def test_safety_checker_params_flag_what_the_cosine_rule_flags(tmp_path):
   from jax_aug.mini_world.train_clip import pixel_values
 
-  clip, params = _random_clip(0)
+  clip, params = random_clip(0)
   rng = np.random.default_rng(1)
   images = np.concatenate(
     [
@@ -222,41 +212,6 @@ def test_safety_checker_params_flag_what_the_cosine_rule_flags(tmp_path):
   assert flags[0] and not flags.all()
 
 
-def _random_export(export):
-  """An export folder as scripts/train_mini_world.py leaves it (clip/, vae/, unet/, safety_checker/, manifest),
-  with random weights; returns the parameters written."""
-  from jax_aug.diffusion.loading import load_clip_tokenizer
-  from jax_aug.diffusion.tiny import random_params
-  from jax_aug.io import atomic_write_json
-  from jax_aug.mini_world.assemble import WEIGHTS
-  from jax_aug.mini_world.train import record_export
-  from jax_aug.mini_world.train_clip import export_clip
-  from jax_aug.mini_world.train_unet import build_unet
-  from jax_aug.mini_world.train_vae import build_vae
-
-  clip, clip_params = _random_clip(3)
-  folder = export_clip(clip, clip_params, load_clip_tokenizer(), export / "clip")
-  rng = np.random.default_rng(0)
-  vae, unet = build_vae(), build_unet()
-  vae_params = random_params(jax.eval_shape(vae.init_weights, jax.random.key(0)), rng)
-  unet_params = random_params(jax.eval_shape(unet.init_weights, jax.random.key(0)), rng)
-  save_params(export / "vae" / WEIGHTS, vae_params)
-  atomic_write_json(
-    export / "vae" / "config.json", {k: v for k, v in dict(vae.config, scaling_factor=0.5).items() if not k.startswith("_")}
-  )
-  save_params(export / "unet" / WEIGHTS, unet_params)
-  save_params(
-    export / "safety_checker" / WEIGHTS, heads.safety_checker_params(clip_params, np.ones(64, np.float32) / 8, 0.9)
-  )
-  out = export.parent  # record_export writes <out>/export/manifest.json
-  assert export == out / "export"
-  record_export(out, "clip", [p for p in folder.iterdir() if p.is_file()])
-  record_export(out, "vae", [export / "vae" / WEIGHTS, export / "vae" / "config.json"])
-  record_export(out, "unet", [export / "unet" / WEIGHTS])
-  record_export(out, "safety", [export / "safety_checker" / WEIGHTS])
-  return {"clip": clip_params, "vae": vae_params, "unet": unet_params}
-
-
 @pytest.mark.slow
 def test_assembled_sd_loads_through_load_sd_with_the_exported_weights(tmp_path):
   """Exported weights (random here) -> assemble_sd -> load_sd gives back exactly those parameters."""
@@ -265,7 +220,7 @@ def test_assembled_sd_loads_through_load_sd_with_the_exported_weights(tmp_path):
   from jax_aug.diffusion.loading import load_sd
   from jax_aug.mini_world.assemble import assemble_sd
 
-  params = _random_export(tmp_path / "export")
+  params = random_export(tmp_path / "export")
   sd = load_sd(assemble_sd(tmp_path / "export", tmp_path / "sd"))
   assert sd.resolution == 32 and sd.vae.config.scaling_factor == 0.5
   for name, expected in (
@@ -290,7 +245,7 @@ def test_prepared_world_serves_retrieval_from_the_corpus_and_refuses_damaged_wei
   from jax_aug.retrieval.index import LocalIndex
 
   export = tmp_path / "export"
-  _random_export(export)
+  random_export(export)
   paths = world.prepare_world(tmp_path / "world", export, corpus_size=120)
   assert read_json(paths.target / "mini_world.json")["counts"]["val"]["n01443537"] == 50
   assert (paths.sd / "model_index.json").is_file()

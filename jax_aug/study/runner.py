@@ -51,8 +51,14 @@ def plan(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> list[
   names = {m.name for m in selected}
   seed = config.seed
   data_dir = workdir / "data"
-  stages = [
-    Stage("check", {"data": config.data}, lambda out: wiring.check_data(config.data, out, data_dir=data_dir)),
+  stages, world = [], ()
+  if config.get("mini_world") is not None:  # configs/mini.py: the world's data and models, prepared first
+    stages.append(
+      Stage("world", {"mini_world": config.mini_world}, lambda out: wiring.prepare_mini_world(config.mini_world))
+    )
+    world = ("world",)
+  stages += [
+    Stage("check", {"data": config.data}, lambda out: wiring.check_data(config.data, out, data_dir=data_dir), world),
     Stage(
       "data",
       {"data": config.data},

@@ -188,6 +188,13 @@ def train_twin(train_stage_dir: Path, out: Path, *, workdir: Path) -> Path:
 # --- models ------------------------------------------------------------------------------------------
 
 
+def prepare_mini_world(block) -> None:
+  """`jax_aug.mini_world.world.prepare_world` into `block.folder` with the weights in `block.weights`."""
+  from jax_aug.mini_world.world import prepare_world
+
+  prepare_world(block.folder, block.weights, corpus_size=block.corpus_size, workers=block.workers)
+
+
 def tiny_model_seeds(method_configs) -> list[int]:
   """Seeds of the tiny random-init SDs the methods ask for (an empty `model.path` means "build one")."""
   seeds = set()

@@ -1,0 +1,79 @@
+"""The whole study in the mini world (docs/mini_world.md): trained tiny models, a corpus to retrieve from and an
+ImageNet stand-in, every method and both baselines, on a laptop CPU.
+
+  python run_study.py --config=configs/mini.py --workdir=runs/mini
+
+The study's first stage (`world`) prepares the world once into `mini_world.folder` (default
+`$JAX_AUG_CACHE/mini_world`, else `~/.cache/jax_aug/mini_world`; shared by every run on the machine): the weights
+checked against their manifest, the corpus and the target dataset drawn from the seed, the SD folder and the
+retrieval index built. `mini_world.weights` is the folder of trained weights (an export folder of
+scripts/train_mini_world.py; the package's `jax_aug/assets/mini_world` once shipped). Every other block is the
+tiny scale's code path pointed at the world: the target dataset read as ImageNet's folder layout (its classes
+are real ILSVRC2012 wnids), the world's SD for every diffusion method, its CLIP, index and corpus images for
+retrieval. The sampling and classifier settings below follow the budget in docs/mini_world.md ("Sizing the
+U-Net by the study's budget"); they are timed on the trained weights before the README makes this the default.
+"""
+
+import os
+from pathlib import Path
+
+import ml_collections
+
+from jax_aug import method_kinds
+from jax_aug.mini_world import concepts, world
+from jax_aug.study.config_files import study_config
+
+# Figure 5's classes: tiger shark (as in the paper), both cranes (the paper's ambiguity), and three whose
+# zero-shot recognition by the tiny CLIP is lowest (docs/mini_world.md).
+FIGURE5_CLASSES = "n01491361,n02012849,n03126707,n07753592,n04409515,n02391049"
+# Generated (and retrieved) images per class and method: the 5 resampled sets draw the 10% subset's 15..26
+# per class from them (the paper: 390 generated, 130 retrieved, for subsets of 74..130).
+IMAGES_PER_CLASS = 50
+SAMPLING_STEPS = 10  # DDIM with classifier-free guidance: 20 U-Net evaluations per image
+SAMPLING_BATCH = 64
+
+
+def default_folder() -> str:
+  cache = os.environ.get("JAX_AUG_CACHE") or str(Path.home() / ".cache" / "jax_aug")
+  return str(Path(cache) / "mini_world")
+
+
+def get_config(arg: str | None = None):
+  del arg
+  config = study_config(Path(__file__).resolve().parent, "tiny")
+  config.mini_world = ml_collections.ConfigDict()
+  config.mini_world.folder = ml_collections.FieldReference(default_folder())
+  config.mini_world.weights = ml_collections.FieldReference(str(world.ASSETS))
+  config.mini_world.corpus_size = concepts.CORPUS_SIZE
+  config.mini_world.workers = 2
+  folder, weights = config.mini_world.get_ref("folder"), config.mini_world.get_ref("weights")
+
+  for block in [config.data] + [m.data for m in config.method_configs.values() if "data" in m]:
+    block.dataset = "imagenet"
+    block.source = "folder"
+    block.root = folder + "/target"
+    block.wnids = concepts.WNIDS
+    block.synthetic = None
+  for method in config.method_configs.values():
+    if "model" in method:  # the diffusion kinds
+      method.model.path = folder + "/sd"
+      method.model.revision = ""
+      method.images_per_class = IMAGES_PER_CLASS
+      method.num_inference_steps = SAMPLING_STEPS
+      method.scheduler = "ddim"
+      method.batch_size = SAMPLING_BATCH
+    if method.method.kind == method_kinds.RETRIEVAL:
+      method.images_per_class = IMAGES_PER_CLASS
+      method.classes = None  # the study passes the dataset's classes
+      method.clip.model = weights + "/clip"
+      method.index.folder = folder + "/index"
+      method.index.deduplicate = True  # a trained CLIP tells images apart (tiny's random one does not)
+      method.download.image_root = folder + "/corpus/images"
+      method.filters.safety_checker = folder + "/sd"
+  # Methods are compared at convergence: the plateau schedule and early stopping on the validation split end
+  # each run (tiny's 8-epoch cap would end them first).
+  config.classifier.schedule.max_epochs = 60
+  config.n_resamples = 5
+  config.report.figure5_classes = FIGURE5_CLASSES
+  config.report.tiny_random_init_models = False
+  return config

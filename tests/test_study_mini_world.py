@@ -1,0 +1,65 @@
+"""configs/mini.py through the runner: the `world` stage prepares the mini world first, the study's data are the
+target dataset (24 real wnids, its val/ as the test split), every diffusion method samples from the world's SD
+and retrieval returns corpus images through the world's index. Random weights of the shipped shapes stand in for
+the trained ones (tests/mini_world_support.py), so only the wiring is checked here, against the world's own
+generator (the corpus item each retrieved image came from) and prompts written by hand."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mini_world_support import random_export
+
+from jax_aug.data.augmentation_set import load_augmentation_set
+from jax_aug.io import load_image_file, read_json
+from jax_aug.mini_world import concepts, corpus
+from jax_aug.study import runner
+from jax_aug.study.config_files import load_module
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+METHODS = ["baseline_10pct", "simple_prompt", "retrieval"]
+PER_CLASS = 26  # the largest 10% subset of the world's target (ceil(0.1 x 260))
+
+
+@pytest.mark.slow  # draws the target (6,000 images) and a 2,000-image corpus, samples 624 images, 3 classifiers
+def test_mini_config_runs_the_study_in_the_prepared_world(tmp_path):
+  random_export(tmp_path / "export")
+  config = load_module(CONFIGS / "mini.py").get_config()
+  config.mini_world.folder = str(tmp_path / "world")
+  config.mini_world.weights = str(tmp_path / "export")
+  config.mini_world.corpus_size = 2000
+  config.methods = ",".join(METHODS)
+  config.n_resamples = 1
+  config.classifier.schedule.max_epochs = 1
+  for name in ("simple_prompt", "retrieval"):
+    config.method_configs[name].images_per_class = PER_CLASS
+  config.compilation_cache_dir = str(tmp_path / "jax_cache")
+  lines = []
+  runner.run_study(config, tmp_path / "study", log=lines.append)
+  study = tmp_path / "study"
+
+  assert read_json(tmp_path / "world" / "world.json")["corpus_size"] == 2000
+  info = read_json(study / "data" / "splits" / "info.json")
+  assert info["wnids"] == sorted(concepts.WNIDS)
+  test_split = [json.loads(line) for line in (study / "data" / "splits" / "test.jsonl").read_text().splitlines()]
+  assert len(test_split) == 24 * 50 and all("/target/val/" in r["path"] for r in test_split)
+
+  simple = load_augmentation_set(study / "augment" / "simple_prompt")
+  assert len(simple) == 24 * PER_CLASS
+  prompts = {r["wnid"]: r["prompt"] for r in simple}
+  assert prompts["n01491361"] == "A photo of tiger shark, Galeocerdo cuvieri."
+  assert prompts["n02012849"] == prompts["n03126707"] == "A photo of crane."
+  assert {load_image_file(r["path"]).size for r in simple[:5]} == {(32, 32)}
+
+  # Every retrieved image is the corpus item its url names, pixel for pixel (32 px: nothing to downscale).
+  retrieved = load_augmentation_set(study / "retrieval" / "augmentation_set")
+  assert retrieved and {r["wnid"] for r in retrieved} <= set(concepts.WNIDS)
+  for record in retrieved[:40]:
+    item = int(record["url"].removeprefix("miniworld://corpus/"))
+    original = load_image_file(tmp_path / "world" / "corpus" / "images" / corpus.image_path(item))
+    np.testing.assert_array_equal(np.asarray(load_image_file(record["path"])), np.asarray(original))
+
+  report = json.loads((study / "report" / "runs.json").read_text())
+  assert [r["method"] for r in report["runs"]] == METHODS
+  assert all(set(r["per_class_top1"]) <= set(concepts.WNIDS) for r in report["runs"])
