@@ -315,3 +315,24 @@ def test_augment_is_a_flip_and_an_edge_padded_shift():
   assert shifted_or_flipped > 8  # 1 - 1/50 of the draws change the image
   same = augment(images, np.random.default_rng(1), max_shift=2)
   np.testing.assert_array_equal(out, same)  # a pure function of the generator's state
+
+
+@pytest.mark.slow
+def test_installed_weights_are_the_manifests_files_and_the_size_budget_is_enforced(tmp_path):
+  from jax_aug.mini_world import world
+
+  random_export(tmp_path / "export")
+  with pytest.raises(ValueError, match=r"take [\d,]+ bytes; the package ships at most 1,000,000"):
+    world.install_weights(tmp_path / "export", tmp_path / "assets", max_bytes=10**6)
+  assert not (tmp_path / "assets").exists()
+  (tmp_path / "export" / "stray.bin").write_bytes(b"not listed")  # only what the manifest lists is shipped
+  installed = world.install_weights(tmp_path / "export", tmp_path / "assets")
+  manifest = world.verify_weights(installed)
+  listed = {f for entry in manifest.values() for f in entry["files"]} | {"manifest.json"}
+  assert {str(p.relative_to(installed)) for p in installed.rglob("*") if p.is_file()} == listed
+  for relative in listed:
+    assert (installed / relative).read_bytes() == (tmp_path / "export" / relative).read_bytes()
+  # a second install replaces the first whole (no file of the old set is left)
+  (installed / "unet" / "leftover").write_bytes(b"x")
+  world.install_weights(tmp_path / "export", tmp_path / "assets")
+  assert not (installed / "unet" / "leftover").exists()

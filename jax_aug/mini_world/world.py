@@ -23,6 +23,7 @@ from jax_aug.mini_world.train import MANIFEST, sha256
 # Where the package ships the trained weights (the export folder of scripts/train_mini_world.py).
 ASSETS = Path(__file__).resolve().parents[1] / "assets" / "mini_world"
 WORLD_FILE = "world.json"
+MAX_SHIPPED_BYTES = 30 * 10**6  # the issue's budget for the weights the package ships
 # LAION's columns as clip-retrieval serves them, the local path the "local" download reads, and the generator's
 # ground truth (which a real index lacks; the study never reads it, the quality checks do).
 INDEX_COLUMNS = ("url", "caption", "image_path", "aesthetic", "NSFW", "concept")
@@ -74,6 +75,33 @@ def verify_weights(weights: str | os.PathLike) -> dict:
           " damaged or was replaced; reinstall the package or retrain"
         )
   return manifest
+
+
+def install_weights(
+  export: str | os.PathLike, destination: str | os.PathLike = ASSETS, *, max_bytes: int = MAX_SHIPPED_BYTES
+) -> Path:
+  """Copies the files an export folder's manifest lists (checked against their sha256 before and after) and
+  the manifest into `destination`, replacing what was there in one rename; refuses more than `max_bytes`."""
+  export, destination = Path(export), Path(destination)
+  manifest = verify_weights(export)
+  files = sorted({relative for entry in manifest.values() for relative in entry["files"]})
+  total = sum((export / f).stat().st_size for f in files)
+  if total > max_bytes:
+    raise ValueError(f"the weights in {export} take {total:,} bytes; the package ships at most {max_bytes:,}")
+  staging = destination.with_name(f".{destination.name}.tmp")
+  shutil.rmtree(staging, ignore_errors=True)
+  for relative in files:
+    (staging / relative).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(export / relative, staging / relative)
+  shutil.copyfile(export / MANIFEST, staging / MANIFEST)
+  verify_weights(staging)
+  old = destination.with_name(f".{destination.name}.old")
+  shutil.rmtree(old, ignore_errors=True)
+  if destination.exists():
+    os.replace(destination, old)
+  os.replace(staging, destination)
+  shutil.rmtree(old, ignore_errors=True)
+  return destination
 
 
 def prepare_world(
