@@ -5,7 +5,8 @@
 #   scripts/train_mini_world_accelerator.sh OUT [BUDGET_S] [EXTRA_CLIP_STEPS] [--config.<stage>.<field>=...]
 #
 # OUT/data            the world (make_mini_world.py, drawn by every CPU core: same bytes as one process)
-# OUT/train           clip + vae side by side (each far too small to fill an accelerator), then unet
+# OUT/train           clip + vae side by side (each far too small to fill an accelerator), then unet with the
+#                     aesthetic head and safety checker beside it: a complete export (OUT/train/export)
 # OUT/train_long_clip with EXTRA_CLIP_STEPS: a second CLIP trained for that many steps beside the first, and a
 #                     U-Net on its text encoder (the VAE is shared), so that a run that misses the CLIP quality
 #                     bars at the configured schedule has its longer alternative without another run.
@@ -47,6 +48,8 @@ for pid in "${pids[@]}"; do wait "$pid" || status=$?; done
 export JAX_DEBUG_NANS=true
 train train unet &
 pids=($!)
+train train aesthetic,safety &  # the heads need only the CLIP: fitted beside the U-Net
+pids+=($!)
 if [[ -n $long_clip ]]; then
   mkdir -p "$out/train_long_clip/export"
   cp -r "$out/train/export/vae" "$out/train_long_clip/export/"

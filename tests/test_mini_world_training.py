@@ -336,3 +336,33 @@ def test_installed_weights_are_the_manifests_files_and_the_size_budget_is_enforc
   (installed / "unet" / "leftover").write_bytes(b"x")
   world.install_weights(tmp_path / "export", tmp_path / "assets")
   assert not (installed / "unet" / "leftover").exists()
+
+
+def _record_many(out, prefix, count, start):
+  from jax_aug.mini_world.train import record_export
+
+  weights = out / "export" / f"{prefix}.bin"
+  weights.write_bytes(prefix.encode())
+  start.wait()  # both processes write at the same time
+  for i in range(count):
+    record_export(out, f"{prefix}{i}", [weights])
+
+
+def test_stages_finishing_together_both_reach_the_manifest(tmp_path):
+  """Two processes recording exports at once (the accelerator script fits the heads beside the U-Net): the
+  manifest's read-modify-write is locked, so no stage's entry is lost."""
+  import multiprocessing
+
+  from jax_aug.io import read_json
+
+  (tmp_path / "export").mkdir()
+  context = multiprocessing.get_context("spawn")
+  start = context.Barrier(2)
+  workers = [context.Process(target=_record_many, args=(tmp_path, prefix, 200, start)) for prefix in ("a", "b")]
+  for worker in workers:
+    worker.start()
+  for worker in workers:
+    worker.join()
+  assert [w.exitcode for w in workers] == [0, 0]
+  manifest = read_json(tmp_path / "export" / "manifest.json")
+  assert sorted(manifest) == sorted(f"{p}{i}" for p in "ab" for i in range(200))

@@ -14,6 +14,7 @@ file's sha256 and the stage's steps and wall time.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 from pathlib import Path
@@ -37,13 +38,18 @@ def sha256(path: Path) -> str:
 
 
 def record_export(out: Path, stage: str, files: list[Path]) -> None:
-  """Adds the stage's exported files (sha256) and its curve's last line to export/manifest.json."""
+  """Adds the stage's exported files (sha256) and its curve's last line to export/manifest.json, under a lock:
+  stages trained side by side (scripts/train_mini_world_accelerator.sh) may finish together."""
   manifest_path = out / "export" / MANIFEST
-  manifest = read_json(manifest_path) if manifest_path.exists() else {}
   metrics = stage_dir(out, stage) / "metrics.jsonl"
   last = json.loads(metrics.read_text().strip().splitlines()[-1]) if metrics.exists() else {}
-  manifest[stage] = {"files": {str(f.relative_to(out / "export")): sha256(f) for f in sorted(files)}, "last_metrics": last}
-  atomic_write_json(manifest_path, manifest)
+  entry = {"files": {str(f.relative_to(out / "export")): sha256(f) for f in sorted(files)}, "last_metrics": last}
+  manifest_path.parent.mkdir(parents=True, exist_ok=True)
+  with open(manifest_path.with_name(MANIFEST + ".lock"), "w", encoding="utf-8") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    manifest = read_json(manifest_path) if manifest_path.exists() else {}
+    manifest[stage] = entry
+    atomic_write_json(manifest_path, manifest)
 
 
 def train(config, data: str | Path, out: str | Path) -> None:

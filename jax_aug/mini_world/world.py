@@ -125,7 +125,10 @@ def prepare_world(
   if (paths.root / WORLD_FILE).exists():
     found = read_json(paths.root / WORLD_FILE)
     if found != record:
-      raise ValueError(f"{paths.root} holds the mini world {found}, not the requested {record}; use another folder")
+      raise ValueError(
+        f"{paths.root} holds the mini world {found}, not the requested {record}: prepare this one elsewhere"
+        " (--config.mini_world.folder=...) or delete that folder; a study's stages never mix two worlds"
+      )
     return paths
   from jax_aug.mini_world.corpus import write_corpus
   from jax_aug.mini_world.target import write_target
