@@ -263,8 +263,15 @@ def test_prepared_world_serves_retrieval_from_the_corpus_and_refuses_damaged_wei
   stamp = (paths.root / world.WORLD_FILE).stat().st_mtime_ns
   assert world.prepare_world(tmp_path / "world", export, corpus_size=120) == paths
   assert (paths.root / world.WORLD_FILE).stat().st_mtime_ns == stamp
-  with pytest.raises(ValueError, match="holds the mini world"):
+  with pytest.raises(ValueError, match="holds .parts of. the mini world"):
     world.prepare_world(tmp_path / "world", export, corpus_size=121)
+  assert not (paths.root / world.PREPARING_FILE).exists()
+  # a preparation killed after the target (its record left behind) is completed only with the same record
+  (paths.root / world.WORLD_FILE).rename(paths.root / world.PREPARING_FILE)
+  with pytest.raises(ValueError, match="holds .parts of. the mini world"):
+    world.prepare_world(tmp_path / "world", export, corpus_size=121)
+  assert world.prepare_world(tmp_path / "world", export, corpus_size=120) == paths
+  assert (paths.root / world.WORLD_FILE).exists() and not (paths.root / world.PREPARING_FILE).exists()
   # a damaged weight file is named before anything is drawn
   unet = export / "unet" / WEIGHTS
   unet.write_bytes(unet.read_bytes()[:-1] + b"\0")

@@ -5,8 +5,8 @@ the trained weights checked against their manifest, Stable Diffusion assembled a
 The index's `image_path` column is relative to `<folder>/corpus/images`, so the retrieval's "local" download
 reads the retrieved corpus images as a real run fetches LAION's URLs. Every part resumes (the corpus per
 shard, the target per class, the SD folder and the index each built aside and renamed into place) and
-`world.json`, written last, records what was prepared; a folder prepared from another seed, size or set of
-weights is refused rather than mixed.
+`world.json`, written last, records what was prepared; a folder prepared (or partly prepared) from another
+seed, size or set of weights is refused rather than mixed.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from jax_aug.mini_world.train import MANIFEST, sha256
 # Where the package ships the trained weights (the export folder of scripts/train_mini_world.py).
 ASSETS = Path(__file__).resolve().parents[1] / "assets" / "mini_world"
 WORLD_FILE = "world.json"
+PREPARING_FILE = "world.preparing.json"
 MAX_SHIPPED_BYTES = 30 * 10**6  # the issue's budget for the weights the package ships
 # LAION's columns as clip-retrieval serves them, the local path the "local" download reads, and the generator's
 # ground truth (which a real index lacks; the study never reads it, the quality checks do).
@@ -122,22 +123,28 @@ def prepare_world(
     "weights": str(Path(weights).resolve()),
     "weights_manifest_sha256": sha256(Path(weights) / MANIFEST),
   }
-  if (paths.root / WORLD_FILE).exists():
-    found = read_json(paths.root / WORLD_FILE)
-    if found != record:
-      raise ValueError(
-        f"{paths.root} holds the mini world {found}, not the requested {record}: prepare this one elsewhere"
-        " (--config.mini_world.folder=...) or delete that folder; a study's stages never mix two worlds"
-      )
-    return paths
+  # An unfinished preparation left its record in PREPARING_FILE: what it built may only be completed with the
+  # same record, never mixed with another world's parts.
+  for name in (WORLD_FILE, PREPARING_FILE):
+    if (paths.root / name).exists():
+      found = read_json(paths.root / name)
+      if found != record:
+        raise ValueError(
+          f"{paths.root} holds (parts of) the mini world {found}, not the requested {record}: prepare this one"
+          " elsewhere (--config.mini_world.folder=...) or delete that folder; a study never mixes two worlds"
+        )
+      if name == WORLD_FILE:
+        return paths
   from jax_aug.mini_world.corpus import write_corpus
   from jax_aug.mini_world.target import write_target
 
+  atomic_write_json(paths.root / PREPARING_FILE, record)
   write_corpus(paths.corpus, seed=seed, size=corpus_size, workers=workers)
   write_target(paths.target, seed=seed)
   _build_aside(paths.sd, lambda tmp: _assemble(weights, tmp))
   _build_aside(paths.index, lambda tmp: _index(paths, weights, tmp))
   atomic_write_json(paths.root / WORLD_FILE, record)
+  (paths.root / PREPARING_FILE).unlink()
   return paths
 
 
