@@ -206,3 +206,26 @@ def test_missing_validation_manifest_is_named(manifests, tmp_path):
   config.validation_manifest = ""
   with pytest.raises(ValueError, match="validation_manifest is empty"):
     train.train_and_evaluate(config, tmp_path)
+
+
+def test_score_manifests_are_scored_by_the_best_checkpoint(reference, manifests, tmp_path):
+  """`score_manifests` (the mini world's recognition of generated images): each is evaluated like the test split
+  with the best checkpoint: the test split itself scores the test top-1, one class's images that class's top-1."""
+  import ml_collections
+
+  config, workdir = reference
+  expected = json.loads((workdir / train.RESULTS_FILE).read_text())
+  test = subsets.read_manifest(manifests["test"])
+  one_class = tmp_path / "one_class.jsonl"
+  subsets.write_manifest(one_class, [r for r in test if r["wnid"] == WNIDS[2]])
+  scoring = ml_collections.ConfigDict(config.to_dict())
+  scoring.score_manifests = (str(manifests["test"]), str(one_class))
+  results = train.train_and_evaluate(scoring, tmp_path / "run")  # the same training: same seed, data, schedule
+  assert results["top1"] == expected["top1"] and results["best_epoch"] == expected["best_epoch"]
+  assert results["scored"][str(manifests["test"])]["top1"] == expected["top1"]
+  assert results["scored"][str(one_class)] == {
+    "top1": expected["per_class_top1"][WNIDS[2]],
+    "per_class_top1": {WNIDS[2]: expected["per_class_top1"][WNIDS[2]]},
+    "num_images": 8,
+    "skipped_images": 0,
+  }

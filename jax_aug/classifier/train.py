@@ -306,7 +306,9 @@ def train_and_evaluate(config: ConfigDict, workdir: str | os.PathLike) -> dict:
 
   results.json: "top1" and "per_class_top1" ({wnid: %}) on the test split with the best-validation
   checkpoint (on the validation split when no test manifest is configured; "eval_split" says which),
-  "validation_top1", "best_epoch", "epochs_trained", "stop_reason", "resample_index", "config".
+  "validation_top1", "best_epoch", "epochs_trained", "stop_reason", "resample_index", "config"; with the
+  optional `config.score_manifests` (record manifests, e.g. sets of generated images; not a field of the
+  study's classifier block), "scored": {manifest: the same top-1 summary} of the best checkpoint on each.
   """
   workdir = Path(workdir)
   is_chief = jax.process_index() == 0
@@ -402,6 +404,12 @@ def train_and_evaluate(config: ConfigDict, workdir: str | os.PathLike) -> dict:
     final, eval_split = evaluate(eval_step, best_variables, data["test"], wnids=wnids, config=config, mesh=mesh), "test"
   else:
     final, eval_split = best_meta["validation"], "validation"
+  scored = {
+    str(manifest): evaluate(
+      eval_step, best_variables, subsets.read_manifest(manifest), wnids=wnids, config=config, mesh=mesh
+    )
+    for manifest in config.get("score_manifests", ())
+  }
   results = results_record(
     final,
     eval_split,
@@ -412,6 +420,8 @@ def train_and_evaluate(config: ConfigDict, workdir: str | os.PathLike) -> dict:
     data=data,
     config=config,
   )
+  if scored:
+    results["scored"] = scored
   if is_chief:
     io.atomic_write_json(results_path, results)
   return results
