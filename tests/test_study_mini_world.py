@@ -2,9 +2,11 @@
 target dataset (24 real wnids, its val/ as the test split), every diffusion method samples from the world's SD
 and retrieval returns corpus images through the world's index. Random weights of the shipped shapes stand in for
 the trained ones (tests/mini_world_support.py), so only the wiring is checked here, against the world's own
-generator (the corpus item each retrieved image came from) and prompts written by hand."""
+generator (the corpus item each retrieved image came from) and prompts written by hand; then the recognition
+bar's measurement on the study's output (which images train the recognizer and which it scores)."""
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +15,7 @@ from mini_world_support import random_export
 
 from jax_aug.data.augmentation_set import load_augmentation_set
 from jax_aug.io import load_image_file, read_json
-from jax_aug.mini_world import concepts, corpus
+from jax_aug.mini_world import concepts, corpus, recognition
 from jax_aug.study import runner
 from jax_aug.study.config_files import load_module
 
@@ -63,3 +65,16 @@ def test_mini_config_runs_the_study_in_the_prepared_world(tmp_path):
   report = json.loads((study / "report" / "runs.json").read_text())
   assert [r["method"] for r in report["runs"]] == METHODS
   assert all(set(r["per_class_top1"]) <= set(concepts.WNIDS) for r in report["runs"])
+
+  # The recognition bar's measurement: a classifier on every target train image outside the validation split
+  # (hand count: the world's train counts less ceil(n_c / 10) per class) scores the simple prompt's 624 images.
+  recognized = recognition.recognition(config, study, tmp_path / "recognition", methods=("simple_prompt",))
+  train_counts = read_json(tmp_path / "world" / "target" / "mini_world.json")["counts"]["train"]
+  assert recognized["recognizer_images"] == {
+    "train": sum(n - math.ceil(n / 10) for n in train_counts.values()),
+    "validation": sum(math.ceil(n / 10) for n in train_counts.values()),
+    "test": 24 * 50,
+  }
+  assert recognized["images"] == {"simple_prompt": 24 * PER_CLASS}
+  assert 0.0 <= recognized["recognised"]["simple_prompt"] <= 1.0
+  assert set(recognized["recognised_per_class"]["simple_prompt"]) == set(concepts.WNIDS)

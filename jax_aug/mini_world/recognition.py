@@ -1,0 +1,68 @@
+"""The mini world's recognition bars (issue 14), measured on a finished mini study (configs/mini.py):
+
+a classifier trained on the target's training data (the study's classifier recipe on every train image outside
+the validation split and the data check's quarantine, early-stopped on the validation split; its own top-1 on
+the test split is reported beside, so a weak recognizer is visible) scores each method's final augmentation set
+(`score_manifests`): the fraction of a method's images recognised as the class they were made for. Bars: the
+samples of "A photo of w(n)." (simple prompt, no ws) >= 50%; textual inversion and FT conditioning above the
+no-ws prompt, the conditioning they start from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from jax_aug.data import check, subsets
+from jax_aug.data.augmentation_set import load_augmentation_set
+from jax_aug.io import atomic_write_json
+from jax_aug.study import kinds, wiring
+from jax_aug.study import methods as methods_lib
+
+RECOGNITION_BAR = 0.50
+SAMPLED_METHODS = ("simple_prompt_no_ws", "textual_inversion", "ft_conditioning")
+RESULTS_FILE = "recognition.json"
+
+
+def recognition(config, workdir: str | Path, out: str | Path, methods: Sequence[str] = SAMPLED_METHODS) -> dict:
+  """Trains the recognizer in `out/classifier` (resuming) and writes `out/recognition.json`: per method the
+  recognised fraction of its augmentation set (overall and per class), the recognizer's own test top-1 and the
+  numbers of images it was trained, validated and tested on."""
+  from jax_aug.classifier.train import train_and_evaluate
+
+  workdir, out = Path(workdir), Path(out)
+  data = wiring.study_data(workdir / "data", None)  # every class: recognition is about the images
+  validation = data.split("validation")
+  held_out = {r["path"] for r in validation} | set(check.read_quarantine(workdir / "check"))
+  listed, _ = subsets.source_records(config.data, workdir / "data")
+  manifests = {
+    "train": [r for r in listed["train"] if r["path"] not in held_out],
+    "validation": validation,
+    "test": data.split("test"),
+  }
+  for name in methods:
+    (method,) = methods_lib.select(config, name)
+    records = load_augmentation_set(kinds.augmentation_dir(config, workdir, method))
+    manifests[name] = [{"wnid": r["wnid"], "path": r["path"]} for r in records]
+  paths = {name: out / "manifests" / f"{name}.jsonl" for name in manifests}
+  for name, records in manifests.items():
+    subsets.write_manifest(paths[name], records)
+
+  classifier = config.classifier.copy_and_resolve_references()
+  classifier.train_manifests = (str(paths["train"]),)
+  classifier.validation_manifest = str(paths["validation"])
+  classifier.test_manifest = str(paths["test"])
+  classifier.wnids = tuple(data.wnids)
+  with classifier.unlocked():  # an optional field of train_and_evaluate, not of the study's classifier block
+    classifier.score_manifests = tuple(str(paths[name]) for name in methods)
+  results = train_and_evaluate(classifier, out / "classifier")
+  summary = {
+    "recognizer_test_top1": results["top1"] / 100,
+    "recognizer_images": {name: len(manifests[name]) for name in ("train", "validation", "test")},
+    "recognition_bar": RECOGNITION_BAR,
+    "recognised": {name: results["scored"][str(paths[name])]["top1"] / 100 for name in methods},
+    "recognised_per_class": {name: results["scored"][str(paths[name])]["per_class_top1"] for name in methods},
+    "images": {name: results["scored"][str(paths[name])]["num_images"] for name in methods},
+  }
+  atomic_write_json(out / RESULTS_FILE, summary)
+  return summary
