@@ -61,7 +61,7 @@ def verify_weights(weights: str | os.PathLike) -> dict:
   if not (weights / MANIFEST).is_file():
     raise FileNotFoundError(
       f"no mini-world weights at {weights} ({MANIFEST} missing): train them with scripts/train_mini_world.py and"
-      " pass its export folder"
+      " pass its export folder (run_study.py: --config.mini_world.weights=<folder>; docs/mini_world.md)"
     )
   manifest = read_json(weights / MANIFEST)
   for stage, entry in manifest.items():
