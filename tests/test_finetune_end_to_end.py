@@ -52,10 +52,19 @@ for method in METHODS:
   result[method] = {"history": progress["history"], "kept": progress["kept"], "stopped": progress["stopped"],
                     "checkpoints": sorted(p.name for p in (run / "checkpoints").iterdir()),
                     "resume": [sorted(p.name for p in step.iterdir()) for step in (run / "resume").iterdir()],
-                    "metrics_lines": len((run / "metrics.jsonl").read_text().splitlines())}
+                    "metrics_lines": len((run / "metrics.jsonl").read_text().splitlines()),
+                    "initial_val_loss": progress["initial_val_loss"]}
   if method != SCRIPT_METHOD:  # that one samples through sample.py, run by the test
     config.finetune.workdir = str(run)
     result[method]["rows"] = load_augmentation_set(make_augmentation_set(config, Path(WORK) / (method + "_samples")))
+
+# The initial validation loss is the trainables' loss before any step: with a learning rate of 0 nothing moves,
+# and epoch 1's validation loss (the same evaluation, the same noise) equals it exactly.
+config = config_for("ft_conditioning")
+config.finetune.learning_rate.conditioning = 0.0
+config.finetune.policy.max_epochs = 1
+still = trainer.finetune(config, Path(WORK) / "learning_rate_0")
+result["learning_rate_0"] = {"initial": still["initial_val_loss"], "epoch_1": still["history"][0]["val_loss"]}
 
 # Crash after 3 of the 4 steps (2 epochs x 2 steps), then run again: it resumes mid-epoch 2 (from the
 # state checkpoint of step 3) to the same result as the uninterrupted run. Imagic: its U-Net state and AdamW
@@ -137,6 +146,7 @@ def _check_method(r, method):
   # One resume step left, holding the progress record and no longer the optimizer state.
   assert len(r["resume"]) == 1 and "progress" in r["resume"][0] and "state" not in r["resume"][0]
   assert r["metrics_lines"] == 2 * 2 + 2  # one per step, one per epoch
+  assert r["initial_val_loss"] > 0 and r["initial_val_loss"] != r["history"][0]["val_loss"]  # training moved it
   # 2 images for each of the 2 classes, written by the sampling engine, provenance names the checkpoint.
   rows = r["rows"]
   assert sorted(row["wnid"] for row in rows) == ["n01440764"] * 2 + ["n01491361"] * 2
@@ -166,6 +176,8 @@ def test_every_method_trains_keeps_checkpoints_samples_and_resumes_identically(r
       assert clusters == {"None"}  # prompts, no conditioning tensor
     else:
       assert clusters == {"0"}  # one conditioning tensor per class
+
+  assert result["learning_rate_0"]["initial"] == result["learning_rate_0"]["epoch_1"]
 
   resume = result["resume"]
   assert [h["epoch"] for h in resume["history_before"]] == [1]

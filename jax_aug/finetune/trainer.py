@@ -260,9 +260,13 @@ class Progress:
   history: tuple[EpochLosses, ...] = ()
   kept: dict[str, int] = dataclasses.field(default_factory=dict)  # role -> epoch (checkpoint_policy)
   stopped: str | None = None  # "max_epochs" | "validation_loss" once training stopped
+  # The validation loss of the initial trainables (before any step), by the same evaluation as every epoch's:
+  # what fine-tuning improves on (the mini world's personalization bar).
+  initial_val_loss: float | None = None
 
   def to_json(self) -> dict:
     return {
+      "initial_val_loss": self.initial_val_loss,
       "step": self.step,
       "epoch": self.epoch,
       "step_in_epoch": self.step_in_epoch,
@@ -282,6 +286,7 @@ class Progress:
       history=tuple(EpochLosses(**h) for h in data["history"]),
       kept=dict(data["kept"]),
       stopped=data["stopped"],
+      initial_val_loss=data.get("initial_val_loss"),  # absent from resume points written before it existed
     )
 
 
@@ -402,7 +407,7 @@ def restore(run: Run, initial: TrainState) -> tuple[TrainState, Progress]:
   crash cut short, which is redone) are dropped."""
   saved = run.checkpoints.progress()
   if saved is None:
-    return initial, Progress()
+    return initial, Progress(initial_val_loss=validation_loss(run, initial))
   progress = Progress.from_json(saved)
   run.checkpoints.keep_only(set(progress.kept.values()))
   # Restored straight into the run's layout: a split state is never assembled whole on one device.
@@ -481,15 +486,21 @@ def train_epoch(run: Run, state: TrainState, progress: Progress) -> tuple[TrainS
   return state, progress
 
 
+def validation_loss(run: Run, state: TrainState) -> float:
+  """The loss of `state`'s trainables on the validation split, with the run's fixed noise (comparable over
+  epochs and with the initial trainables)."""
+  return evaluate(
+    run.eval_sums, state.trainable, run.frozen, run.val_reader, run.mesh, batch_size=run.config.batch_size, key=run.val_key
+  )
+
+
 def end_epoch(run: Run, state: TrainState, progress: Progress) -> Progress:
   """After an epoch's last step: validation loss, the checkpoint policy (saves the epoch if a role names it,
   deletes the checkpoints no role names any more), the stopping rule, and the resume point (the state too
   unless training stops)."""
-  config, policy = run.config, run.config.policy
+  policy = run.config.policy
   epoch = progress.epoch + 1
-  val_loss = evaluate(
-    run.eval_sums, state.trainable, run.frozen, run.val_reader, run.mesh, batch_size=config.batch_size, key=run.val_key
-  )
+  val_loss = validation_loss(run, state)
   train_loss = float(np.mean(progress.epoch_train_losses))
   history = progress.history + (EpochLosses(epoch, train_loss, val_loss),)
   kept = checkpoint_policy.checkpoints_to_keep(history, policy.keep_epochs, policy.keep_best)
@@ -500,7 +511,14 @@ def end_epoch(run: Run, state: TrainState, progress: Progress) -> Progress:
     min_relative_improvement=policy.min_relative_improvement,
   )
   stopped = ("max_epochs" if epoch >= policy.max_epochs else "validation_loss") if stop else None
-  progress = Progress(step=progress.step, epoch=epoch, history=history, kept=kept, stopped=stopped)
+  progress = Progress(
+    step=progress.step,
+    epoch=epoch,
+    history=history,
+    kept=kept,
+    stopped=stopped,
+    initial_val_loss=progress.initial_val_loss,
+  )
   write_metrics(
     run,
     [
