@@ -15,6 +15,7 @@ from jax_aug.data.augmentation_set import AugmentationSetWriter, item_key
 from jax_aug.finetune import lr_search
 from jax_aug.finetune.checkpoint_policy import EpochLosses
 from jax_aug.finetune.checkpoints import RunCheckpoints
+from jax_aug.mini_world import recognition
 from jax_aug.study import runner, wiring
 from jax_aug.study import selection as selection_lib
 from jax_aug.study.config_files import load_module
@@ -50,6 +51,7 @@ def test_lr_grid_run_config_scales_every_group_and_drops_the_grid():
 
 # Hand-built validation losses per grid point (key: the conditioning base rate, tiny 5e-2 x factor).
 HISTORIES = {0.025: [1.0, 0.8, 0.9], 0.05: [0.95, 0.85, 0.7]}  # factor 1 wins: 0.7 < 0.8
+INITIAL_VAL_LOSS = 1.1  # before any step (the trainer's progress record)
 # Validation top-1 the stand-in classifier gives each candidate's samples.
 CANDIDATE_TOP1 = {"epoch_1": 60.0, "epoch_2": 70.0, "strength_0.5": 55.0, "strength_0.75": 65.0}
 
@@ -72,7 +74,10 @@ def stand_ins(monkeypatch):
     checkpoints.save_resume(
       len(history),
       None,
-      {"history": [{"epoch": e, "train_loss": 1.0, "val_loss": v} for e, v in enumerate(history, start=1)]},
+      {
+        "history": [{"epoch": e, "train_loss": 1.0, "val_loss": v} for e, v in enumerate(history, start=1)],
+        "initial_val_loss": INITIAL_VAL_LOSS,
+      },
     )
     checkpoints.close()
 
@@ -141,6 +146,13 @@ def test_grid_search_selection_and_reuse_train_one_classifier_fewer_per_method(s
   # The trained group's batch-scaled rate (tiny: 5e-2 x factor x sqrt(4 / 1)); untrained groups are not listed.
   assert search["runs"]["finetune/ft_conditioning/lr0"]["learning_rate"] == {"conditioning": pytest.approx(0.05)}
   assert stand_ins["finetune_checkpoints"] == ["lr1"]
+  # The mini world's personalization bar reads the chosen run's initial and best validation loss from there.
+  assert recognition.personalization_losses(tmp_path, "ft_conditioning") == {
+    "run": "finetune/ft_conditioning/lr1",
+    "initial": INITIAL_VAL_LOSS,
+    "best": pytest.approx(0.7),
+    "lowered": True,
+  }
 
   # Selection by validation top-1: checkpoint epoch_2 (70 > 60), Boomerang strength 0.75 (65 > 55).
   selection = json.loads((tmp_path / "select" / "ft_conditioning" / "selection.json").read_text())

@@ -5,7 +5,8 @@ the validation split and the data check's quarantine, early-stopped on the valid
 the test split is reported beside, so a weak recognizer is visible) scores each method's final augmentation set
 (`score_manifests`): the fraction of a method's images recognised as the class they were made for. Bars: the
 samples of "A photo of w(n)." (simple prompt, no ws) >= 50%; textual inversion and FT conditioning above the
-no-ws prompt, the conditioning they start from.
+no-ws prompt, the conditioning they start from, and their validation loss lowered from the initial
+conditioning's (`personalization_losses`, from the run their learning-rate search chose).
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from jax_aug import method_kinds
 from jax_aug.data import check, subsets
 from jax_aug.data.augmentation_set import load_augmentation_set
-from jax_aug.io import atomic_write_json
-from jax_aug.study import kinds, wiring
+from jax_aug.io import atomic_write_json, read_json
+from jax_aug.study import kinds, selection, wiring
 from jax_aug.study import methods as methods_lib
 
 RECOGNITION_BAR = 0.50
@@ -64,5 +66,16 @@ def recognition(config, workdir: str | Path, out: str | Path, methods: Sequence[
     "recognised_per_class": {name: results["scored"][str(paths[name])]["per_class_top1"] for name in methods},
     "images": {name: results["scored"][str(paths[name])]["num_images"] for name in methods},
   }
+  finetuned = [m for m in methods if methods_lib.select(config, m)[0].kind == method_kinds.FINETUNED]
+  summary["validation_loss"] = {name: personalization_losses(workdir, name) for name in finetuned}
   atomic_write_json(out / RESULTS_FILE, summary)
   return summary
+
+
+def personalization_losses(workdir: str | Path, method: str) -> dict:
+  """The fine-tuned method's validation loss before any step and its best over the epochs, in the run its
+  learning-rate search chose (lr_search/<method>/lr_search.json)."""
+  search = read_json(Path(workdir) / "lr_search" / method / selection.LR_SEARCH_FILE)
+  run = search["runs"][search["chosen"]]
+  initial, best = run["initial_val_loss"], run["best_validation_loss"]
+  return {"run": search["chosen"], "initial": initial, "best": best, "lowered": initial is not None and best < initial}

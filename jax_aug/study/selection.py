@@ -32,12 +32,14 @@ def search_learning_rate(method: str, runs: dict[str, dict], workdir: Path, out:
 
   histories, details = {}, {}
   for name, grid_point in runs.items():
-    history = read_progress(workdir / name)["history"]
+    progress = read_progress(workdir / name)
+    history = progress["history"]
     histories[name] = [EpochLosses(**h) for h in history]
     details[name] = {
       **grid_point,
       "history": history,
       "best_validation_loss": lr_search.best_validation_loss(histories[name]),
+      "initial_val_loss": progress.get("initial_val_loss"),  # before any step (None: a run older than it)
     }
   atomic_write_json(
     out / LR_SEARCH_FILE,
