@@ -47,12 +47,14 @@ def get_config(arg: str | None = None):
   config.mini_world.corpus_size = concepts.CORPUS_SIZE
   config.mini_world.workers = 2
   folder, weights = config.mini_world.get_ref("folder"), config.mini_world.get_ref("weights")
+  # The study's classes (all the world's; one `--config.data.wnids=` sets every block's).
+  wnids = ml_collections.FieldReference(tuple(concepts.WNIDS), field_type=tuple)
 
   for block in [config.data] + [m.data for m in config.method_configs.values() if "data" in m]:
     block.dataset = "imagenet"
     block.source = "folder"
     block.root = folder + "/target"
-    block.wnids = concepts.WNIDS
+    block.wnids = wnids
     block.synthetic = None
   for method in config.method_configs.values():
     if "model" in method:  # the diffusion kinds
