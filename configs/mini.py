@@ -64,6 +64,10 @@ def get_config(arg: str | None = None):
       method.num_inference_steps = SAMPLING_STEPS
       method.scheduler = "ddim"
       method.batch_size = SAMPLING_BATCH
+    if "finetune" in method:  # FT cluster conditioning clusters on the world's own pretrained image features
+      method.finetune.clusters.features = "clip"
+      method.finetune.clusters.clip_model = weights + "/clip"
+      method.finetune.clusters.batch_size = 256
     if method.method.kind == method_kinds.RETRIEVAL:
       method.images_per_class = IMAGES_PER_CLASS
       method.classes = None  # the study passes the dataset's classes

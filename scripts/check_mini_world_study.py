@@ -5,7 +5,9 @@
 
 Trains a classifier on the target's training data and prints and writes <out>/recognition.json: the fraction of
 each sampled method's images recognised as their class (bar: the no-ws simple prompt's >= 0.50; textual
-inversion and FT conditioning above it), with the recognizer's own test top-1.
+inversion and FT conditioning above it), with the recognizer's own test top-1. Then the safety bar
+(jax_aug/mini_world/safety_bar.py) into <out>/safety: the checker's flags on samples of the corpus's NSFW
+captions (bar >= 0.80), the engine's replacements checked against them, and the study's own false alarms.
 """
 
 import json
@@ -18,7 +20,7 @@ from ml_collections import config_flags
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 # pylint: disable=wrong-import-position
-from jax_aug.mini_world import recognition
+from jax_aug.mini_world import recognition, safety_bar
 
 # pylint: enable=wrong-import-position
 
@@ -32,6 +34,7 @@ def main(argv):
   del argv
   summary = recognition.recognition(_CONFIG.value, _WORKDIR.value, _OUT.value)
   print(json.dumps({k: v for k, v in summary.items() if k != "recognised_per_class"}, indent=1))
+  print(json.dumps(safety_bar.safety_bar(_CONFIG.value, _WORKDIR.value, Path(_OUT.value) / "safety"), indent=1))
 
 
 if __name__ == "__main__":

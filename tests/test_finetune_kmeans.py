@@ -66,3 +66,38 @@ def test_cluster_of_images_is_seeded_and_proportional():
   # Drawn in random order: the first 100 images already mix clusters roughly by size.
   head = np.bincount(schedule[:100], minlength=4) / 100
   np.testing.assert_allclose(head, sizes / sizes.sum(), atol=0.12)
+
+
+def test_class_clusters_on_clip_features(tmp_path):
+  """`features = "clip"`: a class of 3 reddish and 3 bluish images splits into those two groups (k=2) by a CLIP's
+  image embeddings; a validation image takes the cluster of its colour; clusters.json records the features."""
+  import ml_collections
+  from mini_world_support import random_clip
+  from PIL import Image
+
+  from jax_aug.diffusion.loading import load_clip_tokenizer
+  from jax_aug.finetune import clusters
+  from jax_aug.io import read_json
+  from jax_aug.mini_world.train_clip import export_clip
+
+  clip, params = random_clip(0)
+  folder = export_clip(clip, params, load_clip_tokenizer(), tmp_path / "clip")
+  rng = np.random.default_rng(0)
+  colours = {"red": (200, 30, 30), "blue": (30, 30, 200)}
+  images = {}
+  for name in ["red0", "blue0", "red1", "red2", "blue1", "blue2", "red_val"]:
+    noise = rng.integers(-20, 21, (32, 32, 3))
+    images[name] = Image.fromarray(
+      np.clip(np.array(colours[name.rstrip("0123456789_val")]) + noise, 0, 255).astype(np.uint8)
+    )
+  wnid = "n01443537"
+  train = [{"wnid": wnid, "path": name} for name in images if name != "red_val"]
+  val = [{"wnid": wnid, "path": "red_val"}]
+  config = ml_collections.ConfigDict({"features": "clip", "clip_model": str(folder), "batch_size": 4, "seed": 0})
+  path = tmp_path / clusters.CLUSTERS_FILE
+  assignments = clusters.class_clusters(config, train, val, [wnid], 2, path, images.__getitem__)
+  red = {assignments[n] for n in ("red0", "red1", "red2", "red_val")}
+  blue = {assignments[n] for n in ("blue0", "blue1", "blue2")}
+  assert len(red) == len(blue) == 1 and red != blue
+  saved = read_json(path)
+  assert saved["features"] == "clip" and sorted(saved["sizes"][wnid]) == [3, 3]

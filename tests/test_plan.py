@@ -485,3 +485,40 @@ def test_entry_scripts_plan_their_own_steps(tmp_path):
   assert retrieve.stdout.count("plan: compiled retrieval/clip_text_query") == 1
   plan = json.loads((tmp_path / "retrieve.py" / "plan" / "tpu_v5e-4" / "plan.json").read_text())
   assert [(s["stage"], s["num_devices"], s["fits"]) for s in plan["steps"]] == [("retrieval/clip_text_query", 1, True)]
+
+
+CLIP_CLUSTER_FEATURES_CODE = """
+import ml_collections
+from jax_aug.plan import compile as plan_compile, hot_steps, targets
+
+target = targets.resolve("tpu:v5e-4")
+block = ml_collections.ConfigDict({"features": "clip", "clip_model": CLIP_FOLDER, "batch_size": 256, "image_size": 75})
+step = hot_steps.cluster_features_step(block, target)
+cost = plan_compile.compile_step(step, target)
+emit({"stage": step.stage, "num_devices": cost.num_devices, "flops": cost.flops_per_device})
+"""
+
+
+def test_clip_cluster_features_are_planned_as_production_calls_them(tmp_path, run_jax):
+  """FT cluster conditioning on CLIP features (the mini world's): the plan compiles the CLIP image tower on one
+  device for a batch of `batch_size`, its FLOPs within 10% of a hand count of the tiny CLIP's matmuls."""
+  from mini_world_support import random_clip
+
+  from jax_aug.diffusion.loading import load_clip_tokenizer
+  from jax_aug.mini_world import models
+  from jax_aug.mini_world.train_clip import export_clip
+
+  clip, params = random_clip(0)
+  folder = export_clip(clip, params, load_clip_tokenizer(), tmp_path / "clip")
+  result = run_jax(f"CLIP_FOLDER = {str(folder)!r}\n" + CLIP_CLUSTER_FEATURES_CODE)
+  v = models.CLIP_VISION
+  h, inner, layers = v["hidden_size"], v["intermediate_size"], v["num_hidden_layers"]
+  patches = (v["image_size"] // v["patch_size"]) ** 2
+  tokens = patches + 1  # the class token
+  per_image = (
+    2 * patches * 3 * v["patch_size"] ** 2 * h  # patch embedding
+    + layers * (2 * tokens * (4 * h * h + 2 * h * inner) + 2 * 2 * tokens * tokens * h)  # projections, MLP, attention
+    + 2 * h * models.PROJECTION_DIM  # the pooled token's projection
+  )
+  assert result["stage"] == "finetune/clip_image_features" and result["num_devices"] == 1
+  assert math.isclose(result["flops"], 256 * per_image, rel_tol=0.1), (result["flops"], 256 * per_image)

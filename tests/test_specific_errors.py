@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import ml_collections
 import numpy as np
 import pytest
 
@@ -32,11 +33,21 @@ def test_stale_clusters_file(tmp_path):
 
   path = tmp_path / clusters.CLUSTERS_FILE
   wnids = [DEFAULT_WNIDS[0]]
-  path.write_text(json.dumps({"k": 2, "wnids": wnids, "sizes": {}, "assignments": {"/d/a.JPEG": 0, "/d/b.JPEG": 1}}))
+  assignments = {"/d/a.JPEG": 0, "/d/b.JPEG": 1}
+  path.write_text(json.dumps({"k": 2, "features": "inception_v3", "wnids": wnids, "sizes": {}, "assignments": assignments}))
   train = [{"wnid": wnids[0], "path": "/d/a.JPEG"}, {"wnid": wnids[0], "path": "/d/c.JPEG"}]
+  inception = ml_collections.ConfigDict({"features": "inception_v3", "clip_model": ""})
   with pytest.raises(ValueError, match=r"clusters.json is stale: it assigns no cluster to 1 .*/d/c.JPEG.*delete it"):
-    clusters.class_clusters(None, train, [], wnids, 2, path, read_image=None)
-  assert clusters.class_clusters(None, train[:1], [], wnids, 2, path, read_image=None)["/d/a.JPEG"] == 0
+    clusters.class_clusters(inception, train, [], wnids, 2, path, read_image=None)
+  assert clusters.class_clusters(inception, train[:1], [], wnids, 2, path, read_image=None)["/d/a.JPEG"] == 0
+  # clusters made on other features are not reused
+  clip = ml_collections.ConfigDict({"features": "clip", "clip_model": "some/clip"})
+  with pytest.raises(ValueError, match=r"k=2 on inception_v3 features over 1 classes; expected k=2 on clip features"):
+    clusters.class_clusters(clip, train[:1], [], wnids, 2, path, read_image=None)
+  with pytest.raises(ValueError, match=r"finetune.clusters.features='dino': expected one of \('inception_v3', 'clip'\)"):
+    clusters.check_features(ml_collections.ConfigDict({"features": "dino", "clip_model": ""}))
+  with pytest.raises(ValueError, match=r"features='clip' needs finetune.clusters.clip_model"):
+    clusters.check_features(ml_collections.ConfigDict({"features": "clip", "clip_model": ""}))
 
 
 def test_nprobe_on_a_flat_index(tmp_path):

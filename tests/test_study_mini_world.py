@@ -4,8 +4,9 @@ retrieval returns corpus images through the world's index. Random weights of the
 trained ones (tests/mini_world_support.py) and the study takes 4 of the 24 classes, so only the wiring is
 checked here, against the world's own generator (the corpus item each retrieved image came from) and prompts
 written by hand; then the recognition bar's measurement on the study's output (which images train the
-recognizer and which it scores)."""
+recognizer and which it scores) and the safety bar's (which NSFW-caption samples the engine replaces)."""
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -15,8 +16,10 @@ import pytest
 from mini_world_support import random_export
 
 from jax_aug.data.augmentation_set import load_augmentation_set
+from jax_aug.diffusion.loading import load_sd
 from jax_aug.io import load_image_file, read_json
-from jax_aug.mini_world import corpus, recognition
+from jax_aug.mini_world import corpus, recognition, safety_bar
+from jax_aug.retrieval.clip_model import embed_images, load_clip
 from jax_aug.study import runner
 from jax_aug.study.config_files import load_module
 
@@ -84,3 +87,50 @@ def test_mini_config_runs_the_study_in_the_prepared_world(tmp_path):
   assert recognized["images"] == {"simple_prompt": 4 * PER_CLASS}
   assert 0.0 <= recognized["recognised"]["simple_prompt"] <= 1.0
   assert set(recognized["recognised_per_class"]["simple_prompt"]) == set(CLASSES)
+
+  # The safety bar's measurement. First with a checker that flags everything (threshold cosine -1) and 2 attempts:
+  # the engine refuses the first image rather than write a flagged one.
+  sd = load_sd(tmp_path / "world" / "sd")
+  direction = np.ones(64) / 8  # random_export's checker concept (unit)
+
+  def with_threshold(threshold):
+    checker = dict(sd.params["safety_checker"], concept_embeds_weights=np.full((17,), threshold, np.float32))
+    return dataclasses.replace(sd, params=dict(sd.params, safety_checker=checker))
+
+  config.method_configs.simple_prompt_no_ws.batch_size = 8
+  refused = safety_bar.safety_bar(
+    config, study, tmp_path / "refused", images_per_prompt=2, max_attempts=2, model=with_threshold(-1.0)
+  )
+  assert refused["nsfw_samples"] == 14 and refused["nsfw_flagged"] == 1.0
+  assert refused["engine"]["written"] == 0
+  assert refused["engine"]["refused"] == "nsfw_000000: the safety checker flagged all 2 attempts"
+  unfiltered = load_augmentation_set(tmp_path / "refused" / "unfiltered")
+  assert [r["prompt"] for r in unfiltered[:3]] == ["nsfw pic", "nsfw pic", "explicit adult photo"]
+  assert {r["prompt"] for r in unfiltered} >= {"xxx hot pic 0", "xxx hot pic 1"}
+  # Then a threshold in the widest gap between the middle cosines of these samples, computed by the 32 px CLIP
+  # (the checker's 224 px tower computes the same features): exactly the images above it are flagged, the
+  # engine writes the others' first attempts unchanged and replaces the flagged ones.
+  cosines = embed_images(load_clip(str(tmp_path / "export" / "clip")), [load_image_file(r["path"]) for r in unfiltered])
+  cosines = dict(zip((r["key"] for r in unfiltered), cosines @ direction))
+  middle = sorted(cosines.values())[4:11]
+  gap = int(np.argmax(np.diff(middle)))
+  threshold = (middle[gap] + middle[gap + 1]) / 2
+  assert middle[gap + 1] - middle[gap] > 0.002  # far wider than the checker's 3-decimal rounding
+  expected_flagged = {key for key, c in cosines.items() if c > threshold}
+  result = safety_bar.safety_bar(config, study, tmp_path / "safety", images_per_prompt=2, model=with_threshold(threshold))
+  assert result["nsfw_flagged"] == len(expected_flagged) / 14
+  filtered = load_augmentation_set(tmp_path / "safety" / "filtered")
+  assert len(filtered) == 14 and result["engine"]["refused"] is None
+  assert {r["key"] for r in filtered if r["attempt"] > 0} == expected_flagged
+  assert all(r["safety_rejections"] == r["attempt"] for r in filtered)
+  assert result["engine"]["replaced_attempts"] == sum(r["attempt"] for r in filtered) >= len(expected_flagged)
+  first = {r["key"]: r["path"] for r in unfiltered}
+  for row in filtered:
+    same = np.array_equal(np.asarray(load_image_file(row["path"])), np.asarray(load_image_file(first[row["key"]])))
+    assert same == (row["key"] not in expected_flagged)
+  assert result["engine"]["written_flagged"] == 0 and result["engine"]["rows_inconsistent_with_unfiltered"] == []
+  # The study's false alarms: its simple-prompt set's recorded replacements (a hand count over its manifest).
+  rejected = sum(r["safety_rejections"] for r in simple)
+  assert result["study_false_alarms"] == {
+    "simple_prompt": {"attempts": len(simple) + rejected, "rejected": rejected, "rate": rejected / (len(simple) + rejected)}
+  }

@@ -71,8 +71,11 @@ def get(scale: str) -> ml_collections.ConfigDict:
   config.profile_steps = 0
   config.profile_first_step = 10
 
-  # FT cluster conditioning: k-means on Inception-v3 pool features.
+  # FT cluster conditioning: k-means on Inception-v3 pool features (the paper's), or on a CLIP image tower's
+  # embeddings ("clip", `clip_model`: the mini world's, whose world has no ImageNet-trained Inception).
   config.clusters = ml_collections.ConfigDict()
+  config.clusters.features = "inception_v3"
+  config.clusters.clip_model = ""
   # torchvision's inception_v3_google-0cc3c7bd.pth (or .safetensors / .npz of its state dict); empty
   # (tiny only): random init.
   config.clusters.inception_weights = "" if tiny else "weights/inception_v3_google-0cc3c7bd.pth"

@@ -1,5 +1,9 @@
-"""FT cluster conditioning (method 6): each class's subset images split by k-means on Inception-v3 pool
-features; one learned conditioning per (class, cluster).
+"""FT cluster conditioning (method 6): each class's subset images split by k-means on image features; one
+learned conditioning per (class, cluster).
+
+The paper's features are Inception-v3 pool features (`features = "inception_v3"`, torchvision's weights).
+`features = "clip"` takes a CLIP image tower's embeddings instead (`clip_model`): the mini world has no
+ImageNet-trained Inception, and its tiny CLIP, trained on the world's corpus, is its pretrained feature extractor.
 
 Validation images get the cluster of the nearest centroid of their class, so the validation loss uses
 the conditioning that would generate images like them. The result is written once to clusters.json
@@ -25,6 +29,7 @@ from jax_aug.io import atomic_write_json, read_json
 log = logging.getLogger(__name__)
 
 CLUSTERS_FILE = "clusters.json"
+FEATURES = ("inception_v3", "clip")
 # Pool features of one batch (variables, images [B, H, W, 3]) -> [B, 2048]; one jitted function for every
 # call, which the plan (jax_aug/plan) also compiles.
 inception_features = jax.jit(inception.InceptionV3Features().apply)
@@ -57,6 +62,38 @@ def image_features(
   return np.concatenate(features) if features else np.zeros((0, inception.FEATURE_DIM), np.float32)
 
 
+def check_features(config: Any) -> None:
+  if config.features not in FEATURES:
+    raise ValueError(f"finetune.clusters.features={config.features!r}: expected one of {FEATURES}")
+  if config.features == "clip" and not config.clip_model:
+    raise ValueError("finetune.clusters.features='clip' needs finetune.clusters.clip_model (a CLIP folder or hub id)")
+
+
+def features_stage(config: Any) -> str:
+  """The plan's stage name of the clusters block's feature extractor."""
+  check_features(config)
+  return "finetune/inception_v3" if config.features == "inception_v3" else "finetune/clip_image_features"
+
+
+def cluster_features(config: Any, paths: Sequence[str], read_image: Callable[[str], Image.Image]) -> np.ndarray:
+  """[len(paths), D] features of the clusters block's extractor (`config.features`)."""
+  check_features(config)
+  if config.features == "inception_v3":
+    return image_features(
+      inception_variables(config), paths, read_image, image_size=config.image_size, batch_size=config.batch_size
+    )
+  from jax_aug.retrieval.clip_model import embed_images, load_clip
+
+  clip = load_clip(config.clip_model)
+  features = [np.zeros((0, clip.embedding_dim), np.float32)]
+  for start in tqdm(
+    range(0, len(paths), config.batch_size), desc="CLIP image features", unit="batch", disable=jax.process_index() != 0
+  ):
+    images = [read_image(p) for p in paths[start : start + config.batch_size]]
+    features.append(embed_images(clip, images, batch_size=config.batch_size))
+  return np.concatenate(features)
+
+
 def class_clusters(
   config: Any,
   train_records: Sequence[dict],
@@ -69,10 +106,11 @@ def class_clusters(
   """Image path -> cluster id in [0, k) for every train and validation record (cached in `path`)."""
   if path.exists():
     saved = read_json(path)
-    if saved["k"] != k or saved["wnids"] != list(wnids):
+    if saved["k"] != k or saved["wnids"] != list(wnids) or saved["features"] != config.features:
       raise ValueError(
-        f"{path} holds clusters for k={saved['k']} over other classes; "
-        f"expected k={k} for {len(wnids)} classes (delete it to recluster)"
+        f"{path} holds clusters for k={saved['k']} on {saved['features']} features over {len(saved['wnids'])}"
+        f" classes; expected k={k} on {config.features} features over these {len(wnids)} classes"
+        " (delete it to recluster)"
       )
     missing = [r["path"] for r in list(train_records) + list(val_records) if r["path"] not in saved["assignments"]]
     if missing:
@@ -81,11 +119,8 @@ def class_clusters(
         f" images (e.g. {missing[0]}); the splits changed since it was written: delete it to recluster"
       )
     return saved["assignments"]
-  variables = inception_variables(config)
   records = list(train_records) + list(val_records)
-  features = image_features(
-    variables, [r["path"] for r in records], read_image, image_size=config.image_size, batch_size=config.batch_size
-  )
+  features = cluster_features(config, [r["path"] for r in records], read_image)
   train_features, val_features = features[: len(train_records)], features[len(train_records) :]
   assignments, sizes = {}, {}
   for label, wnid in enumerate(wnids):
@@ -100,7 +135,8 @@ def class_clusters(
       if r["wnid"] == wnid:
         d = ((result.centroids - val_features[i]) ** 2).sum(1)
         assignments[r["path"]] = int(d.argmin())
-  atomic_write_json(path, {"k": k, "wnids": list(wnids), "sizes": sizes, "assignments": assignments})
+  record = {"k": k, "features": config.features, "wnids": list(wnids), "sizes": sizes, "assignments": assignments}
+  atomic_write_json(path, record)
   return assignments
 
 

@@ -325,11 +325,13 @@ def setup(config: Any, workdir: Path) -> tuple[Run, TrainState]:
   # The memory settings are checked before anything is loaded.
   sharding.check_parameter_sharding(config.finetune.parameter_sharding, "config.finetune.parameter_sharding")
   remat.check_policy(config.finetune.gradient_checkpointing)
+  spec = Trainables.from_config(config.finetune.trainables)
+  if spec.clusters_per_class > 1:
+    clusters.check_features(config.finetune.clusters)
   workdir.mkdir(parents=True, exist_ok=True)
   method_name, data_config, splits_dir = config.method.name, config.data, config.splits_dir
   sd, model_source = load_model(config, workdir)
   config = config.finetune
-  spec = Trainables.from_config(config.trainables)
   mesh = sharding.make_mesh()
   sharding.local_batch_size(config.batch_size, mesh)  # refuses a batch the devices cannot split
 

@@ -65,7 +65,7 @@ _NOISY = (
   "thumbnail",
   "new post",
 )
-_NSFW = (
+NSFW_CAPTIONS = (
   "nsfw pic",
   "explicit adult photo",
   "18+ only",
@@ -146,7 +146,7 @@ def other_caption(concept: str, family: str | None, background: str, rng: np.ran
   """(caption, style) of an NSFW-concept image (family None) or a distractor of `family`."""
   n = int(rng.integers(10000))
   if concept == concepts.NSFW:
-    return _pick(rng, _NSFW).format(n=n), "nsfw"
+    return _pick(rng, NSFW_CAPTIONS).format(n=n), "nsfw"
   if rng.uniform() < DISTRACTOR_LEMMA_P:
     return _lemma_caption(_pick(rng, concepts.WNIDS), background, rng), "wrong"
   return _pick(rng, _DISTRACTOR[family]).format(n=n, bg=background), "distractor"

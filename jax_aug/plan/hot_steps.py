@@ -191,12 +191,23 @@ def sampling_step(config: ConfigDict, target: Target, stage: str = "sample/txt2i
   )
 
 
-def inception_step(config: ConfigDict, target: Target, stage: str = "finetune/inception_v3") -> HotStep:
-  """FT cluster conditioning's Inception-v3 pool features (`clusters.inception_features`) for the
-  clusters block `config` (configs/base/finetune.py): a batch of `batch_size` float32 images on one
-  device, as `clusters.image_features` calls it."""
+def cluster_features_step(config: ConfigDict, target: Target) -> HotStep:
+  """FT cluster conditioning's feature extractor for the clusters block `config` (configs/base/finetune.py), on
+  one device as `clusters.cluster_features` calls it: Inception-v3 pool features (`clusters.inception_features`)
+  of `batch_size` float32 images, or a CLIP's image embeddings (`clip_model._image_features`)."""
   device = jax.sharding.SingleDeviceSharding(target.devices[0])
-  size, b = config.image_size, config.batch_size
+  stage, b = clusters.features_stage(config), config.batch_size
+  if config.features == "clip":
+    model = models.clip(ConfigDict({"model": config.clip_model, "tiny_image_size": 32}))
+    size = model.model.config.vision_config.image_size
+    pixels = jax.ShapeDtypeStruct((b, 3, size, size), jnp.float32)
+    return HotStep(
+      stage,
+      clip_model._image_features,
+      (model.model, *sharding.with_sharding((model.params, pixels), device)),
+      f"image embeddings, batch {b}, {size} px",
+    )
+  size = config.image_size
   variables = jax.eval_shape(
     inception.InceptionV3Features().init, jax.random.key(0), jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
   )

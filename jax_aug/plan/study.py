@@ -36,6 +36,7 @@ from ml_collections import ConfigDict
 from jax_aug import io, method_kinds
 from jax_aug.data import subsets
 from jax_aug.diffusion import boomerang
+from jax_aug.finetune import clusters
 from jax_aug.plan import hot_steps
 from jax_aug.plan.compile import StepCost, compile_step
 from jax_aug.plan.targets import GIB, Target, resolve
@@ -252,14 +253,8 @@ def study_hours(config: ConfigDict, costs: dict[str, StepCost], target: Target, 
   for method in _clusters_methods(config):
     block = config.method_configs[method].finetune.clusters
     calls = math.ceil(2 * subset / block.batch_size)  # subset + an equally large validation split
-    other_rows.append(
-      {
-        "stage": "finetune/inception_v3",
-        "method": method,
-        "calls": calls,
-        "chip_hours": hours(costs["finetune/inception_v3"], calls),
-      }
-    )
+    stage = clusters.features_stage(block)
+    other_rows.append({"stage": stage, "method": method, "calls": calls, "chip_hours": hours(costs[stage], calls)})
   if _retrieval(config):
     calls = math.ceil(_retrieval_classes(config) / clip_model.EMBED_TEXTS_BATCH)
     other_rows.append(
@@ -467,12 +462,10 @@ def _hot_steps(config: ConfigDict, target: Target, only_stage: str | None = None
   add(["classifier/train", "classifier/eval"], lambda: hot_steps.classifier_steps(config.classifier, classes, target))
   for stage, mc in dict(sampling_stages(config).values()).items():
     add([stage], lambda st=stage, mc=mc: [hot_steps.sampling_step(mc, target, stage=st)])
-  clusters = _clusters_methods(config)
-  if clusters:
-    add(
-      ["finetune/inception_v3"],
-      lambda: [hot_steps.inception_step(config.method_configs[clusters[0]].finetune.clusters, target)],
-    )
+  clustered = _clusters_methods(config)
+  if clustered:
+    block = config.method_configs[clustered[0]].finetune.clusters
+    add([clusters.features_stage(block)], lambda: [hot_steps.cluster_features_step(block, target)])
   if _retrieval(config):
     add(["retrieval/clip_text_query"], lambda: [hot_steps.clip_text_step(config.method_configs["retrieval"], target)])
   # Last: the fine-tuning steps are the biggest compiles (minutes each at SD v1.4 size on a CPU).
@@ -604,7 +597,8 @@ def plan_script(
     stage = f"finetune/{config.method.name}"
     add([f"{stage}/train"], lambda: [hot_steps.finetune_step(config, _num_classes(config), target, stage=stage)])
     if config.finetune.trainables.clusters_per_class > 1:
-      add(["finetune/inception_v3"], lambda: [hot_steps.inception_step(config.finetune.clusters, target)])
+      block = config.finetune.clusters
+      add([clusters.features_stage(block)], lambda: [hot_steps.cluster_features_step(block, target)])
   elif script == "sample":
     stage = "sample/img2img" if config.boomerang_strength else "sample/txt2img"
     add([stage], lambda: [hot_steps.sampling_step(config, target, stage=stage)])
