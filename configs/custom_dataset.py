@@ -21,7 +21,7 @@ from pathlib import Path
 
 import ml_collections
 
-from jax_aug.study.config_files import study_config
+from jax_aug.study.config_files import point_data_blocks, study_config
 
 # What a user edits (or passes as --config.data.<field>=...).
 DATASET = "folder"  # "folder" | "tfds:<name>"
@@ -45,16 +45,8 @@ def get_config(arg: str | None = None):
     "root": ml_collections.FieldReference(ROOT),
     "tfds_data_dir": ml_collections.FieldReference(TFDS_DATA_DIR),
   }
-  blocks = [config.data] + [m.data for m in config.method_configs.values() if "data" in m]
-  for block in blocks:
-    block.wnids = None  # every class of the data
-    block.synthetic = None
-    for field, reference in shared.items():
-      block[field] = reference
+  point_data_blocks(config, wnids=None, **shared)  # wnids None: every class of the data
   config.classifier.input.tfds_data_dir = shared["tfds_data_dir"]
-  for method in config.method_configs.values():
-    if "classes" in method:
-      method.classes = None  # retrieval: the study passes the dataset's classes
   config.method_configs.baseline_10pct.method.display_name = "10% subset"
   config.method_configs.baseline_20pct.method.display_name = "20% subset"
   return config

@@ -21,7 +21,7 @@ import ml_collections
 
 from jax_aug import method_kinds
 from jax_aug.mini_world import concepts, world
-from jax_aug.study.config_files import study_config
+from jax_aug.study.config_files import point_data_blocks, study_config
 
 # Figure 5's classes: tiger shark (as in the paper), both cranes (the paper's ambiguity), and three whose
 # zero-shot recognition by the tiny CLIP is lowest (docs/mini_world.md).
@@ -50,12 +50,7 @@ def get_config(arg: str | None = None):
   # The study's classes (all the world's; one `--config.data.wnids=` sets every block's).
   wnids = ml_collections.FieldReference(tuple(concepts.WNIDS), field_type=tuple)
 
-  for block in [config.data] + [m.data for m in config.method_configs.values() if "data" in m]:
-    block.dataset = "imagenet"
-    block.source = "folder"
-    block.root = folder + "/target"
-    block.wnids = wnids
-    block.synthetic = None
+  point_data_blocks(config, dataset="imagenet", source="folder", root=folder + "/target", wnids=wnids)
   for method in config.method_configs.values():
     if "model" in method:  # the diffusion kinds
       method.model.path = folder + "/sd"
@@ -70,7 +65,6 @@ def get_config(arg: str | None = None):
       method.finetune.clusters.batch_size = 256
     if method.method.kind == method_kinds.RETRIEVAL:
       method.images_per_class = IMAGES_PER_CLASS
-      method.classes = None  # the study passes the dataset's classes
       method.clip.model = weights + "/clip"
       method.index.folder = folder + "/index"
       method.index.deduplicate = True  # a trained CLIP tells images apart (tiny's random one does not)

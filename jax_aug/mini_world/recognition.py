@@ -42,8 +42,8 @@ def recognition(config, workdir: str | Path, out: str | Path, methods: Sequence[
     "validation": validation,
     "test": data.split("test"),
   }
-  for name in methods:
-    (method,) = methods_lib.select(config, name)
+  selected = {name: methods_lib.select(config, name)[0] for name in methods}
+  for name, method in selected.items():
     records = load_augmentation_set(kinds.augmentation_dir(config, workdir, method))
     manifests[name] = [{"wnid": r["wnid"], "path": r["path"]} for r in records]
   paths = {name: out / "manifests" / f"{name}.jsonl" for name in manifests}
@@ -66,7 +66,7 @@ def recognition(config, workdir: str | Path, out: str | Path, methods: Sequence[
     "recognised_per_class": {name: results["scored"][str(paths[name])]["per_class_top1"] for name in methods},
     "images": {name: results["scored"][str(paths[name])]["num_images"] for name in methods},
   }
-  finetuned = [m for m in methods if methods_lib.select(config, m)[0].kind == method_kinds.FINETUNED]
+  finetuned = [name for name, method in selected.items() if method.kind == method_kinds.FINETUNED]
   summary["validation_loss"] = {name: personalization_losses(workdir, name) for name in finetuned}
   atomic_write_json(out / RESULTS_FILE, summary)
   return summary

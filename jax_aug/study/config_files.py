@@ -138,3 +138,16 @@ def study_config(configs_dir: str | os.PathLike, scale: str) -> ml_collections.C
       target[leaf] = value
     config.method_configs[ablation.name] = block
   return config
+
+
+def point_data_blocks(config: ml_collections.ConfigDict, **fields) -> None:
+  """Points the study at one dataset: sets `fields` (values or FieldReferences, shared as given) on the study's
+  data block and every method's, drops their synthetic data, and lets retrieval take the dataset's classes
+  from the study (its `classes = None`)."""
+  for block in [config.data] + [m.data for m in config.method_configs.values() if "data" in m]:
+    block.synthetic = None
+    for field, value in fields.items():
+      block[field] = value
+  for method in config.method_configs.values():
+    if "classes" in method:
+      method.classes = None
