@@ -73,6 +73,9 @@ def get_config(arg: str | None = None):
   # Methods are compared at convergence: the plateau schedule and early stopping on the validation split end
   # each run (tiny's 8-epoch cap would end them first).
   config.classifier.schedule.max_epochs = 60
+  # An epoch of the tiny classifier costs little more than an orbax save (docs/mini_world.md, "The study's whole
+  # budget"): resumable checkpoints every 5th epoch (a resume redoes at most 4, to the same results).
+  config.classifier.checkpoint_every_epochs = 5
   config.n_resamples = 5
   config.report.figure5_classes = FIGURE5_CLASSES
   config.report.tiny_random_init_models = False

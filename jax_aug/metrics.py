@@ -13,8 +13,8 @@ them (jax_aug/study, jax_aug/twin, tests) is unaffected.
   infinite value with `NonFiniteMetricError` naming the step and the metric, before anything of that call is
   written, so the caller stops before it checkpoints a broken state. `purge_step`: a resumed run's first step;
   TensorBoard drops the events a killed run wrote from that step on, so a resumed run's curves have no
-  duplicates; the rows of `metrics.jsonl` are trimmed by the job itself (the classifier by epoch, the
-  fine-tuning trainer by step through `drop_rows_from_step`).
+  duplicates; the rows of `metrics.jsonl` are trimmed by the job itself through `drop_rows_from` (the
+  classifier by epoch, the fine-tuning trainer and the mini world's stages by step).
   `.close()` (also a context manager). `enabled=False` (not the chief host) writes nothing.
 - `StepMetrics`: per-step device scalars buffered without a host sync; `.flush(writer, prefix)` reads them in
   one transfer and writes them (guarded) every `log_every_steps` and at the end of an epoch.
@@ -92,13 +92,13 @@ def check_finite(scalars: Mapping[str, Any], *, step: int, where: str) -> None:
       )
 
 
-def drop_rows_from_step(jsonl_path: str | os.PathLike, first_step: int) -> None:
-  """Drops the rows of steps >= `first_step` from a metrics.jsonl whose rows all carry their "step" (what a
-  killed run wrote after the point its resume starts from; the resumed run writes them again), as
-  TensorBoard's purge_step drops their events."""
+def drop_rows_from(jsonl_path: str | os.PathLike, first: int, key: str = "step") -> None:
+  """Drops the rows whose `key` ("step", or the classifier's "epoch") is >= `first` from a metrics.jsonl whose
+  rows all carry it (what a killed run wrote after the point its resume starts from; the resumed run writes
+  them again), as TensorBoard's purge_step drops their events."""
   rows = io.JsonlManifest(jsonl_path)
   found = rows.read()
-  kept = [r for r in found if r["step"] < first_step]
+  kept = [r for r in found if r[key] < first]
   if len(kept) != len(found):
     io.atomic_write_text(rows.path, "".join(rows.line(r) for r in kept))
 

@@ -165,7 +165,11 @@ def test_four_devices_and_two_hosts_match_one_device(reference, run_jax, run_mul
 
 @pytest.mark.slow
 def test_killed_run_resumes_to_identical_results(reference, manifests, tmp_path, run_jax):
-  config, ref_dir = reference
+  """Checkpoints every 2nd epoch (and the last), killed after epoch 1's: the resumed run redoes epochs 2-4 and
+  ends with the uninterrupted every-epoch reference's results, metrics and parameters."""
+  reference_config, ref_dir = reference
+  config = reference_config.copy_and_resolve_references()
+  config.checkpoint_every_epochs = 2
   workdir = tmp_path / "killed"
   proc = subprocess.Popen(
     [sys.executable, "-c", _program(run_program(config, workdir))],
@@ -174,19 +178,25 @@ def test_killed_run_resumes_to_identical_results(reference, manifests, tmp_path,
     stdout=subprocess.DEVNULL,
     stderr=subprocess.DEVNULL,
   )
-  latest = workdir / "checkpoints" / "latest"
+  latest, seen = workdir / "checkpoints" / "latest", set()
   try:
     deadline = time.time() + 300
     while not (latest / "1").is_dir():  # epoch 1 is done: the process is now inside epoch 2
       assert proc.poll() is None, "the run ended before it could be interrupted"
       assert time.time() < deadline, "no checkpoint appeared"
+      seen |= {p.name for p in latest.iterdir() if p.name.isdigit()} if latest.is_dir() else set()
       time.sleep(0.02)
   finally:
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+  assert "0" not in seen  # epoch 0 was not checkpointed
   assert not (workdir / train.RESULTS_FILE).exists()
   run_jax(run_program(config, workdir))
-  assert json.loads((workdir / train.RESULTS_FILE).read_text()) == json.loads((ref_dir / train.RESULTS_FILE).read_text())
+  results = json.loads((workdir / train.RESULTS_FILE).read_text())
+  expected = json.loads((ref_dir / train.RESULTS_FILE).read_text())
+  assert results.pop("config")["checkpoint_every_epochs"] == 2
+  expected.pop("config")
+  assert results == expected
   assert metrics_rows(workdir) == metrics_rows(ref_dir)
   params, _ = final_params(workdir)
   ref_params, _ = final_params(ref_dir)

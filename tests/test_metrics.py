@@ -201,9 +201,9 @@ def test_drop_rows_from_step_removes_what_a_killed_run_wrote_after_its_resume_po
   rows.insert(4, {"step": 4, "epoch": 1, "val_loss": 0.5})
   path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
   before = path.read_text().splitlines(keepends=True)
-  metrics.drop_rows_from_step(path, 6)  # nothing after step 5: the file is left as it is
+  metrics.drop_rows_from(path, 6)  # nothing after step 5: the file is left as it is
   assert path.read_text().splitlines(keepends=True) == before
-  metrics.drop_rows_from_step(path, 5)
+  metrics.drop_rows_from(path, 5)
   assert path.read_text() == "".join(before[:5])  # steps 1..4 and the epoch row
 
 

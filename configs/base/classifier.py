@@ -78,6 +78,10 @@ def get(scale: str) -> ml_collections.ConfigDict:
   config.resample_index = -1  # which resampled augmentation set (-1: none, a baseline)
   config.seed = 0  # parameter init and input order / augmentation
   config.log_every_steps = 10  # per-step metrics (TensorBoard, NaN/inf guard) are read from the device this often
+  # Resumable checkpoints (latest, and the best so far, held in memory until then) after every N-th epoch and the
+  # last: a preempted run redoes at most N-1 epochs, to the same results. 1 at paper scale (an epoch is long);
+  # more where an epoch takes less than a checkpoint's save (the mini world's tiny classifier).
+  config.checkpoint_every_epochs = 1
   # A jax.profiler trace of train steps [profile_first_step, + profile_steps) under <workdir>/tensorboard
   # (jax_aug.metrics.StepProfiler); 0 steps: off. After the first step, which compiles.
   config.profile_steps = 0

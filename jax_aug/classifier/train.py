@@ -89,6 +89,8 @@ def load_run_data(config: ConfigDict, workdir: str | os.PathLike) -> dict:
 
 
 def _check_config(config: ConfigDict, mesh) -> None:
+  if not isinstance(config.checkpoint_every_epochs, int) or config.checkpoint_every_epochs < 1:
+    raise ValueError(f"config.checkpoint_every_epochs={config.checkpoint_every_epochs!r}: expected an integer >= 1")
   for name in ("global_batch_size", "eval_batch_size"):
     if config[name] % mesh.size:
       raise ValueError(f"config.{name}={config[name]} is not divisible by the {mesh.size} devices")
@@ -218,12 +220,6 @@ def append_step_losses(path: Path, rows: Sequence[dict]) -> None:
   io.atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept + list(rows)))
 
 
-def truncate_metrics(path: Path, last_epoch: int) -> None:
-  """Drops rows of epochs after the checkpoint we resume from (written just before a crash)."""
-  rows = [r for r in io.JsonlManifest(path).read() if r["epoch"] <= last_epoch]
-  io.atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
-
-
 def state_shardings(config: ConfigDict, model, tx, mesh) -> steps.TrainState:
   """The train state's layout chosen by config.parameter_sharding (jax_aug.sharding)."""
   return steps.state_shardings(model, tx, mesh, config.input.image_size, config.parameter_sharding)
@@ -340,7 +336,7 @@ def train_and_evaluate(config: ConfigDict, workdir: str | os.PathLike) -> dict:
     stop_reason = meta["stop_reason"]
     log.info("resuming %s after epoch %d", workdir, last)
     if is_chief:
-      truncate_metrics(metrics_path, last)
+      metrics_lib.drop_rows_from(metrics_path, last + 1, key="epoch")
   # A resumed run's events start at its first step: TensorBoard drops what the killed run wrote from there.
   writer = metrics_lib.MetricsWriter(
     metrics_path,
@@ -350,7 +346,7 @@ def train_and_evaluate(config: ConfigDict, workdir: str | os.PathLike) -> dict:
   )
   profiler = metrics_lib.StepProfiler(writer.logdir, config.profile_first_step, config.profile_steps, enabled=is_chief)
 
-  epoch = first_epoch
+  epoch, best = first_epoch, None  # best: (epoch, variables, meta) improved on since the last checkpoint
   try:
     while not plateau.stop:
       state = steps.set_learning_rate(state, plateau.learning_rate)
@@ -383,8 +379,8 @@ def train_and_evaluate(config: ConfigDict, workdir: str | os.PathLike) -> dict:
       )
       # The row first: a NaN/inf in it stops the run before any checkpoint of this epoch is written.
       writer.write_row(row, step=epoch_last_step(epoch, len(data["train"]), config))
-      if decision.improved:
-        checkpoints.save_best(epoch, state.variables(), {"epoch": epoch, "validation": val})
+      if decision.improved:  # a copy: the state's buffers are donated to the next epoch's steps
+        best = (epoch, jax.tree.map(jnp.copy, state.variables()), {"epoch": epoch, "validation": val})
       if is_chief:
         append_step_losses(
           workdir / STEP_LOSSES_FILE,
@@ -392,7 +388,13 @@ def train_and_evaluate(config: ConfigDict, workdir: str | os.PathLike) -> dict:
         )
         log.info("epoch %d: %s", epoch, {k: row[k] for k in ("train_loss", "validation_top1")})
       stop_reason = decision.stop_reason
-      checkpoints.save_latest(epoch, state, {"schedule": plateau.to_json(), "stop_reason": stop_reason})
+      if plateau.stop or (epoch + 1) % config.checkpoint_every_epochs == 0:
+        # Best before latest: a resume from `latest` never finds a best checkpoint newer than it (the epochs it
+        # redoes find their improvements again).
+        if best is not None:
+          checkpoints.save_best(*best)
+          best = None
+        checkpoints.save_latest(epoch, state, {"schedule": plateau.to_json(), "stop_reason": stop_reason})
       epoch += 1
   finally:
     profiler.close()

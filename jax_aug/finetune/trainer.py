@@ -378,7 +378,7 @@ def setup(config: Any, workdir: Path) -> tuple[Run, TrainState]:
   saved = checkpoints.progress()
   # A resumed run starts after its resume point: metrics.jsonl and TensorBoard drop what a killed run wrote from there.
   if saved and is_writer:
-    metrics_lib.drop_rows_from_step(workdir / METRICS_FILE, saved["step"] + 1)
+    metrics_lib.drop_rows_from(workdir / METRICS_FILE, saved["step"] + 1)
   writer = metrics_lib.MetricsWriter(
     workdir / METRICS_FILE,
     workdir / metrics_lib.TENSORBOARD_DIR,

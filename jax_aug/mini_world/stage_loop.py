@@ -26,7 +26,7 @@ from flax import serialization
 from tqdm import tqdm
 
 from jax_aug.io import JsonlManifest, atomic_write_bytes, atomic_write_json
-from jax_aug.metrics import drop_rows_from_step
+from jax_aug.metrics import drop_rows_from
 
 CHECKPOINT = "checkpoint.msgpack"
 DONE = "done.json"
@@ -100,7 +100,7 @@ def run_stage(stage: Stage, out: str | Path, key: jax.Array) -> Any:
     return state
   metrics_log = JsonlManifest(folder / "metrics.jsonl")
   if metrics_log.path.exists():
-    drop_rows_from_step(metrics_log.path, start + 1)  # rows a killed run logged after its last checkpoint
+    drop_rows_from(metrics_log.path, start + 1)  # rows a killed run logged after its last checkpoint
   wall = time.perf_counter() - elapsed  # wall time accumulates over resumed runs
   losses = []
   saved_step = start

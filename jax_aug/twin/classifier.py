@@ -32,6 +32,7 @@ from torch import nn
 from tqdm import tqdm
 
 from jax_aug import io, sharding
+from jax_aug import metrics as metrics_lib
 from jax_aug.classifier import model as model_lib
 from jax_aug.classifier import port, schedule, steps, train
 from jax_aug.data import pipeline
@@ -271,7 +272,7 @@ def train_and_evaluate(
     plateau = schedule.PlateauState.from_json(meta["schedule"])
     first_epoch, stop_reason = meta["epoch"] + 1, meta["stop_reason"]
     log.info("resuming the twin in %s after epoch %d", workdir, meta["epoch"])
-    train.truncate_metrics(metrics_path, meta["epoch"])
+    metrics_lib.drop_rows_from(metrics_path, meta["epoch"] + 1, key="epoch")
   metrics_log = io.JsonlManifest(metrics_path)
   num_steps = pipeline.steps_per_epoch(len(data["train"]), config.global_batch_size)
 
