@@ -30,7 +30,7 @@ def ensure_clip_back_venv() -> Path:
   subprocess.run(["python3.11", "-m", "venv", str(CLIP_BACK_VENV)], check=True)
   # Without the setuptools cap clip-retrieval's dependencies miss pkg_resources.
   install = subprocess.run(
-    [str(CLIP_BACK_VENV / "bin" / "pip"), "install", "-q", "--no-compile", "clip-retrieval==2.45.0", "setuptools<81"],
+    [str(CLIP_BACK_VENV / "bin" / "pip"), "install", "-q", "clip-retrieval==2.45.0", "setuptools<81"],
     capture_output=True,
     text=True,
   )
