@@ -31,12 +31,38 @@ def _flock(path: Path, operation: int):
       fcntl.flock(f, fcntl.LOCK_UN)
 
 
+# The longest test files (wall seconds on one worker in CI, 2026-11-26: test_plan ~650, fine-tuning end to end
+# ~310, ...), started first: xdist hands a worker the next file when it runs short, so the suite ends on short
+# files and neither worker idles while the other finishes a long one. Only an order: a stale list costs minutes,
+# never a test.
+LONGEST_FILES = (
+  "test_plan.py",
+  "test_finetune_end_to_end.py",
+  "test_finetune_methods.py",
+  "test_study_end_to_end.py",
+  "test_classifier_train.py",
+  "test_diffusion_engine.py",
+  "test_finetune_parallel.py",
+  "test_finetune_fsdp.py",
+  "test_retrieval_clip_back.py",
+  "test_study_mini_world.py",
+)
+
+
 def pytest_collection_modifyitems(config, items):
-  """`alone` tests first, stable otherwise (the README's command keeps this order: --no-loadscope-reorder): a
-  pytest worker keeps several GB of what its earlier in-process tests allocated, so the 18.5 GB test gets the
-  room it needs only while both workers are fresh (measured: run at the end of the suite it met 15 GB free and
-  was killed by the kernel's OOM killer)."""
-  items.sort(key=lambda item: item.get_closest_marker("alone") is None)
+  """`alone` tests first, then the longest files, stable otherwise (the README's command keeps this order:
+  --no-loadscope-reorder). `alone` first: a pytest worker keeps several GB of what its earlier in-process tests
+  allocated, so the 18.5 GB test gets the room it needs only while both workers are fresh (measured: run at the
+  end of the suite it met 15 GB free and was killed by the kernel's OOM killer)."""
+
+  def rank(item):
+    name = item.path.name
+    return (
+      item.get_closest_marker("alone") is None,
+      LONGEST_FILES.index(name) if name in LONGEST_FILES else len(LONGEST_FILES),
+    )
+
+  items.sort(key=rank)
 
 
 @pytest.hookimpl(hookwrapper=True)
