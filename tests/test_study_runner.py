@@ -116,3 +116,8 @@ def test_exclusions_drop_a_class_from_splits_labels_and_resampled_sets(tmp_path)
   for path in sets:
     drawn = subsets.read_manifest(path)
     assert subsets.per_class_counts(drawn) == expected and excluded not in expected
+
+  # Exclusions that leave one class are refused by name (a one-class classifier scores 100%).
+  subsets.write_exclusions(exclusion, {w: "retrieval found 3 of 12 images" for w in all_wnids[1:]})
+  with pytest.raises(ValueError, match=rf"keeps 1 of its {len(all_wnids)} classes: retrieval excluded {len(all_wnids) - 1}"):
+    _ = wiring.study_data(tmp_path / "data", exclusion).wnids

@@ -81,8 +81,18 @@ class StudyData:
 
   @property
   def wnids(self) -> list[str]:
+    """The study's classes; fewer than 2 left after the exclusions is refused: a classifier of one class scores
+    100% whatever it learned."""
     info = read_json(self.split_dir / "info.json")
-    return subsets.study_wnids(info["wnids"], self.excluded, self.classes)
+    wnids = subsets.study_wnids(info["wnids"], self.excluded, self.classes)
+    if len(wnids) < 2:
+      first, reason = next(iter(self.excluded.items()))
+      raise ValueError(
+        f"the study keeps {len(wnids)} of its {len(info['wnids'])} classes: retrieval excluded {len(self.excluded)}"
+        f" (e.g. {first}: {reason}), and a classifier needs at least 2. Is the retrieval's index or CLIP the"
+        " right one (random weights retrieve arbitrary images)? Its filters and k are in the retrieval config"
+      )
+    return wnids
 
   @property
   def class_names(self) -> dict[str, str]:
