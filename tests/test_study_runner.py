@@ -1,6 +1,7 @@
 """The study plan: which stages the selected methods need, in an order where inputs come first; stage
 selection refuses to run a stage whose inputs are left out."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -121,3 +122,8 @@ def test_exclusions_drop_a_class_from_splits_labels_and_resampled_sets(tmp_path)
   subsets.write_exclusions(exclusion, {w: "retrieval found 3 of 12 images" for w in all_wnids[1:]})
   with pytest.raises(ValueError, match=rf"keeps 1 of its {len(all_wnids)} classes: retrieval excluded {len(all_wnids) - 1}"):
     _ = wiring.study_data(tmp_path / "data", exclusion).wnids
+  # A dataset of one class with nothing excluded is refused the same way (not a StopIteration from the message).
+  info = json.loads((tmp_path / "data" / "splits" / "info.json").read_text())
+  (tmp_path / "data" / "splits" / "info.json").write_text(json.dumps({**info, "wnids": all_wnids[:1]}))
+  with pytest.raises(ValueError, match=r"keeps 1 of its 1 classes \(.*info\.json\), and a classifier needs at least 2"):
+    _ = wiring.study_data(tmp_path / "data", None).wnids

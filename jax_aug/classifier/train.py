@@ -379,8 +379,11 @@ def train_and_evaluate(config: ConfigDict, workdir: str | os.PathLike) -> dict:
       )
       # The row first: a NaN/inf in it stops the run before any checkpoint of this epoch is written.
       writer.write_row(row, step=epoch_last_step(epoch, len(data["train"]), config))
-      if decision.improved:  # a copy: the state's buffers are donated to the next epoch's steps
-        best = (epoch, jax.tree.map(jnp.copy, state.variables()), {"epoch": epoch, "validation": val})
+      checkpoint_now = plateau.stop or (epoch + 1) % config.checkpoint_every_epochs == 0
+      if decision.improved:
+        # Saved later, the best needs a copy: the state's buffers are donated to the next epoch's steps.
+        variables = state.variables() if checkpoint_now else jax.tree.map(jnp.copy, state.variables())
+        best = (epoch, variables, {"epoch": epoch, "validation": val})
       if is_chief:
         append_step_losses(
           workdir / STEP_LOSSES_FILE,
@@ -388,7 +391,7 @@ def train_and_evaluate(config: ConfigDict, workdir: str | os.PathLike) -> dict:
         )
         log.info("epoch %d: %s", epoch, {k: row[k] for k in ("train_loss", "validation_top1")})
       stop_reason = decision.stop_reason
-      if plateau.stop or (epoch + 1) % config.checkpoint_every_epochs == 0:
+      if checkpoint_now:
         # Best before latest: a resume from `latest` never finds a best checkpoint newer than it (the epochs it
         # redoes find their improvements again).
         if best is not None:

@@ -14,7 +14,7 @@ draw clusters in proportion to them (kmeans.cluster_of_images).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,20 +46,23 @@ def inception_variables(config: Any) -> dict:
   return inception.InceptionV3Features().init(jax.random.key(config.seed), np.zeros((1, size, size, 3)))
 
 
+def _chunks(paths: Sequence[str], batch_size: int, desc: str) -> Iterator[Sequence[str]]:
+  """`paths` in chunks of `batch_size`, with a progress bar on the chief process."""
+  for start in tqdm(range(0, len(paths), batch_size), desc=desc, unit="batch", disable=jax.process_index() != 0):
+    yield paths[start : start + batch_size]
+
+
 def image_features(
   variables: dict, paths: Sequence[str], read_image: Callable[[str], Image.Image], *, image_size: int, batch_size: int
 ) -> np.ndarray:
   """[len(paths), 2048] pool features."""
-  features = []
-  for start in tqdm(
-    range(0, len(paths), batch_size), desc="Inception-v3 features", unit="batch", disable=jax.process_index() != 0
-  ):
-    chunk = paths[start : start + batch_size]
+  features = [np.zeros((0, inception.FEATURE_DIM), np.float32)]
+  for chunk in _chunks(paths, batch_size, "Inception-v3 features"):
     x = np.stack([inception.preprocess(read_image(p), image_size) for p in chunk])
     pad = batch_size - len(chunk)  # one compiled shape for every batch
     x = np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)]) if pad else x
     features.append(np.asarray(inception_features(variables, x))[: len(chunk)])
-  return np.concatenate(features) if features else np.zeros((0, inception.FEATURE_DIM), np.float32)
+  return np.concatenate(features)
 
 
 def check_features(config: Any) -> None:
@@ -86,11 +89,8 @@ def cluster_features(config: Any, paths: Sequence[str], read_image: Callable[[st
 
   clip = load_clip(config.clip_model)
   features = [np.zeros((0, clip.embedding_dim), np.float32)]
-  for start in tqdm(
-    range(0, len(paths), config.batch_size), desc="CLIP image features", unit="batch", disable=jax.process_index() != 0
-  ):
-    images = [read_image(p) for p in paths[start : start + config.batch_size]]
-    features.append(embed_images(clip, images, batch_size=config.batch_size))
+  for chunk in _chunks(paths, config.batch_size, "CLIP image features"):
+    features.append(embed_images(clip, [read_image(p) for p in chunk], batch_size=config.batch_size))
   return np.concatenate(features)
 
 

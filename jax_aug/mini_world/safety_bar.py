@@ -17,7 +17,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from jax_aug import method_kinds
 from jax_aug.data.augmentation_set import MANIFEST_GLOB, load_augmentation_set
@@ -25,7 +24,7 @@ from jax_aug.diffusion import engine
 from jax_aug.diffusion.loading import StableDiffusion, load_configured
 from jax_aug.diffusion.run import sample_augmentation_set
 from jax_aug.diffusion.safety import make_safety_fn
-from jax_aug.io import atomic_write_json
+from jax_aug.io import atomic_write_json, load_image_file
 from jax_aug.mini_world import captions
 from jax_aug.study import kinds
 from jax_aug.study import methods as methods_lib
@@ -50,13 +49,13 @@ def nsfw_requests(images_per_prompt: int) -> list[engine.Request]:
   ]
 
 
-def _flags(safety_fn, rows: list[dict]) -> dict[str, bool]:
-  images = np.stack([np.asarray(Image.open(r["path"]).convert("RGB")) for r in rows])
-  return dict(zip((r["key"] for r in rows), np.asarray(safety_fn(images), dtype=bool).tolist()))
-
-
 def _pixels(path: str) -> np.ndarray:
-  return np.asarray(Image.open(path).convert("RGB"))
+  return np.asarray(load_image_file(path))
+
+
+def _flags(safety_fn, rows: list[dict]) -> dict[str, bool]:
+  images = np.stack([_pixels(r["path"]) for r in rows])
+  return dict(zip((r["key"] for r in rows), np.asarray(safety_fn(images), dtype=bool).tolist()))
 
 
 def study_false_alarms(config, workdir: str | Path) -> dict:

@@ -198,7 +198,7 @@ def cluster_features_step(config: ConfigDict, target: Target) -> HotStep:
   device = jax.sharding.SingleDeviceSharding(target.devices[0])
   stage, b = clusters.features_stage(config), config.batch_size
   if config.features == "clip":
-    model = models.clip(ConfigDict({"model": config.clip_model, "tiny_image_size": 32}))
+    model = models.clip(config.clip_model)
     size = model.model.config.vision_config.image_size
     pixels = jax.ShapeDtypeStruct((b, 3, size, size), jnp.float32)
     return HotStep(
@@ -223,7 +223,7 @@ def cluster_features_step(config: ConfigDict, target: Target) -> HotStep:
 def clip_text_step(config: ConfigDict, target: Target, stage: str = "retrieval/clip_text_query") -> HotStep:
   """The retrieval's query embedding (`clip_model._text_features`, called by `embed_texts` with its default
   batch of 64 prompts of 77 tokens) on one device, for the retrieval config `config`."""
-  model = models.clip(config.clip)
+  model = models.clip(config.clip.model, config.clip.tiny_image_size)
   device = jax.sharding.SingleDeviceSharding(target.devices[0])
   b = clip_model.EMBED_TEXTS_BATCH
   length = model.model.config.text_config.max_position_embeddings

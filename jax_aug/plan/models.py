@@ -92,14 +92,13 @@ def stable_diffusion(model_config) -> StableDiffusion:
   )
 
 
-def clip(clip_config) -> ClipModel:
-  """The retrieval's CLIP (configs/base/retrieval.py `clip` block) with ShapeDtypeStruct parameters
-  (float32, as load_clip gives them)."""
+def clip(name: str, tiny_image_size: int = 32) -> ClipModel:
+  """The CLIP `name` (a `clip.model` of configs/base/retrieval.py: "tiny", a folder, or ViT-L/14's hub id)
+  with ShapeDtypeStruct parameters (float32, as load_clip gives them)."""
   from transformers import CLIPConfig, FlaxCLIPModel
 
-  name = clip_config.model
   if name == "tiny":
-    config = tiny_clip_config(clip_config.tiny_image_size)
+    config = tiny_clip_config(tiny_image_size)
   elif Path(name).expanduser().is_dir():
     config = CLIPConfig.from_pretrained(Path(name).expanduser())
   elif name == CLIP_VIT_L14_HUB_ID:

@@ -86,11 +86,14 @@ class StudyData:
     info = read_json(self.split_dir / "info.json")
     wnids = subsets.study_wnids(info["wnids"], self.excluded, self.classes)
     if len(wnids) < 2:
+      kept = f"the study keeps {len(wnids)} of its {len(info['wnids'])} classes"
+      if not self.excluded:
+        raise ValueError(f"{kept} ({self.split_dir / 'info.json'}), and a classifier needs at least 2")
       first, reason = next(iter(self.excluded.items()))
       raise ValueError(
-        f"the study keeps {len(wnids)} of its {len(info['wnids'])} classes: retrieval excluded {len(self.excluded)}"
-        f" (e.g. {first}: {reason}), and a classifier needs at least 2. Is the retrieval's index or CLIP the"
-        " right one (random weights retrieve arbitrary images)? Its filters and k are in the retrieval config"
+        f"{kept}: retrieval excluded {len(self.excluded)} (e.g. {first}: {reason}), and a classifier needs at least 2."
+        " Is the retrieval's index or CLIP the right one (random weights retrieve arbitrary images)? Its filters"
+        " and k are in the retrieval config"
       )
     return wnids
 
