@@ -1,5 +1,7 @@
 """The decode-once cache (jax_aug/data/cache.py) against the JPEG path of the same loaders."""
 
+import os
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -71,3 +73,66 @@ def test_cache_errors_name_the_problem(records, tmp_path):
   reader = cache.CachedReader(cache.write_cache(records[:2], tmp_path / "c", max_side=64))
   with pytest.raises(KeyError, match="is not in the decode-once cache"):
     reader(records[5]["path"])
+
+
+def _counting_decoder(monkeypatch):
+  """Counts the file decodes of the loaders' production reader (sources.ImageReader -> load_image_file)."""
+  from jax_aug.data import sources
+
+  decoded = []
+  real = sources.load_image_file
+
+  def counted(path, **options):
+    decoded.append(path)
+    return real(path, **options)
+
+  monkeypatch.setattr(sources, "load_image_file", counted)
+  return decoded
+
+
+def test_memory_cache_gives_the_same_batches_and_decodes_each_image_once(records, monkeypatch):
+  reference_train, reference_eval = _train(records), _eval(records)
+  decoded = _counting_decoder(monkeypatch)
+  budget = 2**20
+  _assert_same(_train(records, memory_cache_bytes=budget), reference_train)
+  _assert_same(_eval(records, memory_cache_bytes=budget), reference_eval)
+  assert sorted(decoded) == sorted(r["path"] for r in records)  # the epoch decoded each once, eval none
+  # A later epoch and a later run (new loaders, same process) decode nothing.
+  later = list(
+    pipeline.make_train_loader(
+      records, wnids=WNIDS, epoch=2, seed=3, global_batch_size=8, image_size=24, memory_cache_bytes=budget
+    )
+  )
+  assert len(decoded) == len(records) and len(later) == 2
+
+
+def test_memory_cache_decodes_a_rewritten_file_again_and_keeps_to_its_budget(tmp_path, monkeypatch):
+  paths = []
+  for i in range(3):
+    paths.append(str(tmp_path / f"{i}.png"))
+    Image.fromarray(np.full((10, 10, 3), i, np.uint8)).save(paths[-1])
+  decoded = _counting_decoder(monkeypatch)
+  from jax_aug.data.sources import ImageReader
+
+  budget = 2 * 10 * 10 * 3 + 1  # two of the 10x10 RGB images, not three
+  reader = cache.MemoryCachedReader(ImageReader(), budget)
+  for path in paths:
+    reader(path)
+  assert reader.store.used_bytes == 2 * 300 <= budget
+  reader(paths[2])
+  reader(paths[1])
+  assert len(decoded) == 3  # the two most recent were kept
+  reader(paths[0])  # least recently used, evicted by the third
+  assert len(decoded) == 4
+  Image.fromarray(np.full((10, 10, 3), 200, np.uint8)).save(paths[0])  # rewritten in place
+  os.utime(paths[0], ns=(0, 1))  # a modification time the first write cannot have had
+  assert np.asarray(reader(paths[0]))[0, 0, 0] == 200 and len(decoded) == 5
+
+
+def test_memory_cache_refuses_worker_processes_and_a_bad_budget():
+  with pytest.raises(ValueError, match=r"config.input.memory_cache_mb=64 with num_workers=4: .*in-process loading"):
+    cache.check_memory_cache(64, 4)
+  with pytest.raises(ValueError, match=r"memory_cache_mb=-1: expected 0 \(off\) or a positive budget in MiB"):
+    cache.check_memory_cache(-1, 0)
+  with pytest.raises(ValueError, match="memory cache budget must be a positive number of bytes, got 0"):
+    cache.MemoryCachedReader(lambda path: None, 0)

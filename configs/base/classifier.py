@@ -66,6 +66,10 @@ def get(scale: str) -> ml_collections.ConfigDict:
   # read pixels from instead of the JPEGs. Off (""): a cache with a stored side smaller than the images
   # changes the pixels the crops see (docs/data.md).
   config.input.cache_dir = ""
+  # Decoded images kept in the process's memory up to this many MiB (jax_aug.data.cache.MemoryCachedReader),
+  # for in-process loading (num_workers 0): every epoch and every classifier of a study decodes an image once.
+  # Off (0) at paper scale, where 16 worker processes load and ImageNet's decoded subset is ~7 GiB.
+  config.input.memory_cache_mb = 0
 
   # Run fields, filled per run (by the method config or the study runner).
   # Record manifests (JSON lines of {"wnid", "path", ...}) trained on together: the subset, plus one

@@ -27,7 +27,7 @@ from jax_aug import metrics as metrics_lib
 from jax_aug.classifier import model as model_lib
 from jax_aug.classifier import schedule, steps
 from jax_aug.classifier.checkpoint import RunCheckpoints
-from jax_aug.data import pipeline, subsets
+from jax_aug.data import cache, pipeline, subsets
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +91,7 @@ def load_run_data(config: ConfigDict, workdir: str | os.PathLike) -> dict:
 def _check_config(config: ConfigDict, mesh) -> None:
   if not isinstance(config.checkpoint_every_epochs, int) or config.checkpoint_every_epochs < 1:
     raise ValueError(f"config.checkpoint_every_epochs={config.checkpoint_every_epochs!r}: expected an integer >= 1")
+  cache.check_memory_cache(config.input.memory_cache_mb, config.input.num_workers)
   for name in ("global_batch_size", "eval_batch_size"):
     if config[name] % mesh.size:
       raise ValueError(f"config.{name}={config[name]} is not divisible by the {mesh.size} devices")
@@ -139,6 +140,7 @@ def train_loader(records: Sequence[dict], *, wnids: Sequence[str], epoch: int, c
     tfds_data_dir=config.input.tfds_data_dir or None,
     tfds_name=config.input.tfds_name,
     cache_dir=config.input.cache_dir or None,
+    memory_cache_bytes=config.input.memory_cache_mb * 2**20,
     **hosts,
   )
 
@@ -154,6 +156,7 @@ def eval_loader(records: Sequence[dict], *, wnids: Sequence[str], config: Config
     tfds_data_dir=config.input.tfds_data_dir or None,
     tfds_name=config.input.tfds_name,
     cache_dir=config.input.cache_dir or None,
+    memory_cache_bytes=config.input.memory_cache_mb * 2**20,
     **hosts,
   )
 

@@ -1,6 +1,13 @@
-"""Decode-once image cache (FFCV's idea): a split's images decoded once into an array_record file of uint8
-RGB pixels, read back by the loaders instead of the JPEGs, so every classifier run of the study skips the
-JPEG decode (a third of a worker's time, docs/data.md).
+"""Decode-once image caches, on disk and in memory.
+
+On disk (FFCV's idea): a split's images decoded once into an array_record file of uint8 RGB pixels, read back
+by the loaders instead of the JPEGs, so every classifier run of the study skips the JPEG decode (a third of a
+worker's time, docs/data.md).
+
+In memory (`MemoryCachedReader`): the images a process decodes, kept for the life of the process up to a byte
+budget, least recently used first out. The study runs dozens of classifiers in one process on the same subset,
+validation and test images, each for tens of epochs; at the mini world's 32 px a PNG's decode costs ~5x its crop
+and flip (docs/mini_world.md), so each image is decoded once per process. Pixels are the decoder's, unchanged.
 
 Format (no pickle): `images.array_record`, one record per image, 8 bytes of header (height, width as
 little-endian uint32) + height * width * 3 bytes of pixels; `index.json` = {"max_side", "paths"} (record i
@@ -16,7 +23,8 @@ longer side the cache holds the decoded pixels exactly and the loaders' batches 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -100,3 +108,60 @@ class CachedReader:
       raise io.ImageDecodeError(f"{path}: cache record of {len(data)} bytes does not hold {height}x{width} RGB")
     pixels = np.frombuffer(data, np.uint8, offset=_HEADER.itemsize * 2).reshape(int(height), int(width), 3)
     return Image.fromarray(pixels, "RGB")
+
+
+class _DecodedImages:
+  """Decoded images by (path, file size, modification time), up to `budget_bytes` of pixels, LRU: a file
+  rewritten in place is decoded again."""
+
+  def __init__(self, budget_bytes: int):
+    self.budget_bytes, self.used_bytes = budget_bytes, 0
+    self._images: OrderedDict[tuple, Image.Image] = OrderedDict()
+
+  def get(self, path: str, decode: Callable[[str], Image.Image]) -> Image.Image:
+    key = path
+    if not path.startswith("tfds://"):  # a tfds record never changes under the same path
+      stat = os.stat(path)
+      key = (path, stat.st_size, stat.st_mtime_ns)
+    image = self._images.get(key)
+    if image is not None:
+      self._images.move_to_end(key)
+      return image
+    image = decode(path)
+    size = image.width * image.height * len(image.getbands())
+    if size <= self.budget_bytes:
+      self._images[key] = image
+      self.used_bytes += size
+      while self.used_bytes > self.budget_bytes:
+        _, evicted = self._images.popitem(last=False)
+        self.used_bytes -= evicted.width * evicted.height * len(evicted.getbands())
+    return image
+
+
+# One store per budget, shared by every reader of the process with that budget (a loader is built per epoch).
+_STORES: dict[int, _DecodedImages] = {}
+
+
+class MemoryCachedReader:
+  """`reader`'s images kept in this process's memory up to `budget_bytes` (see the module docstring); a drop-in
+  for `ImageReader`. In-process loading only: grain worker processes would each hold their own copy for one
+  epoch (`check_memory_cache` refuses the combination)."""
+
+  def __init__(self, reader: Callable[[str], Image.Image], budget_bytes: int):
+    if budget_bytes <= 0:
+      raise ValueError(f"memory cache budget must be a positive number of bytes, got {budget_bytes}")
+    self.reader = reader
+    self.store = _STORES.setdefault(budget_bytes, _DecodedImages(budget_bytes))
+
+  def __call__(self, path: str) -> Image.Image:
+    return self.store.get(path, self.reader)
+
+
+def check_memory_cache(memory_cache_mb: int, num_workers: int, name: str = "config.input") -> None:
+  if memory_cache_mb < 0:
+    raise ValueError(f"{name}.memory_cache_mb={memory_cache_mb}: expected 0 (off) or a positive budget in MiB")
+  if memory_cache_mb and num_workers:
+    raise ValueError(
+      f"{name}.memory_cache_mb={memory_cache_mb} with num_workers={num_workers}: the memory cache serves"
+      " in-process loading (num_workers=0); worker processes would each decode and hold their own copy per epoch"
+    )

@@ -36,7 +36,7 @@ import numpy as np
 from absl import flags
 from PIL import Image
 
-from jax_aug.data.cache import CachedReader
+from jax_aug.data.cache import CachedReader, MemoryCachedReader
 from jax_aug.data.sources import ImageReader
 from jax_aug.data.transforms import resize_center_crop
 from jax_aug.io import ImageDecodeError
@@ -243,8 +243,9 @@ def _loader(indices: np.ndarray, load: _LoadExample, per_host: int, num_workers:
   return dataset
 
 
-def _reader(tfds_data_dir: str | None, tfds_name: str, cache_dir: str | None):
-  return CachedReader(cache_dir) if cache_dir else ImageReader(tfds_data_dir, tfds_name)
+def _reader(tfds_data_dir: str | None, tfds_name: str, cache_dir: str | None, memory_cache_bytes: int):
+  reader = CachedReader(cache_dir) if cache_dir else ImageReader(tfds_data_dir, tfds_name)
+  return MemoryCachedReader(reader, memory_cache_bytes) if memory_cache_bytes else reader
 
 
 def steps_per_epoch(num_records: int, global_batch_size: int) -> int:
@@ -267,11 +268,13 @@ def make_train_loader(
   process_index: int | None = None,
   process_count: int | None = None,
   cache_dir: str | None = None,
+  memory_cache_bytes: int = 0,
 ) -> Iterable[dict]:
   """One epoch of this host's training batches: {"image": uint8 [b,H,W,3] pixels (`normalize` them), "label": int32
   [b], "index": int32 [b] (position in `records`), "mask": bool [b] (all True), "skipped": bool [b] (an
   unreadable record replaced by the next readable one)}, b = global / hosts. With `cache_dir` the pixels
-  come from a decode-once cache (jax_aug.data.cache) holding these records, not from the JPEGs."""
+  come from a decode-once cache (jax_aug.data.cache) holding these records, not from the JPEGs; with
+  `memory_cache_bytes` the decoded images stay in this process's memory up to that budget (cache.MemoryCachedReader)."""
   labels = label_map(wnids)
   _check_records(records, labels)
   steps = steps_per_epoch(len(records), global_batch_size)
@@ -283,7 +286,7 @@ def make_train_loader(
   load = _LoadExample(
     records,
     labels,
-    _reader(tfds_data_dir, tfds_name, cache_dir),
+    _reader(tfds_data_dir, tfds_name, cache_dir, memory_cache_bytes),
     train=True,
     image_size=image_size,
     seed=seed,
@@ -307,9 +310,11 @@ def make_eval_loader(
   process_index: int | None = None,
   process_count: int | None = None,
   cache_dir: str | None = None,
+  memory_cache_bytes: int = 0,
 ) -> Iterable[dict]:
   """All of `records` once, in order, as this host's rows of global batches of `batch_size` (all hosts
-  together); the last global batch is padded with zero images whose `mask` is False."""
+  together); the last global batch is padded with zero images whose `mask` is False. `cache_dir`,
+  `memory_cache_bytes`: as make_train_loader's."""
   labels = label_map(wnids)
   _check_records(records, labels)
   if not records:
@@ -322,7 +327,7 @@ def make_eval_loader(
   load = _LoadExample(
     records,
     labels,
-    _reader(tfds_data_dir, tfds_name, cache_dir),
+    _reader(tfds_data_dir, tfds_name, cache_dir, memory_cache_bytes),
     train=False,
     image_size=image_size,
     crop_fraction=crop_fraction,
