@@ -182,12 +182,14 @@ def test_tiny_config_plans_end_to_end_for_v5e_4(tmp_path, run_jax):
   assert not math.isclose(uncounted, 5 * reference["unet"] + reference["decode"], rel_tol=0.5)
 
   # Stage counts by hand (tiny config): 6 classes x 100 synthetic train images, 10% subset = 10 per class.
-  # baseline_10pct: 1 run of 60 images -> 4 steps of 16, validation 60 -> 2 eval steps of 32, 8 epochs;
-  # a prompt method: 2 resamples of 120 images -> 8 steps; a fine-tuned one: 2 + (3 epochs + best train +
-  # best val) selection runs. Chip-hours = runs x epochs x (steps x t_train + evals x t_eval) x 4 chips.
+  # baseline_10pct: 2 runs (the runner's train/baseline_10pct/r0, r1: one per seed) of 60 images -> 4 steps of
+  # 16, validation 60 -> 2 eval steps of 32, 8 epochs; a prompt method: 2 resamples of 120 images -> 8 steps; a
+  # fine-tuned one: 2 + (3 epochs + best train + best val) selection runs. Chip-hours = runs x epochs x (steps x
+  # t_train + evals x t_eval) x 4 chips.
   t_train, t_eval = steps["classifier/train"]["seconds_per_call"], steps["classifier/eval"]["seconds_per_call"]
   runs = {r["method"]: r for r in plan["study"]["classifier_runs"]}
-  assert math.isclose(runs["baseline_10pct"]["chip_hours"], 8 * (4 * t_train + 2 * t_eval) * 4 / 3600, rel_tol=1e-9)
+  assert runs["baseline_10pct"]["runs"] == 2
+  assert math.isclose(runs["baseline_10pct"]["chip_hours"], 2 * 8 * (4 * t_train + 2 * t_eval) * 4 / 3600, rel_tol=1e-9)
   assert runs["simple_prompt"]["runs"] == 2 and runs["simple_prompt"]["train_steps_per_epoch"] == 8
   # Chosen on validation: one selection run per candidate, the chosen one reused as resample 0 (tiny: Imagic
   # keeps epochs 1..3 of its 3; FT conditioning at most epochs 1..3 + best train + best validation, an upper

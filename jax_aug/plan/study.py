@@ -3,7 +3,7 @@ memory fit against the device's HBM, time per call at a stated utilization, and 
 from its stage counts. Writes plan.json; `table` and `summary` format it for the terminal.
 
 Stage counts (per classifier run, upper bounds: every run trains to the config's max_epochs):
-  baseline_10pct / baseline_20pct   1 run on the 10% / 20% subset
+  baseline_10pct / baseline_20pct   n_resamples runs (seeds) on the 10% / 20% subset
   every other method                n_resamples runs on the subset + an equally large augmentation set
   methods chosen on validation      + one selection run per candidate (fine-tuned: the kept checkpoints,
   (kinds.selects_on_validation)    keep_epochs up to max_epochs + best train + best val; Boomerang: its
@@ -98,7 +98,7 @@ def classifier_runs(config: ConfigDict) -> list[dict]:
   for method in methods_lib.select(config, config.methods):
     if method.kind == method_kinds.BASELINE:
       fraction = config.data.upper_bound_fraction if method.subset == "subset_20" else config.data.subset_fraction
-      runs, train = 1, _split_images(config, fraction)
+      runs, train = config.n_resamples, _split_images(config, fraction)  # one per seed, as the runner trains them
     else:
       runs, train = config.n_resamples, 2 * subset
       if kinds.selects_on_validation(config, method):
