@@ -28,6 +28,9 @@ _RUN_CONFIG = flags.DEFINE_string("run_config", None, "config.json of a finished
 _EPOCHS = flags.DEFINE_integer("epochs", 10, "epochs per run (early stopping off)")
 _MEMORY_CACHE_MB = flags.DEFINE_integer("memory_cache_mb", 256, "the cache's budget in the cached variants")
 _ROUNDS = flags.DEFINE_integer("rounds", 2, "repetitions of the three runs; every round is printed")
+_BATCH = flags.DEFINE_integer(
+  "global_batch_size", 0, "0: the run's; else this batch, the learning rate scaled linearly with it"
+)
 _OUT = flags.DEFINE_string("out", None, "folder for the runs (default: a temporary folder, deleted)")
 
 
@@ -63,7 +66,13 @@ def main(argv):
   base.schedule.max_epochs = _EPOCHS.value
   base.schedule.stop_patience = _EPOCHS.value + 1  # exactly --epochs epochs
   base.schedule.lr_patience = _EPOCHS.value + 1
-  print(f"{jax.device_count()} {jax.default_backend()} device(s), {_EPOCHS.value} epochs per run, {len(base.wnids)} classes")
+  if _BATCH.value:
+    base.optimizer.learning_rate *= _BATCH.value / base.global_batch_size
+    base.global_batch_size = _BATCH.value
+  print(
+    f"{jax.device_count()} {jax.default_backend()} device(s), {_EPOCHS.value} epochs per run, {len(base.wnids)}"
+    f" classes, batch {base.global_batch_size}, learning rate {base.optimizer.learning_rate:g}"
+  )
   for round_index in range(_ROUNDS.value):
     cache.clear_memory_caches()  # each round starts with nothing decoded
     seconds = {}
