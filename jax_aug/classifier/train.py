@@ -8,6 +8,7 @@ so the rerun epoch repeats the interrupted one exactly and the final metrics equ
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -228,6 +229,41 @@ def state_shardings(config: ConfigDict, model, tx, mesh) -> steps.TrainState:
   return steps.state_shardings(model, tx, mesh, config.input.image_size, config.parameter_sharding)
 
 
+@dataclasses.dataclass(frozen=True)
+class RunSteps:
+  """What a run compiles: its network, optimizer, state layout and jitted train / eval steps."""
+
+  model: Any
+  tx: Any
+  layout: steps.TrainState
+  train_step: Any
+  eval_step: Any
+
+
+# Runs of one process with the same network, optimizer, input size, parameter sharding, classes and mesh share
+# their jitted steps: a new jax.jit object per run traces again and reloads its programs even from the persistent
+# compilation cache (3.4 s per run of the mini study's tiny ResNet, 58 runs per study; docs/mini_world.md).
+_RUN_STEPS: dict[tuple, RunSteps] = {}
+_MAX_RUN_STEPS = 4
+
+
+def run_steps(config: ConfigDict, num_classes: int, mesh) -> RunSteps:
+  """The run's `RunSteps`, built once per process for each distinct (model, optimizer, input size, parameter
+  sharding, classes, mesh); the jitted steps are pure, so sharing them leaves every run's results unchanged."""
+  fields = (config.model, config.optimizer, config.input.image_size, config.parameter_sharding, num_classes)
+  key = (json.dumps([f.to_dict() if isinstance(f, ConfigDict) else f for f in fields], sort_keys=True), mesh)
+  if key not in _RUN_STEPS:
+    model = model_lib.build_model(config.model, num_classes=num_classes, num_devices=mesh.size)
+    tx = steps.make_optimizer(config.optimizer)
+    layout = state_shardings(config, model, tx, mesh)
+    train_step = steps.jit_train_step(model, tx, mesh, layout)
+    eval_step = steps.jit_eval_step(model, num_classes, mesh, layout)
+    while len(_RUN_STEPS) >= _MAX_RUN_STEPS:  # the oldest entry out: its compiled programs are freed
+      _RUN_STEPS.pop(next(iter(_RUN_STEPS)))
+    _RUN_STEPS[key] = RunSteps(model, tx, layout, train_step, eval_step)
+  return _RUN_STEPS[key]
+
+
 def initial_state(config: ConfigDict, model, tx, mesh) -> steps.TrainState:
   """The train state at step 0: parameters drawn from config.seed (the PyTorch twin starts from them)."""
   return jax.jit(
@@ -324,12 +360,9 @@ def train_and_evaluate(config: ConfigDict, workdir: str | os.PathLike) -> dict:
   wnids = data["wnids"]
   mesh = sharding.make_mesh()
   _check_config(config, mesh)
-  model = model_lib.build_model(config.model, num_classes=len(wnids), num_devices=mesh.size)
-  tx = steps.make_optimizer(config.optimizer)
-  state = initial_state(config, model, tx, mesh)
-  layout = state_shardings(config, model, tx, mesh)
-  train_step = steps.jit_train_step(model, tx, mesh, layout)
-  eval_step = steps.jit_eval_step(model, len(wnids), mesh, layout)
+  compiled = run_steps(config, len(wnids), mesh)
+  state = initial_state(config, compiled.model, compiled.tx, mesh)
+  train_step, eval_step = compiled.train_step, compiled.eval_step
   checkpoints = RunCheckpoints(workdir)
   plateau = schedule.initial_state(config.optimizer.learning_rate)
   first_epoch, stop_reason = 0, None
