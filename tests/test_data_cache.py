@@ -136,3 +136,22 @@ def test_memory_cache_refuses_worker_processes_and_a_bad_budget():
     cache.check_memory_cache(-1, 0)
   with pytest.raises(ValueError, match="memory cache budget must be a positive number of bytes, got 0"):
     cache.MemoryCachedReader(lambda path: None, 0)
+
+
+def test_memory_cache_shared_by_threads_counts_each_image_once(tmp_path):
+  """The loaders' prefetch threads share a store: concurrent reads of the same images leave it holding each
+  image once, its byte count their sum (a double-counted insert would make it evict too early)."""
+  from concurrent.futures import ThreadPoolExecutor
+
+  from jax_aug.data.sources import ImageReader
+
+  paths = []
+  for i in range(20):
+    paths.append(str(tmp_path / f"{i}.png"))
+    Image.fromarray(np.full((8 + i, 10, 3), i, np.uint8)).save(paths[-1])
+  reader = cache.MemoryCachedReader(ImageReader(), 10**7 + 3)  # a budget no other test uses: a fresh store
+  orders = [list(np.random.default_rng(t).permutation(paths)) for t in range(8)]
+  with ThreadPoolExecutor(8) as pool:
+    list(pool.map(lambda order: [reader(p) for p in order], orders))
+  assert reader.store.used_bytes == sum((8 + i) * 10 * 3 for i in range(20))
+  assert [np.asarray(reader(p))[0, 0, 0] for p in paths] == list(range(20))

@@ -23,6 +23,7 @@ longer side the cache holds the decoded pixels exactly and the loaders' batches 
 from __future__ import annotations
 
 import os
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -117,24 +118,28 @@ class _DecodedImages:
   def __init__(self, budget_bytes: int):
     self.budget_bytes, self.used_bytes = budget_bytes, 0
     self._images: OrderedDict[tuple, Image.Image] = OrderedDict()
+    # The loaders' prefetch threads (training, then validation) share the store.
+    self._lock = threading.Lock()
 
   def get(self, path: str, decode: Callable[[str], Image.Image]) -> Image.Image:
     key = path
     if not path.startswith("tfds://"):  # a tfds record never changes under the same path
       stat = os.stat(path)
       key = (path, stat.st_size, stat.st_mtime_ns)
-    image = self._images.get(key)
-    if image is not None:
-      self._images.move_to_end(key)
-      return image
-    image = decode(path)
+    with self._lock:
+      image = self._images.get(key)
+      if image is not None:
+        self._images.move_to_end(key)
+        return image
+    image = decode(path)  # outside the lock: another thread may decode meanwhile
     size = image.width * image.height * len(image.getbands())
-    if size <= self.budget_bytes:
-      self._images[key] = image
-      self.used_bytes += size
-      while self.used_bytes > self.budget_bytes:
-        _, evicted = self._images.popitem(last=False)
-        self.used_bytes -= evicted.width * evicted.height * len(evicted.getbands())
+    with self._lock:
+      if size <= self.budget_bytes and key not in self._images:
+        self._images[key] = image
+        self.used_bytes += size
+        while self.used_bytes > self.budget_bytes:
+          _, evicted = self._images.popitem(last=False)
+          self.used_bytes -= evicted.width * evicted.height * len(evicted.getbands())
     return image
 
 
