@@ -117,7 +117,7 @@ class _DecodedImages:
 
   def __init__(self, budget_bytes: int):
     self.budget_bytes, self.used_bytes = budget_bytes, 0
-    self._images: OrderedDict[tuple, Image.Image] = OrderedDict()
+    self._images: OrderedDict[tuple, tuple[Image.Image, int]] = OrderedDict()  # key -> (image, bytes)
     # The loaders' prefetch threads (training, then validation) share the store.
     self._lock = threading.Lock()
 
@@ -127,19 +127,19 @@ class _DecodedImages:
       stat = os.stat(path)
       key = (path, stat.st_size, stat.st_mtime_ns)
     with self._lock:
-      image = self._images.get(key)
-      if image is not None:
+      entry = self._images.get(key)
+      if entry is not None:
         self._images.move_to_end(key)
-        return image
+        return entry[0]
     image = decode(path)  # outside the lock: another thread may decode meanwhile
     size = image.width * image.height * len(image.getbands())
     with self._lock:
       if size <= self.budget_bytes and key not in self._images:
-        self._images[key] = image
+        self._images[key] = (image, size)
         self.used_bytes += size
         while self.used_bytes > self.budget_bytes:
-          _, evicted = self._images.popitem(last=False)
-          self.used_bytes -= evicted.width * evicted.height * len(evicted.getbands())
+          _, (_, evicted_size) = self._images.popitem(last=False)
+          self.used_bytes -= evicted_size
     return image
 
 
