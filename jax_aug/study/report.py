@@ -28,6 +28,7 @@ from PIL import Image  # noqa: E402
 
 from jax_aug.data.classes import DatasetClasses  # noqa: E402
 from jax_aug.io import atomic_write_bytes, atomic_write_json, atomic_write_text, load_image_file  # noqa: E402
+from jax_aug.study import findings as findings_lib  # noqa: E402
 from jax_aug.study import methods as methods_lib  # noqa: E402
 from jax_aug.study import statistics  # noqa: E402
 
@@ -479,6 +480,7 @@ def write_report(
 
   md += [f"## Figure 6: per-class improvement over {subset_label}", ""]
   best_dm = best_dm_method(rows)
+  figure6_check = None
   per_method = {m: [r for r in runs if r["method"] == m] for m in {r["method"] for r in runs}}
   if methods_lib.BASELINE in per_method and "retrieval" in per_method and best_dm:
     baseline = statistics.mean_per_class([r["per_class_top1"] for r in per_method[methods_lib.BASELINE]])
@@ -486,6 +488,7 @@ def write_report(
     for name in (best_dm, "retrieval"):
       mean = statistics.mean_per_class([r["per_class_top1"] for r in per_method[name]])
       improvements[display[name]] = statistics.per_class_improvement(mean, baseline)
+    figure6_check = findings_lib.figure6_finding(improvements, display["retrieval"], display[best_dm])
     put("figure6.png", figure6_histogram(improvements, subset_label))
     atomic_write_json(report_dir / "figure6.json", improvements)
     paths["figure6.json"] = report_dir / "figure6.json"
@@ -512,6 +515,19 @@ def write_report(
     md += [""]
   else:
     md += ["Not drawn: it needs the 10% baseline, retrieval and at least one DM method in the run.", ""]
+
+  table1_findings = findings_lib.check_findings(rows)
+  atomic_write_json(report_dir / "findings.json", {"table1": table1_findings, "figure6": figure6_check})
+  paths["findings.json"] = report_dir / "findings.json"
+  md += [
+    "## What this run reproduces of the paper",
+    "",
+    findings_lib.summary_paragraph(table1_findings, figure6_check),
+    "",
+    f"A finding is reproduced when our difference has the paper's sign and exceeds"
+    f" {findings_lib.RESOLUTION:g} standard errors of the difference; numbers: findings.json.",
+    "",
+  ]
 
   md += ["## Figure 5: example images", ""]
   if figure5_rows:
