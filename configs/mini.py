@@ -31,6 +31,7 @@ FIGURE5_CLASSES = "n01491361,n02012849,n03126707,n07753592,n04409515,n02391049"
 IMAGES_PER_CLASS = 50
 SAMPLING_STEPS = 10  # DDIM with classifier-free guidance: 20 U-Net evaluations per image
 SAMPLING_BATCH = 64
+FINETUNE_BASE_LR = {"conditioning": 1e-3, "pseudo_words": 5e-3, "unet": 5e-4 / 64**0.5}
 
 
 def default_folder() -> str:
@@ -59,7 +60,14 @@ def get_config(arg: str | None = None):
       method.num_inference_steps = SAMPLING_STEPS
       method.scheduler = "ddim"
       method.batch_size = SAMPLING_BATCH
-    if "finetune" in method:  # FT cluster conditioning clusters on the world's own pretrained image features
+    if "finetune" in method:
+      # Base learning rates at batch 1 (docs/mini_world.md, "The fine-tuning settings"): the U-Net's own training
+      # rate (5e-4 at batch 64) square-root scaled to batch 1; the conditioning's and pseudo-words' the paper
+      # scale's, their tensors having its scale. Tiny's rates would undo the trained U-Net.
+      method.finetune.base_learning_rate.conditioning = FINETUNE_BASE_LR["conditioning"]
+      method.finetune.base_learning_rate.pseudo_words = FINETUNE_BASE_LR["pseudo_words"]
+      method.finetune.base_learning_rate.unet = FINETUNE_BASE_LR["unet"]
+      # FT cluster conditioning clusters on the world's own pretrained image features.
       method.finetune.clusters.features = "clip"
       method.finetune.clusters.clip_model = weights + "/clip"
       method.finetune.clusters.batch_size = 256
