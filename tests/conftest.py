@@ -45,6 +45,7 @@ LONGEST_FILES = (
   "test_finetune_parallel.py",
   "test_finetune_fsdp.py",
   "test_retrieval_clip_back.py",
+  "test_mini_world_shipped.py",
   "test_study_mini_world.py",
 )
 
