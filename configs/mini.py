@@ -31,7 +31,13 @@ FIGURE5_CLASSES = "n01491361,n02012849,n03126707,n07753592,n04409515,n02391049"
 IMAGES_PER_CLASS = 50
 SAMPLING_STEPS = 10  # DDIM with classifier-free guidance: 20 U-Net evaluations per image
 SAMPLING_BATCH = 64
-FINETUNE_BASE_LR = {"conditioning": 1e-3, "pseudo_words": 5e-3, "unet": 5e-4 / 64**0.5}
+# Base learning rates at batch 1, chosen by the validation loss on the shipped weights (docs/mini_world.md, "The
+# fine-tuning settings"): octave grids around the prior (the U-Net's training rate 5e-4 at batch 64 scaled to
+# batch 1, 6.25e-5; the paper scale's 1e-3 and 5e-3), extended where the minimum was at an edge.
+FINETUNE_BASE_LR = {"conditioning": 1.6e-2, "pseudo_words": 8e-2, "unet": 3.125e-5}
+# Validation loss still fell at epoch 4 of every grid run and flattened by epoch 8 (the paper: until it stagnates,
+# at most 40; Imagic's kept epochs 1..8): up to 8 epochs, stopped after 2 without a 0.1% improvement.
+FINETUNE_MAX_EPOCHS = 8
 
 
 def default_folder() -> str:
@@ -65,12 +71,14 @@ def get_config(arg: str | None = None):
       # measured 2026-11-26 before any study): at 10 attempts an image of them would stop the study.
       method.max_safety_attempts = safety_bar.MAX_ATTEMPTS
     if "finetune" in method:
-      # Base learning rates at batch 1 (docs/mini_world.md, "The fine-tuning settings"): the U-Net's own training
-      # rate (5e-4 at batch 64) square-root scaled to batch 1; the conditioning's and pseudo-words' the paper
-      # scale's, their tensors having its scale. Tiny's rates would undo the trained U-Net.
+      # Tiny's rates (sized for random weights) would undo the trained U-Net.
       method.finetune.base_learning_rate.conditioning = FINETUNE_BASE_LR["conditioning"]
       method.finetune.base_learning_rate.pseudo_words = FINETUNE_BASE_LR["pseudo_words"]
       method.finetune.base_learning_rate.unet = FINETUNE_BASE_LR["unet"]
+      method.finetune.policy.max_epochs = FINETUNE_MAX_EPOCHS
+      if not method.finetune.policy.keep_best:  # Imagic: exactly its first 8 epochs, each kept (configs/methods/imagic.py)
+        method.finetune.policy.patience = FINETUNE_MAX_EPOCHS
+        method.finetune.checkpoint = f"epoch_{FINETUNE_MAX_EPOCHS}"
       # FT cluster conditioning clusters on the world's own pretrained image features.
       method.finetune.clusters.features = "clip"
       method.finetune.clusters.clip_model = weights + "/clip"
