@@ -124,3 +124,12 @@ def test_report_states_the_findings(tmp_path):
   assert "## What this run reproduces of the paper" in text
   assert "It cannot resolve (difference within 2 standard errors): Personalizing" in text
   assert "(Figure 6): holds (median per-class change +5.4 for Retrieval vs +4.0 for Pseudoword+DM" in text
+
+
+def test_rows_without_the_papers_numbers_are_judged_without_a_paper_side():
+  # A dataset of the user's own (jax_aug.data.classes) has no paper numbers: the rows carry None.
+  rows = [dict(r, paper_top1_mean=None, paper_top1_standard_error=None) for r in _rows(PAPER)]
+  checked = findings.check_findings(rows)
+  assert [f["verdict"] for f in checked] == ["reproduced", "not resolved", "reproduced", "reproduced"]
+  assert all("paper" not in f for f in checked)
+  assert "(paper" not in findings.summary_paragraph(checked)

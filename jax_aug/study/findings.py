@@ -47,8 +47,8 @@ FINDINGS = (
 def _pick(rows: Sequence[Mapping], selector: str, key: str) -> Mapping | None:
   """The row `selector` names; for a best-of selector, the candidate with the highest `key` (ours or the
   paper's mean, so each side picks its own best, as each Figure 1 does)."""
-  if not selector.startswith("best:"):
-    return next((r for r in rows if r["method"] == selector), None)
+  if not selector.startswith("best:"):  # a dataset's own methods may have no paper number
+    return next((r for r in rows if r["method"] == selector and r[key] is not None), None)
   families = methods_lib.DM_FAMILIES if selector == BEST_DM else (selector.removeprefix("best:"),)
   candidates = [r for r in rows if r["family"] in families and not r["ablation"] and r[key] is not None]
   return max(candidates, key=lambda r: r[key]) if candidates else None
