@@ -12,14 +12,12 @@ The bars of generated images (recognition, personalization, the engine replacing
 finished mini study: scripts/check_mini_world_study.py measures them (docs/mini_world.md).
 """
 
-import io
-
 import numpy as np
 import pytest
-from PIL import Image
 
 from jax_aug.diffusion.loading import load_sd
 from jax_aug.diffusion.safety import make_safety_fn
+from jax_aug.io import decode_image
 from jax_aug.mini_world import assemble, concepts, corpus, quality, safety_bar, target, world
 from jax_aug.mini_world.train import MANIFEST
 from jax_aug.retrieval.clip_model import embed_images, embed_texts, load_clip
@@ -27,10 +25,6 @@ from jax_aug.retrieval.index import LocalIndex
 
 # configs/mini_world_train.py: the heads are fitted on every corpus item but the last 5,000.
 HEADS_HOLDOUT = 5000
-
-
-def _decode(data: bytes) -> Image.Image:
-  return Image.open(io.BytesIO(data)).convert("RGB")
 
 
 def test_shipped_files_are_the_manifests_unchanged_and_within_30_mb():
@@ -50,7 +44,7 @@ def test_shipped_clip_zero_shot_on_the_target_test_split_meets_the_bar():
   images, labels = [], []
   for label, wnid in enumerate(concepts.WNIDS):
     for index in range(concepts.TARGET_TEST_PER_CLASS):
-      images.append(_decode(target.target_item(wnid, "val", index)))
+      images.append(decode_image(target.target_item(wnid, "val", index), source=f"{wnid} val {index}"))
       labels.append(label)
   top1 = quality.zero_shot_top1(embed_images(clip, images, batch_size=256), np.asarray(labels), prompts)
   assert len(images) == 24 * 50
@@ -66,7 +60,9 @@ def test_shipped_safety_checker_flags_the_held_out_nsfw_corpus_images(tmp_path):
   assert len(nsfw) == 120 and len(classes) == 240
 
   def flagged(indices):
-    images = np.stack([np.asarray(_decode(corpus.corpus_item(int(i), plan[i])[0])) for i in indices])
+    images = np.stack(
+      [np.asarray(decode_image(corpus.corpus_item(int(i), plan[i])[0], source=f"corpus {i}")) for i in indices]
+    )
     return np.asarray(make_safety_fn(sd)(images), dtype=bool)
 
   recall, false_alarm = flagged(nsfw).mean(), flagged(classes).mean()
