@@ -50,7 +50,10 @@ def main(argv):
   zero_shot_per_class = quality.zero_shot_per_class(image_embeddings, labels, prompts, concepts.WNIDS)
   corpus = arrays.CorpusArrays(data / "corpus", workdir / "cache")
   embeddings = arrays.cached_embeddings(
-    workdir / "cache", "corpus_clip_image", clip_folder, lambda: embed_images(clip, list(corpus.images), batch_size=256)
+    workdir / "cache",
+    "corpus_clip_image",
+    clip_folder,
+    lambda: embed_images(clip, list(corpus.images), batch_size=256, progress="embedding corpus"),
   )
   index_dir = quality.build_corpus_index(
     workdir / "index" / clip_folder.name,

@@ -2,6 +2,7 @@
 epochs, invariance to worker and host counts, bad records."""
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -86,6 +87,50 @@ def test_random_resized_crop_box_follows_torchvision():
 
   np.testing.assert_allclose(stats(ours), stats(theirs), atol=0.02 * height)
   np.testing.assert_allclose(stats(ours)[:2], stats(theirs)[:2], atol=0.02)
+
+
+def test_colour_jitter_matches_torchvision_for_given_factors_and_order():
+  image = _image(2, 24, 24)
+  for order, factors, hue in [((0, 1, 2, 3), (0.6, 1.4, 0.7), 0.1), ((3, 2, 1, 0), (1.3, 0.8, 1.4), -0.07)]:
+    reference = image
+    for op in order:
+      adjust = (TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue)[op]
+      reference = adjust(reference, hue if op == 3 else factors[op])
+    ours = pipeline.jitter_colours(image, order, factors, hue)
+    assert np.array_equal(np.asarray(ours), np.asarray(reference)), order
+    # Negative control: the order matters (contrast's mean moves with the brightness before it).
+    assert not np.array_equal(np.asarray(pipeline.jitter_colours(image, order[::-1], factors, hue)), np.asarray(ours))
+  assert np.array_equal(np.asarray(pipeline.grayscale(image)), np.asarray(TF.rgb_to_grayscale(image, 3)))
+
+
+def test_photometric_augmentation_draws_torchvisions_distribution_and_is_off_by_default():
+  image, rng = _image(3, 32, 32), np.random.default_rng(0)
+  # Off (the paper's recipe): the crop and flip of a seed are what they were without the option.
+  plain = pipeline.train_transform(image, np.random.default_rng(5), 24, (0.08, 1.0), (3 / 4, 4 / 3))
+  box = pipeline.random_resized_crop_box(np.random.default_rng(5), 32, 32)
+  flip = np.random.default_rng(5)
+  pipeline.random_resized_crop_box(flip, 32, 32)
+  assert np.array_equal(plain, pipeline.resized_crop(image, box, 24, flip.random() < 0.5))
+  assert not pipeline.Photometric().active
+  # On: grayscale with p 0.2 and jitter with p 0.8 (torchvision: RandomApply([ColorJitter], p), RandomGrayscale(p)).
+  photometric = pipeline.Photometric((0.4, 0.4, 0.4, 0.1), 0.8, 0.2)
+  outs = [np.asarray(pipeline.photometric_transform(image, rng, photometric)).astype(int) for _ in range(2000)]
+  gray = np.mean([(o[..., 0] == o[..., 1]).all() and (o[..., 1] == o[..., 2]).all() for o in outs])
+  unchanged = np.mean([np.array_equal(o, np.asarray(image)) for o in outs])
+  assert abs(gray - 0.2) < 0.03 and abs(unchanged - 0.2 * 0.8) < 0.03, (gray, unchanged)
+  # Brightness alone: the mean scales by a factor uniform in [0.6, 1.4], as torchvision's ColorJitter(0.4) draws.
+  bright, dark = pipeline.Photometric((0.4, 0.0, 0.0, 0.0)), Image.fromarray(np.asarray(image) // 3)  # no clipping
+  ratios = [
+    np.asarray(pipeline.photometric_transform(dark, rng, bright)).mean() / np.asarray(dark).mean() for _ in range(2000)
+  ]
+  assert 0.58 < min(ratios) < 0.62 and 1.3 < max(ratios) < 1.42 and abs(np.mean(ratios) - 1.0) < 0.02
+  for bad, named in [
+    ({"color_jitter": (0.4, 0.4, 0.4)}, "color_jitter=(0.4, 0.4, 0.4): expected 4"),
+    ({"color_jitter": (0, 0, 0, 0.6)}, "hue at most 0.5"),
+    ({"grayscale_p": 1.5}, "grayscale_p=1.5: expected a probability"),
+  ]:
+    with pytest.raises(ValueError, match=re.escape(named)):
+      pipeline.Photometric(**bad)
 
 
 @pytest.mark.parametrize("source", ["folder", "tfds"])

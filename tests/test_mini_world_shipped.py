@@ -6,15 +6,19 @@ bars"), each measured against the world's generator, which knows the true concep
 - the safety checker, loaded as the study loads it (`load_sd` on the assembled SD folder, `make_safety_fn`),
   flags the NSFW concept's corpus images the heads were not fitted on (>= the safety bar's 80%) and few others;
 - retrieval precision: of the 130 corpus images the world's index returns for each class's no-ws prompt,
-  >= 80% show that class (slow: draws the whole 50,000-image corpus and builds the index as the study does).
+  >= 80% show that class (slow: draws the whole 50,000-image corpus and builds the index as the study does);
+  and the study's retrieval (configs/mini.py) fills its 50 images per class, >= 80% of them of the class.
 
 The bars of generated images (recognition, personalization, the engine replacing flagged samples) need a
 finished mini study: scripts/check_mini_world_study.py measures them (docs/mini_world.md).
 """
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
+from jax_aug.data.augmentation_set import load_augmentation_set
 from jax_aug.diffusion.loading import load_sd
 from jax_aug.diffusion.safety import make_safety_fn
 from jax_aug.io import decode_image
@@ -22,9 +26,13 @@ from jax_aug.mini_world import assemble, concepts, corpus, quality, safety_bar, 
 from jax_aug.mini_world.train import MANIFEST
 from jax_aug.retrieval.clip_model import embed_images, embed_texts, load_clip
 from jax_aug.retrieval.index import LocalIndex
+from jax_aug.retrieval.pipeline import retrieve
+from jax_aug.study.config_files import load_module
 
 # configs/mini_world_train.py: the heads are fitted on every corpus item but the last 5,000.
 HEADS_HOLDOUT = 5000
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+IMAGES_PER_CLASS = 50  # configs/mini.py
 
 
 def test_shipped_files_are_the_manifests_unchanged_and_within_30_mb():
@@ -80,3 +88,21 @@ def test_shipped_clip_retrieves_each_class_from_the_worlds_index(tmp_path):
   )
   assert set(precision) == set(concepts.WNIDS)
   assert np.mean(list(precision.values())) >= quality.RETRIEVAL_BAR, precision
+
+  # The study's own retrieval (configs/mini.py: filters, safety checker, k raised gradually) fills each class's
+  # 50 images, mostly of the class: with clip-retrieval's duplicate detector at 0.94 it filled none (the world's
+  # CLIP links distinct images of a class; docs/mini_world.md), which the bar above did not see.
+  config = load_module(CONFIGS / "mini.py").get_config()
+  config.mini_world.folder = str(tmp_path / "world")
+  method = config.method_configs.retrieval.copy_and_resolve_references()
+  method.classes = ("n01491361", "n02012849", "n03126707")  # tiger shark and the two cranes (one no-ws prompt)
+  retrieve(method, tmp_path / "retrieval")
+  retrieved = load_augmentation_set(tmp_path / "retrieval" / "augmentation_set")
+  plan = concepts.corpus_plan()
+  for wnid in method.classes:
+    urls = [r["url"] for r in retrieved if r["wnid"] == wnid]
+    assert len(urls) == IMAGES_PER_CLASS, (wnid, len(urls))
+    shown = [plan[int(url.removeprefix("miniworld://corpus/"))] for url in urls]
+    # The cranes share their prompt: either crane counts as the class (the paper's ambiguity, by design).
+    wanted = {"n02012849", "n03126707"} if wnid in ("n02012849", "n03126707") else {wnid}
+    assert np.mean([concept in wanted for concept in shown]) >= quality.RETRIEVAL_BAR, (wnid, shown)

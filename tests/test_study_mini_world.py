@@ -18,7 +18,7 @@ from mini_world_support import random_export
 from jax_aug.data.augmentation_set import load_augmentation_set
 from jax_aug.diffusion.loading import load_sd
 from jax_aug.io import load_image_file, read_json
-from jax_aug.mini_world import corpus, recognition, safety_bar
+from jax_aug.mini_world import concepts, corpus, recognition, safety_bar
 from jax_aug.retrieval.clip_model import embed_images, load_clip
 from jax_aug.study import runner
 from jax_aug.study.config_files import load_module
@@ -84,9 +84,25 @@ def test_mini_config_runs_the_study_in_the_prepared_world(tmp_path):
     "validation": sum(math.ceil(n / 10) for n in counts),
     "test": 4 * 50,
   }
-  assert recognized["images"] == {"simple_prompt": 4 * PER_CLASS}
+  assert recognized["images"] == {"simple_prompt": 4 * PER_CLASS, "web_photos": 4 * 50}
   assert 0.0 <= recognized["recognised"]["simple_prompt"] <= 1.0
   assert set(recognized["recognised_per_class"]["simple_prompt"]) == set(CLASSES)
+  # The web control: the first 50 corpus items of each class drawn as photos, in the corpus plan's order, the
+  # generator's JPEGs unchanged; the recognizer trained with MoCo v2's colour augmentation.
+  assert recognized["recognizer_photometric"] == {
+    "color_jitter": (0.4, 0.4, 0.4, 0.1),
+    "color_jitter_p": 0.8,
+    "grayscale_p": 0.2,
+  }
+  plan = concepts.corpus_plan()
+  for wnid in CLASSES[:2]:
+    written = sorted((tmp_path / "recognition" / "web_photos" / wnid).glob("*.jpg"), key=lambda f: int(f.stem))
+    photos = []
+    for index in np.flatnonzero(plan == wnid):
+      if len(photos) < 50 and corpus.corpus_item(int(index), wnid)[1]["style"] == "photo":
+        photos.append(int(index))
+    assert [int(f.stem) for f in written] == photos
+    assert written[0].read_bytes() == corpus.corpus_item(photos[0], wnid)[0]
 
   # The safety bar's measurement. First with a checker that flags everything (threshold cosine -1) and 2 attempts:
   # the engine refuses the first image rather than write a flagged one.

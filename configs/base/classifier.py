@@ -58,6 +58,12 @@ def get(scale: str) -> ml_collections.ConfigDict:
   config.input.crop_scale = (0.08, 1.0)
   config.input.crop_ratio = (3 / 4, 4 / 3)
   config.input.eval_crop_fraction = 0.875
+  # Colour augmentation after the crop (jax_aug.data.pipeline.Photometric: torchvision's ColorJitter strengths
+  # (brightness, contrast, saturation, hue) applied with probability color_jitter_p, then RandomGrayscale).
+  # Off, as in the paper's recipe; the mini world's recognizer turns it on (jax_aug.mini_world.recognition).
+  config.input.color_jitter = (0.0, 0.0, 0.0, 0.0)
+  config.input.color_jitter_p = 1.0
+  config.input.grayscale_p = 0.0
   config.input.num_workers = 0 if tiny else 16
   # Only for records with tfds:// paths.
   config.input.tfds_data_dir = ""

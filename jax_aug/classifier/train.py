@@ -138,6 +138,9 @@ def train_loader(records: Sequence[dict], *, wnids: Sequence[str], epoch: int, c
     num_workers=config.input.num_workers,
     crop_scale=tuple(config.input.crop_scale),
     crop_ratio=tuple(config.input.crop_ratio),
+    photometric=pipeline.Photometric(
+      tuple(config.input.color_jitter), config.input.color_jitter_p, config.input.grayscale_p
+    ),
     tfds_data_dir=config.input.tfds_data_dir or None,
     tfds_name=config.input.tfds_name,
     cache_dir=config.input.cache_dir or None,

@@ -27,6 +27,7 @@ normalising in the worker took ~25% of the time per example, as much as the resi
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -34,7 +35,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import grain
 import numpy as np
 from absl import flags
-from PIL import Image
+from PIL import Image, ImageEnhance
 
 from jax_aug.data.cache import CachedReader, MemoryCachedReader
 from jax_aug.data.sources import ImageReader
@@ -109,12 +110,83 @@ def resized_crop(image: Image.Image, box: tuple[int, int, int, int], image_size:
   return np.asarray(image, np.uint8)
 
 
+@dataclasses.dataclass(frozen=True)
+class Photometric:
+  """Colour augmentation after the crop, as torchvision's RandomApply([ColorJitter(*color_jitter)],
+  p=color_jitter_p) then RandomGrayscale(grayscale_p). `color_jitter` = (brightness, contrast, saturation,
+  hue): factors uniform in [max(0, 1 - x), 1 + x] (hue: a shift uniform in [-x, x] of the hue circle), applied
+  in a random order. All zero (the default, torchvision's ImageNet recipe and the paper's): no colour change
+  and no random draws, so the crops and flips of a run without it are unchanged."""
+
+  color_jitter: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
+  color_jitter_p: float = 1.0
+  grayscale_p: float = 0.0
+
+  def __post_init__(self):
+    if len(self.color_jitter) != 4 or min(self.color_jitter) < 0 or self.color_jitter[3] > 0.5:
+      raise ValueError(
+        f"color_jitter={self.color_jitter}: expected 4 non-negative strengths (brightness, contrast, saturation,"
+        " hue), hue at most 0.5"
+      )
+    for name in ("color_jitter_p", "grayscale_p"):
+      if not 0.0 <= getattr(self, name) <= 1.0:
+        raise ValueError(f"{name}={getattr(self, name)}: expected a probability in [0, 1]")
+
+  @property
+  def active(self) -> bool:
+    return any(self.color_jitter) and self.color_jitter_p > 0 or self.grayscale_p > 0
+
+
+def adjust_hue(image: Image.Image, shift: float) -> Image.Image:
+  """Rotates the hue of an RGB image by `shift` turns (in [-0.5, 0.5]) in PIL's 8-bit HSV, wrapping around."""
+  h, s, v = image.convert("HSV").split()
+  hue = (np.asarray(h, np.uint8) + np.uint8(int(shift * 255) % 256)).astype(np.uint8)  # wraps modulo 256
+  return Image.merge("HSV", (Image.fromarray(hue, "L"), s, v)).convert("RGB")
+
+
+def grayscale(image: Image.Image) -> Image.Image:
+  """ITU-R 601-2 luma (PIL's "L"), repeated over 3 channels."""
+  return image.convert("L").convert("RGB")
+
+
+def jitter_colours(image: Image.Image, order: Sequence[int], factors: Sequence[float], hue_shift: float) -> Image.Image:
+  """Applies brightness (0), contrast (1), saturation (2) with their `factors` and the hue shift (3) in `order`."""
+  for op in order:
+    if op == 3:
+      image = adjust_hue(image, hue_shift)
+    else:
+      enhancer = (ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color)[op]
+      image = enhancer(image).enhance(factors[op])
+  return image
+
+
+def photometric_transform(image: Image.Image, rng: np.random.Generator, photometric: Photometric) -> Image.Image:
+  """`photometric`'s random colour change of `image`, its randomness drawn from `rng`."""
+  if any(photometric.color_jitter) and rng.random() < photometric.color_jitter_p:
+    b, c, s, h = photometric.color_jitter
+    order = rng.permutation(4)
+    factors = [rng.uniform(max(0.0, 1 - x), 1 + x) for x in (b, c, s)]
+    image = jitter_colours(image, order, factors, rng.uniform(-h, h))
+  if photometric.grayscale_p and rng.random() < photometric.grayscale_p:
+    image = grayscale(image)
+  return image
+
+
 def train_transform(
-  image: Image.Image, rng: np.random.Generator, image_size: int, scale: tuple[float, float], ratio: tuple[float, float]
+  image: Image.Image,
+  rng: np.random.Generator,
+  image_size: int,
+  scale: tuple[float, float],
+  ratio: tuple[float, float],
+  photometric: Photometric = Photometric(),
 ) -> np.ndarray:
-  """Random resized crop + horizontal flip with probability 0.5, all randomness drawn from `rng`."""
+  """Random resized crop + horizontal flip with probability 0.5, then `photometric`'s colour change, all
+  randomness drawn from `rng`."""
   box = random_resized_crop_box(rng, image.width, image.height, scale, ratio)
-  return resized_crop(image, box, image_size, flip=rng.random() < 0.5)
+  pixels = resized_crop(image, box, image_size, flip=rng.random() < 0.5)
+  if not photometric.active:
+    return pixels
+  return np.asarray(photometric_transform(Image.fromarray(pixels), rng, photometric), np.uint8)
 
 
 def eval_transform(image: Image.Image, image_size: int, crop_fraction: float = 0.875) -> np.ndarray:
@@ -144,12 +216,14 @@ class _LoadExample:
     crop_scale=(0.08, 1.0),
     crop_ratio=(3 / 4, 4 / 3),
     crop_fraction: float = 0.875,
+    photometric: Photometric = Photometric(),
   ):
     self.paths = [r["path"] for r in records]
     self.labels = np.array([labels[r["wnid"]] for r in records], np.int32)
     self.reader, self.train, self.image_size = reader, train, image_size
     self.seed, self.epoch = seed, epoch
     self.crop_scale, self.crop_ratio, self.crop_fraction = tuple(crop_scale), tuple(crop_ratio), crop_fraction
+    self.photometric = photometric
 
   def _read(self, index: int):
     try:
@@ -181,7 +255,7 @@ class _LoadExample:
       image = self._read(index)
     if self.train:
       rng = np.random.default_rng([_AUGMENT_STREAM, self.seed, self.epoch, index])
-      pixels = train_transform(image, rng, self.image_size, self.crop_scale, self.crop_ratio)
+      pixels = train_transform(image, rng, self.image_size, self.crop_scale, self.crop_ratio, self.photometric)
     else:
       pixels = eval_transform(image, self.image_size, self.crop_fraction)
     return {"image": pixels, "label": self.labels[index], "index": np.int32(index), "mask": True, "skipped": skipped}
@@ -263,6 +337,7 @@ def make_train_loader(
   num_workers: int = 0,
   crop_scale: tuple[float, float] = (0.08, 1.0),
   crop_ratio: tuple[float, float] = (3 / 4, 4 / 3),
+  photometric: Photometric = Photometric(),
   tfds_data_dir: str | None = None,
   tfds_name: str = "imagenet2012",
   process_index: int | None = None,
@@ -274,7 +349,8 @@ def make_train_loader(
   [b], "index": int32 [b] (position in `records`), "mask": bool [b] (all True), "skipped": bool [b] (an
   unreadable record replaced by the next readable one)}, b = global / hosts. With `cache_dir` the pixels
   come from a decode-once cache (jax_aug.data.cache) holding these records, not from the JPEGs; with
-  `memory_cache_bytes` the decoded images stay in this process's memory up to that budget (cache.MemoryCachedReader)."""
+  `memory_cache_bytes` the decoded images stay in this process's memory up to that budget (cache.MemoryCachedReader);
+  `photometric`: colour augmentation after the crop and flip (off by default)."""
   labels = label_map(wnids)
   _check_records(records, labels)
   steps = steps_per_epoch(len(records), global_batch_size)
@@ -293,6 +369,7 @@ def make_train_loader(
     epoch=epoch,
     crop_scale=crop_scale,
     crop_ratio=crop_ratio,
+    photometric=photometric,
   )
   return _loader(rows, load, global_batch_size // process_count, num_workers)
 

@@ -107,7 +107,10 @@ def train(config, data: str | Path, out: str | Path) -> None:
 
     clip = load_clip(str(_exported(out, "clip")))
     embeddings = arrays.cached_embeddings(
-      cache, "corpus_clip_image", _exported(out, "clip"), lambda: embed_images(clip, list(corpus.images), batch_size=256)
+      cache,
+      "corpus_clip_image",
+      _exported(out, "clip"),
+      lambda: embed_images(clip, list(corpus.images), batch_size=256, progress="embedding corpus"),
     )
   if "aesthetic" in stages:
     from safetensors.numpy import save

@@ -171,5 +171,7 @@ def _index(paths: WorldPaths, weights: str | os.PathLike, out: Path) -> None:
 
   metadata = read_metadata(paths.corpus, columns=list(INDEX_COLUMNS))
   images = arrays.load_images([str(paths.corpus_images / p) for p in metadata["image_path"].to_pylist()], "decoding corpus")
-  embeddings = embed_images(load_clip(str(Path(weights) / "clip")), list(images), batch_size=256)
+  embeddings = embed_images(
+    load_clip(str(Path(weights) / "clip")), list(images), batch_size=256, progress="embedding corpus"
+  )
   quality.build_corpus_index(out, embeddings, metadata)

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from PIL import Image
+from tqdm import tqdm
 
 from jax_aug.diffusion.loading import load_clip_tokenizer
 
@@ -133,11 +134,14 @@ def embed_texts(clip: ClipModel, texts: Sequence[str], batch_size: int = EMBED_T
   return np.concatenate(out) if out else np.zeros((0, clip.embedding_dim), np.float32)
 
 
-def embed_images(clip: ClipModel, images: Sequence[Image.Image | np.ndarray], batch_size: int = 32) -> np.ndarray:
+def embed_images(
+  clip: ClipModel, images: Sequence[Image.Image | np.ndarray], batch_size: int = 32, progress: str | None = None
+) -> np.ndarray:
   """L2-normalized image features [N, D] (float32), with CLIP's own preprocessing (resize, center crop,
-  mean/std normalization by the model's image processor)."""
+  mean/std normalization by the model's image processor). `progress`: a progress bar's label (none without)."""
   out = []
-  for start in range(0, len(images), batch_size):
+  starts = range(0, len(images), batch_size)
+  for start in tqdm(starts, desc=progress, unit="batch") if progress else starts:
     batch = list(images[start : start + batch_size])
     pixels = clip.image_processor(images=batch, return_tensors="np")["pixel_values"]
     pixels = np.pad(pixels, ((0, batch_size - len(batch)), (0, 0), (0, 0), (0, 0)))
