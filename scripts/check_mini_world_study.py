@@ -3,9 +3,10 @@
   python scripts/check_mini_world_study.py --config=configs/mini.py --workdir=runs/mini --out=runs/mini_check \
       [--config.mini_world.weights=...]   (the study's own config and overrides)
 
-Trains a classifier on the target's training data and prints and writes <out>/recognition.json: the fraction of
-each sampled method's images recognised as their class (bar: the no-ws simple prompt's >= 0.50; textual
-inversion and FT conditioning above it), with the recognizer's own test top-1. Then the safety bar
+Trains a classifier on the target's training data (with colour augmentation, recognition.RECOGNIZER_PHOTOMETRIC)
+and prints and writes <out>/recognition.json: the fraction of each sampled method's images recognised as their
+class (bar: the no-ws simple prompt's >= 0.50; textual inversion and FT conditioning above it) and of the web
+control (real corpus photos of each class), with the recognizer's own test top-1. Then the safety bar
 (jax_aug/mini_world/safety_bar.py) into <out>/safety: the checker's flags on samples of the corpus's NSFW
 captions (bar >= 0.80), the engine's replacements checked against them, and the study's own false alarms.
 """
