@@ -32,7 +32,6 @@ from jax_aug.study.config_files import load_module
 # configs/mini_world_train.py: the heads are fitted on every corpus item but the last 5,000.
 HEADS_HOLDOUT = 5000
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-IMAGES_PER_CLASS = 50  # configs/mini.py
 
 
 def test_shipped_files_are_the_manifests_unchanged_and_within_30_mb():
@@ -101,7 +100,7 @@ def test_shipped_clip_retrieves_each_class_from_the_worlds_index(tmp_path):
   plan = concepts.corpus_plan()
   for wnid in method.classes:
     urls = [r["url"] for r in retrieved if r["wnid"] == wnid]
-    assert len(urls) == IMAGES_PER_CLASS, (wnid, len(urls))
+    assert len(urls) == method.images_per_class == 50, (wnid, len(urls))
     shown = [plan[int(url.removeprefix("miniworld://corpus/"))] for url in urls]
     # The cranes share their prompt: either crane counts as the class (the paper's ambiguity, by design).
     wanted = {"n02012849", "n03126707"} if wnid in ("n02012849", "n03126707") else {wnid}

@@ -134,7 +134,7 @@ class Photometric:
 
   @property
   def active(self) -> bool:
-    return any(self.color_jitter) and self.color_jitter_p > 0 or self.grayscale_p > 0
+    return (any(self.color_jitter) and self.color_jitter_p > 0) or self.grayscale_p > 0
 
 
 def adjust_hue(image: Image.Image, shift: float) -> Image.Image:
