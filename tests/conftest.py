@@ -1,7 +1,7 @@
 """Shared test fixtures: JAX programs in fresh subprocesses with N forced CPU devices, and multi-host runs
 of several local processes joined through jax.distributed on 127.0.0.1; and, when the suite runs on several
 pytest-xdist workers (the README's command), the rule that a test marked `alone` runs with no other test
-beside it."""
+beside it; and one persistent JAX compilation cache for the whole run."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ import contextlib
 import fcntl
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -48,6 +50,23 @@ LONGEST_FILES = (
   "test_mini_world_shipped.py",
   "test_study_mini_world.py",
 )
+
+
+def pytest_configure(config):
+  """One persistent JAX compilation cache for the run, shared by both workers and every subprocess a test
+  starts (they inherit the environment): many tests build the same tiny models at the same shapes, and a
+  compile costs seconds on a 2-core machine. Fresh per run, so no test meets programs an older checkout
+  compiled. A cache the caller chose (JAX_COMPILATION_CACHE_DIR already set) is kept."""
+  if "PYTEST_XDIST_WORKER" in os.environ or os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+    return
+  config.jax_aug_compilation_cache = tempfile.mkdtemp(prefix="jax_aug_tests_jax_cache_")
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = config.jax_aug_compilation_cache
+
+
+def pytest_unconfigure(config):
+  cache = getattr(config, "jax_aug_compilation_cache", None)
+  if cache is not None:
+    shutil.rmtree(cache, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config, items):
