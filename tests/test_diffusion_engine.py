@@ -99,19 +99,27 @@ def test_image_depends_only_on_its_key_not_on_the_batch(model):
   np.testing.assert_array_equal(engine.initial_noise(0, [5, 7], [0, 3], [0, 1], (4, 16, 16))[1], want)
 
 
-def test_flagged_images_are_replaced_and_counted(model, tmp_path):
+def test_flagged_images_are_replaced_and_counted(model, tmp_path, monkeypatch):
   requests = _requests(2)
   sampler = engine.get_sampler(model, SETTINGS)
   first = engine.generate_batch(sampler, requests, [0] * 4, seed=0)
-  second = engine.generate_batch(sampler, requests, [1] * 4, seed=0)
+  # The replacement round: requests 1 and 3 at attempt 1, in a batch of their own 2.
+  replacements = engine.generate_batch(sampler, [requests[1], requests[3]], [1, 1], seed=0)
   # A checker that flags the attempt-0 images of requests 1 and 3 (and nothing else).
   banned = {first[1].tobytes(), first[3].tobytes()}
-  calls = []
+  calls, generated = [], []
 
   def forced(images):
     calls.append(len(images))
     return np.array([im.tobytes() in banned for im in images])
 
+  real_generate_batch = engine.generate_batch
+
+  def counting(sampler, batch, attempts, **kwargs):
+    generated.append(len(batch))
+    return real_generate_batch(sampler, batch, attempts, **kwargs)
+
+  monkeypatch.setattr(engine, "generate_batch", counting)
   engine.sample_requests(
     model, requests, tmp_path, method="clip_prompts", settings=SETTINGS, seed=0, batch_size=4, safety_fn=forced
   )
@@ -121,10 +129,19 @@ def test_flagged_images_are_replaced_and_counted(model, tmp_path):
     row = by_key[request.key]
     replaced = i in (1, 3)
     assert row["safety_rejections"] == int(replaced) and row["attempt"] == int(replaced)
-    expected = second[i] if replaced else first[i]
+    expected = replacements[[1, 3].index(i)] if replaced else first[i]
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / row["path"])), expected)
-  assert calls == [4, 2]  # the batch, then the two replacements (generated in a padded batch)
+  assert calls == [4, 2]  # the batch, then the two replacements
+  assert generated == [4, 2]  # the replacement round generated 2 images, not a padded batch of 4
   assert JsonlManifest(tmp_path / engine.METRICS_FILE).read()[0]["flagged"] == 2
+
+
+def test_replacement_rounds_are_padded_to_a_power_of_two_multiple_of_the_devices():
+  # (flagged, batch size, devices) -> the round's batch, by hand: the smallest devices * 2^k >= flagged, capped.
+  cases = {(1, 64, 1): 1, (2, 64, 1): 2, (3, 64, 1): 4, (26, 64, 1): 32, (33, 64, 1): 64, (64, 64, 1): 64}
+  cases |= {(1, 64, 8): 8, (9, 64, 8): 16, (20, 48, 8): 32, (33, 48, 8): 48, (5, 6, 2): 6}
+  for (flagged, batch_size, devices), size in cases.items():
+    assert engine.replacement_batch_size(flagged, batch_size, devices) == size, (flagged, batch_size, devices)
 
 
 def test_checker_flagging_everything_stops_with_an_error(model, tmp_path):

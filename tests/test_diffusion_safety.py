@@ -33,7 +33,8 @@ TARGET, SPECIAL = 1, 3  # request positions whose attempt-0 images the checker i
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
   """The tiny Flax SD, a PyTorch checker converted into Flax (from_pt), and the known images: the engine's
-  attempt-0 and attempt-1 samples of four requests."""
+  attempt-0 samples of four requests (one batch of 4) and the attempt-1 samples of TARGET and SPECIAL, generated
+  as the engine's replacement round generates them (a batch of 2)."""
   from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
   from diffusers.pipelines.stable_diffusion.safety_checker_flax import FlaxStableDiffusionSafetyChecker
 
@@ -47,8 +48,8 @@ def setup(tmp_path_factory):
   requests = methods.build_requests("prompt", prompt_strategy="clip_templates", wnids=WNIDS, images_per_class=2, seed=0)
   sampler = engine.get_sampler(model, SETTINGS)
   first = engine.generate_batch(sampler, requests, [0] * 4, seed=0)
-  second = engine.generate_batch(sampler, requests, [1] * 4, seed=0)
-  return model, reference, checker, params, requests, first, second
+  replacements = engine.generate_batch(sampler, [requests[TARGET], requests[SPECIAL]], [1, 1], seed=0)
+  return model, reference, checker, params, requests, first, replacements
 
 
 def _pixels(model, images):
@@ -98,8 +99,8 @@ def _reference_flags(reference, model, images):
 
 
 def test_checker_flags_the_known_images_as_pytorch_does(setup):
-  model, reference, checker, params, _, first, second = setup
-  images = np.concatenate([first, second])
+  model, reference, checker, params, _, first, replacements = setup
+  images = np.concatenate([first, replacements])
   # With the checker's own init (ones) nothing fires, on both sides.
   untouched = make_safety_fn(_with_checker(model, checker, params))(images)
   assert not untouched.any() and not _reference_flags(reference, model, images).any()
@@ -120,8 +121,9 @@ def test_checker_flags_the_known_images_as_pytorch_does(setup):
 
 
 def test_engine_replaces_flagged_images_with_the_next_attempt(setup, tmp_path):
-  model, reference, checker, params, requests, first, second = setup
-  concepts = _fire_on(reference, model, np.concatenate([first, second]), TARGET, SPECIAL)
+  model, reference, checker, params, requests, first, replacements = setup
+  concepts = _fire_on(reference, model, np.concatenate([first, replacements]), TARGET, SPECIAL)
+  replacement = {TARGET: replacements[0], SPECIAL: replacements[1]}
   flagging = _with_checker(model, checker, {**params, **concepts})
   for run in ("a", "b"):  # twice: the same files, bit for bit
     engine.sample_requests(
@@ -133,7 +135,7 @@ def test_engine_replaces_flagged_images_with_the_next_attempt(setup, tmp_path):
     replaced = i in (TARGET, SPECIAL)
     assert (row["attempt"], row["safety_rejections"]) == (int(replaced), int(replaced))
     image = np.asarray(Image.open(tmp_path / "a" / row["path"]))
-    np.testing.assert_array_equal(image, second[i] if replaced else first[i])
+    np.testing.assert_array_equal(image, replacement[i] if replaced else first[i])
     assert (tmp_path / "b" / row["path"]).read_bytes() == (tmp_path / "a" / row["path"]).read_bytes()
   assert JsonlManifest(tmp_path / "a" / engine.METRICS_FILE).read()[0]["flagged"] == 2
 
