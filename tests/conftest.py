@@ -33,22 +33,29 @@ def _flock(path: Path, operation: int):
       fcntl.flock(f, fcntl.LOCK_UN)
 
 
-# The longest test files (wall seconds on one worker in CI, 2026-11-26: test_plan ~650, fine-tuning end to end
-# ~310, ...), started first: xdist hands a worker the next file when it runs short, so the suite ends on short
-# files and neither worker idles while the other finishes a long one. Only an order: a stale list costs minutes,
-# never a test.
+# The longest test files, longest first (seconds on one worker, summed over the file's tests, in a full run of the
+# README's command on a 2-core machine, 2026-11-27: test_plan 1224, fine-tuning end to end 594, fine-tuning methods
+# 455, ...; the SD v1.4 file runs first anyway, `alone`): xdist hands a worker the next file when it runs short, so
+# the suite ends on short files and neither worker idles while the other finishes a long one. Only an order: a
+# stale list costs minutes, never a test.
 LONGEST_FILES = (
   "test_plan.py",
   "test_finetune_end_to_end.py",
   "test_finetune_methods.py",
-  "test_study_end_to_end.py",
-  "test_classifier_train.py",
-  "test_diffusion_engine.py",
-  "test_finetune_parallel.py",
-  "test_finetune_fsdp.py",
-  "test_retrieval_clip_back.py",
   "test_mini_world_shipped.py",
+  "test_retrieval_clip_back.py",
+  "test_finetune_objective.py",
+  "test_finetune_fsdp.py",
+  "test_study_end_to_end.py",
+  "test_diffusion_engine.py",
+  "test_classifier_train.py",
+  "test_finetune_parallel.py",
   "test_study_mini_world.py",
+  "test_diffusion_equivalence.py",
+  "test_study_custom_dataset.py",
+  "test_metrics.py",
+  "test_classifier_torch_equivalence.py",
+  "test_mini_world_training.py",
 )
 
 
