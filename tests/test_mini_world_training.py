@@ -263,6 +263,17 @@ def test_prepared_world_serves_retrieval_from_the_corpus_and_refuses_damaged_wei
   stamp = (paths.root / world.WORLD_FILE).stat().st_mtime_ns
   assert world.prepare_world(tmp_path / "world", export, corpus_size=120) == paths
   assert (paths.root / world.WORLD_FILE).stat().st_mtime_ns == stamp
+  # the same weights in another folder (another clone of the package): the same world, nothing rebuilt; weights
+  # under another manifest (here the same files, the manifest re-serialised) are another world
+  import shutil
+
+  copy = tmp_path / "copy"
+  shutil.copytree(export, copy)
+  assert world.prepare_world(tmp_path / "world", copy, corpus_size=120) == paths
+  assert (paths.root / world.WORLD_FILE).stat().st_mtime_ns == stamp
+  (copy / world.MANIFEST).write_text((copy / world.MANIFEST).read_text() + "\n")
+  with pytest.raises(ValueError, match="holds .parts of. the mini world"):
+    world.prepare_world(tmp_path / "world", copy, corpus_size=120)
   with pytest.raises(ValueError, match="holds .parts of. the mini world"):
     world.prepare_world(tmp_path / "world", export, corpus_size=121)
   assert not (paths.root / world.PREPARING_FILE).exists()

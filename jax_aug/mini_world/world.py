@@ -124,11 +124,12 @@ def prepare_world(
     "weights_manifest_sha256": sha256(Path(weights) / MANIFEST),
   }
   # An unfinished preparation left its record in PREPARING_FILE: what it built may only be completed with the
-  # same record, never mixed with another world's parts.
+  # same record, never mixed with another world's parts. The weights count by their manifest (which hashes every
+  # file), not by their folder: every clone of the package shares the prepared world of the default cache.
   for name in (WORLD_FILE, PREPARING_FILE):
     if (paths.root / name).exists():
       found = read_json(paths.root / name)
-      if found != record:
+      if _identity(found) != _identity(record):
         raise ValueError(
           f"{paths.root} holds (parts of) the mini world {found}, not the requested {record}: prepare this one"
           " elsewhere (--config.mini_world.folder=...) or delete that folder; a study never mixes two worlds"
@@ -146,6 +147,11 @@ def prepare_world(
   atomic_write_json(paths.root / WORLD_FILE, record)
   (paths.root / PREPARING_FILE).unlink()
   return paths
+
+
+def _identity(record: dict) -> dict:
+  """What makes two worlds the same: the record less the weights' folder."""
+  return {key: value for key, value in record.items() if key != "weights"}
 
 
 def _build_aside(final: Path, build) -> None:
