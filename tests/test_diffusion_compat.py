@@ -157,3 +157,61 @@ def test_pinned_flax_classes_deprecation_notices_are_silenced_and_nothing_else()
   finally:
     for handler, stream in zip(handlers, streams):
       handler.setStream(stream)
+
+
+def test_pytorch_conversion_reads_shapes_only_and_gives_diffusers_weights(tmp_path, monkeypatch):
+  """from_pretrained(from_pt=True) through the repaired conversion: init_weights only ever traced, never run on
+  arrays (at SD v1.4's size that eager forward pass cost minutes on a CPU); a VAE's weights bit-equal to diffusers'
+  own conversion's (same names); the tiny SD U-Net's in the layout PyTorch's tensors map to."""
+  import torch
+  from diffusers import AutoencoderKL, FlaxAutoencoderKL, FlaxUNet2DConditionModel, UNet2DConditionModel
+  from diffusers.models import modeling_flax_pytorch_utils
+  from flax.traverse_util import flatten_dict
+
+  from jax_aug.diffusion import tiny
+
+  eager_inits = []
+  for cls in (FlaxUNet2DConditionModel, FlaxAutoencoderKL):
+
+    def spying_init(self, rng, *args, _original=cls.init_weights, **kwargs):
+      if not isinstance(rng, jax.core.Tracer):
+        eager_inits.append(type(self).__name__)
+      return _original(self, rng, *args, **kwargs)
+
+    monkeypatch.setattr(cls, "init_weights", spying_init)
+
+  torch.manual_seed(0)
+  # One level: diffusers' own (eager) conversion of it, the reference, costs seconds rather than a minute.
+  AutoencoderKL(
+    block_out_channels=(32,),
+    down_block_types=("DownEncoderBlock2D",),
+    up_block_types=("UpDecoderBlock2D",),
+    layers_per_block=1,
+    sample_size=8,
+  ).save_pretrained(tmp_path / "vae", safe_serialization=False)
+  model, params = FlaxAutoencoderKL.from_pretrained(tmp_path / "vae", from_pt=True)
+  assert eager_inits == []
+  pt_state = torch.load(tmp_path / "vae" / "diffusion_pytorch_model.bin", weights_only=True)
+  reference = flatten_dict(modeling_flax_pytorch_utils.convert_pytorch_state_dict_to_flax(pt_state, model))
+  assert eager_inits == ["FlaxAutoencoderKL"]  # the spy sees diffusers' eager init when there is one
+  ours = flatten_dict(params)
+  assert ours.keys() == reference.keys()
+  for key, value in reference.items():
+    np.testing.assert_array_equal(np.asarray(ours[key]), np.asarray(value), err_msg=str(key))
+
+  eager_inits.clear()
+  UNet2DConditionModel(**tiny.UNET_CONFIG).save_pretrained(tmp_path / "unet", safe_serialization=False)
+  model, params = FlaxUNet2DConditionModel.from_pretrained(tmp_path / "unet", from_pt=True)
+  assert eager_inits == []
+  pt_state = torch.load(tmp_path / "unet" / "diffusion_pytorch_model.bin", weights_only=True)
+  ours = flatten_dict(params)
+  shapes = flatten_dict(jax.eval_shape(model.init_weights, jax.random.key(0)))
+  assert {k: v.shape for k, v in ours.items()} == {k: v.shape for k, v in shapes.items()}
+  # A convolution is (out, in, h, w) in PyTorch and (h, w, in, out) in Flax; a linear layer transposed.
+  np.testing.assert_array_equal(
+    np.asarray(ours[("conv_in", "kernel")]), pt_state["conv_in.weight"].numpy().transpose(2, 3, 1, 0)
+  )
+  attention = ("down_blocks_0", "attentions_0", "transformer_blocks_0", "attn1", "to_q", "kernel")
+  np.testing.assert_array_equal(
+    np.asarray(ours[attention]), pt_state["down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.weight"].numpy().T
+  )

@@ -14,6 +14,13 @@ PNDM/DDIM/DDPM/Euler schedulers, safety checker, modeling utils) for the other r
 (`jax.tree_*` aliases, `tree_multimap`, `jax.random.KeyArray`, `jax.experimental.maps`, `clip`
 keywords) found nothing else. `apply()` runs on import of `jax_aug.diffusion` and is idempotent.
 
+One repair is for time, not a removed API: `modeling_flax_utils.convert_pytorch_state_dict_to_flax` (behind
+`from_pretrained(from_pt=True)`) builds a random initialisation of the model only to read its parameter names
+and shapes, and diffusers runs that `init_weights` eagerly, a whole forward pass at the model's sample size
+(SD v1.4's U-Net at 64 x 64 latents, its VAE at 512 px): minutes on a CPU. `_convert_pytorch_state_dict_to_flax`
+hands it the same names and shapes from `jax.eval_shape` (no arithmetic; diffusers itself checks the loaded
+weights against `jax.eval_shape(model.init_weights)` right after), so the converted weights are unchanged.
+
 It also silences the deprecation notices of those pinned Flax classes (`quiet_flax_deprecation_notices`), so a
 run's terminal output is its stage lines and progress bars.
 """
@@ -25,7 +32,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-from diffusers.models import modeling_flax_utils
+from diffusers.models import modeling_flax_pytorch_utils, modeling_flax_utils
 from diffusers.pipelines.stable_diffusion import safety_checker_flax
 from diffusers.schedulers import scheduling_ddpm_flax
 from flax.traverse_util import flatten_dict, unflatten_dict
@@ -85,6 +92,23 @@ def _cast_floating_to(self, params: Any, dtype: jnp.dtype, mask: Any = None) -> 
   return unflatten_dict(flat_params)
 
 
+class _ShapeOnlyInit:
+  """Stands in for a Flax model where only `init_weights`' names and shapes are read."""
+
+  def __init__(self, model):
+    self._model = model
+
+  def init_weights(self, rng: jax.Array) -> Any:
+    return jax.eval_shape(self._model.init_weights, rng)
+
+
+def _convert_pytorch_state_dict_to_flax(pt_state_dict, flax_model, init_key: int = 42):
+  """diffusers' PyTorch -> Flax conversion, its random initialisation replaced by its shapes (see above)."""
+  return modeling_flax_pytorch_utils.convert_pytorch_state_dict_to_flax(
+    pt_state_dict, _ShapeOnlyInit(flax_model), init_key=init_key
+  )
+
+
 # The deprecation notices of the Flax classes we pin on purpose (diffusers 0.39 is the last release with them,
 # transformers 4.57 the last before v5, see above): diffusers logs one per Flax layer or scheduler constructed
 # (about 190 lines per tiny sampling run), transformers one per process. We know, and chose the pin; every other
@@ -122,4 +146,6 @@ def apply() -> None:
   safety_checker_flax.jax_cosine_distance = jax_cosine_distance
   scheduling_ddpm_flax.FlaxDDPMScheduler._get_variance = _ddpm_get_variance
   modeling_flax_utils.FlaxModelMixin._cast_floating_to = _cast_floating_to
+  # from_pretrained calls the name it imported into modeling_flax_utils; the original stays in its own module.
+  modeling_flax_utils.convert_pytorch_state_dict_to_flax = _convert_pytorch_state_dict_to_flax
   _APPLIED = True
