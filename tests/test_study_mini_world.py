@@ -73,6 +73,12 @@ def test_mini_config_runs_the_study_in_the_prepared_world(tmp_path):
   report = json.loads((study / "report" / "runs.json").read_text())
   assert [r["method"] for r in report["runs"]] == METHODS
   assert all(set(r["per_class_top1"]) <= set(CLASSES) for r in report["runs"])
+  # The report says which test split and which world it scored: the mini world's, not ImageNet's.
+  table = (study / "report" / "table1.md").read_text()
+  assert "the mini world's target test split" in table and "ILSVRC2012" not in table
+  protocol = json.loads((study / "report" / "protocol.json").read_text())
+  assert protocol[0]["setting"] == "scale of this run"
+  assert protocol[0]["value"] == "tiny, in the mini world (trained models, docs/mini_world.md)"
 
   # The recognition bar's measurement: a classifier on every target train image outside the validation split
   # (hand count: the world's train counts less ceil(n_c / 10) per class) scores the simple prompt's 104 images.

@@ -73,7 +73,13 @@ def write_study_report(config, workdir: Path, out: Path, *, exclusion: Path | No
     out,
     runs=runs,
     methods=selected,
-    eval_split=wiring.EVAL_SPLIT_DESCRIPTION if imagenet else wiring.EVAL_SPLIT_DESCRIPTION_OWN_DATA,
+    eval_split=(
+      wiring.EVAL_SPLIT_DESCRIPTION_MINI_WORLD
+      if "mini_world" in config
+      else wiring.EVAL_SPLIT_DESCRIPTION
+      if imagenet
+      else wiring.EVAL_SPLIT_DESCRIPTION_OWN_DATA
+    ),
     tiny=config.report.tiny_random_init_models,
     excluded=wiring.read_exclusions(exclusion) if exclusion else [],
     class_names=data.class_names,

@@ -33,7 +33,7 @@ def protocol_rows(config) -> list[dict]:
   rows = [
     (
       "scale of this run",
-      config.scale,
+      f"{config.scale}, in the mini world (trained models, docs/mini_world.md)" if "mini_world" in config else config.scale,
       "tiny: the same code with tiny numbers" if config.scale == "tiny" else "the paper's protocol",
     ),
     ("resampled augmentation sets per method (one classifier each)", config.n_resamples, "Sec. 3: 5"),

@@ -20,6 +20,8 @@ EVAL_SPLIT = "test"
 EVAL_SPLIT_DESCRIPTION = "the test split (the official ILSVRC2012 validation images; tiny: the synthetic 'val' images)"
 # The same on a dataset other than ImageNet (jax_aug.data.subsets.test_source decides which).
 EVAL_SPLIT_DESCRIPTION_OWN_DATA = "the test split (the dataset's test/ or val/ split, else images held out from train)"
+# The mini world's (configs/mini.py): its target dataset in ImageNet's layout, not ImageNet.
+EVAL_SPLIT_DESCRIPTION_MINI_WORLD = "the test split (the mini world's target test split, drawn apart from its train images)"
 
 
 def check_data(data_config, out: Path, *, data_dir: Path) -> None:
