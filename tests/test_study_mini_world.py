@@ -31,7 +31,7 @@ CLASSES = ("n01491361", "n02012849", "n03126707", "n07753592")
 
 
 @pytest.mark.slow  # draws the target (6,000 images) and a 2,000-image corpus, samples 104 images, 4 classifiers
-def test_mini_config_runs_the_study_in_the_prepared_world(tmp_path):
+def test_mini_config_runs_the_study_in_the_prepared_world(tmp_path, monkeypatch):
   random_export(tmp_path / "export")
   config = load_module(CONFIGS / "mini.py").get_config()
   config.mini_world.folder = str(tmp_path / "world")
@@ -82,7 +82,10 @@ def test_mini_config_runs_the_study_in_the_prepared_world(tmp_path):
 
   # The recognition bar's measurement: a classifier on every target train image outside the validation split
   # (hand count: the world's train counts less ceil(n_c / 10) per class) scores the simple prompt's 104 images.
-  recognized = recognition.recognition(config, study, tmp_path / "recognition", methods=("simple_prompt",))
+  # Relative folders, as the script's documented command passes them (`--workdir=runs/mini --out=...`): the split
+  # manifests under out/manifests must still find the images (a relative out once made them unreadable).
+  monkeypatch.chdir(tmp_path)
+  recognized = recognition.recognition(config, study.relative_to(tmp_path), Path("recognition"), methods=("simple_prompt",))
   train_counts = read_json(tmp_path / "world" / "target" / "mini_world.json")["counts"]["train"]
   counts = [train_counts[w] for w in CLASSES]
   assert recognized["recognizer_images"] == {

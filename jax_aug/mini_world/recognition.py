@@ -48,7 +48,8 @@ def recognition(
   photometric = dict(RECOGNIZER_PHOTOMETRIC if photometric is None else photometric)
   from jax_aug.classifier.train import train_and_evaluate
 
-  workdir, out = Path(workdir), Path(out)
+  # Absolute: the split manifests written under out/manifests resolve relative paths against their own folder.
+  workdir, out = Path(workdir).resolve(), Path(out).resolve()
   data = wiring.study_data(workdir / "data", None)  # every class: recognition is about the images
   validation = data.split("validation")
   held_out = {r["path"] for r in validation} | set(check.read_quarantine(workdir / "check"))
@@ -104,7 +105,7 @@ def personalization_losses(workdir: str | Path, method: str) -> dict:
 def web_photos(out: str | Path, wnids: Sequence[str], per_class: int = WEB_PHOTOS_PER_CLASS) -> list[dict]:
   """The web control: for each class, its first `per_class` corpus items drawn in the photo style (in the order
   of the world's corpus plan), written under `out/<wnid>/` as the corpus's JPEGs; their manifest records."""
-  out, plan = Path(out), concepts.corpus_plan()
+  out, plan = Path(out).resolve(), concepts.corpus_plan()
   records = []
   for wnid in wnids:
     found = []
