@@ -14,7 +14,9 @@ Tolerances on the 0..1 image scale, max abs over all pixels:
 Negative control: swapping the two prompts moves the float32 images by far more than 2e-3.
 
 Heavy: ~4 GB of float32 weights on each side. Measured on the loaded 2-core machine: 7 min 38 s wall for the
-whole file, 18.5 GB peak RSS (the PT->Flax conversion alone ~6 minutes and ~13.6 GB). Slow-marked; it runs
+whole file, 18.5 GB peak RSS (the PT->Flax conversion alone ~6 minutes and ~13.6 GB); since the conversion reads
+the U-Net's and VAE's shapes instead of running their random init (compat.py), 7 min 21 s beside another 2-core job
+on the slower machine (load 3.4) and 16.5 GB peak, not yet measured alone. Slow-marked; it runs
 in a subprocess of its own (the memory goes back when it ends); the PyTorch folder is built once, and the
 bfloat16 model loads from the converted weights saved as a Flax folder.
 """
