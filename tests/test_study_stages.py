@@ -1,6 +1,7 @@
 """Stage records: skip finished stages, resume unfinished ones, refuse a changed config unless asked."""
 
 import json
+import time
 
 import pytest
 
@@ -53,6 +54,37 @@ def test_unfinished_stage_is_resumed_in_place(tmp_path):
   assert seen == ["half"]  # the stage's own job finds its partial output to resume from
   assert runner.outcomes[0].status == "resumed"
   assert json.loads((tmp_path / "stages" / "train" / "m" / "r0.json").read_text())["attempts"] == 2
+
+
+def test_an_interrupted_attempt_keeps_its_time_for_the_resumed_one(tmp_path):
+  path = tmp_path / "stages" / "select" / "m.json"
+
+  def killed_later(out):
+    # While the stage runs, its record on disk (all a SIGKILL leaves) already holds the time spent so far.
+    deadline = time.monotonic() + 30
+    while json.loads(path.read_text())["seconds"] < 0.2 and time.monotonic() < deadline:
+      time.sleep(0.01)
+    assert json.loads(path.read_text())["state"] == "running"
+    assert json.loads(path.read_text())["seconds"] >= 0.2
+    raise KeyboardInterrupt
+
+  runner = stages.StageRunner(tmp_path, log=lambda line: None, heartbeat_seconds=0.02)
+  started = time.perf_counter()
+  with pytest.raises(KeyboardInterrupt):
+    runner.run("select/m", {"k": 1}, killed_later)
+  first = json.loads(path.read_text())
+  assert first["state"] == "running" and first["attempts"] == 1
+  assert 0.2 <= first["seconds"] <= time.perf_counter() - started
+
+  lines = []
+  resumed = stages.StageRunner(tmp_path, log=lines.append)
+  resumed.run("select/m", {"k": 1}, lambda out: time.sleep(0.05))
+  done = json.loads(path.read_text())
+  assert done["state"] == "done" and done["attempts"] == 2
+  # The total is the interrupted attempt's time plus this one's, as the summary reports it.
+  assert done["seconds"] == pytest.approx(first["seconds"] + resumed.outcomes[0].seconds, abs=1e-9)
+  assert resumed.outcomes[0].seconds >= 0.05
+  assert f"resuming ({first['seconds']:.1f} s in 1 earlier attempt(s))" in lines[0]
 
 
 def test_changed_config_is_refused_with_the_changed_field_and_nothing_is_lost(tmp_path):

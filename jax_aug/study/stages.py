@@ -5,6 +5,10 @@ Every stage (build the subsets, sample one method, train one classifier, ...) ow
 
   {"name", "fingerprint", "config", "upstream", "state": "running" | "done", "seconds", "attempts", ...}
 
+`seconds` is the time spent in the stage over all its attempts. A running stage rewrites its record every
+`heartbeat_seconds` and when it stops on an exception or Ctrl-C, so an attempt that was killed or preempted
+keeps its time (up to the last heartbeat) in the total its resumed attempt adds to.
+
 The fingerprint hashes the stage's own config together with the fingerprints of the stages it reads from,
 so a changed config anywhere upstream shows up downstream too. On a rerun a stage is
 
@@ -26,6 +30,7 @@ import hashlib
 import json
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -35,6 +40,7 @@ from jax_aug.io import atomic_write_json, read_json
 
 RECORDS_DIR = "stages"
 SUPERSEDED_DIR = "_superseded"
+HEARTBEAT_SECONDS = 60.0
 
 
 def comma_separated(value) -> list[str]:
@@ -112,6 +118,27 @@ def validate_stage_name(name: str) -> str:
   return name
 
 
+class _Heartbeat:
+  """Calls `action()` every `seconds` on a background thread while the `with` block runs; stopped (and joined,
+  so no call overlaps what follows the block) when it ends."""
+
+  def __init__(self, seconds: float, action: Callable[[], None]):
+    self.seconds, self.action = seconds, action
+    self._stop = threading.Event()
+    self._thread = threading.Thread(target=self._beat, name="stage-heartbeat", daemon=True)
+
+  def _beat(self) -> None:
+    while not self._stop.wait(self.seconds):
+      self.action()
+
+  def __enter__(self) -> None:
+    self._thread.start()
+
+  def __exit__(self, *exc) -> None:
+    self._stop.set()
+    self._thread.join()
+
+
 class StageRunner:
   """Runs named stages in a workdir, recording completion; see the module docstring for the rules."""
 
@@ -123,11 +150,13 @@ class StageRunner:
     log: Callable[[str], None] = print,
     is_writer: bool = True,
     barrier: Callable[[str], None] | None = None,
+    heartbeat_seconds: float = HEARTBEAT_SECONDS,
   ):
     """Multi-host runs: every process runs every stage (the areas split the work), only `is_writer`
     writes records and moves superseded output, and `barrier(name)` lines all processes up after a
     stage, so none records it done while another is still in it."""
     self.workdir = Path(workdir)
+    self.heartbeat_seconds = heartbeat_seconds
     self.redo_patterns = [p for p in redo if p]
     self.log = log
     self.is_writer = is_writer
@@ -203,15 +232,26 @@ class StageRunner:
     elif record is not None:
       status = "resumed"
 
-    self.log(f"{label}: {'resuming' if status == 'resumed' else 'running'}")
     previous_seconds = record["seconds"] if record else 0.0
     attempts = (record["attempts"] if record else 0) + 1
+    earlier = f" ({previous_seconds:.1f} s in {attempts - 1} earlier attempt(s))" if record else ""
+    self.log(f"{label}: {'resuming' if status == 'resumed' else 'running'}{earlier}")
     base = {"name": name, "fingerprint": fp, "config": config, "upstream": upstream_fps, "attempts": attempts}
-    if self.is_writer:
-      atomic_write_json(self.record_path(name), {**base, "state": "running", "seconds": previous_seconds})
-    out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    fn(out)
+
+    def record_running() -> None:
+      if self.is_writer:
+        seconds = previous_seconds + time.perf_counter() - start
+        atomic_write_json(self.record_path(name), {**base, "state": "running", "seconds": seconds})
+
+    record_running()
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+      with _Heartbeat(self.heartbeat_seconds, record_running):
+        fn(out)
+    except BaseException:
+      record_running()  # the attempt's time stays in the record for the attempt that resumes it
+      raise
     self.barrier(f"stage {name}")
     seconds = time.perf_counter() - start
     if self.is_writer:
