@@ -72,9 +72,11 @@ def test_stage_selection_runs_only_what_is_asked_and_refuses_missing_inputs(tmp_
   with pytest.raises(RuntimeError, match=r"'train/baseline_10pct/r0' needs \['data'\]"):
     runner.run_study(_tiny(methods="baseline_10pct", stages="train/*"), tmp_path, log=lines.append)
   # A pattern that names no stage (a typo, or a method not selected) is refused before anything runs.
-  with pytest.raises(ValueError, match=r"pattern\(s\) \['chek', 'train/simple_prompt/\*'\] match no stage"):
+  with pytest.raises(ValueError, match=r"pattern\(s\) \['chek', 'train/simple_prompt/\*', 'augment/\*'\] match no stage"):
     runner.run_study(
-      _tiny(methods="baseline_10pct", stages="chek,data", redo="train/simple_prompt/*"), tmp_path, log=lines.append
+      _tiny(methods="baseline_10pct", stages="chek,data", redo="train/simple_prompt/*", adopt="augment/*"),
+      tmp_path,
+      log=lines.append,
     )
   assert not (tmp_path / "stages").exists()
   lines.clear()

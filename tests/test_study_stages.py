@@ -8,8 +8,8 @@ import pytest
 from jax_aug.study import stages
 
 
-def _runner(tmp_path, redo=()):
-  return stages.StageRunner(tmp_path, redo=redo, log=lambda line: None)
+def _runner(tmp_path, redo=(), adopt=()):
+  return stages.StageRunner(tmp_path, redo=redo, adopt=adopt, log=lambda line: None)
 
 
 def _writer(calls, name, text):
@@ -94,6 +94,7 @@ def test_changed_config_is_refused_with_the_changed_field_and_nothing_is_lost(tm
     _runner(tmp_path).run("train/m/r0", {"classifier": {"epochs": 5, "lr": 0.1}}, _writer(calls, "2", "second"))
   message = str(info.value)
   assert "classifier.epochs: 3 -> 5" in message and "--config.redo=train/m/r0" in message
+  assert "--config.adopt=train/m/r0" in message
   assert "lr" not in message
   assert calls == ["1"]
   assert (tmp_path / "train" / "m" / "r0" / "out.txt").read_text() == "first"
@@ -140,6 +141,68 @@ def test_redo_of_upstream_cascades_to_downstream_only(tmp_path):
   runner.run("subsets", {"seed": 1}, _writer(calls, "subsets", "s"))
   runner.run("resample/m", {"n": 2}, _writer(calls, "resample", "r"), upstream=["subsets"])
   assert calls == []
+
+
+# subsets -> augment/m -> train/m/r0 -> report, before and after a code update added a field to augment/m's config
+# and to the classifier block, both at their old behaviour.
+STUDY = [
+  ("subsets", {"seed": 0}, []),
+  ("augment/m", {"n": 2}, ["subsets"]),
+  ("train/m/r0", {"classifier": {"epochs": 3}}, ["augment/m"]),
+  ("report", {}, ["train/m/r0"]),
+]
+STUDY_WITH_NEW_FIELDS = [
+  ("subsets", {"seed": 0}, []),
+  ("augment/m", {"n": 2, "n_new": 0}, ["subsets"]),
+  ("train/m/r0", {"classifier": {"epochs": 3, "jitter": None}}, ["augment/m"]),
+  ("report", {}, ["train/m/r0"]),
+]
+
+
+def _run(runner, calls, study):
+  for name, config, upstream in study:
+    runner.run(name, config, _writer(calls, name, f"{name} output"), upstream=upstream)
+  return runner
+
+
+def test_adopted_stage_keeps_its_output_and_its_downstream_under_the_new_config(tmp_path):
+  calls = []
+  _run(_runner(tmp_path), calls, STUDY)
+  calls.clear()
+  with pytest.raises(stages.StageConfigChanged, match=r"n_new: added \(0\)"):
+    _run(_runner(tmp_path), calls, STUDY_WITH_NEW_FIELDS)
+  assert calls == []
+
+  runner = _run(_runner(tmp_path, adopt=["augment/*", "train/*"]), calls, STUDY_WITH_NEW_FIELDS)
+  assert calls == []  # nothing ran again: two stages adopted, the others kept as they were
+  assert [o.status for o in runner.outcomes] == ["skipped", "adopted", "adopted", "skipped"]
+  for name, _, _ in STUDY:
+    assert (tmp_path / name / "out.txt").read_text() == f"{name} output"
+  record = json.loads((tmp_path / "stages" / "train" / "m" / "r0.json").read_text())
+  assert record["state"] == "done" and record["config"] == {"classifier": {"epochs": 3, "jitter": None}}
+  assert [a["changes"] for a in record["adopted"]] == [["classifier.jitter: added (null)"]]
+  # What the report's notes list, in stage-name order.
+  assert [(name, a["changes"]) for name, a in stages.adoptions(tmp_path)] == [
+    ("augment/m", ["n_new: added (0)"]),
+    ("train/m/r0", ["classifier.jitter: added (null)"]),
+  ]
+  # Later runs under the new config skip every stage without being asked; the old config is now a change.
+  again = _run(_runner(tmp_path), calls, STUDY_WITH_NEW_FIELDS)
+  assert calls == [] and [o.status for o in again.outcomes] == ["skipped"] * 4
+  with pytest.raises(stages.StageConfigChanged, match=r"n_new: removed \(was 0\)"):
+    _run(_runner(tmp_path), calls, STUDY)
+
+
+def test_adopt_does_not_cover_a_redone_upstream_nor_a_stage_also_asked_to_redo(tmp_path):
+  calls = []
+  _run(_runner(tmp_path), calls, STUDY)
+  runner = _runner(tmp_path, redo=["subsets"], adopt=["augment/*"])
+  runner.run("subsets", {"seed": 1}, _writer(calls, "subsets", "new subsets"))
+  with pytest.raises(stages.StageConfigChanged, match=r"cannot be adopted .* were redone since \(subsets\)"):
+    runner.run("augment/m", {"n": 2, "n_new": 0}, _writer(calls, "augment/m", "x"), upstream=["subsets"])
+  assert (tmp_path / "augment" / "m" / "out.txt").read_text() == "augment/m output"
+  with pytest.raises(ValueError, match="matches both config.redo and config.adopt"):
+    _runner(tmp_path, redo=["train/*"], adopt=["train/m/*"]).run("train/m/r0", {}, lambda out: None)
 
 
 def test_upstream_must_run_first_and_names_are_checked(tmp_path):

@@ -26,6 +26,10 @@ def get(scale: str) -> ml_collections.ConfigDict:
   config.stages = "*"
   # Comma-separated stage-name patterns to run again under a changed config (old output is kept aside).
   config.redo = ""
+  # Comma-separated stage-name patterns kept under a changed config without running again: for a change that
+  # leaves their output as it is (e.g. a field a code update added at its old behaviour). Recorded in the
+  # stage's record and listed in the report's notes.
+  config.adopt = ""
   # Paper: 5 resampled augmentation sets per method, one classifier each; tiny: 2, the fewest that give
   # a standard error.
   config.n_resamples = 2 if tiny else 5

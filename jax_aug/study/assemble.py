@@ -12,7 +12,7 @@ from jax_aug.io import read_json
 from jax_aug.study import kinds, protocol, selection, wiring
 from jax_aug.study import methods as methods_lib
 from jax_aug.study import report as report_lib
-from jax_aug.study.stages import comma_separated
+from jax_aug.study.stages import adoptions, comma_separated
 
 
 def examples(records: list[dict], wnids: list[str], per_class: int) -> list[tuple[str, list[str]]]:
@@ -57,7 +57,10 @@ def write_study_report(config, workdir: Path, out: Path, *, exclusion: Path | No
     if method.kind == method_kinds.FINETUNED:
       lr_searches[method.name] = read_json(workdir / "lr_search" / method.name / selection.LR_SEARCH_FILE)
   figure5 = {name: examples(records, shown, k) for name, records in augmentation.items()}
-  notes = []
+  notes = [
+    f"Stage {name} was kept under a changed config (config.adopt, {adoption['at']}): {'; '.join(adoption['changes'])}."
+    for name, adoption in adoptions(workdir)
+  ]
   if exclusion is None:
     notes.append("Retrieval was not selected, so no class was excluded (the exclusion list comes from retrieval).")
   display = {m.name: m.display for m in selected}

@@ -195,16 +195,17 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | os.PathLike, log
   if config.compilation_cache:
     _enable_compilation_cache(Path(config.compilation_cache_dir or workdir / ".jax_cache"))
   stage_patterns = stages_lib.comma_separated(config.stages) or ["*"]
-  redo = stages_lib.comma_separated(config.redo)
+  redo, adopt = stages_lib.comma_separated(config.redo), stages_lib.comma_separated(config.adopt)
   all_stages = plan(config, workdir)
   wiring.check_prompt_strategies(config, methods_lib.study_methods(config), workdir / "data")
-  unmatched = [p for p in stage_patterns + redo if not any(fnmatch.fnmatchcase(s.name, p) for s in all_stages)]
+  patterns = stage_patterns + redo + adopt
+  unmatched = [p for p in patterns if not any(fnmatch.fnmatchcase(s.name, p) for s in all_stages)]
   if unmatched:
     raise ValueError(
-      f"config.stages / config.redo pattern(s) {unmatched} match no stage of this study (a typo?);"
+      f"config.stages / config.redo / config.adopt pattern(s) {unmatched} match no stage of this study (a typo?);"
       f" its stages: {[s.name for s in all_stages]}"
     )
-  runner = stages_lib.StageRunner(workdir, redo=redo, log=log, **_multihost())
+  runner = stages_lib.StageRunner(workdir, redo=redo, adopt=adopt, log=log, **_multihost())
   start = time.perf_counter()
   blocked: set[str] = set()
   for index, stage in enumerate(all_stages, start=1):

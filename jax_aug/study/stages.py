@@ -19,7 +19,11 @@ so a changed config anywhere upstream shows up downstream too. On a rerun a stag
     `redo` pattern names it: then its old directory is moved to `<workdir>/_superseded/` (never deleted)
     and it runs again from scratch;
   - redone without asking when only an upstream fingerprint changed, i.e. the user already asked to redo
-    a stage it reads from: its output was computed from data that no longer exists.
+    a stage it reads from: its output was computed from data that no longer exists;
+  - adopted when its own config changed and an `adopt` pattern names it: the user vouches that the change
+    leaves its output as it is (a field a code update added at its old behaviour, a renamed option). Its
+    output is kept, its record takes the new config and lists the change under "adopted", and the stages
+    downstream see its old fingerprint (`output_fingerprint`), so they are kept too.
 """
 
 from __future__ import annotations
@@ -62,10 +66,26 @@ class StageConfigChanged(RuntimeError):
   """A finished or started stage is asked to run under a different config."""
 
 
+def output_fingerprint(record: Mapping) -> str:
+  """The fingerprint downstream stages depend on: the config the output was computed under (an adopted
+  stage keeps the one from before its adoption)."""
+  return record.get("output_fingerprint", record["fingerprint"])
+
+
+def adoptions(workdir: str | os.PathLike) -> list[tuple[str, dict]]:
+  """(stage name, adoption) for every adoption recorded under `workdir`, in stage-name order."""
+  records = Path(workdir) / RECORDS_DIR
+  found = []
+  for path in sorted(records.rglob("*.json")):
+    record = read_json(path)
+    found.extend((record["name"], adoption) for adoption in record.get("adopted", []))
+  return found
+
+
 @dataclasses.dataclass(frozen=True)
 class StageOutcome:
   name: str
-  status: str  # "ran", "resumed", "skipped", "redone"
+  status: str  # "ran", "resumed", "skipped", "redone", "adopted"
   seconds: float  # spent in this invocation
 
 
@@ -147,6 +167,7 @@ class StageRunner:
     workdir: str | os.PathLike,
     *,
     redo: Iterable[str] = (),
+    adopt: Iterable[str] = (),
     log: Callable[[str], None] = print,
     is_writer: bool = True,
     barrier: Callable[[str], None] | None = None,
@@ -158,6 +179,7 @@ class StageRunner:
     self.workdir = Path(workdir)
     self.heartbeat_seconds = heartbeat_seconds
     self.redo_patterns = [p for p in redo if p]
+    self.adopt_patterns = [p for p in adopt if p]
     self.log = log
     self.is_writer = is_writer
     self.barrier = barrier or (lambda name: None)
@@ -187,6 +209,9 @@ class StageRunner:
   def _asked_to_redo(self, name: str) -> bool:
     return any(fnmatch.fnmatchcase(name, p) for p in self.redo_patterns)
 
+  def _asked_to_adopt(self, name: str) -> bool:
+    return any(fnmatch.fnmatchcase(name, p) for p in self.adopt_patterns)
+
   def run(
     self, name: str, config: Any, fn: Callable[[Path], None], *, upstream: Iterable[str] = (), position: str = ""
   ) -> Path:
@@ -198,36 +223,43 @@ class StageRunner:
     record = self.read_record(name)
     label = f"[{position}] {name}" if position else name
     status = "ran"
+    if self._asked_to_redo(name) and self._asked_to_adopt(name):
+      raise ValueError(f"stage {name!r} matches both config.redo and config.adopt: redo it or keep it, not both")
+    kept = "skipped"
     if record is not None and record["fingerprint"] != fp:
       own_changes = config_diff(record["config"], config)
-      if own_changes and not self._asked_to_redo(name):
+      changed_upstream = sorted(
+        u for u in set(record["upstream"]) | set(upstream_fps) if record["upstream"].get(u) != upstream_fps.get(u)
+      )
+      if own_changes and self._asked_to_adopt(name):
+        if changed_upstream:
+          raise StageConfigChanged(
+            f"stage {name!r} cannot be adopted under its changed config: the stages it reads from were redone"
+            f" since ({', '.join(changed_upstream)}), so its output is stale. Pass --config.redo={name} instead."
+          )
+        record, kept = self._adopt(name, record, fp, config, own_changes), "adopted"
+        self.log(f"{label}: adopted under the changed config ({'; '.join(own_changes)}); its output is kept")
+      elif own_changes and not self._asked_to_redo(name):
         raise StageConfigChanged(
           f"stage {name!r} {'finished' if record['state'] == 'done' else 'started'} under a different config"
-          f" ({'; '.join(own_changes)}). Its output in {out} was kept. Restore the config, or pass"
+          f" ({'; '.join(own_changes)}). Its output in {out} was kept. Restore the config; or pass"
           f" --config.redo={name} (patterns such as 'train/*' work) to move that output to"
-          f" {self.workdir / SUPERSEDED_DIR} and run the stage again."
+          f" {self.workdir / SUPERSEDED_DIR} and run the stage again; or, if the change leaves its output as it"
+          f" is (e.g. a field added by a code update at its old behaviour), --config.adopt={name} to keep it"
+          f" under the new config."
         )
-      reason = (
-        "config changed, redo asked"
-        if own_changes
-        else (
-          "upstream redone: "
-          + ", ".join(
-            u
-            for u in sorted(set(record["upstream"]) | set(upstream_fps))
-            if record["upstream"].get(u) != upstream_fps.get(u)
-          )
-        )
-      )
-      self.log(f"{label}: redo ({reason})")
-      if self.is_writer:
-        self._supersede(name, record)
-      self.barrier(f"supersede {name}")
-      record, status = None, "redone"
-    elif record is not None and record["state"] == "done":
-      self._fingerprints[name] = fp
-      self.outcomes.append(StageOutcome(name, "skipped", 0.0))
-      self.log(f"{label}: done earlier ({record['seconds']:.1f} s), skipped")
+      else:
+        reason = "config changed, redo asked" if own_changes else "upstream redone: " + ", ".join(changed_upstream)
+        self.log(f"{label}: redo ({reason})")
+        if self.is_writer:
+          self._supersede(name, record)
+        self.barrier(f"supersede {name}")
+        record, status = None, "redone"
+    if record is not None and record["state"] == "done":
+      self._fingerprints[name] = output_fingerprint(record)
+      self.outcomes.append(StageOutcome(name, kept, 0.0))
+      if kept == "skipped":
+        self.log(f"{label}: done earlier ({record['seconds']:.1f} s), skipped")
       return out
     elif record is not None:
       status = "resumed"
@@ -237,6 +269,7 @@ class StageRunner:
     earlier = f" ({previous_seconds:.1f} s in {attempts - 1} earlier attempt(s))" if record else ""
     self.log(f"{label}: {'resuming' if status == 'resumed' else 'running'}{earlier}")
     base = {"name": name, "fingerprint": fp, "config": config, "upstream": upstream_fps, "attempts": attempts}
+    base.update({k: record[k] for k in ("output_fingerprint", "adopted") if record and k in record})
     start = time.perf_counter()
 
     def record_running() -> None:
@@ -264,10 +297,23 @@ class StageRunner:
           "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         },
       )
-    self._fingerprints[name] = fp
+    self._fingerprints[name] = output_fingerprint(base)
     self.outcomes.append(StageOutcome(name, status, seconds))
     self.log(f"{label}: done in {seconds:.1f} s")
     return out
+
+  def _adopt(self, name: str, record: dict, fp: str, config: Any, changes: list[str]) -> dict:
+    """The stage's record under the new config, its output and the fingerprint downstream sees kept."""
+    adopted = {
+      **record,
+      "fingerprint": fp,
+      "config": config,
+      "output_fingerprint": output_fingerprint(record),
+      "adopted": [*record.get("adopted", []), {"changes": changes, "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}],
+    }
+    if self.is_writer:
+      atomic_write_json(self.record_path(name), adopted)
+    return adopted
 
   def _supersede(self, name: str, record: dict) -> None:
     """Moves a stage's old output and record aside (nothing is deleted) before it runs again."""
