@@ -147,3 +147,28 @@ def test_killed_study_resumes_without_redoing_finished_stages(uninterrupted, tmp
   assert all(r["state"] == "done" for r in after.values())
   for name in REPORT_FILES:
     assert (workdir / "report" / name).read_bytes() == (reference / "report" / name).read_bytes(), name
+
+  # A change that leaves the classifiers' results as they are (how often a resumable checkpoint is written) is
+  # refused for the finished runs; adopted, nothing is trained again, and the report, when next written (here:
+  # asked to, with fewer Figure 5 images), lists the adoptions.
+  changed = ["--config.classifier.checkpoint_every_epochs=3"]
+  refused = subprocess.run(_command(workdir, cache) + changed, cwd=REPO_ROOT, env=_env(), capture_output=True, text=True)
+  assert refused.returncode != 0 and "classifier.checkpoint_every_epochs: 1 -> 3" in refused.stderr
+  assert "--config.adopt=" in refused.stderr
+  adopt = ["--config.adopt=train/*", "--config.report.figure5_images_per_class=2", "--config.redo=report"]
+  proc = subprocess.run(
+    _command(workdir, cache) + changed + adopt, cwd=REPO_ROOT, env=_env(), capture_output=True, text=True, timeout=900
+  )
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  adopted = _records(workdir)
+  trained = [name for name in after if name.startswith("train/")]
+  for name in trained:
+    assert f"{name}: adopted under the changed config" in proc.stdout
+    assert adopted[name]["seconds"] == after[name]["seconds"] and adopted[name]["state"] == "done"
+  for name in REPORT_FILES:
+    if name != "report.md" and not name.startswith("figure5"):  # the results, not the example grids
+      assert (workdir / "report" / name).read_bytes() == (reference / "report" / name).read_bytes(), name
+  notes = (workdir / "report" / "report.md").read_text().split("## Notes")[1]
+  for name in trained:
+    assert f"Stage {name} was kept under a changed config (config.adopt" in notes
+  assert notes.count("classifier.checkpoint_every_epochs: 1 -> 3") == len(trained)
