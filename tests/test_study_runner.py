@@ -2,9 +2,13 @@
 selection refuses to run a stage whose inputs are left out."""
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from conftest import REPO_ROOT
 
 from jax_aug.study import methods as methods_lib
 from jax_aug.study import runner
@@ -129,3 +133,36 @@ def test_exclusions_drop_a_class_from_splits_labels_and_resampled_sets(tmp_path)
   (tmp_path / "data" / "splits" / "info.json").write_text(json.dumps({**info, "wnids": all_wnids[:1]}))
   with pytest.raises(ValueError, match=r"keeps 1 of its 1 classes \(.*info\.json\), and a classifier needs at least 2"):
     _ = wiring.study_data(tmp_path / "data", None).wnids
+
+
+def test_cpu_devices_split_the_cpu_before_jax_starts(tmp_path):
+  """config.cpu_devices in a fresh process (run_study.py): the study's JAX has that many CPU devices."""
+  proc = subprocess.run(
+    [
+      sys.executable,
+      "run_study.py",
+      "--config=configs/tiny.py",
+      f"--workdir={tmp_path / 'study'}",
+      "--config.methods=baseline_10pct",
+      "--config.stages=check,data",
+      "--config.cpu_devices=3",
+    ],
+    cwd=REPO_ROOT,
+    env={**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""},
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  assert "config.cpu_devices=3: the CPU is split into 3 XLA devices" in proc.stdout
+  # In a process whose JAX already runs (this one), the setting cannot apply: the study says so and goes on.
+  import jax
+
+  lines = []
+  runner.split_cpu(len(jax.devices("cpu")) + 1, lines.append)
+  assert lines == [
+    f"config.cpu_devices={len(jax.devices('cpu')) + 1}: JAX started in this process before the study, with"
+    f" {len(jax.devices('cpu'))} CPU device(s); the study runs on those"
+  ]
+  with pytest.raises(ValueError, match=r"config.cpu_devices=-2: expected 0 \(JAX's default\) or a number of devices"):
+    runner.split_cpu(-2, lines.append)

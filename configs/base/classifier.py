@@ -30,6 +30,9 @@ def get(scale: str) -> ml_collections.ConfigDict:
   # Parameters, batch statistics and SGD momentum "replicated" on every device, or "fsdp": split over the
   # data axis (jax_aug/sharding.py), for models whose state does not fit one device. Same results.
   config.parameter_sharding = "replicated"
+  # Devices the run trains on: 0, every device of every host; N, the first N of a single-process run (the mini
+  # world's tiny ResNet trains faster on one CPU device than split over two: configs/mini.py).
+  config.num_devices = 0
 
   config.global_batch_size = 16 if tiny else 256
   config.eval_batch_size = 32 if tiny else 256

@@ -30,6 +30,10 @@ def get(scale: str) -> ml_collections.ConfigDict:
   # leaves their output as it is (e.g. a field a code update added at its old behaviour). Recorded in the
   # stage's record and listed in the report's notes.
   config.adopt = ""
+  # On a CPU: the host's CPU as this many XLA devices (jax_num_cpu_devices; 0: JAX's default, one). XLA runs a small
+  # model's ops on about one core per device, so sampling and fine-tuning, which split their batch over the
+  # devices, use more cores this way (configs/mini.py; docs/study.md). No effect on GPU or TPU runs.
+  config.cpu_devices = 0
   # Paper: 5 resampled augmentation sets per method, one classifier each; tiny: 2, the fewest that give
   # a standard error.
   config.n_resamples = 2 if tiny else 5

@@ -174,6 +174,30 @@ def _enable_compilation_cache(cache_dir: Path) -> None:
   jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
+def split_cpu(cpu_devices: int, log: Callable[[str], None]) -> None:
+  """config.cpu_devices: the host's CPU as that many XLA devices (jax_num_cpu_devices), set before JAX starts
+  its backends. XLA runs a small model's ops on about one core per device, so the areas that split their batch
+  over the devices (sampling, fine-tuning) use more of a CPU's cores this way (docs/study.md). In a process whose
+  backends already started (a caller's own JAX work), the study runs on the devices it has, and says so."""
+  if not cpu_devices:
+    return
+  if not isinstance(cpu_devices, int) or cpu_devices < 0:
+    raise ValueError(f"config.cpu_devices={cpu_devices!r}: expected 0 (JAX's default) or a number of devices")
+  import jax
+
+  try:
+    jax.config.update("jax_num_cpu_devices", cpu_devices)
+  except RuntimeError:  # the backends started before the study: the setting can no longer apply
+    have = len(jax.devices("cpu"))
+    if have != cpu_devices:
+      log(
+        f"config.cpu_devices={cpu_devices}: JAX started in this process before the study, with {have} CPU"
+        " device(s); the study runs on those"
+      )
+    return
+  log(f"config.cpu_devices={cpu_devices}: the CPU is split into {len(jax.devices('cpu'))} XLA devices")
+
+
 def _multihost() -> dict:
   """Stage-record writing and stage barriers for runs over several hosts (jax.distributed)."""
   import jax
@@ -187,6 +211,7 @@ def _multihost() -> dict:
 
 def run_study(config: ml_collections.ConfigDict, workdir: str | os.PathLike, log: Callable[[str], None] = print) -> Path:
   """Runs (or resumes) every selected stage and returns the report directory."""
+  split_cpu(config.cpu_devices, log)
   workdir = Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   if config.get("twin_methods"):
