@@ -104,8 +104,9 @@ def get_config(arg: str | None = None):
   # XLA runs these small models' ops on about one core per device: the 2 cores as 2 devices make a sampled set
   # 1.41x faster (124.3 -> 88.0 s for the no-ws set) and a fine-tuning epoch 1.25x (28.4 -> 22.8 s), while the tiny
   # ResNet is 1.19x slower split (14.6 -> 17.4 s for 10 epochs), so it keeps one (docs/mini_world.md, "Two CPU
-  # devices"). A machine with more cores may raise cpu_devices to 4 (the sampling batch 64 and the fine-tuning
-  # batch 4 split evenly).
+  # devices"). Fine-tuning that trains the U-Net (Imagic, pseudo-word + DM) is slower split (an Imagic epoch 43.3 ->
+  # 47.1 s): holding it to one device is the next lever. A machine with more cores may raise cpu_devices to 4 (the
+  # sampling batch 64 and the fine-tuning batch 4 split evenly).
   config.cpu_devices = 2
   config.classifier.num_devices = 1
   # The study's ~50 classifiers read the same ~30,000 32 px images (~90 MB decoded) for tens of epochs each: each
