@@ -83,6 +83,8 @@ def get_config(arg: str | None = None):
       method.finetune.clusters.features = "clip"
       method.finetune.clusters.clip_model = weights + "/clip"
       method.finetune.clusters.batch_size = 256
+      if method.finetune.trainables.train_unet:  # on one of config.cpu_devices (below)
+        method.finetune.num_devices = 1
     if method.method.kind == method_kinds.RETRIEVAL:
       method.images_per_class = IMAGES_PER_CLASS
       method.clip.model = weights + "/clip"
@@ -104,9 +106,10 @@ def get_config(arg: str | None = None):
   # XLA runs these small models' ops on about one core per device: the 2 cores as 2 devices make a sampled set
   # 1.41x faster (124.3 -> 88.0 s for the no-ws set) and a fine-tuning epoch 1.25x (28.4 -> 22.8 s), while the tiny
   # ResNet is 1.19x slower split (14.6 -> 17.4 s for 10 epochs), so it keeps one (docs/mini_world.md, "Two CPU
-  # devices"). Fine-tuning that trains the U-Net (Imagic, pseudo-word + DM) is slower split (an Imagic epoch 43.3 ->
-  # 47.1 s): holding it to one device is the next lever. A machine with more cores may raise cpu_devices to 4 (the
-  # sampling batch 64 and the fine-tuning batch 4 split evenly).
+  # devices"). Fine-tuning that trains the U-Net (Imagic, pseudo-word + DM) gathers its split state every step: held
+  # to one of the two devices an Imagic epoch takes 34.1 s against 40.4 s split (means of 3), so it keeps one too
+  # (the loop above). A machine with more cores may raise cpu_devices to 4 (the sampling batch 64 and the
+  # fine-tuning batch 4 split evenly).
   config.cpu_devices = 2
   config.classifier.num_devices = 1
   # The study's ~50 classifiers read the same ~30,000 32 px images (~90 MB decoded) for tens of epochs each: each

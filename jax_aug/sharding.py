@@ -29,6 +29,23 @@ def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
   return Mesh(np.asarray(devices), (DATA_AXIS,))
 
 
+def run_devices(
+  num_devices: int, devices: Sequence[jax.Device] | None = None, *, field: str = "num_devices"
+) -> list[jax.Device]:
+  """The devices a run's mesh spans (of `devices`, default jax.devices()): all of them (`num_devices` 0), or the
+  first `num_devices` of a single-process run, for a model too small to gain from being split (the mini world's
+  tiny ResNet and its U-Net fine-tuning on one of the process's CPU devices, beside sampling on all of them).
+  `field` names the config field in refusals."""
+  devices = jax.devices() if devices is None else list(devices)
+  if num_devices == 0:
+    return devices
+  if not isinstance(num_devices, int) or not 0 < num_devices <= len(devices):
+    raise ValueError(f"{field}={num_devices!r}: expected 0 (every device) or 1..{len(devices)} (the devices there are)")
+  if jax.process_count() > 1:
+    raise ValueError(f"{field}={num_devices}: a run over {jax.process_count()} hosts trains on every device (expected 0)")
+  return devices[:num_devices]
+
+
 def data_sharding(mesh: Mesh) -> NamedSharding:
   """Leading (batch) dimension split over the data axis, the rest replicated."""
   return NamedSharding(mesh, PartitionSpec(DATA_AXIS))

@@ -13,8 +13,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 from conftest import REPO_ROOT, _jax_env, _program
-from ml_collections import ConfigDict
 
+from jax_aug import sharding
 from jax_aug.classifier import train
 from jax_aug.data import sources, subsets, synthetic
 from jax_aug.study.config_files import base_config
@@ -193,14 +193,15 @@ def test_a_run_held_to_one_of_four_devices_is_the_one_device_run(reference, run_
 
 def test_num_devices_beyond_those_there_or_over_hosts_is_refused(monkeypatch):
   devices = ["d0", "d1"]
-  assert train.run_devices(ConfigDict({"num_devices": 0}), devices) == devices
-  assert train.run_devices(ConfigDict({"num_devices": 1}), devices) == ["d0"]
+  field = "config.num_devices"
+  assert sharding.run_devices(0, devices, field=field) == devices
+  assert sharding.run_devices(1, devices, field=field) == ["d0"]
   for bad in (3, -1, 1.5):
     with pytest.raises(ValueError, match=rf"config.num_devices={bad}: expected 0 \(every device\) or 1..2"):
-      train.run_devices(ConfigDict({"num_devices": bad}), devices)
-  monkeypatch.setattr(train.jax, "process_count", lambda: 2)
+      sharding.run_devices(bad, devices, field=field)
+  monkeypatch.setattr(sharding.jax, "process_count", lambda: 2)
   with pytest.raises(ValueError, match=r"config.num_devices=1: a run over 2 hosts trains on every device"):
-    train.run_devices(ConfigDict({"num_devices": 1}), devices)
+    sharding.run_devices(1, devices, field=field)
 
 
 @pytest.mark.slow

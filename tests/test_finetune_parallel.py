@@ -107,3 +107,58 @@ def test_one_and_four_devices_agree_within_the_reduction_order_bound(run_jax, tm
   )
   assert loose < 0.05 * total
   assert loose_large < 0.05 * large
+
+
+HELD = """
+import jax, numpy as np
+from pathlib import Path
+from flax.traverse_util import flatten_dict
+from jax_aug import sharding
+from jax_aug.data import subsets
+from jax_aug.finetune import trainer
+from jax_aug.finetune.checkpoints import epoch_dir, restore_trainable
+from jax_aug.study.config_files import method_config
+
+config = method_config(Path("configs"), "imagic", "tiny")  # the U-Net trains, its state "fsdp"-split
+config.model.path = SD_PATH
+config.data.wnids = ("n01491361", "n01440764")
+config.data.synthetic.train_per_class = 40  # subset: 4 per class, one batch of 4 per epoch
+config.splits_dir = str(Path(WORK) / "data" / "splits")
+config.finetune.num_devices = NUM_DEVICES
+subsets.prepare_splits(config.data, Path(WORK) / "data")
+mesh_sizes = []
+make_mesh = sharding.make_mesh
+def recording(devices=None):
+  mesh_sizes.append(make_mesh(devices).size)
+  return make_mesh(devices)
+sharding.make_mesh = recording
+progress = trainer.finetune(config, Path(WORK) / "run")
+last = epoch_dir(Path(WORK) / "run", config.finetune.policy.max_epochs)
+np.savez(OUT, **{"/".join(k): np.asarray(v) for k, v in flatten_dict(restore_trainable(last)).items()})
+emit({"devices": jax.device_count(), "mesh_sizes": mesh_sizes, "history": progress["history"],
+      "learning_rate": config.finetune.learning_rate.to_dict(), "steps": config.finetune.policy.max_epochs})
+"""
+
+
+@pytest.mark.slow
+def test_fine_tuning_held_to_one_of_four_devices_is_the_one_device_run(run_jax, tmp_path):
+  """config.finetune.num_devices=1 in a process with 4 devices (the mini world's U-Net fine-tuning beside its
+  2-device sampling) trains Imagic (U-Net and conditioning) on one device: the single-device process's run, its
+  losses to 1e-6 and every parameter within the Adam float-noise bound (XLA's CPU threads are shared out by
+  the process's device count, so the two need not agree to the bit)."""
+  runs = {}
+  for name, devices, held in (("one", 1, 0), ("one_of_four", 4, 1)):
+    prefix = f"SD_PATH = {str(tiny_sd_path())!r}\nWORK = {str(tmp_path / name)!r}\nOUT = {str(tmp_path / name)!r} + '.npz'\n"
+    runs[name] = run_jax(prefix + f"NUM_DEVICES = {held}\n" + HELD, devices=devices, timeout=600)
+  one, held = runs["one"], runs["one_of_four"]
+  assert (one["devices"], held["devices"]) == (1, 4)
+  assert set(held["mesh_sizes"]) == {1}  # every mesh the run built (training, validation) spans one device
+  assert [h["epoch"] for h in held["history"]] == [h["epoch"] for h in one["history"]] == [1, 2, 3]
+  for key in ("train_loss", "val_loss"):
+    np.testing.assert_allclose([h[key] for h in held["history"]], [h[key] for h in one["history"]], rtol=1e-6)
+  a, b = np.load(tmp_path / "one.npz"), np.load(tmp_path / "one_of_four.npz")
+  assert a.files == b.files
+  noise_bound = 2 * sum(adam_step_bound(t) for t in range(1, one["steps"] + 1))
+  for name in a.files:
+    diff = np.abs(a[name] - b[name]) / one["learning_rate"][name.split("/")[0]]  # in learning-rate steps
+    assert diff.max() <= noise_bound, (name, diff.max())

@@ -28,6 +28,9 @@ def get(scale: str) -> ml_collections.ConfigDict:
   # U-Net: its float32 weights, gradients and moments are 12.8 GiB replicated, 0.8 GiB per chip on 16
   # (docs/plan.md). The frozen weights (bfloat16) stay replicated.
   config.parameter_sharding = "replicated"
+  # Devices the run trains on: 0, every device of every host; N, the first N of a single-process run (the mini
+  # world's U-Net fine-tuning runs faster on one CPU device than split over two: configs/mini.py).
+  config.num_devices = 0
   config.seed = 0
 
   # Global batch over all devices (the paper does not state its batch). Paper scale: 8, which the memory

@@ -89,20 +89,6 @@ def load_run_data(config: ConfigDict, workdir: str | os.PathLike) -> dict:
   return {"train": train, "validation": validation, "test": test, "wnids": wnids}
 
 
-def run_devices(config: ConfigDict, devices: Sequence[jax.Device] | None = None) -> list[jax.Device]:
-  """The devices a run trains on (of `devices`, default jax.devices()): all of them, or the first
-  `config.num_devices` of a single-process run."""
-  devices = jax.devices() if devices is None else list(devices)
-  n = config.num_devices
-  if n == 0:
-    return devices
-  if not isinstance(n, int) or not 0 < n <= len(devices):
-    raise ValueError(f"config.num_devices={n!r}: expected 0 (every device) or 1..{len(devices)} (the devices there are)")
-  if jax.process_count() > 1:
-    raise ValueError(f"config.num_devices={n}: a run over {jax.process_count()} hosts trains on every device (expected 0)")
-  return devices[:n]
-
-
 def _check_config(config: ConfigDict, mesh) -> None:
   if not isinstance(config.checkpoint_every_epochs, int) or config.checkpoint_every_epochs < 1:
     raise ValueError(f"config.checkpoint_every_epochs={config.checkpoint_every_epochs!r}: expected an integer >= 1")
@@ -375,7 +361,7 @@ def train_and_evaluate(config: ConfigDict, workdir: str | os.PathLike) -> dict:
 
   data = load_run_data(config, workdir)
   wnids = data["wnids"]
-  mesh = sharding.make_mesh(run_devices(config))
+  mesh = sharding.make_mesh(sharding.run_devices(config.num_devices, field="config.num_devices"))
   _check_config(config, mesh)
   compiled = run_steps(config, len(wnids), mesh)
   state = initial_state(config, compiled.model, compiled.tx, mesh)

@@ -332,7 +332,7 @@ def setup(config: Any, workdir: Path) -> tuple[Run, TrainState]:
   method_name, data_config, splits_dir = config.method.name, config.data, config.splits_dir
   sd, model_source = load_model(config, workdir)
   config = config.finetune
-  mesh = sharding.make_mesh()
+  mesh = sharding.make_mesh(sharding.run_devices(config.num_devices, field="config.finetune.num_devices"))
   sharding.local_batch_size(config.batch_size, mesh)  # refuses a batch the devices cannot split
 
   wnids, train_records, val_records, read_image = split_records(data_config, splits_dir, workdir)

@@ -19,7 +19,6 @@ from ml_collections import ConfigDict
 from jax_aug import sharding
 from jax_aug.classifier import model as model_lib
 from jax_aug.classifier import steps
-from jax_aug.classifier.train import run_devices
 from jax_aug.data.imagenet_classes import load_classes
 from jax_aug.diffusion import engine
 from jax_aug.diffusion.run import settings_from_config
@@ -34,7 +33,7 @@ from jax_aug.retrieval import clip_model
 
 def classifier_steps(config: ConfigDict, num_classes: int, target: Target, stage: str = "classifier") -> list[HotStep]:
   """Train and eval step of `config` (a configs/base/classifier.py block) for `num_classes` classes."""
-  mesh = sharding.make_mesh(run_devices(config, target.devices))
+  mesh = sharding.make_mesh(sharding.run_devices(config.num_devices, target.devices, field=f"{stage}: config.num_devices"))
   model = model_lib.build_model(config.model, num_classes=num_classes, num_devices=mesh.size)
   tx = steps.make_optimizer(config.optimizer)
   size = config.input.image_size
@@ -84,7 +83,9 @@ def finetune_step(config: ConfigDict, num_classes: int, target: Target, stage: s
   sd = models.stable_diffusion(config.model)
   ft = config.finetune
   spec = Trainables.from_config(ft.trainables)
-  mesh = sharding.make_mesh(target.devices)
+  mesh = sharding.make_mesh(
+    sharding.run_devices(ft.num_devices, target.devices, field=f"{stage}: config.finetune.num_devices")
+  )
   replicated, data = sharding.replicated_sharding(mesh), sharding.data_sharding(mesh)
   sharding.local_batch_size(ft.batch_size, mesh)  # the trainer's own refusal of an unsplittable batch
   classes = load_classes()[:num_classes]
