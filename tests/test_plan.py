@@ -288,6 +288,35 @@ def test_fsdp_cuts_per_device_argument_bytes_about_4x(run_jax):
   assert 3.5 < ratio <= 4.0, out
 
 
+HELD_DEVICES_CODE = """
+from pathlib import Path
+import jax
+from configs.base import classifier
+from jax_aug.plan import hot_steps, targets
+from jax_aug.study.config_files import method_config
+
+target = targets.resolve("tpu:v5e-4")
+spans = lambda step: sorted({len(leaf.sharding.device_set) for leaf in jax.tree.leaves(step.args)})
+out = {}
+for held in (0, 1):
+  config = classifier.get("tiny")
+  config.num_devices = held
+  method = method_config(Path("configs"), "imagic", "tiny")
+  method.finetune.num_devices = held
+  out[held] = {"classifier": [spans(step) for step in hot_steps.classifier_steps(config, 8, target)],
+               "finetune": spans(hot_steps.finetune_step(method, 2, target))}
+emit(out)
+"""
+
+
+def test_the_plan_holds_a_run_to_the_devices_its_config_names(run_jax):
+  # classifier.num_devices and finetune.num_devices (the mini world's): the planned steps' arguments lie on the
+  # devices the run would train on, the first N of the target's 4, as jax_aug.sharding.run_devices picks them.
+  out = run_jax(HELD_DEVICES_CODE)
+  assert out["0"] == {"classifier": [[4], [4]], "finetune": [4]}
+  assert out["1"] == {"classifier": [[1], [1]], "finetune": [1]}
+
+
 FSDP_TRAIN_CODE = """
 import jax, jax.numpy as jnp, numpy as np
 from configs.base import classifier
