@@ -22,6 +22,12 @@ _MODE = flags.DEFINE_enum("mode", "cpu", ["cpu", "gpu"], "cpu: tiny SD; gpu: SD 
 _BATCH = flags.DEFINE_integer("batch", 0, "Images per batch (0: 4 on cpu, 8 on gpu).")
 _BATCHES = flags.DEFINE_integer("batches", 3, "Timed batches per side.")
 _STEPS = flags.DEFINE_integer("steps", 0, "Denoising steps (0: 10 on cpu, 50 on gpu).")
+_DIFFUSERS_ATTENTION = flags.DEFINE_bool(
+  "diffusers_attention",
+  False,
+  "Also time our engine with diffusers' own Flax attention (compat's cuDNN flash-attention path undone in this"
+  " process, after the other timings): what that path is worth, measured in the same process.",
+)
 
 PROMPTS = (
   "A photo of goldfish, Carassius auratus.",
@@ -93,10 +99,11 @@ def main(argv):
   pipeline.set_progress_bar_config(disable=True)
   prompts = [PROMPTS[i % len(PROMPTS)] for i in range(batch)]
   requests = [engine.Request("n01443537", i, prompt=p) for i, p in enumerate(prompts)]
-  sampler = engine.get_sampler(model, engine.SamplerSettings(num_inference_steps=steps))
+  settings = engine.SamplerSettings(num_inference_steps=steps)
+  sampler = engine.get_sampler(model, settings)
   safety = make_safety_fn(model)
 
-  def ours(b):
+  def ours(b, sampler=sampler):
     safety(engine.generate_batch(sampler, requests, [b + 1] * batch, seed=0))
 
   def pytorch(b):
@@ -121,6 +128,16 @@ def main(argv):
   print(f"  ours (JAX/Flax)     {ours_rate:9.3f} images/s")
   print(f"  diffusers PyTorch   {pytorch_rate:9.3f} images/s")
   print(f"  ratio ours/PyTorch  {ours_rate / pytorch_rate:9.2f}x")
+  if _DIFFUSERS_ATTENTION.value:
+    from diffusers.models import attention_flax
+    from flax import linen as nn
+
+    from jax_aug.diffusion import compat
+
+    attention_flax.FlaxAttention.__call__ = nn.module.wrap_method_once(compat._DIFFUSERS_ATTENTION_CALL)
+    plain_sampler = engine.Sampler(model, settings)  # traced again, now through diffusers' attention
+    plain_rate = images_per_second(lambda b: ours(b, plain_sampler), batch, _BATCHES.value)
+    print(f"  ours, diffusers' attention {plain_rate:9.3f} images/s ({plain_rate / pytorch_rate:.2f}x PyTorch)")
 
 
 if __name__ == "__main__":

@@ -215,3 +215,81 @@ def test_pytorch_conversion_reads_shapes_only_and_gives_diffusers_weights(tmp_pa
   np.testing.assert_array_equal(
     np.asarray(ours[attention]), pt_state["down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.weight"].numpy().T
   )
+
+
+def _attention_layer_and_torch_reference(dtype):
+  """A FlaxAttention (SD's layout: 4 heads of 16) with random weights, inputs for self- and cross-attention, and
+  PyTorch's scaled_dot_product_attention (what diffusers' PyTorch pipeline runs) on the same weights in float32."""
+  import torch
+  from diffusers.models.attention_flax import FlaxAttention
+
+  layer = FlaxAttention(query_dim=64, heads=4, dim_head=16, dtype=dtype)
+  hidden = jax.random.normal(jax.random.key(0), (2, 48, 64))
+  context = jax.random.normal(jax.random.key(1), (2, 77, 64))
+  params = layer.init(jax.random.key(2), hidden, context)
+
+  def reference(context_or_none):
+    p = jax.tree.map(lambda a: torch.from_numpy(np.array(a, np.float32)), params["params"])
+    x = torch.from_numpy(np.array(hidden))
+    c = x if context_or_none is None else torch.from_numpy(np.array(context_or_none))
+
+    def heads(t):
+      return t.reshape(2, -1, 4, 16).transpose(1, 2)
+
+    q, k, v = heads(x @ p["to_q"]["kernel"]), heads(c @ p["to_k"]["kernel"]), heads(c @ p["to_v"]["kernel"])
+    attended = torch.nn.functional.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(2, -1, 64)
+    return (attended @ p["to_out_0"]["kernel"] + p["to_out_0"]["bias"]).numpy()
+
+  return layer, params, hidden, context, reference
+
+
+def test_fused_attention_matches_pytorch_sdpa_and_diffusers():
+  from jax_aug.diffusion import compat
+
+  for dtype, tolerance in ((jnp.float32, 2e-5), (jnp.bfloat16, 6e-2)):
+    layer, params, hidden, context, reference = _attention_layer_and_torch_reference(dtype)
+    for ctx in (None, context):  # self-attention, cross-attention over 77 text states
+      fused = layer.apply(params, hidden, ctx, method=lambda m, h, c: compat.fused_attention(m, h, c, "xla"))
+      expected = reference(ctx)
+      np.testing.assert_allclose(np.asarray(fused, np.float32), expected, atol=tolerance, rtol=tolerance)
+      diffusers = layer.apply(params, hidden, ctx, method=compat._DIFFUSERS_ATTENTION_CALL)
+      np.testing.assert_allclose(np.asarray(diffusers, np.float32), expected, atol=tolerance, rtol=tolerance)
+  # Negative control: the keys taken from the hidden states instead of the text (cross-attention) are caught.
+  layer, params, hidden, context, reference = _attention_layer_and_torch_reference(jnp.float32)
+  assert np.abs(reference(None) - reference(context)).max() > 100 * 2e-5
+
+
+def test_cudnn_attention_is_tried_only_on_cuda_in_half_precision():
+  from jax_aug.diffusion import compat
+
+  assert compat.cudnn_attention_applies("cuda 13000", jnp.bfloat16)
+  assert compat.cudnn_attention_applies("CUDA 12090", jnp.float16)
+  assert not compat.cudnn_attention_applies("cuda 13000", jnp.float32)  # cuDNN's kernel: bf16/fp16 only
+  assert not compat.cudnn_attention_applies("cpu", jnp.bfloat16)
+  assert not compat.cudnn_attention_applies("rocm 6.4", jnp.bfloat16)  # no cuDNN on ROCm
+
+
+def test_attention_call_routes_through_cudnn_or_falls_back_to_diffusers(monkeypatch):
+  """FlaxAttention's patched __call__: on CPU diffusers' own math bit for bit; where cuDNN applies, the fused
+  path's output (cuDNN stood in for by jax's XLA implementation, the only one a CPU has); where jax's cuDNN
+  checks refuse the layer (NotImplementedError while tracing), diffusers' own again."""
+  from jax_aug.diffusion import compat
+
+  layer, params, hidden, context, _ = _attention_layer_and_torch_reference(jnp.bfloat16)
+  diffusers = np.asarray(layer.apply(params, hidden, context, method=compat._DIFFUSERS_ATTENTION_CALL), np.float32)
+  fused = np.asarray(
+    layer.apply(params, hidden, context, method=lambda m, h, c: compat.fused_attention(m, h, c, "xla")), np.float32
+  )
+  assert np.abs(diffusers - fused).max() > 0  # the two paths are told apart (bf16 scores vs float32 logits)
+  np.testing.assert_array_equal(np.asarray(layer.apply(params, hidden, context), np.float32), diffusers)
+
+  fused_attention = compat.fused_attention
+  monkeypatch.setattr(compat, "cudnn_attention_applies", lambda platform_version, dtype: True)
+  monkeypatch.setattr(compat, "fused_attention", lambda m, h, c, impl: fused_attention(m, h, c, "xla"))
+  np.testing.assert_array_equal(np.asarray(layer.apply(params, hidden, context), np.float32), fused)
+
+  def refused(m, h, c, impl):
+    raise NotImplementedError("The head dim must be <= 256 and a multiple of 8")
+
+  monkeypatch.setattr(compat, "fused_attention", refused)
+  np.testing.assert_array_equal(np.asarray(layer.apply(params, hidden, context), np.float32), diffusers)

@@ -21,6 +21,15 @@ and shapes, and diffusers runs that `init_weights` eagerly, a whole forward pass
 hands it the same names and shapes from `jax.eval_shape` (no arithmetic; diffusers itself checks the loaded
 weights against `jax.eval_shape(model.init_weights)` right after), so the converted weights are unchanged.
 
+A second repair for time: diffusers' `FlaxAttention` computes every attention in plain XLA, the
+[T, S] score matrix of every head materialised in memory (SD v1.4's first level at 512 px: 4,096 x 4,096 per
+head, 8 heads, 2 x batch rows under guidance), where diffusers' PyTorch pipeline runs
+`scaled_dot_product_attention`, a fused flash kernel on CUDA GPUs. `_attention_call` runs the same module (its
+own q/k/v/out projections and scale) through `jax.nn.dot_product_attention(implementation="cudnn")`, cuDNN's
+flash attention, where it applies: a CUDA GPU, a half-precision model (cuDNN's kernel takes bf16/fp16 only) and a
+layer whose shapes jax's cuDNN checks accept (head dim a multiple of 8, <= 256 on Hopper, <= 128 before). Every
+other call (CPU, TPU, float32 models, refused layers) is diffusers' own `__call__`, unchanged.
+
 It also silences the deprecation notices of those pinned Flax classes (`quiet_flax_deprecation_notices`), so a
 run's terminal output is its stage lines and progress bars.
 """
@@ -32,9 +41,10 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-from diffusers.models import modeling_flax_pytorch_utils, modeling_flax_utils
+from diffusers.models import attention_flax, modeling_flax_pytorch_utils, modeling_flax_utils
 from diffusers.pipelines.stable_diffusion import safety_checker_flax
 from diffusers.schedulers import scheduling_ddpm_flax
+from flax import linen as nn
 from flax.traverse_util import flatten_dict, unflatten_dict
 
 _APPLIED = False
@@ -109,6 +119,56 @@ def _convert_pytorch_state_dict_to_flax(pt_state_dict, flax_model, init_key: int
   )
 
 
+# diffusers' method as written (flax wraps a Module's methods with its state management at class creation; ours
+# is wrapped the same way in apply(), so the original is called from inside it unwrapped).
+_DIFFUSERS_ATTENTION_CALL = attention_flax.FlaxAttention.__call__.__wrapped__
+_FUSED_ATTENTION_DTYPES = (jnp.bfloat16, jnp.float16)
+
+
+def fused_attention(
+  module: attention_flax.FlaxAttention, hidden_states: jax.Array, context: jax.Array | None, implementation: str
+) -> jax.Array:
+  """FlaxAttention's output before its dropout, through jax.nn.dot_product_attention's `implementation`
+  ("cudnn" or "xla"): the module's own projections in [batch, length, heads, head dim] layout, its own scale."""
+  context = hidden_states if context is None else context
+  batch = hidden_states.shape[0]
+
+  def split_heads(projected: jax.Array) -> jax.Array:
+    return projected.reshape(batch, -1, module.heads, module.dim_head)
+
+  attended = jax.nn.dot_product_attention(
+    split_heads(module.query(hidden_states)),
+    split_heads(module.key(context)),
+    split_heads(module.value(context)),
+    scale=module.scale,
+    implementation=implementation,
+  )
+  return module.proj_attn(attended.reshape(batch, -1, module.heads * module.dim_head))
+
+
+def cudnn_attention_applies(platform_version: str, dtype: Any) -> bool:
+  """Whether a FlaxAttention of compute `dtype` is tried on cuDNN's flash attention on a backend whose
+  `platform_version` is this (jax's own test for CUDA is "cuda" in it; ROCm and CPU/TPU have no cuDNN)."""
+  return "cuda" in platform_version.lower() and any(jnp.dtype(dtype) == jnp.dtype(d) for d in _FUSED_ATTENTION_DTYPES)
+
+
+def _attention_call(self, hidden_states, context=None, deterministic=True):
+  """FlaxAttention.__call__ on cuDNN's flash attention where it applies (see the module's docstring), else
+  diffusers' own. Decided while tracing, once per layer per compilation."""
+  if cudnn_attention_applies(jax.devices()[0].client.platform_version, self.dtype):
+    try:
+      attended = fused_attention(self, hidden_states, context, "cudnn")
+    except NotImplementedError:  # jax's cuDNN checks refused this layer's shapes: diffusers' XLA attention
+      pass
+    else:
+      return self.dropout_layer(attended, deterministic=deterministic)
+  return _DIFFUSERS_ATTENTION_CALL(self, hidden_states, context, deterministic)
+
+
+# flax reports a method to interceptors (nn.intercept_methods) by its function's name: keep diffusers' one.
+_attention_call.__name__ = _attention_call.__qualname__ = "__call__"
+
+
 # The deprecation notices of the Flax classes we pin on purpose (diffusers 0.39 is the last release with them,
 # transformers 4.57 the last before v5, see above): diffusers logs one per Flax layer or scheduler constructed
 # (about 190 lines per tiny sampling run), transformers one per process. We know, and chose the pin; every other
@@ -148,4 +208,5 @@ def apply() -> None:
   modeling_flax_utils.FlaxModelMixin._cast_floating_to = _cast_floating_to
   # from_pretrained calls the name it imported into modeling_flax_utils; the original stays in its own module.
   modeling_flax_utils.convert_pytorch_state_dict_to_flax = _convert_pytorch_state_dict_to_flax
+  attention_flax.FlaxAttention.__call__ = nn.module.wrap_method_once(_attention_call)
   _APPLIED = True
