@@ -29,13 +29,11 @@ def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
   return Mesh(np.asarray(devices), (DATA_AXIS,))
 
 
-def run_devices(
-  num_devices: int, devices: Sequence[jax.Device] | None = None, *, field: str = "num_devices"
-) -> list[jax.Device]:
+def run_devices(num_devices: int, devices: Sequence[jax.Device] | None = None, *, field: str) -> list[jax.Device]:
   """The devices a run's mesh spans (of `devices`, default jax.devices()): all of them (`num_devices` 0), or the
   first `num_devices` of a single-process run, for a model too small to gain from being split (the mini world's
   tiny ResNet and its U-Net fine-tuning on one of the process's CPU devices, beside sampling on all of them).
-  `field` names the config field in refusals."""
+  `field` names the config field in refusals (each caller its own)."""
   devices = jax.devices() if devices is None else list(devices)
   if num_devices == 0:
     return devices

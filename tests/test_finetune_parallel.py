@@ -129,8 +129,9 @@ subsets.prepare_splits(config.data, Path(WORK) / "data")
 mesh_sizes = []
 make_mesh = sharding.make_mesh
 def recording(devices=None):
-  mesh_sizes.append(make_mesh(devices).size)
-  return make_mesh(devices)
+  mesh = make_mesh(devices)
+  mesh_sizes.append(mesh.size)
+  return mesh
 sharding.make_mesh = recording
 progress = trainer.finetune(config, Path(WORK) / "run")
 last = epoch_dir(Path(WORK) / "run", config.finetune.policy.max_epochs)
