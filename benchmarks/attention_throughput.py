@@ -8,7 +8,8 @@ The layers of SD v1.4 at 512 px under guidance (2 x images rows): self-attention
 same inputs: `cudnn` (jax_aug.diffusion.compat's fused path, what FlaxAttention runs on a CUDA GPU in half
 precision), `diffusers` (diffusers' own Flax math: the score matrix materialised in XLA), `pytorch` (diffusers'
 PyTorch Attention with its default processor, scaled_dot_product_attention). Prints each one's time per call
-(median of `--rounds`), the ratios against PyTorch, and the largest differences of the outputs from PyTorch's.
+(median of `--rounds`), the ratios against PyTorch, and the largest differences of the outputs from PyTorch's;
+`--backward`: the same for the forward + backward pass, comparing the gradient with respect to the layer's input.
 """
 
 from __future__ import annotations
@@ -22,6 +23,12 @@ _BATCH = flags.DEFINE_integer("batch", 16, "Rows (images x 2 under guidance).")
 _LENGTH = flags.DEFINE_multi_integer("length", [4096, 1024], "Query positions of the self-attention layers.")
 _DTYPE = flags.DEFINE_enum("dtype", "bfloat16", ["bfloat16", "float16", "float32"], "Our compute dtype.")
 _ROUNDS = flags.DEFINE_integer("rounds", 20, "Timed calls per way.")
+_BACKWARD = flags.DEFINE_bool(
+  "backward",
+  False,
+  "Time the forward and backward pass (fine-tuning's use) instead of the forward alone, and compare the gradient"
+  " with respect to the layer's input with PyTorch autograd's.",
+)
 
 # query positions -> (channels, heads) of SD v1.4's U-Net level at that size (block_out_channels, 8 heads).
 SD14_LEVELS = {4096: (320, 8), 1024: (640, 8), 256: (1280, 8), 64: (1280, 8)}
@@ -40,6 +47,7 @@ def median_seconds(fn, rounds: int) -> float:
 def measure_layer(length: int, context_width: int | None, dtype, ours: str, torch_device: str, torch_dtype) -> None:
   """Times one SD v1.4 attention layer three ways and prints one line per way."""
   import jax
+  import jax.numpy as jnp
   import torch
   from diffusers.models.attention_flax import FlaxAttention
   from diffusers.models.attention_processor import Attention
@@ -51,18 +59,34 @@ def measure_layer(length: int, context_width: int | None, dtype, ours: str, torc
   hidden = jax.random.normal(jax.random.key(0), (_BATCH.value, length, channels), dtype)
   context = None if context_width is None else jax.random.normal(jax.random.key(1), (_BATCH.value, 77, context_width), dtype)
   params = layer.init(jax.random.key(2), hidden, context)
-  fused = jax.jit(lambda p, h, c: layer.apply(p, h, c, method=lambda m, h, c: compat.fused_attention(m, h, c, ours)))
-  plain = jax.jit(lambda p, h, c: layer.apply(p, h, c, method=compat._DIFFUSERS_ATTENTION_CALL))
+  cotangent = jax.random.normal(jax.random.key(3), hidden.shape[:2] + (channels,), dtype)
+
+  def jitted(attention):
+    def forward(p, h, c):
+      return layer.apply(p, h, c, method=attention)
+
+    if not _BACKWARD.value:
+      return jax.jit(forward)
+    # d/dh of <forward(h), cotangent>: the input gradient a fine-tuning step backpropagates through the layer.
+    return jax.jit(jax.grad(lambda p, h, c: jnp.vdot(forward(p, h, c).astype(jnp.float32), cotangent), argnums=1))
+
+  fused = jitted(lambda m, h, c: compat.fused_attention(m, h, c, ours))
+  plain = jitted(compat._DIFFUSERS_ATTENTION_CALL)
   twin = pytorch_twin(Attention, params["params"], channels, heads, context_width).to(torch_device, torch_dtype)
 
   def to_torch(array):
     return None if array is None else torch.from_numpy(np.array(array, np.float32)).to(torch_device, torch_dtype)
 
-  torch_hidden, torch_context = to_torch(hidden), to_torch(context)
+  torch_hidden, torch_context, torch_cotangent = to_torch(hidden), to_torch(context), to_torch(cotangent)
 
   def run_pytorch():
-    with torch.no_grad():
-      out = twin(torch_hidden, encoder_hidden_states=torch_context)
+    if _BACKWARD.value:
+      leaf = torch_hidden.detach().requires_grad_(True)
+      twin(leaf, encoder_hidden_states=torch_context).backward(torch_cotangent)
+      out = leaf.grad
+    else:
+      with torch.no_grad():
+        out = twin(torch_hidden, encoder_hidden_states=torch_context)
     if torch_device == "cuda":
       torch.cuda.synchronize()
     return out
@@ -76,12 +100,12 @@ def measure_layer(length: int, context_width: int | None, dtype, ours: str, torc
   outputs = {
     name: np.asarray(ways[name]().float().cpu() if name == "pytorch" else ways[name](), np.float32) for name in ways
   }
-  kind = "self" if context is None else "cross"
+  kind = ("self" if context is None else "cross") + (" fwd+bwd" if _BACKWARD.value else "")
   for name in ways:
     print(
-      f"  {kind:5s} T={length:5d} {heads}x{channels // heads:<4d} {name:12s} {seconds[name] * 1e3:8.3f} ms"
+      f"  {kind} T={length:5d} {heads}x{channels // heads:<4d} {name:12s} {seconds[name] * 1e3:8.3f} ms"
       f"  {seconds['pytorch'] / seconds[name]:5.2f}x PyTorch's speed"
-      f"  max|out - PyTorch's| {np.abs(outputs[name] - outputs['pytorch']).max():.2e}"
+      f"  max|{'d input' if _BACKWARD.value else 'out'} - PyTorch's| {np.abs(outputs[name] - outputs['pytorch']).max():.2e}"
     )
 
 
