@@ -5,11 +5,13 @@
 
 The layers of SD v1.4 at 512 px under guidance (2 x images rows): self-attention over 64 x 64 = 4,096 positions
 (8 heads of 40) and 32 x 32 = 1,024 (8 of 80); cross-attention to 77 text states. Three ways, same weights,
-same inputs: `cudnn` (jax_aug.diffusion.compat's fused path, what FlaxAttention runs on a CUDA GPU in half
-precision), `diffusers` (diffusers' own Flax math: the score matrix materialised in XLA), `pytorch` (diffusers'
-PyTorch Attention with its default processor, scaled_dot_product_attention). Prints each one's time per call
-(median of `--rounds`), the ratios against PyTorch, and the largest differences of the outputs from PyTorch's;
-`--backward`: the same for the forward + backward pass, comparing the gradient with respect to the layer's input.
+same inputs: `ours` (FlaxAttention's __call__ as jax_aug.diffusion.compat installs it, labelled with the route it
+takes for the layer: cuDNN's flash attention on a CUDA GPU in half precision where cuDNN accepts the layer forward
+and backward, else diffusers' math), `diffusers` (diffusers' own Flax math: the score matrix materialised in
+XLA), `pytorch` (diffusers' PyTorch Attention with its default processor, scaled_dot_product_attention).
+Prints each one's time per call (median of `--rounds`), the ratios against PyTorch, and the largest differences
+of the outputs from PyTorch's; `--backward`: the same for the forward + backward pass, comparing the gradient with
+respect to the layer's input.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ def median_seconds(fn, rounds: int) -> float:
   return float(np.median(times))
 
 
-def measure_layer(length: int, context_width: int | None, dtype, ours: str, torch_device: str, torch_dtype) -> None:
+def measure_layer(length: int, context_width: int | None, dtype, torch_device: str, torch_dtype) -> None:
   """Times one SD v1.4 attention layer three ways and prints one line per way."""
   import jax
   import jax.numpy as jnp
@@ -70,7 +72,11 @@ def measure_layer(length: int, context_width: int | None, dtype, ours: str, torc
     # d/dh of <forward(h), cotangent>: the input gradient a fine-tuning step backpropagates through the layer.
     return jax.jit(jax.grad(lambda p, h, c: jnp.vdot(forward(p, h, c).astype(jnp.float32), cotangent), argnums=1))
 
-  fused = jitted(lambda m, h, c: compat.fused_attention(m, h, c, ours))
+  ours = jitted(None)  # FlaxAttention.__call__ as compat installs it: what the engine and the trainer run
+  keys = length if context is None else 77
+  cudnn = compat.cudnn_attention_applies(jax.devices()[0].client.platform_version, dtype) and compat.cudnn_accepts(
+    (_BATCH.value, length, heads, channels // heads), (_BATCH.value, keys, heads, channels // heads), dtype
+  )
   plain = jitted(compat._DIFFUSERS_ATTENTION_CALL)
   twin = pytorch_twin(Attention, params["params"], channels, heads, context_width).to(torch_device, torch_dtype)
 
@@ -92,7 +98,7 @@ def measure_layer(length: int, context_width: int | None, dtype, ours: str, torc
     return out
 
   ways = {
-    f"ours {ours}": lambda: fused(params, hidden, context).block_until_ready(),
+    f"ours ({'cudnn' if cudnn else 'diffusers'})": lambda: ours(params, hidden, context).block_until_ready(),
     "diffusers": lambda: plain(params, hidden, context).block_until_ready(),
     "pytorch": run_pytorch,
   }
@@ -103,7 +109,7 @@ def measure_layer(length: int, context_width: int | None, dtype, ours: str, torc
   kind = ("self" if context is None else "cross") + (" fwd+bwd" if _BACKWARD.value else "")
   for name in ways:
     print(
-      f"  {kind} T={length:5d} {heads}x{channels // heads:<4d} {name:12s} {seconds[name] * 1e3:8.3f} ms"
+      f"  {kind} T={length:5d} {heads}x{channels // heads:<4d} {name:17s} {seconds[name] * 1e3:8.3f} ms"
       f"  {seconds['pytorch'] / seconds[name]:5.2f}x PyTorch's speed"
       f"  max|{'d input' if _BACKWARD.value else 'out'} - PyTorch's| {np.abs(outputs[name] - outputs['pytorch']).max():.2e}"
     )
@@ -115,16 +121,13 @@ def main(argv):
   import jax.numpy as jnp
   import torch
 
-  from jax_aug.diffusion import compat
-
   torch_device = "cuda" if jax.default_backend() == "gpu" and torch.cuda.is_available() else "cpu"
   torch_dtype = torch.float16 if torch_device == "cuda" else torch.float32
   dtype = jnp.dtype(_DTYPE.value)
-  ours = "cudnn" if compat.cudnn_attention_applies(jax.devices()[0].client.platform_version, dtype) else "xla"
   print(f"device={jax.devices()[0].device_kind} ours={dtype.name} pytorch={torch_dtype} batch={_BATCH.value}")
   for length in _LENGTH.value:
     for context_width in (None, 768):  # self-attention; cross-attention to CLIP ViT-L/14's 77 text states
-      measure_layer(length, context_width, dtype, ours, torch_device, torch_dtype)
+      measure_layer(length, context_width, dtype, torch_device, torch_dtype)
 
 
 def pytorch_twin(attention_class, weights, channels: int, heads: int, context_width: int | None):

@@ -7,8 +7,8 @@
 # 1. the mini world's U-Net stage from scratch on the shipped CLIP + VAE, every step logged, with
 #    jax_debug_nans (raises at the first primitive that makes a NaN); stopped after a third of the budget;
 # 2. the ResNet-50 train step, bfloat16, vs torchvision AMP channels_last, and grain alone;
-# 3. SD v1.4's attention layers (4,096 and 1,024 positions, self and cross): ours on cuDNN vs diffusers' Flax
-#    vs PyTorch SDPA;
+# 3. SD v1.4's attention layers (4,096 and 1,024 positions, self and cross): ours (cuDNN where it accepts the
+#    layer) vs diffusers' Flax vs PyTorch SDPA, forward, then forward + backward;
 # 4. SD v1.4 shapes at 512 px, 50 PNDM steps, batch 8: our engine in bfloat16 vs diffusers' PyTorch fp16, and
 #    ours again with diffusers' own attention (the cuDNN lever's worth, same process).
 # Each writes OUT/<name>.log; a step that fails or runs out of time does not stop the next.
@@ -41,8 +41,10 @@ timeout $(($(left) / 2)) python3 benchmarks/classifier_throughput.py --device=gp
   --steps=20 --rounds=3 --pipeline_images=2048 --pipeline_workers="$(nproc)" >"$out/classifier.log" 2>&1
 echo "rc=$?" >>"$out/classifier.log"
 
-timeout $(($(left) / 4)) python3 benchmarks/attention_throughput.py >"$out/attention.log" 2>&1
+timeout $(($(left) / 5)) python3 benchmarks/attention_throughput.py >"$out/attention.log" 2>&1
 echo "rc=$?" >>"$out/attention.log"
+timeout $(($(left) / 4)) python3 benchmarks/attention_throughput.py --backward >"$out/attention_backward.log" 2>&1
+echo "rc=$?" >>"$out/attention_backward.log"
 
 timeout "$(left)" python3 benchmarks/sampling_throughput.py --mode=gpu --batches=2 --diffusers_attention \
   >"$out/sampling.log" 2>&1

@@ -4,6 +4,7 @@ broke, against an independent reference (PyTorch diffusers, numpy, hand-computed
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import jax_aug.diffusion  # noqa: F401  (applies the repairs)
 
@@ -269,27 +270,83 @@ def test_cudnn_attention_is_tried_only_on_cuda_in_half_precision():
   assert not compat.cudnn_attention_applies("rocm 6.4", jnp.bfloat16)  # no cuDNN on ROCm
 
 
+def _stand_in_for_cudnn(monkeypatch) -> None:
+  """jax.nn.dot_product_attention with implementation="cudnn" stood in for (a CPU has no cuDNN): jax's XLA math
+  behind the rule jax 0.11.2's cuDNN path applied on an H100 (2026-11-27): its forward rule, run only when the
+  call is differentiated, refuses an odd key length ("Unsupported sequence length Q 4096, KV 77.")."""
+  xla_attention = jax.nn.dot_product_attention
+
+  def dot_product_attention(query, key, value, *, scale=None, implementation=None):
+    def xla(q, k, v):
+      return xla_attention(q, k, v, scale=scale, implementation="xla")
+
+    if implementation != "cudnn":
+      return xla(query, key, value)
+
+    @jax.custom_vjp
+    def cudnn(q, k, v):
+      return xla(q, k, v)
+
+    def forward_rule(q, k, v):
+      if k.shape[1] % 2:
+        raise NotImplementedError(f"Unsupported sequence length Q {q.shape[1]}, KV {k.shape[1]}.")
+      return xla(q, k, v), (q, k, v)
+
+    def backward_rule(residuals, cotangent):
+      return jax.vjp(xla, *residuals)[1](cotangent)
+
+    cudnn.defvjp(forward_rule, backward_rule)
+    return cudnn(query, key, value)
+
+  monkeypatch.setattr(jax.nn, "dot_product_attention", dot_product_attention)
+
+
 def test_attention_call_routes_through_cudnn_or_falls_back_to_diffusers(monkeypatch):
   """FlaxAttention's patched __call__: on CPU diffusers' own math bit for bit; where cuDNN applies, the fused
-  path's output (cuDNN stood in for by jax's XLA implementation, the only one a CPU has); where jax's cuDNN
-  checks refuse the layer (NotImplementedError while tracing), diffusers' own again."""
+  path for a layer cuDNN accepts forward and backward (self-attention over 48 positions), diffusers' own for one
+  it refuses in training (cross-attention to 77 states), also when the layer is differentiated inside a
+  rematerialised block, where a guard around the call could not catch the refusal (negative control below)."""
   from jax_aug.diffusion import compat
 
   layer, params, hidden, context, _ = _attention_layer_and_torch_reference(jnp.bfloat16)
-  diffusers = np.asarray(layer.apply(params, hidden, context, method=compat._DIFFUSERS_ATTENTION_CALL), np.float32)
-  fused = np.asarray(
-    layer.apply(params, hidden, context, method=lambda m, h, c: compat.fused_attention(m, h, c, "xla")), np.float32
-  )
-  assert np.abs(diffusers - fused).max() > 0  # the two paths are told apart (bf16 scores vs float32 logits)
-  np.testing.assert_array_equal(np.asarray(layer.apply(params, hidden, context), np.float32), diffusers)
 
-  fused_attention = compat.fused_attention
+  def run(ctx, method=None, remat=False):
+    """The layer's output and d sum(output^2) / d hidden, the layer inside jax.checkpoint when `remat`."""
+
+    def forward(h):
+      return layer.apply(params, h, ctx) if method is None else layer.apply(params, h, ctx, method=method)
+
+    block = jax.checkpoint(forward) if remat else forward
+    grad = jax.grad(lambda h: jnp.sum(block(h).astype(jnp.float32) ** 2))(hidden)
+    return np.asarray(forward(hidden), np.float32), np.asarray(grad, np.float32)
+
+  def fused(m, h, c):
+    return compat.fused_attention(m, h, c, "xla")
+
+  for ctx in (None, context):
+    diffusers, fused_xla = run(ctx, compat._DIFFUSERS_ATTENTION_CALL), run(ctx, fused)
+    assert np.abs(diffusers[0] - fused_xla[0]).max() > 0  # the paths are told apart (bf16 scores vs f32 logits)
+    for got, want in zip(run(ctx), diffusers, strict=True):  # CPU: diffusers' own
+      np.testing.assert_array_equal(got, want)
+
+  _stand_in_for_cudnn(monkeypatch)
   monkeypatch.setattr(compat, "cudnn_attention_applies", lambda platform_version, dtype: True)
-  monkeypatch.setattr(compat, "fused_attention", lambda m, h, c, impl: fused_attention(m, h, c, "xla"))
-  np.testing.assert_array_equal(np.asarray(layer.apply(params, hidden, context), np.float32), fused)
+  assert compat.cudnn_accepts((2, 48, 4, 16), (2, 48, 4, 16), jnp.bfloat16)
+  assert not compat.cudnn_accepts((2, 48, 4, 16), (2, 77, 4, 16), jnp.bfloat16)
+  for remat in (False, True):
+    for got, want in zip(run(None, remat=remat), run(None, fused), strict=True):  # accepted: the fused path
+      np.testing.assert_array_equal(got, want)
+    for got, want in zip(run(context, remat=remat), run(context, compat._DIFFUSERS_ATTENTION_CALL), strict=True):
+      np.testing.assert_array_equal(got, want)  # refused in training: diffusers' own, remat or not
 
-  def refused(m, h, c, impl):
-    raise NotImplementedError("The head dim must be <= 256 and a multiple of 8")
+  # Negative control: the cuDNN call with only a guard around it, differentiated inside a rematerialised block,
+  # raises outside the guard (the forward rule runs when jax.checkpoint's block is differentiated).
+  def guarded(m, h, c):
+    try:
+      return compat.fused_attention(m, h, c, "cudnn")
+    except NotImplementedError:
+      return compat._DIFFUSERS_ATTENTION_CALL(m, h, c)
 
-  monkeypatch.setattr(compat, "fused_attention", refused)
-  np.testing.assert_array_equal(np.asarray(layer.apply(params, hidden, context), np.float32), diffusers)
+  run(context, guarded)  # without remat the guard catches it
+  with pytest.raises(NotImplementedError, match="KV 77"):
+    run(context, guarded, remat=True)

@@ -27,7 +27,8 @@ head, 8 heads, 2 x batch rows under guidance), where diffusers' PyTorch pipeline
 `scaled_dot_product_attention`, a fused flash kernel on CUDA GPUs. `_attention_call` runs the same module (its
 own q/k/v/out projections and scale) through `jax.nn.dot_product_attention(implementation="cudnn")`, cuDNN's
 flash attention, where it applies: a CUDA GPU, a half-precision model (cuDNN's kernel takes bf16/fp16 only) and a
-layer whose shapes jax's cuDNN checks accept (head dim a multiple of 8, <= 256 on Hopper, <= 128 before). Every
+layer whose shapes jax's cuDNN checks accept forward and backward (head dim a multiple of 8, <= 256 on Hopper,
+<= 128 before; in training jax 0.11.2 also wants even lengths, which cross-attention's 77 text states are not). Every
 other call (CPU, TPU, float32 models, refused layers) is diffusers' own `__call__`, unchanged.
 
 It also silences the deprecation notices of those pinned Flax classes (`quiet_flax_deprecation_notices`), so a
@@ -152,15 +153,35 @@ def cudnn_attention_applies(platform_version: str, dtype: Any) -> bool:
   return "cuda" in platform_version.lower() and any(jnp.dtype(dtype) == jnp.dtype(d) for d in _FUSED_ATTENTION_DTYPES)
 
 
+def cudnn_accepts(query_shape: tuple[int, ...], key_shape: tuple[int, ...], dtype: Any) -> bool:
+  """Whether jax's cuDNN flash attention takes queries / keys (= values) of these [batch, length, heads, head
+  dim] shapes forward and backward. Its checks raise NotImplementedError while tracing, and the backward's are
+  stricter (jax 0.11.2 on an H100 refuses an odd key length in training: 77 text states). A guard around the call
+  would not do: under rematerialisation (config.finetune.gradient_checkpointing) the forward rule runs when the
+  remat'd block is differentiated, outside this module's call. So both are traced here, abstractly, first."""
+  query = jax.ShapeDtypeStruct(query_shape, dtype)
+  key = jax.ShapeDtypeStruct(key_shape, dtype)
+
+  def forward_and_backward(q, k, v):
+    attended, backward = jax.vjp(lambda q, k, v: jax.nn.dot_product_attention(q, k, v, implementation="cudnn"), q, k, v)
+    return backward(attended)
+
+  try:
+    jax.eval_shape(forward_and_backward, query, key, key)
+  except NotImplementedError:
+    return False
+  return True
+
+
 def _attention_call(self, hidden_states, context=None, deterministic=True):
-  """FlaxAttention.__call__ on cuDNN's flash attention where it applies (see the module's docstring), else
-  diffusers' own. Decided while tracing, once per layer per compilation."""
+  """FlaxAttention.__call__ on cuDNN's flash attention where it applies and accepts the layer (see the module's
+  docstring), else diffusers' own. Decided while tracing, once per layer per compilation."""
   if cudnn_attention_applies(jax.devices()[0].client.platform_version, self.dtype):
-    try:
+    keys = hidden_states if context is None else context
+    batch = hidden_states.shape[0]
+    query_shape = (batch, hidden_states.shape[1], self.heads, self.dim_head)
+    if cudnn_accepts(query_shape, (batch, keys.shape[1], self.heads, self.dim_head), self.dtype):
       attended = fused_attention(self, hidden_states, context, "cudnn")
-    except NotImplementedError:  # jax's cuDNN checks refused this layer's shapes: diffusers' XLA attention
-      pass
-    else:
       return self.dropout_layer(attended, deterministic=deterministic)
   return _DIFFUSERS_ATTENTION_CALL(self, hidden_states, context, deterministic)
 
