@@ -36,7 +36,7 @@ from pathlib import Path
 
 import ml_collections
 
-from jax_aug import method_kinds
+from jax_aug import method_kinds, programs
 from jax_aug.study import assemble, kinds, selection, wiring
 from jax_aug.study import methods as methods_lib
 from jax_aug.study import stages as stages_lib
@@ -249,6 +249,7 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | os.PathLike, log
         f" unrun: add them to config.stages"
       )
     runner.run(stage.name, stage.config, stage.fn, upstream=stage.upstream, position=position)
+    programs.release_if_near_map_limit(log)  # a long study's programs would outgrow Linux's map limit (programs.py)
   log(f"time per stage (this run, {time.perf_counter() - start:.1f} s in all):\n{runner.summary()}")
   report_dir = workdir / "report"
   if runner.is_done("report"):

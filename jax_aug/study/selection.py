@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from jax_aug import programs
 from jax_aug.data import subsets
 from jax_aug.finetune import lr_search
 from jax_aug.io import atomic_write_json, read_json
@@ -71,6 +72,7 @@ def select_candidates(
   scores = {}
   for name, make_samples in progress(sorted(candidates.items()), desc=f"select/{method} candidates"):
     cand_dir = out / "candidates" / name
+    programs.release_if_near_map_limit(print)  # each candidate loads its own programs (jax_aug/programs.py)
     make_samples(cand_dir / "samples")
     sets = wiring.resample_sets(
       cand_dir / "samples", cand_dir / "resample", data_dir=data_dir, exclusion=exclusion, n_sets=r + 1, seed=config.seed
