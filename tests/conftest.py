@@ -1,7 +1,8 @@
 """Shared test fixtures: JAX programs in fresh subprocesses with N forced CPU devices, and multi-host runs
 of several local processes joined through jax.distributed on 127.0.0.1; and, when the suite runs on several
 pytest-xdist workers (the README's command), the rule that a test marked `alone` runs with no other test
-beside it; and one persistent JAX compilation cache for the whole run."""
+beside it; one persistent JAX compilation cache for the whole run; and no PyTorch in the processes tests start
+unless a test asks for it (tests/subprocess_site/sitecustomize.py)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULT_MARKER = "@@RESULT@@"
+SUBPROCESS_SITE = Path(__file__).resolve().parent / "subprocess_site"
 
 
 @contextlib.contextmanager
@@ -70,6 +72,18 @@ def pytest_configure(config):
   os.environ["JAX_COMPILATION_CACHE_DIR"] = config.jax_aug_compilation_cache
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _subprocesses_without_torch():
+  """Every process a test starts (they inherit the environment) imports tests/subprocess_site/sitecustomize.py
+  first: no PyTorch there unless asked for (`torch=True` of run_jax / _jax_env). Set in the process that runs
+  the tests (a fixture, not pytest_configure, so that xdist's workers start without it): the tests' own
+  process keeps torch for its in-process comparisons."""
+  paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+  if str(SUBPROCESS_SITE) not in paths:
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(SUBPROCESS_SITE), *paths])
+  yield
+
+
 def pytest_unconfigure(config):
   cache = getattr(config, "jax_aug_compilation_cache", None)
   if cache is not None:
@@ -109,8 +123,11 @@ def pytest_runtest_protocol(item, nextitem):
     yield
 
 
-def _jax_env(devices: int) -> dict:
+def _jax_env(devices: int, *, torch: bool = False) -> dict:
+  """A test subprocess's environment: `devices` forced CPU devices; PyTorch importable only with `torch`."""
   env = dict(os.environ)
+  if torch:
+    env["JAX_AUG_TEST_TORCH"] = "1"
   env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
   env["JAX_PLATFORMS"] = "cpu"
   env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")])
@@ -138,13 +155,14 @@ def free_port() -> int:
 
 @pytest.fixture
 def run_jax():
-  """run_jax(code, devices=N, timeout=...) runs `code` in a new Python with N forced host devices and
-  returns what it passed to `emit(...)`; a failing program fails the test with its stderr."""
+  """run_jax(code, devices=N, timeout=..., torch=False) runs `code` in a new Python with N forced host devices
+  (PyTorch importable only with torch=True) and returns what it passed to `emit(...)`; a failing program fails
+  the test with its stderr."""
 
-  def run(code: str, devices: int = 1, timeout: float = 600, cwd: str | os.PathLike | None = None):
+  def run(code: str, devices: int = 1, timeout: float = 600, cwd: str | os.PathLike | None = None, *, torch: bool = False):
     proc = subprocess.run(
       [sys.executable, "-c", _program(code)],
-      env=_jax_env(devices),
+      env=_jax_env(devices, torch=torch),
       cwd=cwd or REPO_ROOT,
       capture_output=True,
       text=True,

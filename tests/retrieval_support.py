@@ -22,21 +22,28 @@ CLIP_BACK_PYTHON = CLIP_BACK_VENV / "bin" / "python"
 LAUNCHER = REPO_ROOT / "jax_aug" / "retrieval" / "clip_back_launcher.py"
 
 
+def _clip_back_env() -> dict:
+  """The environment of every process of the clip-back venv: none of this repository's Python paths (the tests'
+  PYTHONPATH hides torch, which clip-retrieval needs) and no other venv."""
+  return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+
+
 def ensure_clip_back_venv() -> Path:
   """clip-retrieval 2.45.0 in its own venv (numpy<2), created on first use (~95 s, 6.5 GB) and reused."""
   probe = [str(CLIP_BACK_PYTHON), "-c", "import clip_retrieval.clip_back, all_clip, flask"]
-  if CLIP_BACK_PYTHON.exists() and subprocess.run(probe, capture_output=True).returncode == 0:
+  if CLIP_BACK_PYTHON.exists() and subprocess.run(probe, capture_output=True, env=_clip_back_env()).returncode == 0:
     return CLIP_BACK_PYTHON
-  subprocess.run(["python3.11", "-m", "venv", str(CLIP_BACK_VENV)], check=True)
+  subprocess.run(["python3.11", "-m", "venv", str(CLIP_BACK_VENV)], check=True, env=_clip_back_env())
   # Without the setuptools cap clip-retrieval's dependencies miss pkg_resources.
   install = subprocess.run(
     [str(CLIP_BACK_VENV / "bin" / "pip"), "install", "-q", "clip-retrieval==2.45.0", "setuptools<81"],
     capture_output=True,
     text=True,
+    env=_clip_back_env(),
   )
   if install.returncode != 0:
     pytest.fail(f"installing clip-retrieval into {CLIP_BACK_VENV} failed:\n{install.stderr[-4000:]}")
-  subprocess.run(probe, check=True)
+  subprocess.run(probe, check=True, env=_clip_back_env())
   return CLIP_BACK_PYTHON
 
 
@@ -46,8 +53,7 @@ def clip_back_server(indices: dict[str, str], workdir: Path, port: int, columns:
   python = ensure_clip_back_venv()
   indices_json = workdir / "indices.json"
   indices_json.write_text(json.dumps(indices))
-  env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-  env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+  env = {**_clip_back_env(), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
   log_path = workdir / "clip_back.log"
   with open(log_path, "w") as log:
     proc = subprocess.Popen(

@@ -114,7 +114,9 @@ def compare(workdir: str) -> dict:
 def test_sd14_float32_and_bfloat16_match_pytorch(run_jax, tmp_path):
   # In a process of its own: its ~18 GB peak goes back to the system when it ends, whatever the suite's
   # process holds by then.
-  result = run_jax(f"import runpy\nemit(runpy.run_path({__file__!r})['compare']({str(tmp_path)!r}))", timeout=1800)
+  result = run_jax(
+    f"import runpy\nemit(runpy.run_path({__file__!r})['compare']({str(tmp_path)!r}))", timeout=1800, torch=True
+  )
   print(f"SD v1.4: {result}")
   assert result["block_out_channels"] == [320, 640, 1280, 1280]
   assert (result["text_hidden_size"], result["text_layers"]) == (768, 12)
