@@ -81,7 +81,6 @@ def _subprocesses_without_torch():
   paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
   if str(SUBPROCESS_SITE) not in paths:
     os.environ["PYTHONPATH"] = os.pathsep.join([str(SUBPROCESS_SITE), *paths])
-  yield
 
 
 def pytest_unconfigure(config):

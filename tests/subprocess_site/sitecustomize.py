@@ -1,7 +1,6 @@
 """Run at the start of every Python process a test starts (tests/conftest.py puts this folder on their
 PYTHONPATH): PyTorch and torchvision are hidden from it, as a jax-aug install has neither (they come only with
-the test extra),
-unless the test asks for it (JAX_AUG_TEST_TORCH=1: equivalence against PyTorch, `from_pt` conversions).
+the test extra), unless the test asks for them (JAX_AUG_TEST_TORCH=1: equivalence against PyTorch, `from_pt`).
 
 Why: diffusers 0.39 imports torch whenever it is installed (diffusers.utils.distributed_utils), and with it
 torch._dynamo and triton: 5-6 s of CPU per process on the 2-core test machine, and code paths of diffusers and
