@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import time
 
+import machine_load
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 _BATCH = flags.DEFINE_integer("batch", 16, "Rows (images x 2 under guidance).")
 _LENGTH = flags.DEFINE_multi_integer("length", [4096, 1024], "Query positions of the self-attention layers.")
@@ -144,4 +145,4 @@ def pytorch_twin(attention_class, weights, channels: int, heads: int, context_wi
 
 
 if __name__ == "__main__":
-  app.run(main)
+  machine_load.run(main)

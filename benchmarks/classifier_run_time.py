@@ -16,13 +16,13 @@ every later run, so compare the rounds after the first.
 Measure with nothing else running: the load average is printed beside every figure.
 """
 
-import os
 import shutil
 import tempfile
 import time
 from pathlib import Path
 
-from absl import app, flags
+import machine_load
+from absl import flags
 
 _RUN_CONFIG = flags.DEFINE_string("run_config", None, "config.json of a finished classifier run", required=True)
 _EPOCHS = flags.DEFINE_integer("epochs", 10, "epochs per run (early stopping off)")
@@ -91,10 +91,9 @@ def main(argv):
       else:
         results = twin.train_and_evaluate(config, workdir, train.load_run_data(config, workdir))
       seconds[name] = time.perf_counter() - start
-      load = " ".join(f"{x:.2f}" for x in os.getloadavg())
       print(
         f"round {round_index} {name}: {seconds[name]:.1f} s ({seconds[name] / _EPOCHS.value:.2f} s per epoch),"
-        f" test top-1 {results['top1']:.2f}; load average {load}",
+        f" test top-1 {results['top1']:.2f}; {machine_load.line('after it')}",
         flush=True,
       )
     twin_seconds = seconds["PyTorch twin, memory cache"]
@@ -109,4 +108,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  machine_load.run(main)

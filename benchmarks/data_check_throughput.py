@@ -15,7 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from absl import app, flags
+import machine_load
+from absl import flags
 
 from jax_aug.data import check, sources
 from jax_aug.data.synthetic import make_synthetic_imagenet
@@ -58,4 +59,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  machine_load.run(main)

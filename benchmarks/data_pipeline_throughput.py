@@ -28,8 +28,9 @@ import tempfile
 import time
 from pathlib import Path
 
+import machine_load
 import numpy as np
-from absl import app, flags
+from absl import flags
 from PIL import Image
 
 from jax_aug.data import cache, pipeline, sources
@@ -208,11 +209,6 @@ def _end_to_end(train_dir, records, wnids):
 
 def main(argv):
   del argv
-  load = os.getloadavg()
-  print(
-    f"load average (1/5/15 min): {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} cores"
-    " (figures are only meaningful when it is near 0)"
-  )
   with tempfile.TemporaryDirectory() as tmp:
     if FLAGS.root:
       train_dir = Path(FLAGS.root) / "train"
@@ -235,4 +231,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  machine_load.run(main)

@@ -16,7 +16,8 @@ Random weights (throughput does not depend on their values). Prints steps/s of b
 
 import time
 
-from absl import app, flags
+import machine_load
+from absl import flags
 
 _SHAPE = flags.DEFINE_enum("shape", "small", ["small", "sd14"], "model shapes")
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "compute dtype")
@@ -83,7 +84,8 @@ def jax_steps_per_s(shape, batch, steps, dtype, remat):
 
   from jax_aug import sharding
   from jax_aug.diffusion.loading import StableDiffusion
-  from jax_aug.finetune import objective, trainables
+  from jax_aug.finetune import objective
+  from jax_aug.finetune.trainables import Trainables, frozen_params
   from jax_aug.finetune.trainer import make_loss_fn, make_optimizer, make_steps
 
   jdtype = jnp.dtype(dtype)
@@ -99,11 +101,13 @@ def jax_steps_per_s(shape, batch, steps, dtype, remat):
     scheduler=None,
     safety_checker=None,
     feature_extractor=None,
-    params={},
+    # No text encoder: the learned [77, hidden] conditionings stand in for its output (FT conditioning, Imagic).
+    params={"vae": vae_params, "text_encoder": None, "unet": unet_params},
     checkpoint="benchmark",
     dtype=dtype,
   )
-  conditioning = trainables.build("tensor", [], clusters_per_class=1, tokenizer=None)
+  spec = Trainables("tensor", 1, train_unet=True)  # Imagic's step: conditioning and U-Net train
+  conditioning = spec.build([], tokenizer=None)
   trainable = {"conditioning": jnp.zeros((4, 77, shape["hidden"])), "unet": unet_params}
 
   class C(dict):
@@ -128,7 +132,8 @@ def jax_steps_per_s(shape, batch, steps, dtype, remat):
     },
     mesh,
   )
-  state = {"t": sharding.replicate(trainable, mesh), "o": None, "f": sharding.replicate({"vae": vae_params}, mesh)}
+  # The frozen tree as production builds it (the trainer's step reads it by these keys).
+  state = {"t": sharding.replicate(trainable, mesh), "o": None, "f": sharding.replicate(frozen_params(spec, sd), mesh)}
   state["o"] = tx.init(state["t"])
 
   def step():
@@ -189,4 +194,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  machine_load.run(main)

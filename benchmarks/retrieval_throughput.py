@@ -15,9 +15,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import machine_load
 import numpy as np
 import torch
-from absl import app, flags
+from absl import flags
 
 from jax_aug.retrieval.builder import make_faiss_index, write_faiss_index
 from jax_aug.retrieval.index import INDEX_FILE, METADATA_DIR, LocalIndex
@@ -113,4 +114,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  machine_load.run(main)

@@ -16,7 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from absl import app, flags
+import machine_load
+from absl import flags
 
 _MODE = flags.DEFINE_enum("mode", "cpu", ["cpu", "gpu"], "cpu: tiny SD; gpu: SD v1.4 shapes at 512 px.")
 _BATCH = flags.DEFINE_integer("batch", 0, "Images per batch (0: 4 on cpu, 8 on gpu).")
@@ -141,4 +142,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  machine_load.run(main)

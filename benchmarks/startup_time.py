@@ -18,7 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from absl import app, flags
+import machine_load
+from absl import flags
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("repeats", 10, "runs per setting")
@@ -68,4 +69,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  machine_load.run(main)
