@@ -2,10 +2,15 @@
 proportions, the lemma-sharing crane pair, counts; and the quality measures on hand-made embeddings."""
 
 import collections
+import hashlib
+import importlib
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from jax_aug.data.imagenet_classes import class_by_wnid
 from jax_aug.data.sources import folder_listing
@@ -200,3 +205,47 @@ def test_quality_measures_on_hand_made_embeddings(tmp_path):
   precision = quality.retrieval_precision(LocalIndex(folder, columns=["concept"]), eye, wnids, k=15)
   assert precision["b"] == pytest.approx(10 / 15)
   assert precision == quality.retrieval_precision(_FakeIndex(images, truth), eye, wnids, k=15)
+
+
+def _write_world(root, pixels):
+  """A world folder with one target PNG per entry of `pixels` and one corpus PNG, and a study's split manifest
+  naming the target images by absolute path."""
+  for i, array in enumerate(pixels):
+    path = root / "world" / "target" / "train" / "n01443537" / f"n01443537_{i}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path, compress_level=1 + i)
+  corpus_image = root / "world" / "corpus" / "images" / "000" / "000000000.png"
+  corpus_image.parent.mkdir(parents=True)
+  Image.fromarray(np.zeros((2, 3, 3), np.uint8)).save(corpus_image)
+  splits = root / "study" / "data" / "splits"
+  splits.mkdir(parents=True)
+  rows = [{"path": str(p), "wnid": "n01443537"} for p in sorted((root / "world" / "target").rglob("*.png"))]
+  (splits / "subset.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+  return root / "world", root / "study"
+
+
+def test_world_fingerprint_follows_pixels_not_bytes_or_location(tmp_path):
+  fingerprint = importlib.import_module("scripts.fingerprint_mini_world")
+  rng = np.random.default_rng(0)
+  pixels = [rng.integers(0, 256, (4, 5, 3), dtype=np.uint8) for _ in range(2)]
+  world, study = _write_world(tmp_path / "a", pixels)
+  # Reference by hand: each image's relative path, its shape, then its RGB bytes, in sorted path order.
+  expected = hashlib.sha256()
+  for i, array in enumerate(pixels):
+    expected.update(f"target/train/n01443537/n01443537_{i}.png\0(4, 5, 3)\0".encode() + array.tobytes())
+  assert fingerprint.pixels_digest(world, world / "target") == (2, expected.hexdigest())
+
+  # Elsewhere, with other PNG compression (other bytes, same pixels): the same digests.
+  moved, moved_study = _write_world(tmp_path / "b", pixels)
+  for path in (moved / "target").rglob("*.png"):
+    Image.open(path).save(path, compress_level=9)
+  assert fingerprint.pixels_digest(moved, moved / "target") == fingerprint.pixels_digest(world, world / "target")
+  manifest = Path("data") / "splits" / "subset.jsonl"
+  assert fingerprint.split_digest(moved_study / manifest, moved) == fingerprint.split_digest(study / manifest, world)
+
+  # One pixel changed: another digest. A manifest naming images outside the world is refused by name.
+  pixels[1][0, 0, 0] ^= 1
+  changed, _ = _write_world(tmp_path / "c", pixels)
+  assert fingerprint.pixels_digest(changed, changed / "target") != fingerprint.pixels_digest(world, world / "target")
+  with pytest.raises(ValueError, match="not under the world folder"):
+    fingerprint.split_digest(study / manifest, moved)
