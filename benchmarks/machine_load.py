@@ -6,14 +6,27 @@ Each benchmark ends with `machine_load.run(main)` in place of absl's `app.run(ma
 from __future__ import annotations
 
 import os
+import platform
 from collections.abc import Callable
+from pathlib import Path
 
 from absl import app
 
 
+def cpu_name() -> str:
+  """The host CPU as Linux names it (model name, family and model: machines sold under one name differ, and XLA
+  compiles for the CPU it finds), else what `platform` knows."""
+  try:
+    fields = dict(row.split(":", 1) for row in Path("/proc/cpuinfo").read_text().split("\n\n")[0].splitlines() if ":" in row)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    return f"{fields.get('model name', '?')}, family {fields.get('cpu family', '?')} model {fields.get('model', '?')}"
+  except OSError:
+    return platform.processor() or platform.machine()
+
+
 def line(when: str) -> str:
   one, five, fifteen = os.getloadavg()
-  return f"load average {when} (1/5/15 min): {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} cores"
+  return f"load average {when} (1/5/15 min): {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} cores ({cpu_name()})"
 
 
 def run(main: Callable[[list[str]], None]) -> None:
